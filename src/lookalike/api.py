@@ -1,0 +1,145 @@
+"""The Python API: ``Index(directory).add(...)``, ``.search(...)``, ``.info()``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
+from lookalike.indexer import IndexOptions, IndexReport, index_paths
+from lookalike.indexer.pipeline import Progress
+from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
+from lookalike.models.sources import ModelError
+from lookalike.search import Hit, search_vectors
+from lookalike.storage import Store, StoreError, default_index_dir
+from lookalike.storage.store import MANIFEST
+
+QuerySource = str | os.PathLike | bytes
+
+
+@dataclass
+class QueryResult:
+    query: str
+    hits: list[Hit] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out: dict = {
+            "query": self.query,
+            "results": [
+                {
+                    "path": h.path,
+                    "score": round(h.score, 6),
+                    **({"labels": [n for n, _ in h.labels]} if h.labels else {}),
+                }
+                for h in self.hits
+            ],
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class Index:
+    """An index folder: add images to it, search it, describe it."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory or default_index_dir()).expanduser().resolve()
+        self._embedder: Embedder | None = None
+
+    @property
+    def exists(self) -> bool:
+        return (self.directory / MANIFEST).exists()
+
+    def model(self) -> Embedder:
+        """The model this index was built with, loaded as its manifest describes."""
+        if self._embedder is None:
+            with Store(self.directory, sync=False) as store:
+                info = store.manifest["model"]
+            embedder = load_model(
+                info["source"], input_size=info["input_size"][0], input_range=tuple(info["input_range"])
+            )
+            if embedder.info.identity != info["identity"]:
+                raise StoreError(
+                    f"model {info['source']} has changed since index {self.directory} was built "
+                    f"(identity {embedder.info.identity[:12]}, index has {info['identity'][:12]})"
+                )
+            self._embedder = embedder
+        return self._embedder
+
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike],
+        model: str | None = None,
+        labels: str | None = None,
+        options: IndexOptions | None = None,
+        progress: Progress | None = None,
+        input_size: int | None = None,
+        input_range: tuple[float, float] | None = None,
+    ) -> IndexReport:
+        """Index (or bring up to date) the images below ``paths``.
+
+        A new index uses ``model`` (default: the catalogue default); an existing one keeps
+        its own model and refuses a different one. ``labels`` is a file or URL of class
+        names for classification models (default: the ImageNet list, downloaded once).
+        """
+        if self.exists and model is None:
+            embedder = self.model()
+        else:
+            embedder = load_model(model or DEFAULT_MODEL, input_size=input_size, input_range=input_range)
+        opts = options or IndexOptions()
+        with Store(self.directory, model=embedder.info, writable=True, labels=labels) as store:
+            self._embedder = embedder
+            if embedder.info.has_labels and opts.label_names is None:
+                opts.label_names = load_labels(labels or store.manifest.get("labels"))
+            return index_paths(store, embedder, paths, opts, progress)
+
+    def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
+        """Vectors for query images: (vectors of the decodable ones, per-query error or None)."""
+        embedder = self.model()
+        pixels, errors = [], []
+        for q in queries:
+            try:
+                data = q if isinstance(q, bytes) else Path(q).read_bytes()
+                pixels.append(decode(data, embedder.info.input_size, max_megapixels).pixels)
+                errors.append(None)
+            except OSError as exc:
+                errors.append(f"cannot read: {exc.strerror or exc}")
+            except ImageError as exc:
+                errors.append(str(exc))
+        shape = (0, *embedder.info.input_size, 3)
+        batch = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
+        return embedder.embed(batch).vectors, errors
+
+    def search(
+        self,
+        queries: Sequence[QuerySource],
+        k: int = 10,
+        label: str | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[QueryResult]:
+        """Nearest indexed images for each query (a path or image bytes), best first."""
+        vectors, errors = self.embed(queries)
+        with Store(self.directory) as store:
+            hits = iter(search_vectors(store, vectors, k, label))
+        if names is None:
+            names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
+        return [
+            QueryResult(str(name), [] if err else next(hits), err)
+            for name, err in zip(names, errors, strict=True)
+        ]
+
+    def info(self) -> dict:
+        with Store(self.directory) as store:
+            return store.stats()
+
+    def errors(self) -> list[tuple[str, str]]:
+        with Store(self.directory, sync=False) as store:
+            return store.errors()
+
+
+__all__ = ["Index", "ModelError", "QueryResult", "StoreError"]

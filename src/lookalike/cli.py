@@ -1,0 +1,258 @@
+"""The ``lookalike`` command line: a thin layer over :mod:`lookalike.api`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS
+
+app = typer.Typer(
+    help="Find look-alike and duplicate images: index folders, search by image.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+IndexDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        envvar="LOOKALIKE_INDEX",
+        help="Index folder (default: $LOOKALIKE_INDEX, else a per-user data folder).",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+def _open(index: Path | None):
+    from lookalike.api import Index
+
+    return Index(index)
+
+
+def _parse_range(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected two numbers, e.g. 0,1 or -1,1") from None
+    return lo, hi
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index.")],
+    index: IndexDir = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Catalogue name, TF Hub URL, SavedModel folder, .tar.gz or .tflite file."),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Class names file or URL for classification models.")
+    ] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip files or folders matching.")] = None,
+    hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinked folders.")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoder processes (default: one per core).")
+    ] = None,
+    max_megapixels: Annotated[
+        float, typer.Option(min=0.01, help="Refuse larger images (decompression bombs).")
+    ] = DEFAULT_MAX_MEGAPIXELS,
+    input_size: Annotated[
+        int | None, typer.Option(help="Input size for models that accept any size.")
+    ] = None,
+    input_range: Annotated[
+        str | None, typer.Option(help="Pixel range of float .tflite models: 0,1 or -1,1 (default).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index images below PATHS (again: only new and changed files are read)."""
+    from lookalike.indexer import IndexOptions
+
+    idx = _open(index)
+    opts = IndexOptions(
+        include=include or (),
+        exclude=exclude or (),
+        hidden=hidden,
+        follow_symlinks=follow_symlinks,
+        batch_size=batch_size,
+        workers=workers,
+        max_megapixels=max_megapixels,
+    )
+    progress = Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+    )
+    task = progress.add_task("index", total=None, rate="-")
+
+    def update(done: int, total: int) -> None:
+        speed = progress.tasks[task].speed
+        progress.update(task, completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
+
+    try:
+        with progress:
+            report = idx.add(
+                [str(p) for p in paths],
+                model=model,
+                labels=labels,
+                options=opts,
+                progress=update,
+                input_size=input_size,
+                input_range=_parse_range(input_range),
+            )
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    out.print(
+        f"indexed {report.indexed} images in {report.seconds:.1f} s "
+        f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, "
+        f"{report.errors} errors, {report.removed} removed; index: {idx.directory}",
+        highlight=False,
+    )
+    for path, reason in report.error_samples[:10]:
+        err.print(f"  skipped {path}: {reason}", highlight=False, markup=False)
+    if report.errors > 10:
+        err.print(f"  ... see `lookalike info --errors` for all {report.errors}", highlight=False)
+
+
+def _known_error(exc: Exception) -> str:
+    from lookalike.models import ModelError
+    from lookalike.storage import StoreError
+
+    if isinstance(exc, ModelError | StoreError):
+        return str(exc)
+    raise exc
+
+
+@app.command()
+def search(
+    images: Annotated[list[str], typer.Argument(help="Query image files.")],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="Neighbours per query.")] = 10,
+    label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
+    index: IndexDir = None,
+) -> None:
+    """Show the indexed images most similar to each query image."""
+    idx = _open(index)
+    try:
+        results = idx.search(images, k=k, label=label)
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    failed = False
+    for r in results:
+        failed |= r.error is not None
+        if as_json:
+            print(json.dumps(r.to_dict()), flush=True)
+            continue
+        if r.error:
+            err.print(f"[red]{r.query}: {r.error}[/]", highlight=False)
+            continue
+        table = Table(title=r.query, title_justify="left", box=None, pad_edge=False)
+        table.add_column("#", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("path", overflow="fold")
+        if any(h.labels for h in r.hits):
+            table.add_column("labels")
+        for rank, h in enumerate(r.hits, 1):
+            row = [str(rank), f"{h.score:.4f}", h.path]
+            if h.labels:
+                row.append(", ".join(n for n, _ in h.labels[:3]))
+            table.add_row(*row)
+        if not r.hits:
+            table.add_row("", "", "(no results)")
+        out.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(
+    index: IndexDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    errors: Annotated[bool, typer.Option("--errors", help="List files that could not be indexed.")] = False,
+) -> None:
+    """Describe an index: files, errors, model, dimension, index type, size on disk."""
+    idx = _open(index)
+    try:
+        stats = idx.info()
+        bad = idx.errors() if errors else []
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    if as_json:
+        if errors:
+            stats["error_files"] = [{"path": p, "reason": r} for p, r in bad]
+        print(json.dumps(stats, indent=2))
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for key, value in stats.items():
+        if key == "size_bytes":
+            key, value = "size on disk", f"{value / 1e6:.1f} MB"
+        table.add_row(f"[bold]{key}", str(value))
+    out.print(table)
+    for path, reason in bad:
+        out.print(f"{path}: {reason}", highlight=False, markup=False)
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the catalogue of TF Hub modules usable by short name with --model."""
+    from lookalike.models import CATALOG, DEFAULT_MODEL
+
+    if as_json:
+        rows = [{**e.__dict__, "default": e.name == DEFAULT_MODEL} for e in CATALOG.values()]
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for col in ("name", "dim", "input", "labels", "format", "handle"):
+        table.add_column(col)
+    for e in CATALOG.values():
+        name = f"{e.name} [green](default)[/]" if e.name == DEFAULT_MODEL else e.name
+        table.add_row(
+            name, str(e.dim), str(e.input_size), "yes" if e.has_labels else "", e.hub_format, e.handle
+        )
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; the index keeps everything committed so far")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Decode image files into model-sized RGB pixels, with their metadata.
+
+JPEGs are decoded at reduced size inside libjpeg (Pillow's ``draft``); EXIF
+orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
+out as plain RGB. Nothing here imports TensorFlow: decoder processes stay light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_MEGAPIXELS = 150.0
+EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
+)
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+_EXIF_KEEP = {
+    "Make",
+    "Model",
+    "Software",
+    "DateTime",
+    "DateTimeOriginal",
+    "DateTimeDigitized",
+    "OffsetTimeOriginal",
+    "SubsecTimeOriginal",
+    "Orientation",
+    "LensModel",
+    "FNumber",
+    "ExposureTime",
+    "ISOSpeedRatings",
+    "FocalLength",
+    "ImageUniqueID",
+    "BodySerialNumber",
+}
+_BACKGROUND = (255, 255, 255)
+
+
+def _register_heif() -> frozenset[str]:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return frozenset()
+    register_heif_opener()
+    return HEIF_EXTENSIONS
+
+
+SUPPORTED_EXTENSIONS = EXTENSIONS | _register_heif()
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image; the message says why."""
+
+
+@dataclass
+class DecodedImage:
+    """Model-sized pixels plus what we learned about the original."""
+
+    pixels: np.ndarray  # uint8 [h, w, 3] at the requested size
+    width: int  # of the original, after EXIF orientation
+    height: int
+    format: str
+    exif: dict = field(default_factory=dict)
+    captured_at: datetime | None = None
+
+
+@dataclass
+class ImageFile:
+    """One file read from disk: identity (size, mtime, hash) and either pixels or an error."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None = None
+    image: DecodedImage | None = None
+    error: str | None = None
+
+
+def decode(
+    source: bytes | str | os.PathLike,
+    size: tuple[int, int],
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> DecodedImage:
+    """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width).
+
+    Raises ImageError with a readable reason for anything that is not a usable image.
+    """
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    # Our own megapixel check is the guard; Pillow's hard stop (2x its warning limit)
+    # must not be stricter than the limit the user chose.
+    limit = int(max_megapixels * 1e6 / 2) + 1
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+            with im:
+                return _decode_open(im, size, max_megapixels)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        empty = isinstance(source, bytes) and not source
+        raise ImageError("empty file" if empty else "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's decode failures
+        raise ImageError(f"cannot decode: {exc}") from exc
+
+
+def _decode_open(im: Image.Image, size: tuple[int, int], max_megapixels: float) -> DecodedImage:
+    megapixels = im.width * im.height / 1e6
+    if megapixels > max_megapixels:
+        raise ImageError(
+            f"too large: {im.width}x{im.height} = {megapixels:.0f} MP exceeds the "
+            f"{max_megapixels:g} MP limit (decompression-bomb guard)"
+        )
+    fmt = im.format or "unknown"
+    exif = im.getexif()
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
+    width, height = (im.height, im.width) if orientation in (5, 6, 7, 8) else im.size
+    meta = _exif_dict(exif)
+    h, w = size
+    if fmt == "JPEG":
+        side = max(h, w)  # both sides stay >= the model size whatever the orientation
+        im.draft("RGB", (side, side))
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    rgb = _to_rgb(im)
+    if rgb.size != (w, h):
+        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, _BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _exif_dict(exif: Image.Exif) -> dict:
+    if not exif:
+        return {}
+    tags: dict = dict(exif.items())
+    with contextlib.suppress(KeyError, ValueError, TypeError, SyntaxError):
+        tags.update(exif.get_ifd(ExifTags.IFD.Exif))
+    out: dict = {}
+    for tag, value in tags.items():
+        name = ExifTags.TAGS.get(tag)
+        if name not in _EXIF_KEEP:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            value = value.strip("\x00 ").strip()
+            if not value:
+                continue
+        elif isinstance(value, int | float):
+            pass
+        elif hasattr(value, "denominator"):  # EXIF rational
+            value = float(value) if value.denominator else None
+        else:
+            continue
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _captured_at(meta: dict) -> datetime | None:
+    for key in ("DateTimeOriginal", "DateTimeDigitized", "DateTime"):
+        value = meta.get(key)
+        if isinstance(value, str):
+            try:
+                return datetime.strptime(value[:19], "%Y:%m:%d %H:%M:%S")
+            except ValueError:
+                continue
+    return None
+
+
+def read_image_file(
+    path: str, size: tuple[int, int], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> ImageFile:
+    """Read, hash and decode one file. Never raises for a bad file: sets ``error`` instead."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as exc:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return ImageFile(path, 0, 0, error=f"cannot read: {exc.strerror or exc}")
+        return ImageFile(path, st.st_size, st.st_mtime_ns, error=f"cannot read: {exc.strerror or exc}")
+    record = ImageFile(path, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+    try:
+        record.image = decode(data, size, max_megapixels)
+    except ImageError as exc:
+        record.error = str(exc)
+    return record
+
+
+def is_image_name(path: str | Path) -> bool:
+    return os.path.splitext(str(path))[1].lower() in SUPPORTED_EXTENSIONS

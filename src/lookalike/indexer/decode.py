@@ -1,0 +1,62 @@
+"""Decode files in worker processes while the main process runs the model."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
+
+CHUNK = 8  # files per task: amortises inter-process overhead
+
+
+def _decode_chunk(paths: Sequence[str], size: tuple[int, int], max_mp: float) -> list[ImageFile]:
+    return [read_image_file(p, size, max_mp) for p in paths]
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def decode_files(
+    paths: Iterable[str],
+    size: tuple[int, int],
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    workers: int | None = None,
+    window: int | None = None,
+) -> Iterator[ImageFile]:
+    """Yield decoded files in input order; at most ``window`` chunks are in flight.
+
+    ``workers=0`` decodes in this process (no parallelism; for debugging and tiny runs).
+    """
+    workers = default_workers() if workers is None else workers
+    if workers == 0:
+        for p in paths:
+            yield read_image_file(p, size, max_megapixels)
+        return
+    window = window or workers * 3
+    chunks = _chunked(paths, CHUNK)
+    # spawn: the parent has TensorFlow's threads running; forking it is unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[Future] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels))
+            if len(pending) >= window:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+
+
+def _chunked(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,85 @@
+"""Find image files below folders: globs, hidden entries, symlinks without loops."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from lookalike.images import is_image_name
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+
+def _matches(rel: str, name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def walk(
+    roots: Sequence[str | os.PathLike],
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    follow_symlinks: bool = True,
+    hidden: bool = False,
+) -> Iterator[Entry]:
+    """Yield image files below ``roots`` (files given directly are yielded as they are).
+
+    ``include``/``exclude`` are globs matched against the path relative to its root and
+    against the bare name; without ``include``, every known image extension is taken.
+    Symlinked folders are followed once each: a link back up the tree is not a loop.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for root in roots:
+        root = os.path.abspath(os.fspath(root))
+        if os.path.isfile(root):
+            st = os.stat(root)
+            if root not in seen_files:
+                seen_files.add(root)
+                yield Entry(root, st.st_size, st.st_mtime_ns)
+            continue
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = os.stat(folder)
+                key = (st.st_dev, st.st_ino)
+                if key in seen_dirs:
+                    continue
+                seen_dirs.add(key)
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                continue  # vanished or unreadable folder: nothing to index there
+            subdirs = []
+            for e in entries:
+                if not hidden and e.name.startswith("."):
+                    continue
+                rel = os.path.relpath(e.path, root)
+                try:
+                    if e.is_dir(follow_symlinks=follow_symlinks):
+                        if not _matches(rel, e.name, exclude):
+                            subdirs.append(e.path)
+                        continue
+                    if not e.is_file(follow_symlinks=follow_symlinks):
+                        continue
+                    if _matches(rel, e.name, exclude):
+                        continue
+                    if include:
+                        if not _matches(rel, e.name, include):
+                            continue
+                    elif not is_image_name(e.name):
+                        continue
+                    st = e.stat(follow_symlinks=follow_symlinks)
+                except OSError:
+                    continue  # broken symlink or a file removed meanwhile
+                if e.path not in seen_files:
+                    seen_files.add(e.path)
+                    yield Entry(e.path, st.st_size, st.st_mtime_ns)
+            stack.extend(reversed(subdirs))

@@ -1,0 +1,323 @@
+"""Run a loaded model on batches of images: TensorFlow and LiteRT runtimes.
+
+Every runtime takes uint8 RGB batches already resized to the model's input size
+and returns L2-normalised float32 vectors (plus class scores for classifiers).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.models.sources import ModelError, ModelSource, fingerprint
+
+DEFAULT_INPUT_SIZE = 224
+UNIT_RANGE = (0.0, 1.0)  # the TF Hub image convention
+SIGNED_RANGE = (-1.0, 1.0)  # what float .tflite exports of MobileNet expect
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index must record to embed queries exactly like its images."""
+
+    source: str
+    identity: str
+    input_size: tuple[int, int]  # (height, width)
+    dim: int
+    input_range: tuple[float, float]
+    has_labels: bool
+    runtime: str = field(compare=False)
+
+    def preprocessing(self) -> dict:
+        h, w = self.input_size
+        return {
+            "color": "RGB",
+            "resize": "squash",
+            "resample": "bilinear-antialias",
+            "height": h,
+            "width": w,
+            "input_range": list(self.input_range),
+        }
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["input_range"] = list(self.input_range)
+        return d
+
+
+@dataclass
+class Embedding:
+    vectors: np.ndarray  # float32 [n, dim], unit length
+    scores: np.ndarray | None = None  # float32 [n, classes]: logits or probabilities
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class Embedder(ABC):
+    """A model ready to embed uint8 image batches of shape [n, h, w, 3]."""
+
+    info: ModelInfo
+
+    def embed(self, images: np.ndarray) -> Embedding:
+        if images.ndim != 4 or images.shape[1:] != (*self.info.input_size, 3):
+            raise ValueError(f"expected [n, {self.info.input_size}, 3] images, got {images.shape}")
+        if len(images) == 0:
+            return Embedding(np.zeros((0, self.info.dim), np.float32))
+        feats, scores = self._run(images)
+        return Embedding(l2_normalize(feats), None if scores is None else np.asarray(scores))
+
+    @abstractmethod
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw features and class scores (or None) for a uint8 batch."""
+
+
+def scale_pixels(images: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
+    """uint8 pixels to float32 spanning ``input_range``."""
+    lo, hi = input_range
+    return images.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+
+
+def import_tensorflow():
+    """Import TensorFlow without its C++ start-up chatter on stderr (CUDA probes, oneDNN notes).
+
+    Those lines are written by native code before any log level applies, so stderr is
+    pointed at /dev/null for the import only; Python exceptions still carry their message.
+    """
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+        import tensorflow_hub  # noqa: F401  (imports TF's Keras pieces: same chatter)
+
+        tf.config.list_physical_devices()  # the CUDA probe logs an error on CPU-only machines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
+class TensorFlowEmbedder(Embedder):
+    """A TF2 SavedModel or a TF1 hub module, loaded with ``hub.load``."""
+
+    def __init__(self, src: ModelSource, input_size: int | None = None) -> None:
+        tf = import_tensorflow()
+        import tensorflow_hub as hub
+
+        self._tf = tf
+        try:
+            obj = hub.load(str(src.path))
+        except Exception as exc:
+            raise ModelError(f"{src.path}: TensorFlow could not load it ({exc})") from exc
+        self._labels_fn = False
+        if (src.path / "tfhub_module.pb").exists():
+            fn, shape, self._labels_fn = _tf1_function(obj, src.path)
+        else:
+            fn, shape = _tf2_function(obj)
+        self._fn = fn
+        size = _input_size(shape, input_size or (src.entry.input_size if src.entry else None))
+        feats, scores = self._call(np.zeros((1, *size, 3), np.float32))
+        self.info = ModelInfo(
+            source=src.source,
+            identity=fingerprint(src.path),
+            input_size=size,
+            dim=int(np.prod(feats.shape[1:])),
+            input_range=UNIT_RANGE,
+            has_labels=scores is not None,
+            runtime="tf",
+        )
+
+    def _call(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self._fn(self._tf.constant(x))
+        if self._labels_fn:
+            return out[0].numpy(), out[1].numpy()
+        return out.numpy(), None
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._call(scale_pixels(images, self.info.input_range))
+
+    def concrete_function(self):
+        """The graph as one concrete function (image batch -> features[, scores])."""
+        return self._fn
+
+
+def _input_size(shape, fallback: int | None) -> tuple[int, int]:
+    dims = list(shape)[1:3] if shape is not None and len(shape) == 4 else [None, None]
+    if dims[0] and dims[1]:
+        return int(dims[0]), int(dims[1])
+    size = fallback or DEFAULT_INPUT_SIZE
+    return size, size
+
+
+def _tf1_function(obj, path: Path):
+    """One pruned function giving features (and logits) from a TF1 hub module's graph."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString((path / "saved_model.pb").read_bytes())
+    graphs = [g for g in model.meta_graphs if not g.meta_info_def.tags] or list(model.meta_graphs)
+    sigs = graphs[0].signature_def
+    name = next((n for n in ("image_feature_vector", "default") if n in sigs), None)
+    if name is None:
+        raise ModelError(f"{path}: no image_feature_vector or default signature")
+    sig = sigs[name]
+    (input_info,) = sig.inputs.values()
+    feature = (sig.outputs.get("default") or next(iter(sig.outputs.values()))).name
+    fetches = [feature]
+    cls = sigs.get("image_classification")
+    if name == "image_feature_vector" and cls is not None:
+        fetches.append((cls.outputs.get("default") or next(iter(cls.outputs.values()))).name)
+    fn = obj.prune(feeds=[input_info.name], fetches=fetches if len(fetches) > 1 else feature)
+    shape = [d.size if d.size > 0 else None for d in input_info.tensor_shape.dim]
+    return fn, shape, len(fetches) > 1
+
+
+def _tf2_function(obj):
+    """A callable giving one feature tensor from a TF2 SavedModel."""
+    import tensorflow as tf
+
+    if callable(obj) and hasattr(obj, "__call__"):  # noqa: B004 - restored objects
+        call = obj.__call__
+        specs = [cf.structured_input_signature[0] for cf in getattr(call, "concrete_functions", [])]
+        shape = next((s[0].shape for s in specs if s and hasattr(s[0], "shape")), None)
+        takes_training = any(
+            "training" in cf.structured_input_signature[1] or len(cf.structured_input_signature[0]) > 1
+            for cf in getattr(call, "concrete_functions", [])
+        )
+
+        def run(x):
+            out = obj(x, training=False) if takes_training else obj(x)
+            return _single_output(out)
+
+        return run, shape
+    sig = obj.signatures.get("serving_default") if hasattr(obj, "signatures") else None
+    if sig is None:
+        raise ModelError("SavedModel is not callable and has no serving_default signature")
+    ((key, spec),) = sig.structured_input_signature[1].items()
+
+    def run_sig(x):
+        return _single_output(sig(**{key: tf.convert_to_tensor(x)}))
+
+    return run_sig, spec.shape
+
+
+def _single_output(out):
+    if isinstance(out, dict):
+        for key in ("default", "feature_vector", "output_0"):
+            if key in out:
+                return out[key]
+        (out,) = out.values()
+    return out
+
+
+class TFLiteEmbedder(Embedder):
+    """A ``.tflite`` model run by LiteRT (XNNPACK for float models).
+
+    uint8 models take raw pixels and have their outputs dequantized with each tensor's
+    scale and zero point. For 1001-way classifiers the pre-logits average-pool tensor is
+    the feature vector and the output gives the labels.
+    """
+
+    def __init__(
+        self,
+        src: ModelSource,
+        input_range: tuple[float, float] = SIGNED_RANGE,
+        identity: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = str(src.path)
+        threads = os.cpu_count() or 1
+        try:
+            probe = Interpreter(model_path=path)
+        except Exception as exc:
+            raise ModelError(f"{path}: LiteRT could not load it ({exc})") from exc
+        inp = probe.get_input_details()[0]
+        out = probe.get_output_details()[0]
+        self._feature_tensor = None
+        classes = int(out["shape"][-1])
+        if classes in (1000, 1001):
+            pools = [
+                t
+                for t in probe.get_tensor_details()
+                if "AvgPool" in t["name"] and len(t["shape"]) == 4 and t["index"] != out["index"]
+            ]
+            if not pools:
+                raise ModelError(f"{path}: a classifier without a pre-logits AvgPool tensor")
+            self._feature_tensor = pools[-1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging
+            self._it = Interpreter(
+                model_path=path,
+                num_threads=threads,
+                experimental_preserve_all_tensors=self._feature_tensor is not None,
+            )
+        self._input = inp
+        self._output = out
+        self._batch = 1
+        if int(inp["shape"][0]) == 1 and batch_size > 1 and self._feature_tensor is None:
+            try:  # float models batch well; XNNPACK refuses to reshape quantized graphs
+                self._it.resize_tensor_input(inp["index"], [batch_size, *inp["shape"][1:]])
+                self._it.allocate_tensors()
+                self._batch = batch_size
+            except (RuntimeError, ValueError):
+                self._it = Interpreter(model_path=path, num_threads=threads)
+        if self._batch == 1:
+            self._it.allocate_tensors()
+        self._quantized_input = inp["dtype"] == np.uint8
+        self._range = (0.0, 255.0) if self._quantized_input else tuple(input_range)
+        h, w = int(inp["shape"][1]), int(inp["shape"][2])
+        feats, scores = self._run(np.zeros((1, h, w, 3), np.uint8))
+        self.info = ModelInfo(
+            source=src.source,
+            identity=identity or fingerprint(src.path),
+            input_size=(h, w),
+            dim=int(np.prod(feats.shape[1:])),
+            input_range=self._range,
+            has_labels=scores is not None,
+            runtime="tflite",
+        )
+
+    def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = images.astype(np.uint8) if self._quantized_input else scale_pixels(images, self._range)
+        feats, scores = [], []
+        for start in range(0, len(x), self._batch):
+            chunk = x[start : start + self._batch]
+            n = len(chunk)
+            if n < self._batch:  # pad the last batch instead of reallocating the graph
+                chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), x.dtype)])
+            self._it.set_tensor(self._input["index"], chunk)
+            self._it.invoke()
+            out = _dequantize(self._it.get_tensor(self._output["index"]), self._output)[:n]
+            if self._feature_tensor is None:
+                feats.append(out.reshape(n, -1))
+            else:
+                t = self._feature_tensor
+                feats.append(_dequantize(self._it.get_tensor(t["index"]), t)[:n].reshape(n, -1))
+                scores.append(out.reshape(n, -1))
+        return np.concatenate(feats), (np.concatenate(scores) if scores else None)
+
+
+def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero = details["quantization"]
+    if values.dtype in (np.uint8, np.int8, np.int16) and scale:
+        return (values.astype(np.float32) - zero) * np.float32(scale)
+    return values.astype(np.float32)

@@ -1,0 +1,111 @@
+"""The SQL schema (SQLAlchemy 2.0 ORM) and engine set-up for an index's catalogue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class File(Base):
+    """Every image file seen: indexed (status ok, with a vector) or failed (status error)."""
+
+    __tablename__ = "files"
+    # AUTOINCREMENT: ids are never reused, so a FAISS id always means one version of one file.
+    __table_args__ = (Index("ix_files_status", "status"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    format: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(8))
+    error: Mapped[str | None] = mapped_column(Text)
+    vector_id: Mapped[int | None] = mapped_column(Integer)  # = id when the vector is stored
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime)
+    exif: Mapped[dict | None] = mapped_column(JSON)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Vector(Base):
+    """The float32 vector of a file: the source of truth the FAISS index is built from."""
+
+    __tablename__ = "vectors"
+
+    id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Label(Base):
+    """Top-5 ImageNet labels of a file, from classification modules."""
+
+    __tablename__ = "labels"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    class_index: Mapped[int]
+    name: Mapped[str] = mapped_column(Text, index=True)
+    score: Mapped[float]
+
+
+class Meta(Base):
+    """Small key/value state, e.g. the vector generation counter."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+ERRORS_VIEW = """
+CREATE VIEW IF NOT EXISTS errors AS
+SELECT id, path, size, mtime_ns, error AS reason, indexed_at AS seen_at
+FROM files WHERE status = 'error'
+"""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with SQLite tuned for one writer and concurrent readers (WAL)."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(ERRORS_VIEW))

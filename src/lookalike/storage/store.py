@@ -1,0 +1,516 @@
+"""One index folder: manifest + SQLite catalogue + FAISS vectors, kept in step.
+
+The catalogue is the source of truth: each vector is stored there as float32 bytes
+in the same transaction as its file row, and a ``generation`` counter is bumped by
+every transaction that changes the set of vectors. The FAISS file is a checkpoint
+of that set at some generation; on open, a checkpoint of another generation is
+brought up to date from the catalogue (ids missing are added, ids gone are removed).
+Ids are never reused, so comparing id sets is enough. A crash at any point thus
+loses at most the uncommitted batch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from lookalike.images import ImageFile
+from lookalike.models.runtimes import ModelInfo
+from lookalike.storage.schema import (
+    STATUS_ERROR,
+    STATUS_OK,
+    File,
+    Label,
+    Meta,
+    Vector,
+    create_schema,
+    make_engine,
+)
+from lookalike.storage.vectors import VectorIndex, fsync_dir
+
+MANIFEST = "manifest.json"
+DATABASE = "catalog.sqlite"
+LOCKFILE = "write.lock"
+MANIFEST_VERSION = 1
+_CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
+
+
+class StoreError(Exception):
+    """The index folder is missing, locked, or does not fit the request."""
+
+
+def default_index_dir() -> Path:
+    """``$LOOKALIKE_INDEX``, else a folder in the per-user data directory."""
+    env = os.environ.get("LOOKALIKE_INDEX")
+    return Path(env) if env else Path(platformdirs.user_data_dir("lookalike")) / "index"
+
+
+@dataclass
+class FileRow:
+    """A catalogue entry as search results and reports need it."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    captured_at: datetime | None
+    exif: dict | None = None
+    labels: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Known:
+    """What the catalogue remembers of a path, to decide whether to re-read it."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    status: str
+    content_hash: str | None
+
+
+@dataclass
+class VerifyReport:
+    generation: int
+    checkpoint_generation: int
+    rows_without_vector: list[int]
+    vectors_without_row: list[int]
+    missing_from_faiss: list[int]
+    extra_in_faiss: list[int]
+    mismatched_vectors: list[int]
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.rows_without_vector
+            or self.vectors_without_row
+            or self.missing_from_faiss
+            or self.extra_in_faiss
+            or self.mismatched_vectors
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def atomic_write_text(path: Path, content: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _vector_bytes(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+class Store:
+    """An index folder opened for reading, or for writing (one writer at a time)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | None = None,
+        *,
+        model: ModelInfo | None = None,
+        writable: bool = False,
+        sync: bool = True,
+        labels: str | None = None,
+    ) -> None:
+        self.directory = Path(directory or default_index_dir()).expanduser().resolve()
+        self.writable = writable
+        self._lock_fd: int | None = None
+        manifest_path = self.directory / MANIFEST
+        if manifest_path.exists():
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if model is not None:
+                check_model(self.manifest, model, self.directory)
+        elif writable and model is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.manifest = {
+                "version": MANIFEST_VERSION,
+                "created_at": _now().isoformat(timespec="seconds"),
+                "model": model.to_dict(),
+                "preprocessing": model.preprocessing(),
+                "dim": model.dim,
+                "metric": "cosine",
+                "labels": labels if model.has_labels else None,
+            }
+        else:
+            raise StoreError(f"no index at {self.directory} (create one with `lookalike index`)")
+        if writable:
+            self._lock()
+        self.engine = make_engine(f"sqlite:///{self.directory / DATABASE}")
+        if writable:
+            create_schema(self.engine)
+            with Session(self.engine) as s, s.begin():
+                if s.get(Meta, "generation") is None:
+                    s.add(Meta(key="generation", value="0"))
+            if not manifest_path.exists():  # written last: its presence means "index ready"
+                atomic_write_text(manifest_path, json.dumps(self.manifest, indent=2))
+            for stale in self.directory.glob(".vectors-*.tmp"):
+                stale.unlink(missing_ok=True)
+        self.dim = int(self.manifest["dim"])
+        self.vectors = VectorIndex.load(self.directory, self.dim)
+        self._dirty = False
+        if sync:
+            self.sync_vectors()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.directory} is being written by another lookalike process") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self.writable and self._lock_fd is not None:
+            self.checkpoint()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def model_info(self) -> dict:
+        return self.manifest["model"]
+
+    # --- vectors in step with the catalogue -------------------------------------------
+
+    def generation(self) -> int:
+        with Session(self.engine) as s:
+            value = s.get(Meta, "generation")
+            return int(value.value) if value else 0
+
+    def sync_vectors(self) -> int:
+        """Bring the in-memory FAISS index to the catalogue's state; returns changes made."""
+        generation = self.generation()
+        if self.vectors.generation == generation and not self._dirty:
+            return 0
+        in_faiss = set(self.vectors.ids().tolist())
+        with Session(self.engine) as s:
+            in_db = set(s.scalars(select(Vector.id)))
+        extra = in_faiss - in_db
+        missing = sorted(in_db - in_faiss)
+        self.vectors.remove(extra)
+        for ids in _chunks(missing, 5000):
+            ids_arr, vecs = self.load_vectors(ids)
+            self.vectors.add(ids_arr, vecs)
+        self.vectors.generation = generation
+        changed = len(extra) + len(missing)
+        if self.writable:
+            self._dirty = True
+            self.checkpoint()
+        return changed
+
+    def load_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors for ``ids`` (in id order of what exists)."""
+        rows: list[tuple[int, bytes]] = []
+        with Session(self.engine) as s:
+            for chunk in _chunks(list(ids)):
+                rows.extend(s.execute(select(Vector.id, Vector.data).where(Vector.id.in_(chunk))))
+        rows.sort()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        ids_arr = np.array([r[0] for r in rows], np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+        return ids_arr, vecs.astype(np.float32)
+
+    def checkpoint(self) -> None:
+        """Write the FAISS index if it changed since the last checkpoint."""
+        if not self.writable:
+            raise StoreError("index opened read-only")
+        if self._dirty:
+            self.vectors.save(self.directory, self.vectors.generation)
+            self._dirty = False
+
+    def _bump(self, s: Session) -> int:
+        """Advance the generation inside the caller's transaction (we hold the write lock)."""
+        meta = s.get(Meta, "generation")
+        meta.value = str(int(meta.value) + 1)
+        return int(meta.value)
+
+    # --- writes ----------------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError("index opened read-only")
+
+    def add(
+        self,
+        records: Sequence[ImageFile],
+        vectors: np.ndarray,
+        labels: Sequence[list[tuple[int, str, float]]] | None = None,
+    ) -> list[int]:
+        """Store decoded files with their vectors (and labels) in one transaction."""
+        self._require_writable()
+        if not records:
+            return []
+        now = _now()
+        rows = [
+            {
+                "path": r.path,
+                "size": r.size,
+                "mtime_ns": r.mtime_ns,
+                "content_hash": r.content_hash,
+                "width": r.image.width,
+                "height": r.image.height,
+                "format": r.image.format,
+                "status": STATUS_OK,
+                "error": None,
+                "captured_at": r.image.captured_at,
+                "exif": r.image.exif or None,
+                "indexed_at": now,
+            }
+            for r in records
+        ]
+        with Session(self.engine) as s, s.begin():
+            replaced = self._delete_paths(s, [r.path for r in records])
+            ids = list(s.scalars(insert(File).returning(File.id, sort_by_parameter_order=True), rows))
+            s.execute(update(File), [{"id": i, "vector_id": i} for i in ids])
+            s.execute(
+                insert(Vector),
+                [{"id": i, "data": _vector_bytes(v)} for i, v in zip(ids, vectors, strict=True)],
+            )
+            if labels:
+                s.execute(
+                    insert(Label),
+                    [
+                        {"file_id": i, "rank": rank, "class_index": c, "name": name, "score": score}
+                        for i, top in zip(ids, labels, strict=True)
+                        for rank, (c, name, score) in enumerate(top)
+                    ],
+                )
+            generation = self._bump(s)
+        self.vectors.remove(replaced)
+        self.vectors.add(np.array(ids, np.int64), vectors)
+        self._mark(generation)
+        return ids
+
+    def record_errors(self, records: Sequence[ImageFile]) -> None:
+        """Remember files that could not be used, with their reason."""
+        self._require_writable()
+        if not records:
+            return
+        now = _now()
+        with Session(self.engine) as s, s.begin():
+            replaced = self._delete_paths(s, [r.path for r in records])
+            s.execute(
+                insert(File),
+                [
+                    {
+                        "path": r.path,
+                        "size": r.size,
+                        "mtime_ns": r.mtime_ns,
+                        "content_hash": r.content_hash,
+                        "status": STATUS_ERROR,
+                        "error": r.error,
+                        "indexed_at": now,
+                    }
+                    for r in records
+                ],
+            )
+            generation = self._bump(s) if replaced else None
+        if replaced:
+            self.vectors.remove(replaced)
+            self._mark(generation)
+
+    def remove_paths(self, paths: Sequence[str]) -> int:
+        """Drop files (rows, vectors, labels) by exact path; returns how many were known."""
+        self._require_writable()
+        with Session(self.engine) as s, s.begin():
+            before = s.scalar(select(func.count()).select_from(File))
+            removed = self._delete_paths(s, list(paths))
+            count = before - s.scalar(select(func.count()).select_from(File))
+            generation = self._bump(s) if removed else None
+        if removed:
+            self.vectors.remove(removed)
+            self._mark(generation)
+        return count
+
+    def _delete_paths(self, s: Session, paths: list[str]) -> list[int]:
+        """Delete rows for ``paths``; returns the ids that had vectors."""
+        had_vectors: list[int] = []
+        for chunk in _chunks(paths):
+            had_vectors += s.scalars(
+                select(File.vector_id).where(File.path.in_(chunk), File.vector_id.is_not(None))
+            )
+            s.execute(delete(File).where(File.path.in_(chunk)))
+        return had_vectors
+
+    def _mark(self, generation: int) -> None:
+        self.vectors.generation = generation
+        self._dirty = True
+
+    # --- reads -----------------------------------------------------------------------
+
+    def known(self, under: Sequence[str] | None = None) -> dict[str, Known]:
+        """Catalogue entries, optionally only those below the given folders."""
+        q = select(File.path, File.id, File.size, File.mtime_ns, File.status, File.content_hash)
+        out: dict[str, Known] = {}
+        with Session(self.engine) as s:
+            for path, *rest in s.execute(q):
+                if under is None or any(is_under(path, root) for root in under):
+                    out[path] = Known(*rest)
+        return out
+
+    def rows(self, ids: Iterable[int]) -> dict[int, FileRow]:
+        ids = [int(i) for i in ids]
+        out: dict[int, FileRow] = {}
+        with Session(self.engine) as s:
+            for chunk in _chunks(ids):
+                for f in s.scalars(select(File).where(File.id.in_(chunk))):
+                    out[f.id] = FileRow(
+                        f.id,
+                        f.path,
+                        f.size,
+                        f.mtime_ns,
+                        f.content_hash,
+                        f.width,
+                        f.height,
+                        f.format,
+                        f.captured_at,
+                        f.exif,
+                    )
+                labels = select(Label.file_id, Label.name, Label.score).where(Label.file_id.in_(chunk))
+                for fid, name, score in s.execute(labels.order_by(Label.file_id, Label.rank)):
+                    out[fid].labels.append((name, score))
+        return out
+
+    def ids_with_label(self, text: str) -> np.ndarray:
+        """Ids whose stored top labels contain ``text`` (case-insensitive)."""
+        q = select(Label.file_id).where(func.lower(Label.name).contains(text.lower())).distinct()
+        with Session(self.engine) as s:
+            return np.array(sorted(s.scalars(q)), dtype=np.int64)
+
+    def errors(self) -> list[tuple[str, str]]:
+        with Session(self.engine) as s:
+            q = select(File.path, File.error).where(File.status == STATUS_ERROR).order_by(File.path)
+            return [(p, e) for p, e in s.execute(q)]
+
+    def stats(self) -> dict:
+        with Session(self.engine) as s:
+            counts = dict(s.execute(select(File.status, func.count()).group_by(File.status)).all())
+            labelled = s.scalar(select(func.count(func.distinct(Label.file_id))))
+        size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        model = self.model_info
+        return {
+            "index": str(self.directory),
+            "files": counts.get(STATUS_OK, 0),
+            "errors": counts.get(STATUS_ERROR, 0),
+            "vectors": self.vectors.ntotal,
+            "labelled": labelled,
+            "model": model["source"],
+            "model_identity": model["identity"],
+            "dim": self.dim,
+            "input_size": model["input_size"],
+            "index_type": f"IDMap2,{self.vectors.kind}",
+            "metric": self.manifest.get("metric", "cosine"),
+            "generation": self.generation(),
+            "size_bytes": size,
+        }
+
+    # --- verify / repair ---------------------------------------------------------------
+
+    def verify(self, sample: int = 1000) -> VerifyReport:
+        """Compare catalogue rows, stored vectors and the FAISS checkpoint on disk."""
+        checkpoint = VectorIndex.load(self.directory, self.dim)
+        with Session(self.engine) as s:
+            ok_rows = set(s.scalars(select(File.id).where(File.status == STATUS_OK)))
+            with_vid = dict(
+                s.execute(select(File.id, File.vector_id).where(File.vector_id.is_not(None))).all()
+            )
+            stored = set(s.scalars(select(Vector.id)))
+        in_faiss = set(checkpoint.ids().tolist())
+        mismatched = sorted(i for i, v in with_vid.items() if v != i or i not in stored)
+        probe = sorted(stored & in_faiss)
+        if len(probe) > sample:
+            probe = sorted(np.random.default_rng(0).choice(probe, sample, replace=False).tolist())
+        ids, vecs = self.load_vectors(probe)
+        bad = [
+            int(i)
+            for i, v in zip(ids, vecs, strict=True)
+            if not np.allclose(checkpoint.reconstruct(i), v, atol=1e-6)
+        ]
+        return VerifyReport(
+            generation=self.generation(),
+            checkpoint_generation=checkpoint.generation,
+            rows_without_vector=sorted(ok_rows - stored),
+            vectors_without_row=sorted(stored - ok_rows),
+            missing_from_faiss=sorted(stored - in_faiss),
+            extra_in_faiss=sorted(in_faiss - stored),
+            mismatched_vectors=sorted(set(bad) | set(mismatched)),
+        )
+
+    def repair(self) -> VerifyReport:
+        """Fix what ``verify`` finds: bad rows are dropped (re-indexed next run), FAISS rebuilt."""
+        self._require_writable()
+        report = self.verify()
+        drop = (
+            set(report.rows_without_vector) | set(report.vectors_without_row) | set(report.mismatched_vectors)
+        )
+        with Session(self.engine) as s, s.begin():
+            for chunk in _chunks(sorted(drop)):
+                s.execute(delete(Vector).where(Vector.id.in_(chunk)))
+                s.execute(delete(File).where(File.id.in_(chunk)))
+            self._bump(s)
+        if report.mismatched_vectors:  # rebuild from the catalogue rather than trust FAISS
+            self.vectors = VectorIndex(self.dim)
+        self._dirty = True
+        self.sync_vectors()
+        return report
+
+
+def check_model(manifest: dict, model: ModelInfo, directory: Path) -> None:
+    """Refuse to mix vectors from different models or preprocessing in one index."""
+    have = manifest["model"]
+    if have["identity"] != model.identity or manifest["preprocessing"] != model.preprocessing():
+        raise StoreError(
+            f"index {directory} was built with model {have['source']} "
+            f"({have['dim']} dims, identity {have['identity'][:12]}); "
+            f"{model.source} ({model.dim} dims, identity {model.identity[:12]}) would give "
+            "vectors that cannot be compared. Use another --index, or the index's own model."
+        )
+
+
+def is_under(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep)
+    return path == root or path.startswith(root + os.sep)

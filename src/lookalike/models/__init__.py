@@ -47,5 +47,5 @@ def load_model(
     """
     src = resolve_model(value)
     if src.is_tflite:
-        return TFLiteEmbedder(src, input_range=input_range or SIGNED_RANGE)
+        return TFLiteEmbedder(src, input_range=input_range or SIGNED_RANGE, input_size=input_size)
     return TensorFlowEmbedder(src, input_size=input_size)

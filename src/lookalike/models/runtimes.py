@@ -241,6 +241,7 @@ class TFLiteEmbedder(Embedder):
         input_range: tuple[float, float] = SIGNED_RANGE,
         identity: str | None = None,
         batch_size: int = 32,
+        input_size: int | None = None,
     ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -263,28 +264,30 @@ class TFLiteEmbedder(Embedder):
             if not pools:
                 raise ModelError(f"{path}: a classifier without a pre-logits AvgPool tensor")
             self._feature_tensor = pools[-1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging
-            self._it = Interpreter(
-                model_path=path,
-                num_threads=threads,
-                experimental_preserve_all_tensors=self._feature_tensor is not None,
-            )
+        self._it = self._make_interpreter(path, threads)
         self._input = inp
         self._output = out
-        self._batch = 1
-        if int(inp["shape"][0]) == 1 and batch_size > 1 and self._feature_tensor is None:
-            try:  # float models batch well; XNNPACK refuses to reshape quantized graphs
-                self._it.resize_tensor_input(inp["index"], [batch_size, *inp["shape"][1:]])
-                self._it.allocate_tensors()
-                self._batch = batch_size
-            except (RuntimeError, ValueError):
-                self._it = Interpreter(model_path=path, num_threads=threads)
-        if self._batch == 1:
-            self._it.allocate_tensors()
         self._quantized_input = inp["dtype"] == np.uint8
         self._range = (0.0, 255.0) if self._quantized_input else tuple(input_range)
-        h, w = int(inp["shape"][1]), int(inp["shape"][2])
+        signature = inp.get("shape_signature", inp["shape"])
+        h, w = int(signature[1]), int(signature[2])
+        if h <= 0 or w <= 0:  # dynamic spatial size: the caller's choice, else 224
+            h = w = input_size or DEFAULT_INPUT_SIZE
+        # Float models batch well; XNNPACK cannot reshape quantized graphs, and
+        # preserving all tensors (for the pre-logits features) is done per image.
+        want = batch_size if self._feature_tensor is None and not self._quantized_input else 1
+        self._batch = 0
+        for batch in dict.fromkeys((want, 1)):
+            try:
+                if tuple(self._it.get_input_details()[0]["shape"]) != (batch, h, w, 3):
+                    self._it.resize_tensor_input(inp["index"], [batch, h, w, 3])
+                self._it.allocate_tensors()
+                self._batch = batch
+                break
+            except (RuntimeError, ValueError):
+                self._it = self._make_interpreter(path, threads)
+        if not self._batch:
+            raise ModelError(f"{path}: cannot run at input size {h}x{w}")
         feats, scores = self._run(np.zeros((1, h, w, 3), np.uint8))
         self.info = ModelInfo(
             source=src.source,
@@ -295,6 +298,17 @@ class TFLiteEmbedder(Embedder):
             has_labels=scores is not None,
             runtime="tflite",
         )
+
+    def _make_interpreter(self, path: str, threads: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging
+            return Interpreter(
+                model_path=path,
+                num_threads=threads,
+                experimental_preserve_all_tensors=self._feature_tensor is not None,
+            )
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = images.astype(np.uint8) if self._quantized_input else scale_pixels(images, self._range)

@@ -1,0 +1,113 @@
+"""Shared fixtures: isolated caches, tiny generated models, synthetic photos, loopback HTTP."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import model_factory
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_MODELS = SHARED / "models"
+SHARED_PHOTOS = SHARED / "photos"
+SHARED_SAVED_MODEL = SHARED_MODELS / "mobilenet_v1_075_224_feature_vector"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test gets its own caches and no ambient index."""
+    monkeypatch.setenv("LOOKALIKE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub"))
+    monkeypatch.delenv("LOOKALIKE_INDEX", raising=False)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tf2_model(models_dir) -> Path:
+    return model_factory.make_tf2_saved_model(models_dir / "tiny_tf2")
+
+
+@pytest.fixture(scope="session")
+def tf1_module(models_dir) -> Path:
+    return model_factory.make_tf1_hub_module(models_dir / "tiny_tf1_classification")
+
+
+@pytest.fixture(scope="session")
+def tf1_feature_module(models_dir) -> Path:
+    return model_factory.make_tf1_hub_module(models_dir / "tiny_tf1_features", classification=False)
+
+
+@pytest.fixture(scope="session")
+def tflite_model(models_dir, tf2_model) -> Path:
+    return model_factory.make_tflite(tf2_model, models_dir / "tiny.tflite")
+
+
+@pytest.fixture(scope="session")
+def labels_file(models_dir) -> Path:
+    return model_factory.write_labels(models_dir / "labels.txt")
+
+
+def make_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A synthetic 'photo': a random 4x4 colour layout, smoothed, with a gradient and grain."""
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    im = Image.fromarray(grid, "RGB").resize(size, Image.Resampling.BICUBIC)
+    arr = np.asarray(im, np.float32)
+    arr += np.linspace(-20, 20, size[0])[None, :, None] + rng.normal(0, 4, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """Eight distinct JPEG photos in a small tree."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i in range(8):
+        folder = root / "sub" if i % 2 else root
+        make_photo(i).save(folder / f"photo{i}.jpg", quality=92)
+    return root
+
+
+class _Server:
+    def __init__(self, directory: Path) -> None:
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                owner.requests.append(self.path)
+
+        handler = functools.partial(Handler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A loopback HTTP server over a fresh folder: yields (folder, server)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = _Server(folder)
+    yield folder, server
+    server.close()
+
+
+def needs_shared(*paths: Path):
+    missing = [str(p) for p in paths if not p.exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"shared assets absent: {', '.join(missing)}")

@@ -1,0 +1,158 @@
+"""End to end through the CLI and the Python API, with tiny generated models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.indexer import walk
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    result = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def indexed(tmp_path, photo_dir, tf2_model):
+    index = tmp_path / "index"
+    run("index", photo_dir, "--model", tf2_model, "--index", index, "--workers", "2", "-q")
+    return index
+
+
+def test_index_then_search_finds_the_image_first(indexed, photo_dir):
+    query = photo_dir / "photo2.jpg"
+    res = run("search", query, "-k", "3", "--json", "--index", indexed)
+    line = json.loads(res.stdout.strip())
+    assert line["query"] == str(query)
+    assert line["results"][0]["path"] == str(query)
+    assert line["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert len(line["results"]) == 3
+    scores = [r["score"] for r in line["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_resized_copy_is_found_from_outside_the_index(indexed, photo_dir, tmp_path):
+    copy = tmp_path / "query.png"
+    make_photo(5).resize((160, 120)).save(copy)
+    res = run("search", copy, "--json", "--index", indexed)
+    assert json.loads(res.stdout)["results"][0]["path"] == str(photo_dir / "sub" / "photo5.jpg")
+
+
+def test_several_queries_one_json_line_each(indexed, photo_dir):
+    res = run("search", photo_dir / "photo0.jpg", photo_dir / "photo4.jpg", "--json", "--index", indexed)
+    lines = [json.loads(x) for x in res.stdout.strip().splitlines()]
+    assert [x["query"] for x in lines] == [str(photo_dir / "photo0.jpg"), str(photo_dir / "photo4.jpg")]
+
+
+def test_human_output_and_info(indexed, photo_dir):
+    res = run("search", photo_dir / "photo0.jpg", "-k", "2", "--index", indexed)
+    assert "1.0000" in res.stdout and "photo0.jpg" in res.stdout
+    stats = json.loads(run("info", "--json", "--index", indexed).stdout)
+    assert stats["files"] == 8 and stats["errors"] == 0 and stats["dim"] == 32
+    assert stats["index_type"] == "IDMap2,FlatIP" and stats["size_bytes"] > 0
+    assert "files" in run("info", "--index", indexed).stdout
+
+
+def test_incremental_runs(indexed, photo_dir, tf2_model):
+    def again():
+        res = run("index", photo_dir, "--index", indexed, "--workers", "0", "-q")
+        return res.stdout
+
+    assert "indexed 0 images" in again() and "8 unchanged" in again()
+    make_photo(40).save(photo_dir / "photo2.jpg")  # changed in place
+    os.utime(photo_dir / "photo2.jpg", ns=(1, 1))
+    (photo_dir / "sub" / "photo3.jpg").unlink()
+    make_photo(41).save(photo_dir / "new.jpg")
+    out = again()
+    assert "indexed 2 images" in out and "1 removed" in out
+    assert Index(indexed).info()["files"] == 8
+
+
+def test_bad_files_are_recorded_and_skipped(tmp_path, photo_dir, tf2_model):
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (photo_dir / "empty.png").write_bytes(b"")
+    index = tmp_path / "ix"
+    res = run("index", photo_dir, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
+    assert "indexed 8 images" in res.stdout and "2 errors" in res.stdout
+    out = run("info", "--errors", "--index", index).stdout
+    assert "broken.jpg" in out and "empty file" in out
+    res = run("index", photo_dir, "--index", index, "--workers", "0", "-q")  # unchanged: not retried
+    assert "indexed 0 images" in res.stdout and "0 errors" in res.stdout
+
+
+def test_labels_from_classification_module(tmp_path, photo_dir, tf1_module, labels_file):
+    index = tmp_path / "ix"
+    run("index", photo_dir, "--model", tf1_module, "--labels", labels_file, "--index", index, "-q",
+        "--workers", "0")  # fmt: skip
+    first = Index(index).search([photo_dir / "photo0.jpg"], k=1)[0].hits[0]
+    assert len(first.labels) == 5 and all(n.startswith("class ") for n, _ in first.labels)
+    label = first.labels[0][0]
+    res = run("search", photo_dir / "photo0.jpg", "--label", label, "--json", "--index", index)
+    hits = json.loads(res.stdout)["results"]
+    assert hits and all(label in h["labels"] for h in hits)
+    res = run("search", photo_dir / "photo0.jpg", "--label", "no such label", "--json", "--index", index)
+    assert json.loads(res.stdout)["results"] == []
+
+
+def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
+    res = run("index", photo_dir, "--model", tf1_feature_module, "--index", indexed, ok=False)
+    assert res.exit_code == 1 and "cannot be compared" in res.output
+
+
+def test_clear_errors(tmp_path, photo_dir, indexed):
+    res = run("search", photo_dir / "photo0.jpg", "--index", tmp_path / "nothing", ok=False)
+    assert res.exit_code == 1 and "no index at" in res.output
+    res = run("index", tmp_path / "missing", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and "no such file or folder" in res.output
+    res = run("search", tmp_path / "missing.jpg", "--json", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and json.loads(res.stdout)["error"].startswith("cannot read")
+    res = run("index", photo_dir, "--model", "nonsense", "--index", tmp_path / "ix2", ok=False)
+    assert res.exit_code == 1 and "catalogue name" in res.output
+
+
+def test_index_dir_from_environment(tmp_path, photo_dir, tf2_model, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_INDEX", str(tmp_path / "envindex"))
+    run("index", photo_dir, "--model", tf2_model, "--workers", "0", "-q")
+    assert (tmp_path / "envindex" / "manifest.json").exists()
+
+
+def test_models_command():
+    out = run("models", "--json").stdout
+    names = {m["name"] for m in json.loads(out)}
+    assert "mobilenet_v1_025_128" in names and "mobilenet_v1_100_224_classification" in names
+
+
+def test_walk_globs_hidden_and_symlink_loops(tmp_path):
+    root = tmp_path / "lib"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for rel in ("x.jpg", "a/y.PNG", "a/b/z.webp", ".hidden/h.jpg", "a/notes.txt", "a/b/skip.jpg"):
+        (root / rel).write_bytes(b"1")
+    os.symlink(root, root / "a" / "b" / "loop")  # a loop back to the top
+    os.symlink(root / "a", root / "alias")  # the same folder twice
+    found = sorted(os.path.relpath(e.path, root) for e in walk([root], exclude=["skip.jpg"]))
+    assert found == ["a/b/z.webp", "a/y.PNG", "x.jpg"]
+    assert len(list(walk([root], hidden=True))) == 5
+    assert [os.path.basename(e.path) for e in walk([root], include=["*.webp"])] == ["z.webp"]
+    assert len(list(walk([root / "x.jpg"]))) == 1
+
+
+def test_python_api(indexed, photo_dir):
+    idx = Index(indexed)
+    (result,) = idx.search([(photo_dir / "photo6.jpg").read_bytes()], k=2)
+    assert result.hits[0].path == str(photo_dir / "photo6.jpg") and result.query == "<bytes>"
+    shutil.copy(photo_dir / "photo6.jpg", photo_dir / "copy.jpg")
+    report = idx.add([photo_dir])
+    assert report.indexed == 1 and report.unchanged == 8

@@ -1,0 +1,132 @@
+"""Decoding: every format, orientation, colour modes, reduced-size JPEG decode, bad files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, JpegImagePlugin
+
+from lookalike.images import ImageError, decode, read_image_file
+from tests.conftest import make_photo
+
+SIZE = (64, 48)  # (height, width)
+
+
+def _save(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_format_decodes_to_model_size(fmt):
+    src = make_photo(1)
+    d = decode(_save(src, fmt), SIZE)
+    assert d.pixels.shape == (*SIZE, 3) and d.pixels.dtype == np.uint8
+    assert (d.width, d.height, d.format) == (320, 240, fmt)
+    ref = np.asarray(src.resize(SIZE[::-1], Image.Resampling.BILINEAR), np.float32)
+    assert np.abs(d.pixels.astype(np.float32) - ref).mean() < 12  # GIF palette / JPEG loss
+
+
+def test_heif_when_available():
+    pytest.importorskip("pillow_heif")
+    try:
+        data = _save(make_photo(2), "HEIF")
+    except (KeyError, OSError):
+        pytest.skip("no HEIF encoder in this pillow-heif build")
+    assert decode(data, SIZE).format == "HEIF"
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    px = decode(buf.getvalue(), SIZE).pixels
+    assert px[..., 0].mean() > 200 and px[..., 2].mean() < 50
+
+
+def test_exif_orientation_is_applied():
+    src = Image.new("RGB", (200, 100), (0, 0, 0))
+    src.paste((255, 255, 255), (0, 0, 100, 100))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    d = decode(_save(src, "JPEG", exif=exif), (64, 64))
+    assert (d.width, d.height) == (100, 200) and d.exif["Orientation"] == 6
+    top, bottom = d.pixels[:24].mean(), d.pixels[40:].mean()
+    assert top > 200 and bottom < 50  # the white left half is now on top
+
+
+def test_colour_modes_become_rgb():
+    gray = Image.fromarray(np.full((30, 30), 128, np.uint8), "L")
+    assert decode(_save(gray, "PNG"), SIZE).pixels.std() < 1
+    pal = make_photo(3).convert("P")
+    assert decode(_save(pal, "PNG"), SIZE).pixels.shape == (*SIZE, 3)
+    cmyk = Image.new("CMYK", (30, 30), (0, 255, 255, 0))  # pure red in CMYK
+    px = decode(_save(cmyk, "JPEG"), SIZE).pixels
+    assert px[..., 0].mean() > 200 and px[..., 1].mean() < 60
+    deep = Image.fromarray(np.full((30, 30), 65535, np.uint16))
+    assert decode(_save(deep, "PNG"), SIZE).pixels.min() == 255
+
+
+def test_transparent_pixels_are_composited_on_white():
+    rgba = Image.new("RGBA", (30, 30), (255, 0, 0, 0))  # fully transparent red
+    assert decode(_save(rgba, "PNG"), SIZE).pixels.min() == 255
+    pal = Image.new("P", (30, 30), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    assert decode(_save(pal, "PNG"), SIZE).pixels.min() == 255
+
+
+def test_large_jpeg_is_decoded_at_reduced_size(monkeypatch):
+    big = _save(make_photo(4, (2400, 1800)), "JPEG", quality=80)
+    sizes = []
+    real_load = JpegImagePlugin.JpegImageFile.load
+
+    def spy(self):
+        sizes.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    d = decode(big, (224, 224))
+    assert (d.width, d.height) == (2400, 1800)  # the original's size is reported
+    assert sizes and max(sizes[0]) <= 2400 // 4  # libjpeg decoded at 1/4 scale or less
+    assert min(sizes[0]) >= 224
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"hello, not an image", "not a recognised image format"),
+        (_save(make_photo(5), "JPEG")[:3000], "cannot decode"),
+        (_save(make_photo(5), "PNG")[:2000], "cannot decode"),
+    ],
+)
+def test_bad_data_gives_a_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode(data, SIZE)
+
+
+def test_megapixel_cap():
+    data = _save(Image.new("RGB", (3000, 2000)), "PNG")
+    with pytest.raises(ImageError, match="6 MP exceeds the 5 MP limit"):
+        decode(data, SIZE, max_megapixels=5)
+    assert decode(data, SIZE, max_megapixels=7).width == 3000
+
+
+def test_read_image_file_records_identity_and_errors(tmp_path):
+    p = tmp_path / "a.jpg"
+    make_photo(6).save(p)
+    r = read_image_file(str(p), SIZE)
+    assert r.error is None and r.size == p.stat().st_size and len(r.content_hash) == 64
+    assert r.mtime_ns == p.stat().st_mtime_ns
+    bad = tmp_path / "b.jpg"
+    bad.write_bytes(b"junk")
+    r = read_image_file(str(bad), SIZE)
+    assert r.image is None and r.error == "not a recognised image format" and r.size == 4
+    r = read_image_file(str(tmp_path / "missing.jpg"), SIZE)
+    assert r.error.startswith("cannot read")
+    r = read_image_file(str(tmp_path), SIZE)  # a folder is unreadable as a file
+    assert r.error.startswith("cannot read")

@@ -1,0 +1,194 @@
+"""Models: catalogue, resolving every kind of --model value, runtimes, labels."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lookalike.models import (
+    CATALOG,
+    DEFAULT_MODEL,
+    ModelError,
+    TensorFlowEmbedder,
+    TFLiteEmbedder,
+    load_labels,
+    load_model,
+    resolve_model,
+)
+from lookalike.models.labels import probabilities, top_k
+from tests import model_factory
+from tests.conftest import SHARED_MODELS, needs_shared
+
+
+def _batch(embedder, n=3, seed=0):
+    h, w = embedder.info.input_size
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_catalogue_lists_every_seed_module():
+    v1 = [e for e in CATALOG.values() if e.name.startswith("mobilenet_v1")]
+    assert len(v1) == 32  # 4 multipliers x 4 sizes x (feature_vector, classification)
+    e = CATALOG["mobilenet_v1_050_160_classification"]
+    assert (e.dim, e.input_size, e.has_labels, e.hub_format) == (512, 160, True, "tf1")
+    assert e.handle == "https://tfhub.dev/google/imagenet/mobilenet_v1_050_160/classification/3"
+    assert {CATALOG[f"mobilenet_v1_{m}_224"].dim for m in ("025", "050", "075", "100")} == {
+        256,
+        512,
+        768,
+        1024,
+    }
+    assert CATALOG["mobilenet_v3_small_100_224"].hub_format == "tf2"
+    assert CATALOG["mobilenet_v3_large_100_224"].dim == 1280
+    assert DEFAULT_MODEL in CATALOG
+
+
+def test_tf2_saved_model_folder(tf2_model):
+    e = load_model(str(tf2_model))
+    assert isinstance(e, TensorFlowEmbedder)
+    assert e.info.dim == model_factory.TF2_DIM and e.info.input_size == (224, 224)
+    assert e.info.input_range == (0.0, 1.0) and not e.info.has_labels
+    out = e.embed(_batch(e))
+    assert out.vectors.shape == (3, model_factory.TF2_DIM) and out.scores is None
+    np.testing.assert_allclose(np.linalg.norm(out.vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_tf2_input_size_option(tf2_model):
+    assert load_model(str(tf2_model), input_size=128).info.input_size == (128, 128)
+
+
+def test_tf1_classification_module_gives_vectors_and_logits_in_one_pass(tf1_module):
+    e = load_model(str(tf1_module))
+    assert e.info.input_size == (model_factory.TF1_SIZE,) * 2
+    assert e.info.dim == model_factory.TF1_DIM and e.info.has_labels
+    x = _batch(e)
+    out = e.embed(x)
+    assert out.scores.shape == (3, model_factory.CLASSES)
+    # Same numbers as calling the two signatures separately.
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    m = hub.load(str(tf1_module))
+    images = tf.constant(x.astype(np.float32) / 255.0)
+    feats = m.signatures["image_feature_vector"](images=images)["default"].numpy()
+    logits = m.signatures["image_classification"](images=images)["default"].numpy()
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    np.testing.assert_allclose(out.vectors, feats, atol=1e-5)
+    np.testing.assert_allclose(out.scores, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_tf1_feature_vector_module(tf1_feature_module):
+    e = load_model(str(tf1_feature_module))
+    assert e.info.dim == model_factory.TF1_DIM and not e.info.has_labels
+
+
+def test_local_tarball_is_unpacked_once_into_the_cache(tf1_module, tmp_path):
+    archive = model_factory.make_tarball(tf1_module, tmp_path / "module.tar.gz")
+    src = resolve_model(str(archive))
+    assert src.path.is_relative_to(tmp_path / "cache") and (src.path / "tfhub_module.pb").exists()
+    assert resolve_model(str(archive)).path == src.path
+    assert load_model(str(archive)).info.identity == load_model(str(tf1_module)).info.identity
+
+
+def test_url_handle_downloads_through_tfhub_resolver_into_tfhub_cache(tf2_model, http_dir, tmp_path):
+    folder, server = http_dir
+    model_factory.make_tarball(tf2_model, folder / "tiny.tar.gz")
+    url = f"{server.url}/tiny.tar.gz"
+    e = load_model(url)
+    assert e.info.source == url and e.info.dim == model_factory.TF2_DIM
+    cached = [p for p in (tmp_path / "tfhub").iterdir() if p.is_dir()]
+    assert len(cached) == 1 and (cached[0] / "saved_model.pb").exists()
+    assert server.requests == ["/tiny.tar.gz?tf-hub-format=compressed"]
+    load_model(url)  # second time: from the cache, no request
+    assert len(server.requests) == 1
+
+
+def test_tflite_url_downloaded_once(tflite_model, http_dir):
+    folder, server = http_dir
+    shutil.copy(tflite_model, folder / "m.tflite")
+    a = load_model(f"{server.url}/m.tflite")
+    b = load_model(f"{server.url}/m.tflite")
+    assert a.info.identity == b.info.identity and len(server.requests) == 1
+
+
+def test_download_failure_is_a_clear_error(http_dir):
+    _, server = http_dir
+    with pytest.raises(ModelError, match="could not download"):
+        load_model(f"{server.url}/missing.tar.gz")
+
+
+def test_tflite_float_model_matches_tensorflow(tf2_model, tflite_model):
+    lite = load_model(str(tflite_model), input_range=(0.0, 1.0), input_size=32)
+    assert isinstance(lite, TFLiteEmbedder) and lite.info.input_size == (32, 32)
+    tf_model = load_model(str(tf2_model), input_size=32)
+    x = _batch(lite, n=5)
+    cos = np.sum(lite.embed(x).vectors * tf_model.embed(x).vectors, axis=1)
+    assert np.all(cos > 0.9999)
+
+
+@pytest.mark.parametrize(
+    "name, dim, labels",
+    [
+        ("mobilenet_v1_025_128_classification_quant.tflite", 256, True),
+        ("mobilenet_v1_100_224_feature_vector_quant.tflite", 1024, False),
+        ("mobilenet_v1_025_224_classification_float.tflite", 256, True),
+    ],
+)
+@needs_shared(SHARED_MODELS)
+def test_shared_tflite_models(name, dim, labels):
+    e = load_model(str(SHARED_MODELS / name))
+    out = e.embed(_batch(e, n=2))
+    assert out.vectors.shape == (2, dim) and (out.scores is not None) == labels
+    assert np.all(np.isfinite(out.vectors))
+
+
+@needs_shared(SHARED_MODELS)
+def test_quantized_classifier_labels_a_real_photo():
+    from PIL import Image
+
+    from tests.conftest import SHARED_PHOTOS
+
+    photo = SHARED_PHOTOS / "coral" / "parrot.jpg"
+    if not photo.exists():
+        pytest.skip("no parrot photo")
+    e = load_model(str(SHARED_MODELS / "mobilenet_v1_075_192_classification_quant.tflite"))
+    im = Image.open(photo).convert("RGB").resize(e.info.input_size[::-1])
+    scores = e.embed(np.asarray(im)[None]).scores
+    names = load_labels(str(SHARED_MODELS / "imagenet_labels_1001.txt"))
+    assert "macaw" in [n for _, n, _ in top_k(scores, names)[0]]
+
+
+def test_bad_model_values_are_clear_errors(tmp_path):
+    with pytest.raises(ModelError, match="catalogue name"):
+        resolve_model("no_such_model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"no saved_model\.pb"):
+        resolve_model(str(tmp_path / "empty"))
+    (tmp_path / "x.bin").write_bytes(b"123")
+    with pytest.raises(ModelError, match="expected"):
+        resolve_model(str(tmp_path / "x.bin"))
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ModelError, match="cannot unpack"):
+        resolve_model(str(tmp_path / "broken.tar.gz"))
+
+
+def test_labels_from_file_and_url(labels_file, http_dir):
+    folder, server = http_dir
+    assert load_labels(str(labels_file))[:2] == ["background", "class 0001"]
+    shutil.copy(labels_file, folder / "labels.txt")
+    url = f"{server.url}/labels.txt"
+    assert len(load_labels(url)) == model_factory.CLASSES
+    assert len(load_labels(url)) == model_factory.CLASSES and len(server.requests) == 1
+    assert os.listdir(os.path.join(os.environ["LOOKALIKE_CACHE_DIR"], "labels"))
+
+
+def test_top_k_softmaxes_logits_and_keeps_probabilities():
+    logits = np.array([[0.0, 5.0, 1.0]])
+    assert [n for _, n, _ in top_k(logits, ["bg", "a", "b"], k=2)[0]] == ["a", "b"]
+    p = np.array([[0.1, 0.7, 0.2]])
+    np.testing.assert_allclose(probabilities(p), p)
+    np.testing.assert_allclose(probabilities(logits).sum(), 1.0)
+    with pytest.raises(ValueError, match="label list"):
+        top_k(logits, ["only", "two"])

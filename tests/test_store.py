@@ -1,0 +1,120 @@
+"""Storage: catalogue and FAISS kept in step, crash recovery, manifest checks, locking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.images import DecodedImage, ImageFile
+from lookalike.models.runtimes import ModelInfo
+from lookalike.storage import Store, StoreError, VectorIndex
+
+DIM = 8
+
+
+def _info(identity="model-a", dim=DIM) -> ModelInfo:
+    return ModelInfo("test-model", identity, (32, 32), dim, (0.0, 1.0), False, "tf")
+
+
+def _files(names, tag="x"):
+    img = DecodedImage(np.zeros((32, 32, 3), np.uint8), 32, 32, "JPEG")
+    return [ImageFile(f"/p/{n}", 10, 1, f"{tag}{n}", image=img) for n in names]
+
+
+def _vecs(n, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_add_search_remove(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        v = _vecs(5)
+        ids = s.add(_files("abcde"), v)
+        scores, found = s.vectors.search(v[2:3], 2)
+        assert found[0][0] == ids[2] and scores[0][0] == pytest.approx(1.0)
+        assert s.remove_paths(["/p/c", "/p/nope"]) == 1
+        assert s.vectors.ntotal == 4 and ids[2] not in s.vectors.ids()
+    with Store(tmp_path) as s:  # reopened read-only from the checkpoint
+        assert s.vectors.ntotal == 4 and s.stats()["files"] == 4
+        assert s.verify().ok
+
+
+def test_ids_are_never_reused(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        (first,) = s.add(_files("a"), _vecs(1))
+        s.remove_paths(["/p/a"])
+        (second,) = s.add(_files("a"), _vecs(1, 1))
+        assert second > first
+
+
+def test_changed_file_replaces_row_and_vector(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        (old,) = s.add(_files("a"), _vecs(1))
+        (new,) = s.add(_files("a", tag="y"), _vecs(1, 1))
+        assert s.vectors.ntotal == 1 and list(s.vectors.ids()) == [new] and new != old
+
+
+def test_stale_checkpoint_is_brought_up_to_date(tmp_path):
+    """A crash after SQLite commits but before the FAISS checkpoint loses nothing."""
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files("ab"), _vecs(2))
+    stale = VectorIndex.checkpoints(tmp_path)[-1][1].read_bytes()
+    with Store(tmp_path, writable=True) as s:
+        s.add(_files("cd"), _vecs(2, 1))
+        s.remove_paths(["/p/a"])
+        s._dirty = False  # simulate the crash: no checkpoint written at close
+    for _, p in VectorIndex.checkpoints(tmp_path):
+        p.unlink()
+    (tmp_path / "vectors-2.faiss").write_bytes(stale)
+    with Store(tmp_path) as s:
+        report = s.verify()
+        assert not report.ok and report.missing_from_faiss and report.extra_in_faiss
+        assert s.vectors.ntotal == 3  # reconciled in memory for readers
+    with Store(tmp_path, writable=True) as s:
+        assert s.verify().ok  # writer saved the reconciled checkpoint
+
+
+def test_repair_rebuilds_a_corrupted_checkpoint(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        ids = s.add(_files("abc"), _vecs(3))
+    ckpt = VectorIndex.load(tmp_path, DIM)
+    ckpt.remove([ids[0]])
+    ckpt.add(np.array([ids[0]]), _vecs(1, 9))  # wrong vector under a right id
+    ckpt.save(tmp_path, ckpt.generation + 1)
+    with Store(tmp_path, writable=True, sync=False) as s:
+        report = s.verify()
+        assert report.mismatched_vectors == [ids[0]]
+        s.repair()
+        assert s.verify().ok and s.vectors.ntotal == 2
+
+
+def test_refuses_other_model(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True):
+        pass
+    with pytest.raises(StoreError, match="cannot be compared"):
+        Store(tmp_path, model=_info("model-b", dim=16), writable=True)
+
+
+def test_missing_index_and_single_writer(tmp_path):
+    with pytest.raises(StoreError, match="no index"):
+        Store(tmp_path / "none")
+    with Store(tmp_path, model=_info(), writable=True):
+        with pytest.raises(StoreError, match="another lookalike process"):
+            Store(tmp_path, writable=True)
+        Store(tmp_path).close()  # readers are fine meanwhile
+
+
+def test_errors_view_and_labels(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        bad = ImageFile("/p/bad.jpg", 4, 1, "h", error="not a recognised image format")
+        s.record_errors([bad])
+        ids = s.add(_files("ab"), _vecs(2), labels=[[(1, "tabby cat", 0.9)], [(2, "dog", 0.8)]])
+        assert s.errors() == [("/p/bad.jpg", "not a recognised image format")]
+        assert list(s.ids_with_label("CAT")) == [ids[0]]
+        assert s.rows([ids[0]])[ids[0]].labels == [("tabby cat", 0.9)]
+        from sqlalchemy import text
+
+        with s.engine.connect() as c:
+            assert c.execute(text("SELECT path, reason FROM errors")).all() == [
+                ("/p/bad.jpg", "not a recognised image format")
+            ]

@@ -193,7 +193,7 @@ def _tf2_function(obj):
     """A callable giving one feature tensor from a TF2 SavedModel."""
     import tensorflow as tf
 
-    if callable(obj) and hasattr(obj, "__call__"):  # noqa: B004 - restored objects
+    if callable(obj):
         call = obj.__call__
         specs = [cf.structured_input_signature[0] for cf in getattr(call, "concrete_functions", [])]
         shape = next((s[0].shape for s in specs if s and hasattr(s[0], "shape")), None)

@@ -25,13 +25,18 @@ def _weights(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.random.RandomState(seed).randn(*shape).astype(np.float32)
 
 
-def _pool(tf, images):
-    """[n, h, w, 3] -> [n, 48]: a 4x4 grid of mean colours around grey (TFLite-friendly ops)."""
+def _pool(tf, images, method: str = "bilinear"):
+    """[n, h, w, 3] -> [n, 48]: a 4x4 grid of mean colours around grey.
+
+    The default uses ops TFLite has; ``area`` resizing has no TFLite kernel.
+    """
+    if method == "area":
+        return tf.reshape(tf.image.resize(images - 0.5, (4, 4), method="area"), [-1, 48])
     small = tf.image.resize(images - 0.5, (16, 16), method="bilinear")
     return tf.reshape(tf.nn.avg_pool2d(small, 4, 4, "VALID"), [-1, 48])
 
 
-def make_tf2_saved_model(path: Path, dim: int = TF2_DIM) -> Path:
+def make_tf2_saved_model(path: Path, dim: int = TF2_DIM, pool: str = "bilinear") -> Path:
     """A TF2 SavedModel taking float images [n, h, w, 3] of any size, giving [n, dim]."""
     tf = import_tensorflow()
 
@@ -42,7 +47,7 @@ def make_tf2_saved_model(path: Path, dim: int = TF2_DIM) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         def __call__(self, images):
-            return tf.matmul(_pool(tf, images), self.w)
+            return tf.matmul(_pool(tf, images, pool), self.w)
 
     tf.saved_model.save(Tiny(), str(path))
     return path

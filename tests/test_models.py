@@ -20,7 +20,7 @@ from lookalike.models import (
 )
 from lookalike.models.labels import probabilities, top_k
 from tests import model_factory
-from tests.conftest import SHARED_MODELS, needs_shared
+from tests.conftest import SHARED_MODELS, SHARED_PHOTOS, needs_shared
 
 
 def _batch(embedder, n=3, seed=0):
@@ -46,7 +46,7 @@ def test_catalogue_lists_every_seed_module():
 
 
 def test_tf2_saved_model_folder(tf2_model):
-    e = load_model(str(tf2_model))
+    e = load_model(str(tf2_model), runtime="tf")
     assert isinstance(e, TensorFlowEmbedder)
     assert e.info.dim == model_factory.TF2_DIM and e.info.input_size == (224, 224)
     assert e.info.input_range == (0.0, 1.0) and not e.info.has_labels
@@ -60,7 +60,7 @@ def test_tf2_input_size_option(tf2_model):
 
 
 def test_tf1_classification_module_gives_vectors_and_logits_in_one_pass(tf1_module):
-    e = load_model(str(tf1_module))
+    e = load_model(str(tf1_module), runtime="tf")
     assert e.info.input_size == (model_factory.TF1_SIZE,) * 2
     assert e.info.dim == model_factory.TF1_DIM and e.info.has_labels
     x = _batch(e)
@@ -122,7 +122,7 @@ def test_download_failure_is_a_clear_error(http_dir):
 def test_tflite_float_model_matches_tensorflow(tf2_model, tflite_model):
     lite = load_model(str(tflite_model), input_range=(0.0, 1.0), input_size=32)
     assert isinstance(lite, TFLiteEmbedder) and lite.info.input_size == (32, 32)
-    tf_model = load_model(str(tf2_model), input_size=32)
+    tf_model = load_model(str(tf2_model), input_size=32, runtime="tf")
     x = _batch(lite, n=5)
     cos = np.sum(lite.embed(x).vectors * tf_model.embed(x).vectors, axis=1)
     assert np.all(cos > 0.9999)
@@ -192,3 +192,70 @@ def test_top_k_softmaxes_logits_and_keeps_probabilities():
     np.testing.assert_allclose(probabilities(logits).sum(), 1.0)
     with pytest.raises(ValueError, match="label list"):
         top_k(logits, ["only", "two"])
+
+
+# --- the LiteRT fast path -------------------------------------------------------------
+
+
+def _agree(a, b, x):
+    ea, eb = a.embed(x), b.embed(x)
+    return float(np.min(np.sum(ea.vectors * eb.vectors, axis=1))), ea, eb
+
+
+def test_tflite_runtime_converts_once_and_matches_tensorflow(tf2_model, tmp_path):
+    from lookalike.models.convert import tflite_path
+
+    tf_model = load_model(str(tf2_model), runtime="tf")
+    lite = load_model(str(tf2_model), runtime="tflite")
+    assert isinstance(lite, TFLiteEmbedder) and lite.info == tf_model.info
+    assert lite.info.runtime == "tflite" and lite.info.identity == tf_model.info.identity
+    cached = tflite_path(tf_model)
+    assert cached.is_relative_to(tmp_path / "cache") and cached.exists()
+    stamp = cached.stat().st_mtime_ns
+    assert isinstance(load_model(str(tf2_model)), TFLiteEmbedder)  # auto picks it
+    assert cached.stat().st_mtime_ns == stamp  # reused, not converted again
+    cos, _, _ = _agree(tf_model, lite, _batch(tf_model, n=40, seed=3))
+    assert cos >= 0.9999
+
+
+def test_tflite_runtime_keeps_labels_of_tf1_classifiers(tf1_module):
+    tf_model = load_model(str(tf1_module), runtime="tf")
+    lite = load_model(str(tf1_module), runtime="tflite")
+    cos, a, b = _agree(tf_model, lite, _batch(tf_model, n=9))
+    assert cos >= 0.9999 and lite.info.has_labels
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+
+
+def test_unconvertible_model_falls_back_to_tensorflow(models_dir, caplog):
+    model = model_factory.make_tf2_saved_model(models_dir / "area_pool", pool="area")
+    assert isinstance(load_model(str(model)), TensorFlowEmbedder)
+    assert "using TensorFlow: cannot convert" in caplog.text and "ResizeArea" in caplog.text
+    with pytest.raises(ModelError, match="cannot convert"):
+        load_model(str(model), runtime="tflite")
+
+
+def test_unfaithful_conversion_is_rejected(tf2_model, monkeypatch):
+    from lookalike.models import convert
+
+    monkeypatch.setattr(convert, "MIN_COSINE", 1.5)  # no conversion can pass this
+    with pytest.raises(ModelError, match="differ from TensorFlow"):
+        load_model(str(tf2_model), runtime="tflite")
+    assert isinstance(load_model(str(tf2_model)), TensorFlowEmbedder)
+
+
+def test_unknown_runtime():
+    with pytest.raises(ValueError, match="runtime must be"):
+        load_model("x", runtime="gpu")
+
+
+@needs_shared(SHARED_MODELS / "mobilenet_v1_075_224_feature_vector", SHARED_PHOTOS / "imagenet-sample")
+def test_litert_gives_tensorflows_vectors_on_real_photos():
+    from lookalike.images import read_image_file
+
+    model = str(SHARED_MODELS / "mobilenet_v1_075_224_feature_vector")
+    tf_model = load_model(model, runtime="tf")
+    lite = load_model(model, runtime="tflite")
+    photos = sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())[::50]
+    x = np.stack([read_image_file(str(p), (224, 224)).image.pixels for p in photos])
+    cos, _, _ = _agree(tf_model, lite, x)
+    assert cos >= 0.9999, cos

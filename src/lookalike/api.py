@@ -47,8 +47,9 @@ class QueryResult:
 class Index:
     """An index folder: add images to it, search it, describe it."""
 
-    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike | None = None, runtime: str = "auto") -> None:
         self.directory = Path(directory or default_index_dir()).expanduser().resolve()
+        self.runtime = runtime  # auto | tf | tflite: see lookalike.models.load_model
         self._embedder: Embedder | None = None
 
     @property
@@ -61,7 +62,10 @@ class Index:
             with Store(self.directory, sync=False) as store:
                 info = store.manifest["model"]
             embedder = load_model(
-                info["source"], input_size=info["input_size"][0], input_range=tuple(info["input_range"])
+                info["source"],
+                input_size=info["input_size"][0],
+                input_range=tuple(info["input_range"]),
+                runtime=self.runtime,
             )
             if embedder.info.identity != info["identity"]:
                 raise StoreError(
@@ -90,7 +94,9 @@ class Index:
         if self.exists and model is None:
             embedder = self.model()
         else:
-            embedder = load_model(model or DEFAULT_MODEL, input_size=input_size, input_range=input_range)
+            embedder = load_model(
+                model or DEFAULT_MODEL, input_size=input_size, input_range=input_range, runtime=self.runtime
+            )
         opts = options or IndexOptions()
         with Store(self.directory, model=embedder.info, writable=True, labels=labels) as store:
             self._embedder = embedder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,10 +46,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _open(index: Path | None):
-    from lookalike.api import Index
+Runtime = Annotated[
+    str,
+    typer.Option(help="Inference runtime: tf, tflite (converted, checked against TF), or auto."),
+]
 
-    return Index(index)
+
+def _open(index: Path | None, runtime: str = "auto"):
+    from lookalike.api import Index
+    from lookalike.models import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise typer.BadParameter(f"--runtime must be one of {', '.join(RUNTIMES)}")
+    return Index(index, runtime=runtime)
 
 
 def _parse_range(value: str | None) -> tuple[float, float] | None:
@@ -89,12 +99,13 @@ def index(
     input_range: Annotated[
         str | None, typer.Option(help="Pixel range of float .tflite models: 0,1 or -1,1 (default).")
     ] = None,
+    runtime: Runtime = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index images below PATHS (again: only new and changed files are read)."""
     from lookalike.indexer import IndexOptions
 
-    idx = _open(index)
+    idx = _open(index, runtime)
     opts = IndexOptions(
         include=include or (),
         exclude=exclude or (),
@@ -164,9 +175,10 @@ def search(
     label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
     index: IndexDir = None,
+    runtime: Runtime = "auto",
 ) -> None:
     """Show the indexed images most similar to each query image."""
-    idx = _open(index)
+    idx = _open(index, runtime)
     try:
         results = idx.search(images, k=k, label=label)
     except Exception as exc:
@@ -247,6 +259,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         app()
     except KeyboardInterrupt:

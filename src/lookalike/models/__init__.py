@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from lookalike.models.catalog import CATALOG, DEFAULT_MODEL, CatalogEntry, lookup
 from lookalike.models.runtimes import (
     SIGNED_RANGE,
@@ -17,6 +19,7 @@ from lookalike.models.sources import ModelError, ModelSource, load_labels, resol
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
+    "RUNTIMES",
     "SIGNED_RANGE",
     "UNIT_RANGE",
     "CatalogEntry",
@@ -34,18 +37,39 @@ __all__ = [
 ]
 
 
+RUNTIMES = ("auto", "tf", "tflite")
+log = logging.getLogger("lookalike")
+
+
 def load_model(
     value: str = DEFAULT_MODEL,
     *,
     input_size: int | None = None,
     input_range: tuple[float, float] | None = None,
+    runtime: str = "auto",
+    batch_size: int = 32,
 ) -> Embedder:
     """Resolve ``value`` (catalogue name, URL, folder, archive or .tflite) and load it.
 
     ``input_size`` applies to models whose graph accepts any size; ``input_range``
-    to float ``.tflite`` files (TF Hub modules always take [0, 1]).
+    to float ``.tflite`` files (TF Hub modules always take [0, 1]). ``runtime``:
+    ``tf`` runs TensorFlow; ``tflite`` the model converted to LiteRT (an error if the
+    conversion does not give TensorFlow's vectors); ``auto`` LiteRT when faithful, else TF.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     src = resolve_model(value)
     if src.is_tflite:
         return TFLiteEmbedder(src, input_range=input_range or SIGNED_RANGE, input_size=input_size)
-    return TensorFlowEmbedder(src, input_size=input_size)
+    tf_model = TensorFlowEmbedder(src, input_size=input_size)
+    if runtime == "tf":
+        return tf_model
+    from lookalike.models.convert import fast_embedder
+
+    try:
+        return fast_embedder(tf_model, batch_size=batch_size)
+    except ModelError as exc:
+        if runtime == "tflite":
+            raise
+        log.warning("using TensorFlow: %s", exc)
+        return tf_model

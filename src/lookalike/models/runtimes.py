@@ -6,10 +6,12 @@ and returns L2-normalised float32 vectors (plus class scores for classifiers).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,29 +90,34 @@ def scale_pixels(images: np.ndarray, input_range: tuple[float, float]) -> np.nda
     return images.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
 
 
-def import_tensorflow():
-    """Import TensorFlow without its C++ start-up chatter on stderr (CUDA probes, oneDNN notes).
-
-    Those lines are written by native code before any log level applies, so stderr is
-    pointed at /dev/null for the import only; Python exceptions still carry their message.
-    """
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        return tf
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null: for native code (TF, the TFLite converter)
+    that prints progress and notes no log level controls. Python exceptions still carry
+    their messages."""
+    sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow as tf
-        import tensorflow_hub  # noqa: F401  (imports TF's Keras pieces: same chatter)
-
-        tf.config.list_physical_devices()  # the CUDA probe logs an error on CPU-only machines
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow():
+    """Import TensorFlow without its C++ start-up chatter (CUDA probes, oneDNN notes)."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with native_stderr_silenced():
+            import tensorflow as tf
+            import tensorflow_hub  # noqa: F401  (imports TF's Keras pieces: same chatter)
+
+            tf.config.list_physical_devices()  # the CUDA probe logs an error on CPU-only machines
+    import tensorflow as tf
+
     return tf
 
 
@@ -126,6 +133,7 @@ class TensorFlowEmbedder(Embedder):
             obj = hub.load(str(src.path))
         except Exception as exc:
             raise ModelError(f"{src.path}: TensorFlow could not load it ({exc})") from exc
+        self.trackable = obj  # keeps the variables alive; the TFLite converter needs them
         self._labels_fn = False
         if (src.path / "tfhub_module.pb").exists():
             fn, shape, self._labels_fn = _tf1_function(obj, src.path)
@@ -232,7 +240,8 @@ class TFLiteEmbedder(Embedder):
 
     uint8 models take raw pixels and have their outputs dequantized with each tensor's
     scale and zero point. For 1001-way classifiers the pre-logits average-pool tensor is
-    the feature vector and the output gives the labels.
+    the feature vector and the output gives the labels. ``features_first`` is for
+    lookalike's own conversions, whose outputs are the features (and the logits).
     """
 
     def __init__(
@@ -242,31 +251,20 @@ class TFLiteEmbedder(Embedder):
         identity: str | None = None,
         batch_size: int = 32,
         input_size: int | None = None,
+        features_first: bool = False,
     ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         path = str(src.path)
-        threads = os.cpu_count() or 1
+        self._threads = os.cpu_count() or 1
         try:
             probe = Interpreter(model_path=path)
         except Exception as exc:
             raise ModelError(f"{path}: LiteRT could not load it ({exc})") from exc
         inp = probe.get_input_details()[0]
-        out = probe.get_output_details()[0]
-        self._feature_tensor = None
-        classes = int(out["shape"][-1])
-        if classes in (1000, 1001):
-            pools = [
-                t
-                for t in probe.get_tensor_details()
-                if "AvgPool" in t["name"] and len(t["shape"]) == 4 and t["index"] != out["index"]
-            ]
-            if not pools:
-                raise ModelError(f"{path}: a classifier without a pre-logits AvgPool tensor")
-            self._feature_tensor = pools[-1]
-        self._it = self._make_interpreter(path, threads)
+        self._features, self._scores = _feature_and_score_tensors(probe, features_first, path)
+        self._preserve = self._features["index"] not in {o["index"] for o in probe.get_output_details()}
         self._input = inp
-        self._output = out
         self._quantized_input = inp["dtype"] == np.uint8
         self._range = (0.0, 255.0) if self._quantized_input else tuple(input_range)
         signature = inp.get("shape_signature", inp["shape"])
@@ -275,9 +273,10 @@ class TFLiteEmbedder(Embedder):
             h = w = input_size or DEFAULT_INPUT_SIZE
         # Float models batch well; XNNPACK cannot reshape quantized graphs, and
         # preserving all tensors (for the pre-logits features) is done per image.
-        want = batch_size if self._feature_tensor is None and not self._quantized_input else 1
+        want = batch_size if not self._preserve and not self._quantized_input else 1
         self._batch = 0
         for batch in dict.fromkeys((want, 1)):
+            self._it = self._make_interpreter(path)
             try:
                 if tuple(self._it.get_input_details()[0]["shape"]) != (batch, h, w, 3):
                     self._it.resize_tensor_input(inp["index"], [batch, h, w, 3])
@@ -285,7 +284,7 @@ class TFLiteEmbedder(Embedder):
                 self._batch = batch
                 break
             except (RuntimeError, ValueError):
-                self._it = self._make_interpreter(path, threads)
+                continue
         if not self._batch:
             raise ModelError(f"{path}: cannot run at input size {h}x{w}")
         feats, scores = self._run(np.zeros((1, h, w, 3), np.uint8))
@@ -299,15 +298,13 @@ class TFLiteEmbedder(Embedder):
             runtime="tflite",
         )
 
-    def _make_interpreter(self, path: str, threads: int):
+    def _make_interpreter(self, path: str):
         from ai_edge_litert.interpreter import Interpreter
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging
             return Interpreter(
-                model_path=path,
-                num_threads=threads,
-                experimental_preserve_all_tensors=self._feature_tensor is not None,
+                model_path=path, num_threads=self._threads, experimental_preserve_all_tensors=self._preserve
             )
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -320,14 +317,34 @@ class TFLiteEmbedder(Embedder):
                 chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), x.dtype)])
             self._it.set_tensor(self._input["index"], chunk)
             self._it.invoke()
-            out = _dequantize(self._it.get_tensor(self._output["index"]), self._output)[:n]
-            if self._feature_tensor is None:
-                feats.append(out.reshape(n, -1))
-            else:
-                t = self._feature_tensor
-                feats.append(_dequantize(self._it.get_tensor(t["index"]), t)[:n].reshape(n, -1))
-                scores.append(out.reshape(n, -1))
+            feats.append(self._read(self._features, n))
+            if self._scores is not None:
+                scores.append(self._read(self._scores, n))
         return np.concatenate(feats), (np.concatenate(scores) if scores else None)
+
+    def _read(self, details: dict, n: int) -> np.ndarray:
+        return _dequantize(self._it.get_tensor(details["index"]), details)[:n].reshape(n, -1)
+
+
+def _feature_and_score_tensors(probe, features_first: bool, path: str) -> tuple[dict, dict | None]:
+    """Which tensor holds the vector and which (if any) the class scores."""
+    outs = probe.get_output_details()
+    if features_first:
+        if len(outs) == 1:
+            return outs[0], None
+        by_width = sorted(outs, key=lambda o: int(o["shape"][-1]))
+        return by_width[0], by_width[-1]  # the 1001-way logits are the wider output
+    out = outs[0]
+    if int(out["shape"][-1]) not in (1000, 1001):
+        return out, None
+    pools = [
+        t
+        for t in probe.get_tensor_details()
+        if "AvgPool" in t["name"] and len(t["shape"]) == 4 and t["index"] != out["index"]
+    ]
+    if not pools:
+        raise ModelError(f"{path}: a classifier without a pre-logits AvgPool tensor")
+    return pools[-1], out
 
 
 def _dequantize(values: np.ndarray, details: dict) -> np.ndarray:

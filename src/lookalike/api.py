@@ -78,7 +78,7 @@ class Index:
     def add(
         self,
         paths: Sequence[str | os.PathLike],
-        model: str | None = None,
+        model: str | Embedder | None = None,
         labels: str | None = None,
         options: IndexOptions | None = None,
         progress: Progress | None = None,
@@ -87,11 +87,14 @@ class Index:
     ) -> IndexReport:
         """Index (or bring up to date) the images below ``paths``.
 
-        A new index uses ``model`` (default: the catalogue default); an existing one keeps
-        its own model and refuses a different one. ``labels`` is a file or URL of class
-        names for classification models (default: the ImageNet list, downloaded once).
+        A new index uses ``model`` (a ``--model`` value or a loaded Embedder; default: the
+        catalogue default); an existing one keeps its own model and refuses a different one.
+        ``labels`` is a file or URL of class names for classification models (default: the
+        ImageNet list, downloaded once).
         """
-        if self.exists and model is None:
+        if isinstance(model, Embedder):
+            embedder = model
+        elif self.exists and model is None:
             embedder = self.model()
         else:
             embedder = load_model(

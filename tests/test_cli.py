@@ -155,4 +155,7 @@ def test_python_api(indexed, photo_dir):
     assert result.hits[0].path == str(photo_dir / "photo6.jpg") and result.query == "<bytes>"
     shutil.copy(photo_dir / "photo6.jpg", photo_dir / "copy.jpg")
     report = idx.add([photo_dir])
-    assert report.indexed == 1 and report.unchanged == 8
+    assert (report.indexed, report.reused, report.unchanged) == (0, 1, 8)  # a copy: vector reused
+    hits = idx.search([photo_dir / "copy.jpg"], k=2)[0].hits
+    assert {h.path for h in hits} == {str(photo_dir / "copy.jpg"), str(photo_dir / "photo6.jpg")}
+    assert all(h.score == pytest.approx(1.0, abs=1e-5) for h in hits)

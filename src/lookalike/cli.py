@@ -149,9 +149,10 @@ def index(
         raise _fail(_known_error(exc)) from None
     out.print(
         f"indexed {report.indexed} images in {report.seconds:.1f} s "
-        f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, "
+        f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
         f"{report.errors} errors, {report.removed} removed; index: {idx.directory}",
         highlight=False,
+        soft_wrap=True,
     )
     for path, reason in report.error_samples[:10]:
         err.print(f"  skipped {path}: {reason}", highlight=False, markup=False)

@@ -83,6 +83,11 @@ class ImageFile:
     content_hash: str | None = None
     image: DecodedImage | None = None
     error: str | None = None
+    known_content: bool = False  # hash matched a stored vector: not decoded
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
 
 
 def decode(
@@ -202,9 +207,16 @@ def _captured_at(meta: dict) -> datetime | None:
 
 
 def read_image_file(
-    path: str, size: tuple[int, int], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    path: str,
+    size: tuple[int, int],
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    known_hashes: frozenset[str] = frozenset(),
 ) -> ImageFile:
-    """Read, hash and decode one file. Never raises for a bad file: sets ``error`` instead."""
+    """Read, hash and decode one file. Never raises for a bad file: sets ``error`` instead.
+
+    A file whose hash is in ``known_hashes`` is not decoded (``known_content`` is set):
+    its vector can be reused.
+    """
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -216,6 +228,9 @@ def read_image_file(
             return ImageFile(path, 0, 0, error=f"cannot read: {exc.strerror or exc}")
         return ImageFile(path, st.st_size, st.st_mtime_ns, error=f"cannot read: {exc.strerror or exc}")
     record = ImageFile(path, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+    if record.content_hash in known_hashes:
+        record.known_content = True
+        return record
     try:
         record.image = decode(data, size, max_megapixels)
     except ImageError as exc:

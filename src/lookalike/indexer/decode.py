@@ -13,8 +13,16 @@ from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 CHUNK = 8  # files per task: amortises inter-process overhead
 
 
+_known: frozenset[str] = frozenset()  # per worker process, set once by _init
+
+
+def _init(known: frozenset[str]) -> None:
+    global _known
+    _known = known
+
+
 def _decode_chunk(paths: Sequence[str], size: tuple[int, int], max_mp: float) -> list[ImageFile]:
-    return [read_image_file(p, size, max_mp) for p in paths]
+    return [read_image_file(p, size, max_mp, _known) for p in paths]
 
 
 def default_workers() -> int:
@@ -27,21 +35,23 @@ def decode_files(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     workers: int | None = None,
     window: int | None = None,
+    known_hashes: frozenset[str] = frozenset(),
 ) -> Iterator[ImageFile]:
     """Yield decoded files in input order; at most ``window`` chunks are in flight.
 
+    Files whose content hash is in ``known_hashes`` come back undecoded (``known_content``).
     ``workers=0`` decodes in this process (no parallelism; for debugging and tiny runs).
     """
     workers = default_workers() if workers is None else workers
     if workers == 0:
         for p in paths:
-            yield read_image_file(p, size, max_megapixels)
+            yield read_image_file(p, size, max_megapixels, known_hashes)
         return
     window = window or workers * 3
     chunks = _chunked(paths, CHUNK)
     # spawn: the parent has TensorFlow's threads running; forking it is unsafe.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(known_hashes,)) as pool:
         pending: deque[Future] = deque()
         for chunk in chunks:
             pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
 from lookalike.models.labels import top_k
@@ -38,6 +38,7 @@ class IndexReport:
     unchanged: int = 0
     indexed: int = 0
     errors: int = 0
+    reused: int = 0  # touched, moved or copied files whose stored vector was reused
     removed: int = 0
     seconds: float = 0.0
     error_samples: list[tuple[str, str]] = field(default_factory=list)
@@ -51,6 +52,52 @@ def _unchanged(known: Known | None, entry: Entry) -> bool:
     return known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns
 
 
+class _Run:
+    """One indexing run's state: batches waiting for the model and for the store."""
+
+    def __init__(self, store: Store, embedder: Embedder, opts: IndexOptions, report: IndexReport) -> None:
+        self.store, self.embedder, self.opts, self.report = store, embedder, opts, report
+        self.batch: list[ImageFile] = []
+        self.failed: list[ImageFile] = []
+        self.moves: list[tuple[ImageFile, int]] = []
+        self.copies: list[tuple[ImageFile, int]] = []
+        self.last_checkpoint = time.monotonic()
+
+    @property
+    def full(self) -> bool:
+        n = self.opts.batch_size
+        return len(self.batch) >= n or len(self.failed) >= n or len(self.moves) + len(self.copies) >= n
+
+    def flush(self) -> None:
+        if self.batch:
+            emb = self.embedder.embed(np.stack([r.image.pixels for r in self.batch]))
+            labels = None
+            if emb.scores is not None and self.opts.label_names is not None:
+                labels = top_k(emb.scores, self.opts.label_names)
+            self.store.add(self.batch, emb.vectors, labels)
+            self.report.indexed += len(self.batch)
+        if self.failed:
+            self.store.record_errors(self.failed)
+            self.report.errors += len(self.failed)
+            room = 20 - len(self.report.error_samples)
+            self.report.error_samples.extend((r.path, r.error or "") for r in self.failed[:room])
+        if self.moves or self.copies:
+            stale = self.store.adopt(self.moves, self.copies)
+            self.report.reused += len(self.moves) + len(self.copies) - len(stale)
+            self.moves, self.copies = [], []
+            if stale:  # their source rows changed meanwhile: decode them after all
+                size, cap = self.embedder.info.input_size, self.opts.max_megapixels
+                for record in stale:
+                    fresh = read_image_file(record.path, size, cap)
+                    (self.batch if fresh.ok else self.failed).append(fresh)
+                self.flush()
+                return
+        self.batch, self.failed = [], []
+        if time.monotonic() - self.last_checkpoint > self.opts.checkpoint_seconds:
+            self.store.checkpoint()
+            self.last_checkpoint = time.monotonic()
+
+
 def index_paths(
     store: Store,
     embedder: Embedder,
@@ -60,9 +107,12 @@ def index_paths(
 ) -> IndexReport:
     """Bring ``store`` up to date with the images below ``roots``.
 
-    New and changed files (size or mtime differ) are decoded and embedded; files that
-    failed before are retried only when they changed; files that vanished from below
-    a folder root are removed from the index.
+    Unchanged files (same size and mtime) are skipped. The others are read and hashed;
+    content already indexed reuses its stored vector (a touched file keeps its row, a
+    moved or renamed file takes over its old row, a copy gets a copy of the vector), the
+    rest is decoded and embedded. Files that failed before are retried only when they
+    changed; files that vanished from below a folder root are removed at the end.
+    Each batch is committed on its own, so an interrupted run resumes where it stopped.
     """
     opts = options or IndexOptions()
     if embedder.info.has_labels and opts.label_names is None:
@@ -77,50 +127,40 @@ def index_paths(
     report.scanned = len(entries)
     known = store.known(under=[r for r in roots if os.path.isdir(r)])
     seen = {e.path for e in entries}
-    gone = [p for p in known if p not in seen and not os.path.exists(p)]
-    if gone:
-        report.removed = store.remove_paths(gone)
+    gone = {p for p in known if p not in seen and not os.path.exists(p)}
     todo = [e.path for e in entries if not _unchanged(known.get(e.path), e)]
     report.unchanged = len(entries) - len(todo)
+    by_hash = store.vectors_by_hash() if todo else {}
+    claimed: set[int] = set()
+    run = _Run(store, embedder, opts, report)
     if progress:
         progress(0, len(todo))
-
-    batch: list[ImageFile] = []
-    failed: list[ImageFile] = []
-    done = 0
-    last_checkpoint = time.monotonic()
-
-    def flush() -> None:
-        nonlocal batch, failed, last_checkpoint
-        if batch:
-            pixels = np.stack([r.image.pixels for r in batch])
-            emb = embedder.embed(pixels)
-            labels = None
-            if emb.scores is not None and opts.label_names is not None:
-                labels = top_k(emb.scores, opts.label_names)
-            store.add(batch, emb.vectors, labels)
-            report.indexed += len(batch)
-        if failed:
-            store.record_errors(failed)
-            report.errors += len(failed)
-            report.error_samples.extend(
-                (r.path, r.error or "") for r in failed[: 20 - len(report.error_samples)]
-            )
-        batch, failed = [], []
-        if time.monotonic() - last_checkpoint > opts.checkpoint_seconds:
-            store.checkpoint()
-            last_checkpoint = time.monotonic()
-
-    for record in decode_files(todo, embedder.info.input_size, opts.max_megapixels, opts.workers):
-        (batch if record.image is not None else failed).append(record)
-        done += 1
-        if len(batch) >= opts.batch_size or len(failed) >= opts.batch_size:
-            flush()
+    size = embedder.info.input_size
+    records = decode_files(todo, size, opts.max_megapixels, opts.workers, known_hashes=frozenset(by_hash))
+    for done, record in enumerate(records, 1):
+        if record.known_content:
+            candidates = by_hash[record.content_hash]
+            here = [fid for fid, path in candidates if path == record.path]
+            moved = [fid for fid, path in candidates if path in gone and fid not in claimed]
+            if here or moved:
+                fid = (here or moved)[0]
+                claimed.add(fid)
+                run.moves.append((record, fid))
+            else:
+                run.copies.append((record, candidates[0][0]))
+        elif record.ok:
+            run.batch.append(record)
+        else:
+            run.failed.append(record)
+        if run.full:
+            run.flush()
             if progress:
                 progress(done, len(todo))
-    flush()
+    run.flush()
+    if gone:
+        report.removed = store.remove_paths(sorted(gone))
     store.checkpoint()
     if progress:
-        progress(done, len(todo))
+        progress(len(todo), len(todo))
     report.seconds = time.monotonic() - started
     return report

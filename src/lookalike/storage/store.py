@@ -366,6 +366,72 @@ class Store:
             self._mark(generation)
         return count
 
+    def adopt(
+        self, moves: Sequence[tuple[ImageFile, int]], copies: Sequence[tuple[ImageFile, int]]
+    ) -> list[ImageFile]:
+        """Reuse stored vectors for files whose content is already indexed.
+
+        ``moves``: (file now at its path, id of the row to relocate there; same id, same
+        vector; a touched file is a move to its own path). ``copies``: (file, id of a row
+        with that content): a new row gets a copy of that row's vector and labels.
+        Returns the files whose source row no longer exists (to be embedded afresh).
+        """
+        self._require_writable()
+        if not moves and not copies:
+            return []
+        now = _now()
+        added: list[int] = []
+        stale: list[ImageFile] = []
+        with Session(self.engine) as s, s.begin():
+            moved_ids = {fid for _, fid in moves}
+            others = [r.path for r, fid in moves] + [r.path for r, _ in copies]
+            taken = s.execute(select(File.id, File.vector_id).where(File.path.in_(others))).all()
+            replaced = [vid for fid, vid in taken if fid not in moved_ids and vid is not None]
+            s.execute(delete(File).where(File.id.in_([fid for fid, _ in taken if fid not in moved_ids])))
+            for record, fid in moves:
+                done = s.execute(
+                    update(File)
+                    .where(File.id == fid)
+                    .values(path=record.path, size=record.size, mtime_ns=record.mtime_ns, indexed_at=now)
+                )
+                if done.rowcount == 0:
+                    stale.append(record)
+            for record, src_id in copies:
+                src = s.get(File, src_id)
+                if src is None or src.vector_id is None:
+                    stale.append(record)
+                    continue
+                row = {c: getattr(src, c) for c in ("width", "height", "format", "captured_at", "exif")}
+                new_id = s.scalar(
+                    insert(File)
+                    .values(path=record.path, size=record.size, mtime_ns=record.mtime_ns,
+                            content_hash=record.content_hash, status=STATUS_OK, indexed_at=now, **row)
+                    .returning(File.id)
+                )  # fmt: skip
+                s.execute(update(File).where(File.id == new_id).values(vector_id=new_id))
+                s.execute(insert(Vector).values(id=new_id, data=s.get(Vector, src_id).data))
+                labels = s.scalars(select(Label).where(Label.file_id == src_id)).all()
+                for lab in labels:
+                    s.add(Label(file_id=new_id, rank=lab.rank, class_index=lab.class_index,
+                                name=lab.name, score=lab.score))  # fmt: skip
+                added.append(new_id)
+            generation = self._bump(s) if added or replaced else None
+        if generation is not None:
+            self.vectors.remove(replaced)
+            ids, vecs = self.load_vectors(added)
+            self.vectors.add(ids, vecs)
+            self._mark(generation)
+        return stale
+
+    def vectors_by_hash(self) -> dict[str, list[tuple[int, str]]]:
+        """content hash -> [(id, path)] of the files whose vectors are stored."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        q = select(File.content_hash, File.id, File.path).where(File.vector_id.is_not(None))
+        with Session(self.engine) as s:
+            for h, fid, path in s.execute(q):
+                out.setdefault(h, []).append((fid, path))
+        return out
+
     def _delete_paths(self, s: Session, paths: list[str]) -> list[int]:
         """Delete rows for ``paths``; returns the ids that had vectors."""
         had_vectors: list[int] = []

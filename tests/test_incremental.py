@@ -1,0 +1,102 @@
+"""Incremental indexing: touched, moved, copied, swapped, changed and deleted files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lookalike import Index, IndexOptions
+from lookalike.storage import Store
+from tests.conftest import make_photo
+
+OPTS = IndexOptions(workers=0)
+
+
+@pytest.fixture
+def idx(tmp_path, photo_dir, tf2_model):
+    index = Index(tmp_path / "ix")
+    report = index.add([photo_dir], model=str(tf2_model), options=OPTS)
+    assert report.indexed == 8
+    return index
+
+
+def _rows(index) -> dict[str, int]:
+    with Store(index.directory) as s:
+        return {p: k.id for p, k in s.known().items()}
+
+
+def _vector(index, path) -> np.ndarray:
+    with Store(index.directory) as s:
+        return s.vectors.reconstruct(s.known()[str(path)].id)
+
+
+def test_touched_file_keeps_its_row_without_re_embedding(idx, photo_dir):
+    before = _rows(idx)
+    os.utime(photo_dir / "photo0.jpg", ns=(10**18, 10**18))
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused, report.unchanged) == (0, 1, 7)
+    assert _rows(idx) == before
+    with Store(idx.directory) as s:
+        assert s.known()[str(photo_dir / "photo0.jpg")].mtime_ns == 10**18
+
+
+def test_moved_and_renamed_files_keep_id_and_vector(idx, photo_dir):
+    before = _rows(idx)
+    old_vec = _vector(idx, photo_dir / "photo0.jpg")
+    (photo_dir / "moved").mkdir()
+    shutil.move(photo_dir / "photo0.jpg", photo_dir / "moved" / "renamed.jpg")
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused, report.removed) == (0, 1, 0)
+    after = _rows(idx)
+    assert after[str(photo_dir / "moved" / "renamed.jpg")] == before[str(photo_dir / "photo0.jpg")]
+    assert str(photo_dir / "photo0.jpg") not in after and len(after) == 8
+    np.testing.assert_array_equal(_vector(idx, photo_dir / "moved" / "renamed.jpg"), old_vec)
+    with Store(idx.directory) as s:
+        assert s.verify().ok
+
+
+def test_copy_gets_a_new_row_with_the_same_vector(idx, photo_dir):
+    shutil.copy(photo_dir / "photo2.jpg", photo_dir / "dup.jpg")
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused) == (0, 1)
+    np.testing.assert_array_equal(_vector(idx, photo_dir / "dup.jpg"), _vector(idx, photo_dir / "photo2.jpg"))
+    assert len(_rows(idx)) == 9
+
+
+def test_swapped_contents_get_the_right_vectors(idx, photo_dir):
+    a, b = photo_dir / "photo0.jpg", photo_dir / "photo2.jpg"
+    va, vb = _vector(idx, a), _vector(idx, b)
+    tmp = photo_dir / "swap.tmp"
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    os.utime(a, ns=(5 * 10**17, 5 * 10**17))  # renames keep mtimes: make both look changed
+    os.utime(b, ns=(6 * 10**17, 6 * 10**17))
+    idx.add([photo_dir], options=OPTS)
+    np.testing.assert_allclose(_vector(idx, a), vb, atol=1e-6)
+    np.testing.assert_allclose(_vector(idx, b), va, atol=1e-6)
+    with Store(idx.directory) as s:
+        assert s.verify().ok and s.vectors.ntotal == 8
+
+
+def test_changed_and_deleted_files(idx, photo_dir):
+    before = _rows(idx)
+    make_photo(99).save(photo_dir / "photo4.jpg")
+    os.utime(photo_dir / "photo4.jpg", ns=(1, 1))
+    (photo_dir / "photo6.jpg").unlink()
+    make_photo(98).save(photo_dir / "brand_new.jpg")
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused, report.removed) == (2, 0, 1)
+    after = _rows(idx)
+    assert after[str(photo_dir / "photo4.jpg")] != before[str(photo_dir / "photo4.jpg")]
+    assert str(photo_dir / "photo6.jpg") not in after and len(after) == 8
+    hit = idx.search([photo_dir / "photo4.jpg"], k=1)[0].hits[0]
+    assert hit.path == str(photo_dir / "photo4.jpg") and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_indexing_a_subfolder_does_not_remove_the_rest(idx, photo_dir):
+    report = idx.add([photo_dir / "sub"], options=OPTS)
+    assert report.removed == 0 and len(_rows(idx)) == 8

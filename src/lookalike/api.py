@@ -15,7 +15,7 @@ from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Hit, search_vectors
-from lookalike.storage import Store, StoreError, default_index_dir
+from lookalike.storage import Store, StoreError, VerifyReport, default_index_dir
 from lookalike.storage.store import MANIFEST
 
 QuerySource = str | os.PathLike | bytes
@@ -141,6 +141,25 @@ class Index:
             QueryResult(str(name), [] if err else next(hits), err)
             for name, err in zip(names, errors, strict=True)
         ]
+
+    def remove(self, paths: Sequence[str | os.PathLike]) -> int:
+        """Drop files, or everything below folders, from the index; returns how many."""
+        targets = [os.path.abspath(os.fspath(p)) for p in paths]
+        with Store(self.directory, writable=True) as store:
+            known = store.known(under=targets)
+            return store.remove_paths(sorted(known))
+
+    def verify(self, repair: bool = False) -> tuple[VerifyReport, VerifyReport | None]:
+        """Check catalogue rows, stored vectors and the FAISS file agree (before any repair).
+
+        With ``repair``, fix what was found and check again: (found, after repair).
+        """
+        with Store(self.directory, writable=repair, sync=False) as store:
+            found = store.verify()
+            if not repair or found.ok:
+                return found, None
+            store.repair()
+            return found, store.verify()
 
     def info(self) -> dict:
         with Store(self.directory) as store:

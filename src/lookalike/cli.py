@@ -240,6 +240,57 @@ def info(
 
 
 @app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files, or folders whose files to drop.")],
+    index: IndexDir = None,
+) -> None:
+    """Drop files from the index (the files themselves are not touched)."""
+    try:
+        count = _open(index).remove([str(p) for p in paths])
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    out.print(f"removed {count} files from the index", highlight=False)
+
+
+@app.command()
+def verify(
+    index: IndexDir = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what is found.")] = False,
+) -> None:
+    """Check that every catalogue row has its vector in FAISS and vice versa."""
+    try:
+        found, after = _open(index).verify(repair=repair)
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    _print_verify(found)
+    if found.ok:
+        out.print("[green]ok[/]: catalogue and vectors agree")
+        return
+    if after is None:
+        err.print("problems found; `lookalike verify --repair` fixes them")
+        raise typer.Exit(1)
+    out.print("repaired: rows without a usable vector were dropped (re-indexed on the next run)")
+    _print_verify(after)
+    if not after.ok:
+        raise _fail("still inconsistent after repair")
+    out.print("[green]ok[/]: catalogue and vectors agree")
+
+
+def _print_verify(report) -> None:
+    out.print(
+        f"catalogue generation {report.generation}, FAISS checkpoint generation "
+        f"{report.checkpoint_generation}",
+        highlight=False,
+    )
+    for name in ("rows_without_vector", "vectors_without_row", "missing_from_faiss", "extra_in_faiss",
+                 "mismatched_vectors"):  # fmt: skip
+        ids = getattr(report, name)
+        if ids:
+            sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+            out.print(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})", highlight=False)
+
+
+@app.command()
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the catalogue of TF Hub modules usable by short name with --model."""
     from lookalike.models import CATALOG, DEFAULT_MODEL

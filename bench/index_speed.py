@@ -97,7 +97,8 @@ def main() -> None:
     }
     print(f"model: {MODEL.name}; cores: {__import__('os').cpu_count()}")
     print(
-        f"{'photos':10} {'input':>5} {'naive img/s':>12} {'tf img/s':>9} {'lookalike img/s':>16} {'ratio':>6}"
+        f"{'photos':10} {'input':>5} {'naive':>7} {'decode-only':>12} {'lookalike(tf)':>14}"
+        f" {'lookalike(auto)':>16} {'vs naive':>9}   (images/s)"
     )
     for name in args.sets.split(","):
         folder = folders[name]()

@@ -15,7 +15,8 @@ from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Hit, search_vectors
-from lookalike.storage import Store, StoreError, VerifyReport, default_index_dir
+from lookalike.search.duplicates import Group, KeepRules, find_duplicates
+from lookalike.storage import FileRow, Store, StoreError, VerifyReport, default_index_dir
 from lookalike.storage.store import MANIFEST
 
 QuerySource = str | os.PathLike | bytes
@@ -160,6 +161,26 @@ class Index:
                 return found, None
             store.repair()
             return found, store.verify()
+
+    def duplicates(self, threshold: float, rules: KeepRules | None = None) -> list[Group]:
+        """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs."""
+        with Store(self.directory) as store:
+            ignored = store.ignored_pairs()
+
+            def is_ignored(a: FileRow, b: FileRow) -> bool:
+                return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
+
+            return find_duplicates(store, threshold, rules, is_ignored)
+
+    def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
+        """Remember that two indexed files are not duplicates; later runs respect it."""
+        paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
+        with Store(self.directory, writable=True) as store:
+            known = store.known()
+            missing = [p for p in paths if p not in known or not known[p].content_hash]
+            if missing:
+                raise StoreError(f"not in the index: {', '.join(missing)}")
+            store.ignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
 
     def info(self) -> dict:
         with Store(self.directory) as store:

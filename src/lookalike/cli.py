@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ app = typer.Typer(
     help="Find look-alike and duplicate images: index folders, search by image.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 out = Console()
 err = Console(stderr=True)
@@ -288,6 +290,67 @@ def _print_verify(report) -> None:
         if ids:
             sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
             out.print(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})", highlight=False)
+
+
+@app.command()
+def dupes(
+    index: IndexDir = None,
+    preset: Annotated[str, typer.Option(help="exact | copies | edited | similar (see README).")] = "copies",
+    threshold: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
+    ] = None,
+    protect: Annotated[
+        list[Path] | None, typer.Option(help="Folder whose files are never proposed for removal.")
+    ] = None,
+    prefer_folder: Annotated[list[Path] | None, typer.Option(help="Keep copies from this folder.")] = None,
+    prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
+    ignore: Annotated[
+        tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
+    ] = None,
+) -> None:
+    """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
+    from lookalike.search.duplicates import PRESETS, KeepRules
+
+    idx = _open(index)
+    if ignore is not None:
+        try:
+            idx.ignore(*ignore)
+        except Exception as exc:
+            raise _fail(_known_error(exc)) from None
+        out.print("remembered: these two are not duplicates", highlight=False)
+        return
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
+    cutoff = threshold if threshold is not None else PRESETS[preset].threshold
+    rules = KeepRules(
+        protect=[str(p) for p in protect or ()],
+        prefer_folders=[str(p) for p in prefer_folder or ()],
+        prefer_formats=prefer_format or (),
+    )
+    try:
+        groups = idx.duplicates(cutoff, rules)
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    if as_json:
+        print(json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2))
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["group", "role", "path", "score", "kind", "reason"])
+        for n, g in enumerate(groups, 1):
+            writer.writerow([n, "keep", g.keep.path, "", "", ""])
+            for d, why in zip(g.duplicates, g.reasons, strict=True):
+                writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, why])
+        return
+    total = sum(len(g.duplicates) for g in groups)
+    for g in groups:
+        out.print(f"[bold]keep[/] {g.keep.path}", highlight=False)
+        for d, why in zip(g.duplicates, g.reasons, strict=True):
+            out.print(f"  {d.kind:5} {d.score:.4f}  {d.row.path}  [dim]({why})[/]", highlight=False)
+    label = f"threshold {cutoff:g}" if threshold is not None else f"preset {preset} ({cutoff:g})"
+    out.print(f"{len(groups)} groups, {total} duplicates; {label}; nothing was changed", highlight=False)
 
 
 @app.command()

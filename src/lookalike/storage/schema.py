@@ -72,6 +72,15 @@ class Label(Base):
     score: Mapped[float]
 
 
+class IgnoredPair(Base):
+    """Two contents the user said are not duplicates (by hash: survives moves and renames)."""
+
+    __tablename__ = "ignored_pairs"
+
+    hash_a: Mapped[str] = mapped_column(String(64), primary_key=True)  # hash_a < hash_b
+    hash_b: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Meta(Base):
     """Small key/value state, e.g. the vector generation counter."""
 

@@ -31,6 +31,7 @@ from lookalike.storage.schema import (
     STATUS_ERROR,
     STATUS_OK,
     File,
+    IgnoredPair,
     Label,
     Meta,
     Vector,
@@ -168,8 +169,9 @@ class Store:
         if writable:
             self._lock()
         self.engine = make_engine(f"sqlite:///{self.directory / DATABASE}")
+        # Additive and idempotent: indexes made by older versions gain new tables on open.
+        create_schema(self.engine)
         if writable:
-            create_schema(self.engine)
             with Session(self.engine) as s, s.begin():
                 if s.get(Meta, "generation") is None:
                     s.add(Meta(key="generation", value="0"))
@@ -245,7 +247,7 @@ class Store:
         """Stored vectors for ``ids`` (in id order of what exists)."""
         rows: list[tuple[int, bytes]] = []
         with Session(self.engine) as s:
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks([int(i) for i in ids]):  # numpy ints do not bind in sqlite3
                 rows.extend(s.execute(select(Vector.id, Vector.data).where(Vector.id.in_(chunk))))
         rows.sort()
         if not rows:
@@ -486,6 +488,37 @@ class Store:
         q = select(Label.file_id).where(func.lower(Label.name).contains(text.lower())).distinct()
         with Session(self.engine) as s:
             return np.array(sorted(s.scalars(q)), dtype=np.int64)
+
+    def same_content_pairs(self) -> list[tuple[int, int]]:
+        """(first id, other id) for files with identical bytes (and stored vectors)."""
+        q = (
+            select(File.content_hash, File.id)
+            .where(File.vector_id.is_not(None), File.content_hash.in_(
+                select(File.content_hash).where(File.vector_id.is_not(None))
+                .group_by(File.content_hash).having(func.count() > 1)
+            ))
+            .order_by(File.content_hash, File.id)
+        )  # fmt: skip
+        pairs, first = [], {}
+        with Session(self.engine) as s:
+            for h, fid in s.execute(q):
+                if h in first:
+                    pairs.append((first[h], fid))
+                else:
+                    first[h] = fid
+        return pairs
+
+    def ignore_pair(self, hash_a: str, hash_b: str) -> None:
+        """Remember that two contents are not duplicates of each other."""
+        self._require_writable()
+        a, b = sorted((hash_a, hash_b))
+        with Session(self.engine) as s, s.begin():
+            if s.get(IgnoredPair, (a, b)) is None:
+                s.add(IgnoredPair(hash_a=a, hash_b=b))
+
+    def ignored_pairs(self) -> set[tuple[str, str]]:
+        with Session(self.engine) as s:
+            return {(a, b) for a, b in s.execute(select(IgnoredPair.hash_a, IgnoredPair.hash_b))}
 
     def errors(self) -> list[tuple[str, str]]:
         with Session(self.engine) as s:

@@ -1,0 +1,225 @@
+"""Duplicate groups over an index: exact (same bytes) and near (cosine above a threshold).
+
+Candidate pairs come from FAISS k-nearest-neighbour search (exact for small collections,
+an IVF index trained on the collection's own vectors for large ones), never from an
+N x N matrix. Groups do not chain: each group is a kept image plus the members whose
+own similarity *to the kept image* passes the threshold, so A~B and B~C never put A
+and C together unless A~C (through the keeper) holds too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import faiss
+import numpy as np
+
+from lookalike.storage.store import FileRow, Store, is_under
+
+EXACT = "exact"
+NEAR = "near"
+FLAT_LIMIT = 50_000  # above this many vectors, candidates come from an IVF index
+QUERY_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    threshold: float
+    meaning: str
+
+
+# Cosine thresholds for MobileNet V1 global vectors (measured in bench/dupes_quality.py).
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("exact", 1.01, "identical bytes only"),
+        Preset("copies", 0.95, "re-encoded, resized or lightly edited copies"),
+        Preset("edited", 0.85, "also crops, gray, overlays, mirror and small rotations"),
+        Preset("similar", 0.75, "look-alikes: expect different photos of one scene"),
+    )
+}
+DEFAULT_PRESET = "copies"
+
+
+@dataclass
+class KeepRules:
+    """How the kept image of a group is chosen, and what is never proposed for removal."""
+
+    protect: Sequence[str] = ()  # folders whose files are never duplicates to remove
+    prefer_folders: Sequence[str] = ()
+    prefer_formats: Sequence[str] = ()  # e.g. ("PNG",) to keep lossless copies
+    burst_seconds: float = 10.0  # same camera, capture times this close: a burst, not a copy
+    burst_threshold: float = 0.995  # ... unless the pixels are this close
+
+    def protected(self, row: FileRow) -> bool:
+        return any(is_under(row.path, os.path.abspath(d)) for d in self.protect)
+
+    def rank(self, row: FileRow) -> tuple:
+        """Sort key, best (to keep) first."""
+        fmt = (row.format or "").upper()
+        return (
+            not self.protected(row),
+            not any(is_under(row.path, os.path.abspath(d)) for d in self.prefer_folders),
+            fmt not in {f.upper() for f in self.prefer_formats},
+            -((row.width or 0) * (row.height or 0)),
+            -row.size,
+            row.captured_at or datetime.max,
+            row.path,
+        )
+
+    def reason(self, keep: FileRow, other: FileRow) -> str:
+        """Why ``keep`` is kept rather than ``other``: the first rule that tells them apart."""
+        if self.protected(keep) != self.protected(other):
+            return "in a protected folder"
+        a, b = self.rank(keep), self.rank(other)
+        labels = [
+            None,
+            "in a preferred folder",
+            "preferred format",
+            f"larger resolution ({keep.width}x{keep.height} vs {other.width}x{other.height})",
+            f"larger file ({keep.size:,} vs {other.size:,} bytes)",
+            "older capture time",
+            "path order (otherwise equal)",
+        ]
+        for label, x, y in zip(labels, a, b, strict=True):
+            if label and x != y:
+                return label
+        return "identical by every rule"
+
+    def is_burst(self, a: FileRow, b: FileRow) -> bool:
+        """Different shots of a burst: same camera, capture times a few seconds apart."""
+        if a.captured_at is None or b.captured_at is None or a.captured_at == b.captured_at:
+            return False
+        cam = ("Make", "Model")
+        if [(a.exif or {}).get(k) for k in cam] != [(b.exif or {}).get(k) for k in cam]:
+            return False
+        return abs((a.captured_at - b.captured_at).total_seconds()) <= self.burst_seconds
+
+
+@dataclass
+class Duplicate:
+    row: FileRow
+    score: float
+    kind: str  # EXACT or NEAR
+
+
+@dataclass
+class Group:
+    keep: FileRow
+    duplicates: list[Duplicate] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why keep beats each duplicate
+
+    def to_dict(self) -> dict:
+        return {
+            "keep": self.keep.path,
+            "duplicates": [
+                {"path": d.row.path, "score": round(d.score, 6), "kind": d.kind, "reason": r}
+                for d, r in zip(self.duplicates, self.reasons, strict=True)
+            ],
+        }
+
+
+def candidate_pairs(
+    ids: np.ndarray, vectors: np.ndarray, threshold: float, k: int = 16
+) -> set[tuple[int, int]]:
+    """Pairs (id_a < id_b) whose cosine is at least ``threshold`` among k nearest neighbours."""
+    n = len(ids)
+    if n < 2:
+        return set()
+    dim = vectors.shape[1]
+    if n <= FLAT_LIMIT:
+        index = faiss.IndexFlatIP(dim)
+    else:  # an inverted file trained on the collection itself; memory stays ~ N x dim floats
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
+        index.train(sample)
+        index.nprobe = 16
+    index.add(vectors)
+    k = min(k, n)
+    pairs: set[tuple[int, int]] = set()
+    for start in range(0, n, QUERY_CHUNK):
+        scores, nbrs = index.search(vectors[start : start + QUERY_CHUNK], k)
+        rows, cols = np.nonzero(scores >= threshold)
+        for r, c in zip(rows, cols, strict=True):
+            j = nbrs[r, c]
+            i = start + r
+            if j >= 0 and j != i:
+                a, b = int(ids[i]), int(ids[j])
+                pairs.add((a, b) if a < b else (b, a))
+    return pairs
+
+
+def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps: dict[int, list[int]] = {}
+    for x in parent:
+        comps.setdefault(find(x), []).append(x)
+    return [sorted(c) for c in comps.values() if len(c) > 1]
+
+
+def find_duplicates(
+    store: Store,
+    threshold: float,
+    rules: KeepRules | None = None,
+    ignored: Callable[[FileRow, FileRow], bool] | None = None,
+) -> list[Group]:
+    """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``."""
+    rules = rules or KeepRules()
+    all_ids = np.array(sorted(int(i) for i in store.vectors.ids()), np.int64)
+    ids, vectors = store.load_vectors(all_ids)
+    edges = set(store.same_content_pairs())
+    if threshold <= 1.0:
+        edges |= candidate_pairs(ids, vectors, threshold)
+    comps = _components(edges)
+    rows = store.rows({i for c in comps for i in c})
+    position = {int(i): p for p, i in enumerate(ids)}
+    groups: list[Group] = []
+    for comp in comps:
+        members = sorted((rows[i] for i in comp if i in rows), key=rules.rank)
+        groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored))
+    groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path))
+    return groups
+
+
+def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[Group]:
+    out = []
+    left = list(members)
+    while len(left) > 1:
+        keep, rest = left[0], left[1:]
+        sims = vectors[[position[m.id] for m in rest]] @ vectors[position[keep.id]]
+        group = Group(keep)
+        taken = set()
+        for m, s in zip(rest, sims, strict=True):
+            exact = m.content_hash is not None and m.content_hash == keep.content_hash
+            if not exact and s < threshold:
+                continue
+            if rules.protected(m) or (ignored and ignored(keep, m)):
+                continue
+            if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
+                continue
+            group.duplicates.append(
+                Duplicate(m, 1.0 if exact else float(min(s, 1.0)), EXACT if exact else NEAR)
+            )
+            group.reasons.append(rules.reason(keep, m))
+            taken.add(m.id)
+        if group.duplicates:
+            out.append(group)
+        left = [m for m in rest if m.id not in taken]
+    return out

@@ -1,0 +1,173 @@
+"""Duplicate groups: tiers, no chaining, keep rules, protection, bursts, ignores, reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.images import DecodedImage, ImageFile
+from lookalike.models.runtimes import ModelInfo
+from lookalike.search import duplicates as dup
+from lookalike.search.duplicates import KeepRules, find_duplicates
+from lookalike.storage import Store
+
+DIM = 16
+runner = CliRunner()
+
+
+def _unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _near(base, cos, seed):
+    """A unit vector with cosine ``cos`` to unit ``base``."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(size=base.shape).astype(np.float32)
+    r -= r.dot(base) * base
+    r = _unit(r)
+    return _unit(cos * base + np.sqrt(1 - cos**2) * r)
+
+
+def _file(path, w=100, h=100, size=1000, h_=None, when=None, camera=("Canon", "X")):
+    exif = {"Make": camera[0], "Model": camera[1]} if camera else {}
+    img = DecodedImage(np.zeros((2, 2, 3), np.uint8), w, h, "JPEG", exif, when)
+    return ImageFile(path, size, 1, h_ or f"hash-{path}", image=img)
+
+
+def _store(tmp_path, files, vectors):
+    info = ModelInfo("m", "id", (2, 2), DIM, (0.0, 1.0), False, "tf")
+    with Store(tmp_path / "ix", model=info, writable=True) as s:
+        s.add(files, np.stack(vectors))
+    return tmp_path / "ix"
+
+
+def _groups(index, threshold=0.9, rules=None):
+    return Index(index).duplicates(threshold, rules)
+
+
+def _paths(groups):
+    return [(g.keep.path, sorted(d.row.path for d in g.duplicates)) for g in groups]
+
+
+def test_exact_and_near_tiers(tmp_path):
+    base = _unit(np.eye(DIM)[0])
+    files = [_file("/a.jpg", h_="same"), _file("/b.jpg", h_="same", size=900), _file("/c.jpg", size=800),
+             _file("/far.jpg")]  # fmt: skip
+    vecs = [base, base, _near(base, 0.95, 1), _unit(np.eye(DIM)[1])]
+    groups = _groups(_store(tmp_path, files, vecs))
+    assert _paths(groups) == [("/a.jpg", ["/b.jpg", "/c.jpg"])]
+    kinds = {d.row.path: (d.kind, round(d.score, 2)) for d in groups[0].duplicates}
+    assert kinds == {"/b.jpg": ("exact", 1.0), "/c.jpg": ("near", 0.95)}
+    assert _groups(_store(tmp_path / "2", files, vecs), threshold=1.01)[0].duplicates[0].kind == "exact"
+
+
+def test_no_chaining(tmp_path):
+    a = _unit(np.eye(DIM)[0])
+    b = _near(a, 0.93, 1)
+    c = _near(b, 0.93, 2)  # a~b, b~c, but a and c are further apart
+    assert a.dot(c) < 0.9
+    files = [_file("/b.jpg", size=3000), _file("/a.jpg", size=2000), _file("/c.jpg", size=1000)]
+    groups = _groups(_store(tmp_path, files, [b, a, c]))
+    assert _paths(groups) == [("/b.jpg", ["/a.jpg", "/c.jpg"])]  # star around the keeper b
+    files = [_file("/a.jpg", size=3000), _file("/b.jpg", size=2000), _file("/c.jpg", size=1000)]
+    groups = _groups(_store(tmp_path / "2", files, [a, b, c]))
+    assert _paths(groups) == [("/a.jpg", ["/b.jpg"])]  # c is not pulled in through b
+    for g in groups:
+        for d in g.duplicates:
+            assert d.score == pytest.approx(float(a.dot(b)), abs=1e-5)  # scored against the keeper
+
+
+def test_keep_rules_and_reasons(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    files = [
+        _file("/small.jpg", 100, 100, size=9000),
+        _file("/big.jpg", 400, 300, size=1000),
+        _file("/big_larger_file.jpg", 400, 300, size=2000),
+    ]
+    (g,) = _groups(_store(tmp_path, files, [v, _near(v, 0.99, 1), _near(v, 0.99, 2)]))
+    assert g.keep.path == "/big_larger_file.jpg"
+    assert dict(zip([d.row.path for d in g.duplicates], g.reasons, strict=True)) == {
+        "/big.jpg": "larger file (2,000 vs 1,000 bytes)",
+        "/small.jpg": "larger resolution (400x300 vs 100x100)",
+    }
+    old, new = datetime(2020, 1, 1), datetime(2021, 1, 1)
+    files = [_file("/new.jpg", when=new, camera=None), _file("/old.jpg", when=old, camera=None)]
+    (g,) = _groups(_store(tmp_path / "2", files, [v, _near(v, 0.99, 3)]))
+    assert g.keep.path == "/old.jpg" and g.reasons == ["older capture time"]
+
+
+def test_protected_and_preferred_folders(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    files = [_file("/archive/a.jpg", 50, 50), _file("/inbox/b.jpg", 500, 500), _file("/inbox/c.jpg", 40, 40)]
+    index = _store(tmp_path, files, [v, _near(v, 0.99, 1), _near(v, 0.99, 2)])
+    (g,) = _groups(index, rules=KeepRules(protect=["/archive"]))
+    assert g.keep.path == "/archive/a.jpg" and g.reasons[0] == "in a protected folder"
+    assert "/archive/a.jpg" not in [d.row.path for d in g.duplicates]
+    (g,) = _groups(index, rules=KeepRules(protect=["/inbox"]))  # protected files are never removed
+    assert all(not d.row.path.startswith("/inbox") for d in g.duplicates)
+    (g,) = _groups(index, rules=KeepRules(prefer_folders=["/inbox/c.jpg"]))
+    assert g.keep.path == "/inbox/c.jpg" and g.reasons[0] == "in a preferred folder"
+
+
+def test_burst_guard(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    t = datetime(2024, 5, 1, 12, 0, 0)
+    files = [_file("/1.jpg", when=t), _file("/2.jpg", when=t.replace(second=3)),
+             _file("/3.jpg", when=t.replace(second=5), camera=("Nikon", "Z"))]  # fmt: skip
+    index = _store(tmp_path, files, [v, _near(v, 0.97, 1), _near(v, 0.97, 2)])
+    assert _paths(_groups(index)) == [("/1.jpg", ["/3.jpg"])]  # same camera, 3 s apart: a burst
+    index2 = _store(tmp_path / "2", files, [v, _near(v, 0.999, 1), _near(v, 0.97, 2)])
+    assert _paths(_groups(index2)) == [("/1.jpg", ["/2.jpg", "/3.jpg"])]  # pixels say it is a copy
+
+
+def test_ignored_pairs_persist(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    index = _store(tmp_path, [_file("/a.jpg"), _file("/b.jpg")], [v, _near(v, 0.97, 1)])
+    res = runner.invoke(app, ["dupes", "--ignore", "/a.jpg", "/b.jpg", "--index", str(index)])
+    assert res.exit_code == 0 and "not duplicates" in res.stdout
+    assert _groups(index) == []
+    res = runner.invoke(app, ["dupes", "--ignore", "/a.jpg", "/nope.jpg", "--index", str(index)])
+    assert res.exit_code == 1 and "not in the index" in res.output
+
+
+def test_large_collections_use_an_ivf_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(dup, "FLAT_LIMIT", 100)
+    rng = np.random.default_rng(0)
+    base = [_unit(x) for x in rng.normal(size=(400, DIM))]
+    vecs = base + [_near(b, 0.98, i) for i, b in enumerate(base[:20])]
+    files = [_file(f"/{i:04d}.jpg", size=2000 if i < 400 else 1000) for i in range(len(vecs))]
+    groups = _groups(_store(tmp_path, files, vecs), threshold=0.95)
+    assert sorted(_paths(groups)) == [(f"/{i:04d}.jpg", [f"/{400 + i:04d}.jpg"]) for i in range(20)]
+
+
+def test_reports(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    index = _store(tmp_path, [_file("/a.jpg", size=2), _file("/b.jpg", size=1)], [v, _near(v, 0.97, 1)])
+    res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.9", "--index", str(index)])
+    doc = json.loads(res.stdout)
+    assert doc == {"groups": [{"keep": "/a.jpg", "duplicates": [
+        {"path": "/b.jpg", "score": pytest.approx(0.97, abs=1e-4), "kind": "near",
+         "reason": "larger file (2 vs 1 bytes)"}]}]}  # fmt: skip
+    res = runner.invoke(app, ["dupes", "--csv", "--threshold", "0.9", "--index", str(index)])
+    rows = list(csv.reader(io.StringIO(res.stdout)))
+    assert rows[0] == ["group", "role", "path", "score", "kind", "reason"]
+    assert [r[1:3] for r in rows[1:]] == [["keep", "/a.jpg"], ["duplicate", "/b.jpg"]]
+    res = runner.invoke(app, ["dupes", "--index", str(index)])
+    assert "1 groups, 1 duplicates; preset copies" in res.stdout and "nothing was changed" in res.stdout
+    res = runner.invoke(app, ["dupes", "--preset", "nope", "--index", str(index)])
+    assert res.exit_code == 2
+
+
+def test_find_duplicates_on_empty_index(tmp_path):
+    info = ModelInfo("m", "id", (2, 2), DIM, (0.0, 1.0), False, "tf")
+    with Store(tmp_path, model=info, writable=True) as s:
+        assert find_duplicates(s, 0.9) == []

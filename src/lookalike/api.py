@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from lookalike import actions
+from lookalike.actions import ActionReport
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
@@ -171,6 +174,20 @@ class Index:
                 return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
 
             return find_duplicates(store, threshold, rules, is_ignored)
+
+    def act_on_duplicates(
+        self, groups: Sequence[Group], action: str, journal: Path | None = None, move_to: Path | None = None
+    ) -> ActionReport:
+        """Move aside, trash or hardlink the duplicates of ``groups``, journalled for undo.
+
+        Files moved or trashed leave the index; hardlinked ones stay (same bytes).
+        """
+        journal = journal or self.directory / "journals" / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        with Store(self.directory, writable=True) as store:
+            report = actions.apply(groups, action, store.known(), journal, move_to)
+            if action != "hardlink" and report.done:
+                store.remove_paths(report.done)
+        return report
 
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Remember that two indexed files are not duplicates; later runs respect it."""

@@ -309,6 +309,12 @@ def dupes(
     ignore: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
     ] = None,
+    move_to: Annotated[Path | None, typer.Option(help="Move duplicates into this folder.")] = None,
+    trash: Annotated[bool, typer.Option("--trash", help="Send duplicates to the trash.")] = False,
+    hardlink: Annotated[
+        bool, typer.Option("--hardlink", help="Replace exact duplicates by hardlinks to the kept file.")
+    ] = False,
+    journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
 ) -> None:
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
     from lookalike.search.duplicates import PRESETS, KeepRules
@@ -333,6 +339,23 @@ def dupes(
         groups = idx.duplicates(cutoff, rules)
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
+    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
+    if chosen:
+        try:
+            report = idx.act_on_duplicates(groups, chosen[0], journal, move_to)
+        except Exception as exc:
+            raise _fail(_known_error(exc)) from None
+        for path, why in report.skipped:
+            err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
+        out.print(
+            f"{chosen[0]}: {len(report.done)} files, {len(report.skipped)} skipped; "
+            f"undo with: lookalike undo {report.journal}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     if as_json:
         print(json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2))
         return
@@ -351,6 +374,26 @@ def dupes(
             out.print(f"  {d.kind:5} {d.score:.4f}  {d.row.path}  [dim]({why})[/]", highlight=False)
     label = f"threshold {cutoff:g}" if threshold is not None else f"preset {preset} ({cutoff:g})"
     out.print(f"{len(groups)} groups, {total} duplicates; {label}; nothing was changed", highlight=False)
+
+
+@app.command()
+def undo(
+    journal: Annotated[Path, typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.")],
+) -> None:
+    """Put back what a `dupes` action moved, trashed or hardlinked (newest first)."""
+    from lookalike.actions import undo as undo_journal
+
+    if not journal.is_file():
+        raise _fail(f"no journal at {journal}")
+    report = undo_journal(journal)
+    for path, why in report.skipped:
+        err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
+    out.print(
+        f"restored {len(report.done)} files, {len(report.skipped)} skipped; "
+        "run `lookalike index` to index restored files again",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

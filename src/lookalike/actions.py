@@ -1,0 +1,205 @@
+"""Act on duplicate groups (move aside, trash, hardlink) with a journal that undoes it.
+
+Every action is written to the journal (and fsynced) *before* the file is touched, so
+a crash leaves at worst a journal line whose action did not happen; undo notices and
+skips it. Only files listed as duplicates are touched, and only if they are exactly as
+they were when indexed (same size and mtime); hardlinks are made for exact copies only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from lookalike.search.duplicates import EXACT, Group
+from lookalike.storage.store import Known
+
+ACTIONS = ("move", "trash", "hardlink")
+
+
+@dataclass
+class ActionReport:
+    journal: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _unchanged(path: str, known: Known | None) -> str | None:
+    """Why ``path`` must not be touched, or None if it is as indexed."""
+    if known is None:
+        return "not in the index"
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if (st.st_size, st.st_mtime_ns) != (known.size, known.mtime_ns):
+        return "changed since indexing"
+    return None
+
+
+def apply(
+    groups: Sequence[Group],
+    action: str,
+    known: dict[str, Known],
+    journal: Path,
+    move_to: Path | None = None,
+) -> ActionReport:
+    """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
+    if action == "move" and move_to is None:
+        raise ValueError("move needs a destination folder")
+    report = ActionReport(journal)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with open(journal, "a", encoding="utf-8") as log:
+        for group in groups:
+            for dup in group.duplicates:
+                path = dup.row.path
+                why = _unchanged(path, known.get(path))
+                if why is None and action == "hardlink":
+                    why = _hardlink_blocker(dup.kind, path, group.keep.path, known)
+                if why is not None:
+                    report.skipped.append((path, why))
+                    continue
+                st = os.stat(path)
+                entry = {
+                    "action": action, "path": path, "keep": group.keep.path, "kind": dup.kind,
+                    "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
+                    "at": datetime.now().isoformat(timespec="seconds"),
+                }  # fmt: skip
+                if action == "move":
+                    entry["dest"] = str(Path(move_to).resolve() / path.lstrip(os.sep))
+                    if os.path.lexists(entry["dest"]):
+                        report.skipped.append((path, f"{entry['dest']} already exists"))
+                        continue
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+                try:
+                    _do(entry)
+                except OSError as exc:
+                    report.skipped.append((path, f"failed: {exc.strerror or exc}"))
+                    continue
+                report.done.append(path)
+    return report
+
+
+def _hardlink_blocker(kind: str, path: str, keep: str, known: dict[str, Known]) -> str | None:
+    if kind != EXACT:
+        return "not an exact copy: a hardlink would lose its pixels"
+    why = _unchanged(keep, known.get(keep))
+    if why is not None:
+        return f"kept file {keep}: {why}"
+    if os.stat(path).st_dev != os.stat(keep).st_dev:
+        return "on another file system than the kept file"
+    if _sha256(path) != _sha256(keep):
+        return "bytes differ from the kept file"
+    return None
+
+
+def _do(entry: dict) -> None:
+    path = entry["path"]
+    if entry["action"] == "move":
+        os.makedirs(os.path.dirname(entry["dest"]), exist_ok=True)
+        shutil.move(path, entry["dest"])
+    elif entry["action"] == "trash":
+        from send2trash import send2trash
+
+        send2trash(path)
+    else:  # hardlink: link beside the duplicate, then atomically replace it
+        tmp = f"{path}.lookalike-link"
+        os.link(entry["keep"], tmp)
+        os.replace(tmp, path)
+
+
+def undo(journal: Path) -> ActionReport:
+    """Reverse a journal, newest action first. Actions that did not happen are skipped."""
+    report = ActionReport(journal)
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    for line in reversed([x for x in lines if x.strip()]):
+        entry = json.loads(line)
+        path = entry["path"]
+        try:
+            why = _undo_one(entry)
+        except OSError as exc:
+            why = f"failed: {exc.strerror or exc}"
+        if why:
+            report.skipped.append((path, why))
+        else:
+            report.done.append(path)
+    return report
+
+
+def _undo_one(entry: dict) -> str | None:
+    path = entry["path"]
+    action = entry["action"]
+    if action == "hardlink":
+        if not os.path.exists(path):
+            return "missing"
+        if os.stat(path).st_nlink < 2:
+            return "not a hardlink any more"
+        tmp = f"{path}.lookalike-restore"
+        shutil.copyfile(path, tmp)  # its own copy of the (identical) bytes
+        os.chmod(tmp, entry["mode"])
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        os.replace(tmp, path)
+        return None
+    if os.path.lexists(path):
+        happened = os.path.lexists(entry["dest"]) if action == "move" else _trashed(path) is not None
+        return "the original path is taken" if happened else "never moved"
+    if action == "move":
+        if not os.path.exists(entry["dest"]):
+            return f"{entry['dest']} is gone"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.move(entry["dest"], path)
+        return None
+    found = _trashed(path)
+    if found is None:
+        return "not found in the trash"
+    trashed, info = found
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.move(trashed, path)
+    os.unlink(info)
+    return None
+
+
+def _trash_dirs(path: str) -> list[tuple[Path, Path]]:
+    """(trash folder, folder its relative paths start from) where ``path`` may have gone."""
+    home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "Trash"
+    top = Path(path).parent
+    while not os.path.ismount(top) and top != top.parent:
+        top = top.parent
+    uid = os.getuid()
+    dirs = [(home, Path("/")), (top / ".Trash" / str(uid), top), (top / f".Trash-{uid}", top)]
+    return [(d, base) for d, base in dirs if (d / "info").is_dir()]
+
+
+def _trashed(path: str) -> tuple[Path, Path] | None:
+    """(file in the trash, its .trashinfo) for the newest trashing of ``path``."""
+    best: tuple[str, Path, Path] | None = None
+    for trash, base in _trash_dirs(path):
+        for info in (trash / "info").glob("*.trashinfo"):
+            fields = dict(
+                line.split("=", 1) for line in info.read_text(errors="replace").splitlines() if "=" in line
+            )
+            original = urllib.parse.unquote(fields.get("Path", ""))
+            if not os.path.isabs(original):
+                original = str(base / original)  # volume trashes store paths relative to the top
+            stored = trash / "files" / info.name.removesuffix(".trashinfo")
+            if original == path and os.path.lexists(stored):
+                when = fields.get("DeletionDate", "")
+                if best is None or when > best[0]:
+                    best = (when, stored, info)
+    return None if best is None else (best[1], best[2])

@@ -1,0 +1,129 @@
+"""Acting on duplicates: move aside, trash, hardlink; undo; nothing else touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike import Index, IndexOptions
+from lookalike.cli import app
+from tests.conftest import make_photo
+
+runner = CliRunner()
+THRESHOLD = "0.98"
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below root with (size, mtime_ns): what 'untouched' means."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            st = os.stat(os.path.join(dirpath, n))
+            out[os.path.relpath(os.path.join(dirpath, n), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def library(tmp_path, photo_dir, tf2_model):
+    """Photos plus an exact copy and a resized copy of photo0; indexed."""
+    shutil.copy2(photo_dir / "photo0.jpg", photo_dir / "sub" / "exact_copy.jpg")
+    Image.open(photo_dir / "photo0.jpg").resize((160, 120)).save(photo_dir / "smaller.jpg", quality=95)
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    return photo_dir, index
+
+
+def _dupes(index, *args):
+    res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), *args])
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _journal(output: str) -> str:
+    return output.split("lookalike undo ")[1].split()[0]
+
+
+def test_report_finds_both_copies(library):
+    photos, index = library
+    res = _dupes(index)
+    assert f"keep {photos / 'photo0.jpg'}" in res.stdout.replace("\n", "")
+    assert "exact" in res.stdout and "near" in res.stdout and "2 duplicates" in res.stdout
+
+
+def test_move_to_and_undo(library, tmp_path):
+    photos, index = library
+    before = _tree(photos)
+    aside = tmp_path / "aside"
+    res = _dupes(index, "--move-to", str(aside))
+    assert "move: 2 files, 0 skipped" in res.stdout
+    after = _tree(photos)
+    assert set(before) - set(after) == {"sub/exact_copy.jpg", "smaller.jpg"}
+    assert all(after[k] == before[k] for k in after)  # nothing else touched
+    assert (aside / str(photos).lstrip("/") / "smaller.jpg").exists()
+    assert _dupes(index).stdout.count("duplicates") == 1 and "0 groups" in _dupes(index).stdout
+    res = runner.invoke(app, ["undo", _journal(res.stdout)])
+    assert res.exit_code == 0 and "restored 2 files" in res.stdout
+    assert _tree(photos) == before
+
+
+def test_trash_and_undo(library, tmp_path, monkeypatch):
+    from send2trash import plat_other
+
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
+    photos, index = library
+    before = _tree(photos)
+    res = _dupes(index, "--trash")
+    assert "trash: 2 files" in res.stdout
+    assert sorted(p.name for p in (xdg / "Trash" / "files").iterdir()) == ["exact_copy.jpg", "smaller.jpg"]
+    res = runner.invoke(app, ["undo", _journal(res.stdout)])
+    assert "restored 2 files" in res.stdout and _tree(photos) == before
+    assert list((xdg / "Trash" / "info").iterdir()) == []
+
+
+def test_hardlink_only_exact_copies_and_undo(library):
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    res = _dupes(index, "--hardlink")
+    assert "hardlink: 1 files, 1 skipped" in res.stdout
+    assert "not an exact copy" in res.output
+    assert os.stat(keep).st_ino == os.stat(copy).st_ino
+    assert (photos / "smaller.jpg").exists()
+    data = keep.read_bytes()
+    res = runner.invoke(app, ["undo", _journal(res.stdout)])
+    assert "restored 1 files" in res.stdout
+    assert os.stat(keep).st_ino != os.stat(copy).st_ino and copy.read_bytes() == data
+    assert os.stat(keep).st_nlink == 1
+
+
+def test_changed_files_are_skipped(library, tmp_path):
+    photos, index = library
+    make_photo(77).save(photos / "smaller.jpg")  # changed after indexing
+    res = _dupes(index, "--move-to", str(tmp_path / "aside"))
+    assert "move: 1 files, 1 skipped" in res.stdout and "changed since indexing" in res.output
+    assert (photos / "smaller.jpg").exists()
+
+
+def test_undo_skips_what_did_not_happen(library, tmp_path):
+    photos, index = library
+    res = _dupes(index, "--move-to", str(tmp_path / "aside"))
+    journal = _journal(res.stdout)
+    make_photo(5).save(photos / "smaller.jpg")  # someone put a new file at the old path
+    res = runner.invoke(app, ["undo", journal])
+    assert "restored 1 files, 1 skipped" in res.stdout and "taken" in res.output
+
+
+def test_one_action_at_a_time(library, tmp_path):
+    _, index = library
+    res = runner.invoke(app, ["dupes", "--trash", "--hardlink", "--index", str(index)])
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["undo", str(tmp_path / "none.jsonl")])
+    assert res.exit_code == 1 and "no journal" in res.output

@@ -1,0 +1,135 @@
+"""Precision and recall of duplicate thresholds on real photos with generated edits.
+
+    python bench/dupes_quality.py [--originals 200] [--thresholds 0.75,0.8,...]
+
+Originals: the first N photos of ../shared/photos/imagenet-sample (one per ImageNet
+class; many classes look alike, so they are hard distractors). Each original gets the
+edits below, saved as JPEG and decoded through lookalike's own decoder; all 1000 photos
+of the sample are in the collection. A pair counts as a true duplicate when both images
+come from the same original. For each threshold the script prints the recall of every
+edit (original-edit pairs at or above it), overall pair recall and precision, and how
+many distinct photos would be wrongly grouped. This is what the `dupes` presets are
+chosen from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MODEL = SHARED / "models" / "mobilenet_v1_075_224_feature_vector"
+PHOTOS = SHARED / "photos" / "imagenet-sample"
+
+
+def _jpeg(im: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _text(im: Image.Image) -> Image.Image:
+    out = im.copy()
+    draw = ImageDraw.Draw(out)
+    size = max(12, im.height // 8)
+    font = ImageFont.load_default(size=size)
+    draw.text((im.width // 20, im.height - 2 * size), "© lookalike 2026", fill="white", font=font,
+              stroke_width=2, stroke_fill="black")  # fmt: skip
+    return out
+
+
+def _letterbox(im: Image.Image) -> Image.Image:
+    side = max(im.size)
+    canvas = Image.new("RGB", (side, side), "black")
+    canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+    return canvas
+
+
+def _crop(im: Image.Image, keep: float) -> Image.Image:
+    w, h = im.size
+    dw, dh = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
+    return im.crop((dw, dh, w - dw, h - dh))
+
+
+EDITS = {
+    "jpeg_q30": lambda im: _jpeg(im, 30),
+    "half_size": lambda im: _jpeg(im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)),
+    "crop_80": lambda im: _jpeg(_crop(im, 0.8)),
+    "gray": lambda im: _jpeg(ImageOps.grayscale(im)),
+    "text": lambda im: _jpeg(_text(im)),
+    "mirror": lambda im: _jpeg(ImageOps.mirror(im)),
+    "rotate_5": lambda im: _jpeg(im.rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
+    "letterbox": lambda im: _jpeg(_letterbox(im)),
+}
+
+
+def embed_all(blobs: list[bytes]) -> np.ndarray:
+    from lookalike.images import decode
+    from lookalike.models import load_model
+
+    model = load_model(str(MODEL))
+    out = []
+    for start in range(0, len(blobs), 64):
+        px = np.stack([decode(b, model.info.input_size).pixels for b in blobs[start : start + 64]])
+        out.append(model.embed(px).vectors)
+    return np.concatenate(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--originals", type=int, default=200)
+    ap.add_argument("--thresholds", default="0.70,0.75,0.80,0.85,0.88,0.90,0.92,0.95,0.97")
+    args = ap.parse_args()
+    if not (MODEL.exists() and PHOTOS.exists()):
+        sys.exit("needs ../shared/models and ../shared/photos")
+    photos = sorted(PHOTOS.iterdir())
+    blobs, source, edit = [], [], []
+    for i, p in enumerate(photos):
+        data = p.read_bytes()
+        blobs.append(data)
+        source.append(i)
+        edit.append("original")
+        if i < args.originals:
+            im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+            for name, fn in EDITS.items():
+                blobs.append(fn(im))
+                source.append(i)
+                edit.append(name)
+    source_arr, edit_arr = np.array(source), np.array(edit)
+    print(f"{len(photos)} photos, {args.originals} with {len(EDITS)} edits each: {len(blobs)} images")
+    vecs = embed_all(blobs)
+    sims = vecs @ vecs.T
+    iu = np.triu_indices(len(blobs), 1)
+    pair_sims = sims[iu]
+    same = source_arr[iu[0]] == source_arr[iu[1]]
+    originals = np.flatnonzero(edit_arr == "original")
+    orig_of = {s: o for o, s in zip(originals, source_arr[originals], strict=True)}
+    per_edit = {
+        name: np.array([sims[orig_of[source_arr[j]], j] for j in np.flatnonzero(edit_arr == name)])
+        for name in EDITS
+    }
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    header = f"{'threshold':>9} " + " ".join(f"{n:>9}" for n in EDITS)
+    print(header + f" {'recall':>7} {'precision':>9} {'false pairs':>11}")
+    for t in thresholds:
+        above = pair_sims >= t
+        tp = int(np.sum(above & same))
+        fp = int(np.sum(above & ~same))
+        recall = tp / int(np.sum(same))
+        precision = tp / max(1, tp + fp)
+        edits = " ".join(f"{np.mean(per_edit[n] >= t):9.3f}" for n in EDITS)
+        print(f"{t:9.2f} {edits} {recall:7.3f} {precision:9.4f} {fp:11d}")
+    print("\nhighest cosine between two different photos:", f"{pair_sims[~same].max():.4f}")
+    print(
+        "lowest original-to-edit cosine per edit:", {n: round(float(v.min()), 3) for n, v in per_edit.items()}
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -171,3 +171,44 @@ def test_find_duplicates_on_empty_index(tmp_path):
     info = ModelInfo("m", "id", (2, 2), DIM, (0.0, 1.0), False, "tf")
     with Store(tmp_path, model=info, writable=True) as s:
         assert find_duplicates(s, 0.9) == []
+
+
+def test_html_report(tmp_path, photo_dir, tf2_model):
+    import shutil
+
+    shutil.copy(photo_dir / "photo0.jpg", photo_dir / "copy <0>.jpg")
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model))
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["dupes", "--html", str(out), "--index", str(index)])
+    assert res.exit_code == 0 and "report written" in res.output
+    page = (out / "index.html").read_text()
+    assert page.count("<figure") == 2 and "copy &lt;0&gt;.jpg" in page and "exact" in page
+    thumbs = list((out / "thumbs").iterdir())
+    assert len(thumbs) == 2 and all(f'src="thumbs/{t.name}"' in page for t in thumbs)
+    assert "http" not in page  # nothing outside the folder
+
+
+def test_against_another_index(tmp_path, photo_dir, tf2_model, tf1_feature_module):
+    from PIL import Image
+
+    archive, inbox = tmp_path / "archive", tmp_path / "inbox"
+    inbox.mkdir()
+    import shutil
+
+    shutil.copy(photo_dir / "photo0.jpg", inbox / "same.jpg")
+    Image.open(photo_dir / "photo2.jpg").resize((100, 75)).save(inbox / "smaller.jpg")
+    make = __import__("tests.conftest", fromlist=["make_photo"]).make_photo
+    make(123).save(inbox / "new.jpg")
+    Index(archive).add([photo_dir], model=str(tf2_model))
+    Index(tmp_path / "inbox_ix").add([inbox], model=str(tf2_model))
+    res = runner.invoke(app, ["dupes", "--against", str(archive), "--threshold", "0.98", "--json",
+                              "--index", str(tmp_path / "inbox_ix")])  # fmt: skip
+    groups = json.loads(res.stdout)["groups"]
+    assert {(g["keep"], d["path"], d["kind"]) for g in groups for d in g["duplicates"]} == {
+        (str(photo_dir / "photo0.jpg"), str(inbox / "same.jpg"), "exact"),
+        (str(photo_dir / "photo2.jpg"), str(inbox / "smaller.jpg"), "near"),
+    }
+    Index(tmp_path / "other_model").add([photo_dir], model=str(tf1_feature_module))
+    res = runner.invoke(app, ["dupes", "--against", str(tmp_path / "other_model"), "--index", str(archive)])
+    assert res.exit_code == 1 and "cannot be compared" in res.output

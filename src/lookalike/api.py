@@ -18,7 +18,7 @@ from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Hit, search_vectors
-from lookalike.search.duplicates import Group, KeepRules, find_duplicates
+from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
 from lookalike.storage import FileRow, Store, StoreError, VerifyReport, default_index_dir
 from lookalike.storage.store import MANIFEST
 
@@ -174,6 +174,11 @@ class Index:
                 return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
 
             return find_duplicates(store, threshold, rules, is_ignored)
+
+    def found_in(self, other: str | os.PathLike, threshold: float) -> list[Group]:
+        """Images of this index already present in index ``other`` (exact or near)."""
+        with Store(self.directory) as store, Store(other) as theirs:
+            return find_in_other(store, theirs, threshold)
 
     def act_on_duplicates(
         self, groups: Sequence[Group], action: str, journal: Path | None = None, move_to: Path | None = None

@@ -44,7 +44,7 @@ IndexDir = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -306,6 +306,12 @@ def dupes(
     prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
+    html_dir: Annotated[
+        Path | None, typer.Option("--html", help="Write a static report page (with thumbnails) here.")
+    ] = None,
+    against: Annotated[
+        Path | None, typer.Option(help="Another index: list this index's images already in it.")
+    ] = None,
     ignore: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
     ] = None,
@@ -336,7 +342,7 @@ def dupes(
         prefer_formats=prefer_format or (),
     )
     try:
-        groups = idx.duplicates(cutoff, rules)
+        groups = idx.found_in(against, cutoff) if against else idx.duplicates(cutoff, rules)
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
     chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
@@ -356,6 +362,11 @@ def dupes(
             soft_wrap=True,
         )
         return
+    if html_dir is not None:
+        from lookalike.report import write_html
+
+        page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}")
+        err.print(f"report written to {page}", highlight=False)
     if as_json:
         print(json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2))
         return

@@ -301,7 +301,7 @@ class TFLiteEmbedder(Embedder):
     def _make_interpreter(self, path: str):
         from ai_edge_litert.interpreter import Interpreter
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr_silenced():  # "Created XNNPACK delegate"
             warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging
             return Interpreter(
                 model_path=path, num_threads=self._threads, experimental_preserve_all_tensors=self._preserve

@@ -17,7 +17,7 @@ from datetime import datetime
 import faiss
 import numpy as np
 
-from lookalike.storage.store import FileRow, Store, is_under
+from lookalike.storage.store import FileRow, Store, StoreError, is_under
 
 EXACT = "exact"
 NEAR = "near"
@@ -228,3 +228,44 @@ def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[
             out.append(group)
         left = [m for m in rest if m.id not in taken]
     return out
+
+
+def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
+    """Images of ``store`` already in ``other``: one group per file of ``other``."""
+    mine, theirs = store.manifest, other.manifest
+    if (mine["model"]["identity"], mine["preprocessing"]) != (
+        theirs["model"]["identity"],
+        theirs["preprocessing"],
+    ):
+        raise StoreError(
+            f"{other.directory} was indexed with {theirs['model']['source']}, this index with "
+            f"{mine['model']['source']}: their vectors cannot be compared"
+        )
+    their_hashes = other.vectors_by_hash()
+    my_hash = {fid: h for h, entries in store.vectors_by_hash().items() for fid, _ in entries}
+    found: dict[int, list[tuple[int, float, str]]] = {}
+    all_ids = sorted(int(i) for i in store.vectors.ids())
+    for start in range(0, len(all_ids), QUERY_CHUNK):
+        ids, vecs = store.load_vectors(all_ids[start : start + QUERY_CHUNK])
+        scores, nbrs = other.vectors.search(vecs, 1) if other.vectors.ntotal else (None, None)
+        for row, fid in enumerate(ids.tolist()):
+            same = their_hashes.get(my_hash.get(fid, ""))
+            if same:
+                found.setdefault(same[0][0], []).append((fid, 1.0, EXACT))
+            elif scores is not None and nbrs[row, 0] >= 0 and scores[row, 0] >= threshold:
+                found.setdefault(int(nbrs[row, 0]), []).append((fid, float(min(scores[row, 0], 1.0)), NEAR))
+    their_rows = other.rows(found)
+    my_rows = store.rows({fid for hits in found.values() for fid, _, _ in hits})
+    groups = []
+    for oid, hits in found.items():
+        if oid not in their_rows:
+            continue
+        group = Group(their_rows[oid])
+        for fid, score, kind in sorted(hits, key=lambda h: -h[1]):
+            if fid in my_rows:
+                group.duplicates.append(Duplicate(my_rows[fid], score, kind))
+                group.reasons.append(f"already in {other.directory}")
+        if group.duplicates:
+            groups.append(group)
+    groups.sort(key=lambda g: g.keep.path)
+    return groups

@@ -131,32 +131,54 @@ class Group:
 def candidate_pairs(
     ids: np.ndarray, vectors: np.ndarray, threshold: float, k: int = 16
 ) -> set[tuple[int, int]]:
-    """Pairs (id_a < id_b) whose cosine is at least ``threshold`` among k nearest neighbours."""
+    """Pairs (id_a < id_b) with exact cosine >= ``threshold``, among k nearest neighbours.
+
+    Small collections search exactly. Large ones find neighbours with an IVF index over
+    a 64-d PCA projection trained on the collection itself (cheap to train and scan,
+    ~N x 256 bytes), then every candidate pair is scored exactly in full dimension.
+    """
     n = len(ids)
     if n < 2:
         return set()
-    dim = vectors.shape[1]
-    if n <= FLAT_LIMIT:
-        index = faiss.IndexFlatIP(dim)
-    else:  # an inverted file trained on the collection itself; memory stays ~ N x dim floats
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)]
-        index.train(sample)
-        index.nprobe = 16
-    index.add(vectors)
     k = min(k, n)
+    if n <= FLAT_LIMIT:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors, np.float32))
+        search, project = index.search, None
+    else:
+        index, project = _coarse_index(vectors)
+        search = index.search
     pairs: set[tuple[int, int]] = set()
     for start in range(0, n, QUERY_CHUNK):
-        scores, nbrs = index.search(vectors[start : start + QUERY_CHUNK], k)
-        rows, cols = np.nonzero(scores >= threshold)
-        for r, c in zip(rows, cols, strict=True):
-            j = nbrs[r, c]
-            i = start + r
-            if j >= 0 and j != i:
-                a, b = int(ids[i]), int(ids[j])
-                pairs.add((a, b) if a < b else (b, a))
+        block = np.ascontiguousarray(vectors[start : start + QUERY_CHUNK], np.float32)
+        _, nbrs = search(block if project is None else project(block), k)
+        rows, cols = np.nonzero(nbrs >= 0)
+        i, j = rows + start, nbrs[rows, cols]
+        keep = i != j
+        i, j = i[keep], j[keep]
+        exact = np.einsum("ij,ij->i", vectors[i], vectors[j])  # full-dimension cosine
+        for a, b in zip(ids[i[exact >= threshold]], ids[j[exact >= threshold]], strict=True):
+            pairs.add((int(a), int(b)) if a < b else (int(b), int(a)))
     return pairs
+
+
+def _coarse_index(vectors: np.ndarray):
+    """An IVF index on a PCA projection of ``vectors``, and the projection function."""
+    n, dim = vectors.shape
+    rng = np.random.default_rng(0)
+    nlist = int(np.clip(np.sqrt(n), 64, 4096))
+    sample = np.ascontiguousarray(
+        vectors[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))], np.float32
+    )
+    pca = faiss.PCAMatrix(dim, min(64, dim))
+    pca.train(sample)
+    low = pca.d_out
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(low), low, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(pca.apply(sample))
+    index.nprobe = 16
+    for start in range(0, n, 65536):
+        index.add(pca.apply(np.ascontiguousarray(vectors[start : start + 65536], np.float32)))
+    return index, pca.apply
 
 
 def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
@@ -187,14 +209,18 @@ def find_duplicates(
 ) -> list[Group]:
     """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``."""
     rules = rules or KeepRules()
-    all_ids = np.array(sorted(int(i) for i in store.vectors.ids()), np.int64)
-    ids, vectors = store.load_vectors(all_ids)
+    view = store.vectors.flat_view()  # no copy of a million vectors when FAISS holds them flat
+    ids, vectors = view if view is not None else store.load_vectors(sorted(store.vectors.ids().tolist()))
     edges = set(store.same_content_pairs())
     if threshold <= 1.0:
         edges |= candidate_pairs(ids, vectors, threshold)
     comps = _components(edges)
     rows = store.rows({i for c in comps for i in c})
-    position = {int(i): p for p, i in enumerate(ids)}
+    order = np.argsort(ids)
+    members_ids = np.array(sorted(rows), np.int64)
+    position = dict(
+        zip(members_ids.tolist(), order[np.searchsorted(ids[order], members_ids)].tolist(), strict=True)
+    )
     groups: list[Group] = []
     for comp in comps:
         members = sorted((rows[i] for i in comp if i in rows), key=rules.rank)

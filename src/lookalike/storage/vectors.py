@@ -37,6 +37,17 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
+    def flat_view(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, vectors) as a zero-copy view of a Flat index's storage, else None.
+
+        Valid until the index changes; lets a million vectors be scanned without a copy.
+        """
+        inner = faiss.downcast_index(self.index.index)
+        if not isinstance(inner, faiss.IndexFlat) or self.ntotal == 0:
+            return None
+        view = faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
+        return self.ids(), view
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))

@@ -69,11 +69,11 @@ EDITS = {
 }
 
 
-def embed_all(blobs: list[bytes]) -> np.ndarray:
+def embed_all(blobs: list[bytes], model_path: str) -> np.ndarray:
     from lookalike.images import decode
     from lookalike.models import load_model
 
-    model = load_model(str(MODEL))
+    model = load_model(model_path)
     out = []
     for start in range(0, len(blobs), 64):
         px = np.stack([decode(b, model.info.input_size).pixels for b in blobs[start : start + 64]])
@@ -84,9 +84,10 @@ def embed_all(blobs: list[bytes]) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--originals", type=int, default=200)
+    ap.add_argument("--model", default=str(MODEL), help="any --model value (default: the shared SavedModel)")
     ap.add_argument("--thresholds", default="0.70,0.75,0.80,0.85,0.88,0.90,0.92,0.95,0.97")
     args = ap.parse_args()
-    if not (MODEL.exists() and PHOTOS.exists()):
+    if not PHOTOS.exists():
         sys.exit("needs ../shared/models and ../shared/photos")
     photos = sorted(PHOTOS.iterdir())
     blobs, source, edit = [], [], []
@@ -103,7 +104,8 @@ def main() -> None:
                 edit.append(name)
     source_arr, edit_arr = np.array(source), np.array(edit)
     print(f"{len(photos)} photos, {args.originals} with {len(EDITS)} edits each: {len(blobs)} images")
-    vecs = embed_all(blobs)
+    print(f"model: {args.model}")
+    vecs = embed_all(blobs, args.model)
     sims = vecs @ vecs.T
     iu = np.triu_indices(len(blobs), 1)
     pair_sims = sims[iu]

@@ -212,3 +212,13 @@ def test_against_another_index(tmp_path, photo_dir, tf2_model, tf1_feature_modul
     Index(tmp_path / "other_model").add([photo_dir], model=str(tf1_feature_module))
     res = runner.invoke(app, ["dupes", "--against", str(tmp_path / "other_model"), "--index", str(archive)])
     assert res.exit_code == 1 and "cannot be compared" in res.output
+
+
+def test_presets_note_for_unmeasured_models(tmp_path):
+    v = _unit(np.eye(DIM)[0])
+    index = _store(tmp_path, [_file("/a.jpg"), _file("/b.jpg")], [v, _near(v, 0.97, 1)])
+    res = runner.invoke(app, ["dupes", "--index", str(index)])
+    assert "presets were measured for MobileNet V1" in res.output  # the test model is not V1
+    res = runner.invoke(app, ["dupes", "--threshold", "0.9", "--index", str(index)])
+    assert "presets were measured" not in res.output
+    assert dup.presets_for("mobilenet_v1_050_160")[1] and not dup.presets_for("mobilenet_v3_small_100_224")[1]

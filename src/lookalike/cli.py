@@ -323,7 +323,7 @@ def dupes(
     journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
 ) -> None:
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
-    from lookalike.search.duplicates import PRESETS, KeepRules
+    from lookalike.search.duplicates import PRESETS, KeepRules, presets_for
 
     idx = _open(index)
     if ignore is not None:
@@ -335,7 +335,20 @@ def dupes(
         return
     if preset not in PRESETS:
         raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
-    cutoff = threshold if threshold is not None else PRESETS[preset].threshold
+    presets, measured = PRESETS, True
+    if threshold is None:
+        try:
+            presets, measured = presets_for(idx.info()["model"])
+        except Exception as exc:
+            raise _fail(_known_error(exc)) from None
+    if not measured:
+        err.print(
+            "note: the presets were measured for MobileNet V1 models; for this index's model they "
+            "are a starting point (check with bench/dupes_quality.py --model, or pass --threshold)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    cutoff = threshold if threshold is not None else presets[preset].threshold
     rules = KeepRules(
         protect=[str(p) for p in protect or ()],
         prefer_folders=[str(p) for p in prefer_folder or ()],

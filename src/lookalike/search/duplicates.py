@@ -48,6 +48,16 @@ PRESETS: dict[str, Preset] = {
     )
 }
 DEFAULT_PRESET = "copies"
+# Model families the presets were measured on (bench/dupes_quality.py --model): MobileNet V1
+# 0.75/224 float and 1.0/224 uint8 both give precision 1.0 at >= 0.85 and their closest
+# distinct pair scores 0.81; they differ in recall only (e.g. gray copies at 0.85: 0.85 vs 0.31).
+MEASURED_FAMILIES = ("mobilenet_v1",)
+
+
+def presets_for(model_source: str) -> tuple[dict[str, Preset], bool]:
+    """The presets for a model, and whether they were measured on its family."""
+    name = model_source.lower()
+    return PRESETS, any(family in name for family in MEASURED_FAMILIES)
 
 
 @dataclass

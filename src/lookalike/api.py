@@ -60,11 +60,15 @@ class Index:
     def exists(self) -> bool:
         return (self.directory / MANIFEST).exists()
 
+    def manifest(self) -> dict:
+        """The index's manifest (model, dimension, preprocessing)."""
+        with Store(self.directory, sync=False) as store:
+            return store.manifest
+
     def model(self) -> Embedder:
         """The model this index was built with, loaded as its manifest describes."""
         if self._embedder is None:
-            with Store(self.directory, sync=False) as store:
-                info = store.manifest["model"]
+            info = self.manifest()["model"]
             embedder = load_model(
                 info["source"],
                 input_size=info["input_size"][0],

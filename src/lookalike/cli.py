@@ -338,7 +338,7 @@ def dupes(
     presets, measured = PRESETS, True
     if threshold is None:
         try:
-            presets, measured = presets_for(idx.info()["model"])
+            presets, measured = presets_for(idx.manifest()["model"]["source"])
         except Exception as exc:
             raise _fail(_known_error(exc)) from None
     if not measured:

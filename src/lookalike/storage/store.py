@@ -188,7 +188,7 @@ class Store:
             for stale in self.directory.glob(".vectors-*.tmp"):
                 stale.unlink(missing_ok=True)
         self.dim = int(self.manifest["dim"])
-        self.vectors = VectorIndex.load(self.directory, self.dim)
+        self._vectors: VectorIndex | None = None  # loaded on first use: it can be gigabytes
         self._dirty = False
         if sync:
             self.sync_vectors()
@@ -218,6 +218,16 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def vectors(self) -> VectorIndex:
+        if self._vectors is None:
+            self._vectors = VectorIndex.load(self.directory, self.dim)
+        return self._vectors
+
+    @vectors.setter
+    def vectors(self, value: VectorIndex) -> None:
+        self._vectors = value
 
     @property
     def model_info(self) -> dict:
@@ -268,7 +278,7 @@ class Store:
         """Write the FAISS index if it changed since the last checkpoint."""
         if not self.writable:
             raise StoreError("index opened read-only")
-        if self._dirty:
+        if self._dirty and self._vectors is not None:
             self.vectors.save(self.directory, self.vectors.generation)
             self._dirty = False
 

@@ -173,7 +173,7 @@ def _known_error(exc: Exception) -> str:
 
 @app.command()
 def search(
-    images: Annotated[list[str], typer.Argument(help="Query image files.")],
+    images: Annotated[list[str], typer.Argument(help="Query images: files, http(s) URLs, or - for stdin.")],
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="Neighbours per query.")] = 10,
     label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
@@ -182,10 +182,27 @@ def search(
 ) -> None:
     """Show the indexed images most similar to each query image."""
     idx = _open(index, runtime)
+    queries: list = []
+    fetch_errors: dict[int, str] = {}
+    for n, image in enumerate(images):
+        if image == "-":
+            queries.append(sys.stdin.buffer.read())
+        elif image.startswith(("http://", "https://")):
+            from lookalike.fetch import FetchError, fetch
+
+            try:
+                queries.append(fetch(image))
+            except FetchError as exc:
+                queries.append(b"")
+                fetch_errors[n] = str(exc)
+        else:
+            queries.append(image)
     try:
-        results = idx.search(images, k=k, label=label)
+        results = idx.search(queries, k=k, label=label, names=images)
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
+    for n, message in fetch_errors.items():
+        results[n].error, results[n].hits = message, []
     failed = False
     for r in results:
         failed |= r.error is not None
@@ -418,6 +435,42 @@ def undo(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def serve(
+    index: IndexDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="LOOKALIKE_TOKEN", help="Bearer token; required unless the host is loopback."),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted.")] = 25.0,
+    max_megapixels: Annotated[float, typer.Option(min=0.01)] = DEFAULT_MAX_MEGAPIXELS,
+    runtime: Runtime = "auto",
+) -> None:
+    """Serve reverse image search over HTTP, with a web page at / and the API at /docs."""
+    import uvicorn
+
+    from lookalike.server import ServerConfig, create_app, is_loopback
+    from lookalike.storage import default_index_dir
+
+    if not is_loopback(host) and not token:
+        raise _fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
+    cfg = ServerConfig(
+        index=(index or default_index_dir()).expanduser().resolve(),
+        token=token,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_megapixels=max_megapixels,
+        runtime=runtime,
+    )
+    try:
+        api = create_app(cfg)
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
+    uvicorn.run(api, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -280,7 +280,8 @@ class TFLiteEmbedder(Embedder):
             try:
                 if tuple(self._it.get_input_details()[0]["shape"]) != (batch, h, w, 3):
                     self._it.resize_tensor_input(inp["index"], [batch, h, w, 3])
-                self._it.allocate_tensors()
+                with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate here
+                    self._it.allocate_tensors()
                 self._batch = batch
                 break
             except (RuntimeError, ValueError):

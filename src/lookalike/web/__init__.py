@@ -1,0 +1,1 @@
+"""The search page served at `/` by `lookalike serve`."""

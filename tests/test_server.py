@@ -1,0 +1,177 @@
+"""The HTTP service: endpoints, limits, token, no path traversal, concurrent writes."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike import Index, IndexOptions
+from lookalike.cli import app as cli_app
+from lookalike.server import ServerConfig, create_app
+from tests.conftest import make_photo
+
+
+@pytest.fixture
+def served(tmp_path, photo_dir, tf2_model):
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    return photo_dir, index
+
+
+def _client(index, **kw) -> TestClient:
+    return TestClient(create_app(ServerConfig(index=index, refresh_interval_s=0.0, **kw)))
+
+
+def _jpeg(seed: int, size=(320, 240)) -> bytes:
+    buf = io.BytesIO()
+    make_photo(seed, size).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_search_by_upload_finds_the_copy_first(served):
+    photos, index = served
+    c = _client(index)
+    assert c.get("/healthz").json() == {"status": "ok"}
+    copy = Image.open(
+        photos / "photo3.jpg" if (photos / "photo3.jpg").exists() else photos / "sub" / "photo3.jpg"
+    )
+    buf = io.BytesIO()
+    copy.resize((200, 150)).save(buf, "PNG")
+    r = c.post("/search", files={"image": ("q.png", buf.getvalue(), "image/png")}, data={"k": "3"})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 3 and results[0]["path"] == str(photos / "sub" / "photo3.jpg")
+    assert results[0]["score"] > 0.98 and results[0]["thumbnail"] == f"/images/{results[0]['id']}/thumbnail"
+    r = c.post("/search", files={"image": ("q.png", buf.getvalue())}, data={"threshold": "0.99"})
+    assert all(h["score"] >= 0.99 for h in r.json()["results"])
+    assert c.get("/stats").json()["files"] == 8
+
+
+def test_search_by_url(served, http_dir):
+    photos, index = served
+    folder, server = http_dir
+    shutil.copy(photos / "photo0.jpg", folder / "p.jpg")
+    c = _client(index)
+    r = c.post("/search", json={"url": f"{server.url}/p.jpg", "k": 1})
+    assert r.status_code == 200 and r.json()["results"][0]["path"] == str(photos / "photo0.jpg")
+    r = c.post("/search", json={"url": f"{server.url}/missing.jpg"})
+    assert r.status_code == 422 and "HTTP 404" in r.json()["detail"]
+    assert c.post("/search", json={"url": "file:///etc/passwd"}).status_code == 422
+    assert c.post("/search", json={"nope": 1}).status_code == 422
+
+
+def test_limits_and_bad_input(served):
+    _, index = served
+    c = _client(index, max_upload_bytes=200_000, max_megapixels=1.0)
+    assert c.post("/search", files={"image": ("x.txt", b"hello")}).status_code == 415
+    r = c.post("/search", files={"image": ("x.jpg", b"\0" * 300_000)})
+    assert r.status_code == 413
+    big = io.BytesIO()
+    Image.new("RGB", (1500, 1000)).save(big, "PNG")  # 1.5 MP, small file
+    r = c.post("/search", files={"image": ("big.png", big.getvalue())})
+    assert r.status_code == 413 and "MP" in r.json()["detail"]
+    for k in ("0", "101", "many"):
+        assert c.post("/search", files={"image": ("a.jpg", _jpeg(1))}, data={"k": k}).status_code == 422
+    assert c.post("/search", data={"k": "3"}).status_code == 422  # no image field
+
+
+def test_images_only_from_the_index(served):
+    photos, index = served
+    c = _client(index)
+    (hit,) = c.post("/search", files={"image": ("a.jpg", (photos / "photo0.jpg").read_bytes())},
+                    data={"k": "1"}).json()["results"]  # fmt: skip
+    r = c.get(f"/images/{hit['id']}")
+    assert r.status_code == 200 and r.content == (photos / "photo0.jpg").read_bytes()
+    r = c.get(f"/images/{hit['id']}/thumbnail")
+    assert r.headers["content-type"] == "image/jpeg" and max(Image.open(io.BytesIO(r.content)).size) <= 256
+    assert c.get("/images/99999").status_code == 404
+    for probe in ("/images/..%2F..%2Fetc%2Fpasswd", "/images/%2Fetc%2Fpasswd", "/images/1;/etc/passwd"):
+        assert c.get(probe).status_code in (404, 422)
+
+
+def test_add_and_delete(served):
+    _, index = served
+    c = _client(index)
+    new = _jpeg(500)
+    r = c.post("/index", files={"image": ("new photo.jpg", new)})
+    assert r.status_code == 201
+    new_id, stored = r.json()["id"], r.json()["path"]
+    assert stored.startswith(str(index / "uploads")) and stored.endswith(".jpg")
+    hits = c.post("/search", files={"image": ("q.jpg", new)}, data={"k": "1"}).json()["results"]
+    assert hits[0]["id"] == new_id and hits[0]["score"] > 0.999
+    assert c.post("/index", files={"image": ("t.txt", b"text")}).status_code == 415
+    assert c.delete(f"/images/{new_id}").json() == {"deleted": new_id}
+    hits = c.post("/search", files={"image": ("q.jpg", new)}, data={"k": "1"}).json()["results"]
+    assert hits[0]["id"] != new_id and not Path(stored).exists()  # our upload copy is gone too
+    assert c.delete(f"/images/{new_id}").status_code == 404
+
+
+def test_token(served):
+    _, index = served
+    c = _client(index, token="s3cret")
+    assert c.get("/healthz").status_code == 200  # liveness stays open
+    assert c.get("/stats").status_code == 401
+    assert c.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/images/1/thumbnail?token=s3cret").status_code == 200
+    assert c.post("/search", files={"image": ("a.jpg", _jpeg(1))}).status_code == 401
+
+
+def test_openapi_and_page(served):
+    _, index = served
+    c = _client(index)
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {
+        "/search",
+        "/index",
+        "/stats",
+        "/healthz",
+        "/images/{image_id}",
+        "/images/{image_id}/thumbnail",
+    } <= set(paths)
+    page = c.get("/")
+    assert page.status_code == 200 and 'id="drop"' in page.text and "/search" in page.text
+
+
+def test_serve_refuses_open_host_without_token(served):
+    _, index = served
+    res = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--index", str(index)])
+    assert res.exit_code == 1 and "needs --token" in res.output
+
+
+def test_searches_keep_answering_while_another_writer_indexes(served, tmp_path):
+    _, index = served
+    c = _client(index, write_timeout_s=60)
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(60):
+        make_photo(1000 + i, (160, 120)).save(more / f"m{i:03d}.jpg")
+    failures, seen = [], set()
+
+    def writer():  # a separate writer, like a `lookalike index` run beside the server
+        Index(index).add([more], options=IndexOptions(workers=0, batch_size=4))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    query = _jpeg(1000 + 59, (160, 120))
+    while t.is_alive():
+        r = c.post("/search", files={"image": ("q.jpg", query)}, data={"k": "1"})
+        if r.status_code != 200:
+            failures.append(r.status_code)
+        else:
+            seen.add(r.json()["results"][0]["path"])
+        time.sleep(0.01)
+    t.join()
+    r = c.post("/index", files={"image": ("late.jpg", _jpeg(2000))})  # writes still work after
+    assert r.status_code == 201
+    hits = c.post("/search", files={"image": ("q.jpg", query)}, data={"k": "1"}).json()["results"]
+    assert failures == [] and hits[0]["path"] == str(more / "m059.jpg")
+    assert c.get("/stats").json()["files"] == 8 + 60 + 1

@@ -259,3 +259,15 @@ def test_litert_gives_tensorflows_vectors_on_real_photos():
     x = np.stack([read_image_file(str(p), (224, 224)).image.pixels for p in photos])
     cos, _, _ = _agree(tf_model, lite, x)
     assert cos >= 0.9999, cos
+
+
+def test_embed_is_safe_from_many_threads(tf2_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    e = load_model(str(tf2_model))  # LiteRT: its interpreter alone is not thread-safe
+    batches = [_batch(e, n=n, seed=n) for n in (1, 2, 40, 1, 3, 33) * 4]
+    expected = [e.embed(b).vectors for b in batches]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda b: e.embed(b).vectors, batches))
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -68,7 +68,6 @@ class _Service:
         self.label_names = (
             load_labels(self.index.manifest().get("labels")) if self.model.info.has_labels else None
         )
-        self.embed_lock = threading.Lock()  # LiteRT interpreters are not thread-safe
         self.write_lock = threading.Lock()
         self.snapshot_lock = threading.Lock()
         self.snapshot = Store(cfg.index)
@@ -93,8 +92,7 @@ class _Service:
         except ImageError as exc:
             status = 413 if str(exc).startswith("too large") else 415
             raise HTTPException(status, f"not a usable image: {exc}") from None
-        with self.embed_lock:
-            return self.model.embed(pixels[None]).vectors
+        return self.model.embed(pixels[None]).vectors  # Embedder.embed serialises itself
 
     def write(self, fn):
         """Run ``fn(store)`` with the index open for writing, one writer at a time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -72,11 +73,14 @@ class Embedder(ABC):
     info: ModelInfo
 
     def embed(self, images: np.ndarray) -> Embedding:
+        """Vectors for a uint8 batch. Safe to call from several threads (one runs at a time:
+        LiteRT interpreters are not thread-safe)."""
         if images.ndim != 4 or images.shape[1:] != (*self.info.input_size, 3):
             raise ValueError(f"expected [n, {self.info.input_size}, 3] images, got {images.shape}")
         if len(images) == 0:
             return Embedding(np.zeros((0, self.info.dim), np.float32))
-        feats, scores = self._run(images)
+        with self.__dict__.setdefault("_embed_lock", threading.Lock()):  # setdefault is atomic
+            feats, scores = self._run(images)
         return Embedding(l2_normalize(feats), None if scores is None else np.asarray(scores))
 
     @abstractmethod
@@ -256,6 +260,8 @@ class TFLiteEmbedder(Embedder):
         from ai_edge_litert.interpreter import Interpreter
 
         path = str(src.path)
+        self._path = path
+        self._one = None
         self._threads = os.cpu_count() or 1
         try:
             probe = Interpreter(model_path=path)
@@ -310,21 +316,35 @@ class TFLiteEmbedder(Embedder):
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = images.astype(np.uint8) if self._quantized_input else scale_pixels(images, self._range)
+        # A query of a few images must not pay for a padded full batch: use a batch-1 twin.
+        it, batch = (self._single(), 1) if len(x) <= self._batch // 8 else (self._it, self._batch)
         feats, scores = [], []
-        for start in range(0, len(x), self._batch):
-            chunk = x[start : start + self._batch]
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
             n = len(chunk)
-            if n < self._batch:  # pad the last batch instead of reallocating the graph
-                chunk = np.concatenate([chunk, np.zeros((self._batch - n, *chunk.shape[1:]), x.dtype)])
-            self._it.set_tensor(self._input["index"], chunk)
-            self._it.invoke()
-            feats.append(self._read(self._features, n))
+            if n < batch:  # pad the last batch instead of reallocating the graph
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), x.dtype)])
+            it.set_tensor(self._input["index"], chunk)
+            it.invoke()
+            feats.append(self._read(it, self._features, n))
             if self._scores is not None:
-                scores.append(self._read(self._scores, n))
+                scores.append(self._read(it, self._scores, n))
         return np.concatenate(feats), (np.concatenate(scores) if scores else None)
 
-    def _read(self, details: dict, n: int) -> np.ndarray:
-        return _dequantize(self._it.get_tensor(details["index"]), details)[:n].reshape(n, -1)
+    def _single(self):
+        """An interpreter of the same model at batch 1 (made on first use)."""
+        if getattr(self, "_one", None) is None:
+            it = self._make_interpreter(self._path)
+            shape = list(self._it.get_input_details()[0]["shape"])
+            it.resize_tensor_input(self._input["index"], [1, *shape[1:]])
+            with native_stderr_silenced():
+                it.allocate_tensors()
+            self._one = it
+        return self._one
+
+    @staticmethod
+    def _read(it, details: dict, n: int) -> np.ndarray:
+        return _dequantize(it.get_tensor(details["index"]), details)[:n].reshape(n, -1)
 
 
 def _feature_and_score_tensors(probe, features_first: bool, path: str) -> tuple[dict, dict | None]:

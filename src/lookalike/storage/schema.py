@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -115,6 +116,12 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(text(ERRORS_VIEW))
+    """Create what is missing (tables of newer versions included); no DDL when all exists,
+    so opening an index never competes with a writer for the database's write lock."""
+    have = inspect(engine)
+    missing = [t for t in Base.metadata.sorted_tables if not have.has_table(t.name)]
+    if missing:
+        Base.metadata.create_all(engine, tables=missing)
+    if "errors" not in have.get_view_names():
+        with engine.begin() as conn:
+            conn.execute(text(ERRORS_VIEW))

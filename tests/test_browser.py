@@ -1,0 +1,96 @@
+"""The web page, end to end: headless Chromium (Debian's) driven by Playwright, on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from lookalike import Index, IndexOptions
+from lookalike.server import ServerConfig, create_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture
+def live_server(tmp_path, photo_dir, tf2_model):
+    import uvicorn
+
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(index=index)), host="127.0.0.1",
+                                           port=port, log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", photo_dir
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _first_result(page) -> str:
+    page.wait_for_selector(".hit .path", timeout=30_000)
+    return page.locator(".hit .path").first.inner_text()
+
+
+def test_pick_and_drop_an_image_see_its_duplicate_first(live_server, tmp_path):
+    url, photos = live_server
+    query = tmp_path / "query.png"
+    Image.open(photos / "photo4.jpg").resize((240, 180)).save(query)  # an edited copy
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.set_input_files("#file", str(query))
+        assert _first_result(page) == str(photos / "photo4.jpg")
+        assert page.locator(".hit").count() == 8
+        score = float(page.locator(".hit .score").first.inner_text())
+        assert score > 0.98
+        page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")  # thumbnail
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+        buf = io.BytesIO()
+        Image.open(photos / "sub" / "photo5.jpg").save(buf, "JPEG", quality=70)
+        dropped = page.evaluate_handle(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+                return dt;
+            }""",
+            base64.b64encode(buf.getvalue()).decode(),
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        page.wait_for_function(
+            "document.querySelector('.hit .path')?.textContent.endsWith('photo5.jpg')", timeout=30_000
+        )
+        browser.close()
+
+
+def test_non_image_shows_an_error(live_server, tmp_path):
+    url, _ = live_server
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#status.error", timeout=30_000)
+        assert "not a usable image" in page.locator("#status").inner_text()
+        browser.close()

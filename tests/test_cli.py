@@ -159,3 +159,20 @@ def test_python_api(indexed, photo_dir):
     hits = idx.search([photo_dir / "copy.jpg"], k=2)[0].hits
     assert {h.path for h in hits} == {str(photo_dir / "copy.jpg"), str(photo_dir / "photo6.jpg")}
     assert all(h.score == pytest.approx(1.0, abs=1e-5) for h in hits)
+
+
+def test_search_by_url_and_stdin(indexed, photo_dir, http_dir):
+    folder, server = http_dir
+    shutil.copy(photo_dir / "photo0.jpg", folder / "q.jpg")
+    res = run("search", f"{server.url}/q.jpg", "--json", "-k", "1", "--index", indexed)
+    line = json.loads(res.stdout)
+    assert line["query"] == f"{server.url}/q.jpg" and line["results"][0]["path"] == str(
+        photo_dir / "photo0.jpg"
+    )
+    res = runner.invoke(app, ["search", "-", "--json", "-k", "1", "--index", str(indexed)],
+                        input=(photo_dir / "photo4.jpg").read_bytes())  # fmt: skip
+    assert res.exit_code == 0 and json.loads(res.stdout)["results"][0]["path"] == str(
+        photo_dir / "photo4.jpg"
+    )
+    res = run("search", f"{server.url}/missing.jpg", "--json", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and "HTTP 404" in json.loads(res.stdout)["error"]

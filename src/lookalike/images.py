@@ -238,5 +238,16 @@ def read_image_file(
     return record
 
 
+def thumbnail_jpeg(path: str | os.PathLike, side: int = 256, quality: int = 80) -> bytes:
+    """A JPEG thumbnail (longest side ``side``, EXIF orientation applied). Raises OSError."""
+    with Image.open(path) as im:
+        im.draft("RGB", (side, side))
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        im.thumbnail((side, side))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+
+
 def is_image_name(path: str | Path) -> bool:
     return os.path.splitext(str(path))[1].lower() in SUPPORTED_EXTENSIONS

@@ -11,8 +11,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
+from lookalike.images import thumbnail_jpeg
 from lookalike.search.duplicates import Group
 from lookalike.storage.store import FileRow
 
@@ -34,14 +33,11 @@ def _thumb(row: FileRow, folder: Path) -> str | None:
     target = folder / "thumbs" / name
     if not target.exists():
         try:
-            with Image.open(row.path) as im:
-                im.draft("RGB", (THUMB, THUMB))
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                im.thumbnail((THUMB, THUMB))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                im.save(target, "JPEG", quality=80)
+            data = thumbnail_jpeg(row.path, THUMB)
         except OSError:
             return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
     return f"thumbs/{name}"
 
 

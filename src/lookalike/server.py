@@ -10,7 +10,6 @@ file lock with other processes.
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
 import os
 import secrets
@@ -23,12 +22,11 @@ from pathlib import Path
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from PIL import Image, ImageOps
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.api import Index
 from lookalike.fetch import FetchError, fetch
-from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode, is_image_name
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode, is_image_name, thumbnail_jpeg
 from lookalike.indexer import IndexOptions
 from lookalike.models import load_labels
 from lookalike.search import search_vectors
@@ -228,17 +226,12 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         key = (image_id, row.mtime_ns)
         if key not in svc.thumbs:
             try:
-                with Image.open(row.path) as im:
-                    im.draft("RGB", (THUMB, THUMB))
-                    im = ImageOps.exif_transpose(im).convert("RGB")
-                    im.thumbnail((THUMB, THUMB))
-                    buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=80)
+                data = thumbnail_jpeg(row.path, THUMB)
             except OSError:
                 raise HTTPException(404, "image can no longer be read") from None
             if len(svc.thumbs) > 4096:
                 svc.thumbs.clear()
-            svc.thumbs[key] = buf.getvalue()
+            svc.thumbs[key] = data
         return Response(svc.thumbs[key], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/index", dependencies=auth, status_code=201)

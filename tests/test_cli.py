@@ -176,3 +176,44 @@ def test_search_by_url_and_stdin(indexed, photo_dir, http_dir):
     )
     res = run("search", f"{server.url}/missing.jpg", "--json", "--index", indexed, ok=False)
     assert res.exit_code == 1 and "HTTP 404" in json.loads(res.stdout)["error"]
+
+
+def test_search_filters_apply_inside_faiss(tmp_path, tf2_model):
+    """--under / --since / --until keep k results from the allowed set (no over-fetch-and-drop)."""
+    from datetime import datetime
+
+    from PIL import Image
+
+    root = tmp_path / "lib"
+    for sub in ("2019", "2024", "odd_%name"):
+        (root / sub).mkdir(parents=True)
+    when = {"2019": datetime(2019, 6, 1, 12), "2024": datetime(2024, 6, 1, 12)}
+    for i in range(12):
+        sub = ("2019", "2024", "odd_%name")[i % 3]
+        im = make_photo(i)
+        path = root / sub / f"p{i:02d}.jpg"
+        if sub in when:
+            exif = Image.Exif()
+            exif[0x8769] = {0x9003: when[sub].strftime("%Y:%m:%d %H:%M:%S")}  # DateTimeOriginal
+            im.save(path, exif=exif)
+        else:
+            im.save(path)
+            os.utime(path, (datetime(2010, 1, 1).timestamp(),) * 2)  # no EXIF: mtime counts
+    index = tmp_path / "ix"
+    run("index", root, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
+    query = root / "2024" / "p01.jpg"
+
+    def paths(*args):
+        res = run("search", query, "-k", "3", "--json", "--index", index, *args)
+        return [r["path"] for r in json.loads(res.stdout)["results"]]
+
+    found = paths("--under", root / "2019")
+    assert len(found) == 3 and all("/2019/" in p for p in found)
+    found = paths("--since", "2020-01-01")
+    assert len(found) == 3 and all("/2024/" in p for p in found) and found[0] == str(query)
+    found = paths("--until", "2015-01-01")
+    assert len(found) == 3 and all("/odd_%name/" in p for p in found)
+    found = paths("--under", root / "odd_%name")
+    assert len(found) == 3 and all("/odd_%name/" in p for p in found)
+    assert paths("--under", root / "odd_") == []  # LIKE wildcards in folder names are literal
+    assert paths("--since", "2019-01-01", "--until", "2020-01-01", "--under", root / "2024") == []

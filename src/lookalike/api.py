@@ -17,7 +17,7 @@ from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
-from lookalike.search import Hit, search_vectors
+from lookalike.search import Filters, Hit, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
 from lookalike.storage import FileRow, Store, StoreError, VerifyReport, default_index_dir
 from lookalike.storage.store import MANIFEST
@@ -138,11 +138,12 @@ class Index:
         k: int = 10,
         label: str | None = None,
         names: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[QueryResult]:
         """Nearest indexed images for each query (a path or image bytes), best first."""
         vectors, errors = self.embed(queries)
         with Store(self.directory) as store:
-            hits = iter(search_vectors(store, vectors, k, label))
+            hits = iter(search_vectors(store, vectors, k, label, filters))
         if names is None:
             names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
         return [

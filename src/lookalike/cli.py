@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -176,12 +177,24 @@ def search(
     images: Annotated[list[str], typer.Argument(help="Query images: files, http(s) URLs, or - for stdin.")],
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="Neighbours per query.")] = 10,
     label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
+    under: Annotated[list[Path] | None, typer.Option(help="Only images below this folder.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Taken on or after.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Taken before.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
     index: IndexDir = None,
     runtime: Runtime = "auto",
 ) -> None:
-    """Show the indexed images most similar to each query image."""
+    """Show the indexed images most similar to each query image.
+
+    Dates are the EXIF capture time, else the file's modification time."""
+    from lookalike.search import Filters
+
     idx = _open(index, runtime)
+    filters = Filters(under=[str(p) for p in under or ()], since=since, until=until)
     queries: list = []
     fetch_errors: dict[int, str] = {}
     for n, image in enumerate(images):
@@ -198,7 +211,7 @@ def search(
         else:
             queries.append(image)
     try:
-        results = idx.search(queries, k=k, label=label, names=images)
+        results = idx.search(queries, k=k, label=label, names=images, filters=filters)
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
     for n, message in fetch_errors.items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -24,17 +26,38 @@ class Hit:
         return asdict(self)
 
 
+@dataclass
+class Filters:
+    """Restrictions applied inside FAISS (an id selector), not by dropping results after."""
+
+    label: str | None = None
+    under: Sequence[str] = ()
+    since: datetime | None = None  # capture time (EXIF), else file mtime
+    until: datetime | None = None
+
+    def allowed(self, store: Store) -> np.ndarray | None:
+        """The ids that pass, or None when nothing is filtered."""
+        ids = None
+        if self.under or self.since or self.until:
+            ids = store.ids_matching(self.under, self.since, self.until)
+        if self.label:
+            labelled = store.ids_with_label(self.label)
+            ids = labelled if ids is None else np.intersect1d(ids, labelled)
+        return ids
+
+
 def search_vectors(
-    store: Store, vectors: np.ndarray, k: int = 10, label: str | None = None
+    store: Store, vectors: np.ndarray, k: int = 10, label: str | None = None, filters: Filters | None = None
 ) -> list[list[Hit]]:
-    """Top ``k`` hits per query vector, best first; ``label`` keeps files with that label."""
+    """Top ``k`` hits per query vector, best first, among files passing the filters."""
     if len(vectors) == 0:
         return []
-    allowed = None
+    filters = filters or Filters()
     if label:
-        allowed = store.ids_with_label(label)
-        if len(allowed) == 0:
-            return [[] for _ in vectors]
+        filters.label = label
+    allowed = filters.allowed(store)
+    if allowed is not None and len(allowed) == 0:
+        return [[] for _ in vectors]
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
     scores, ids = store.vectors.search(vectors, k, allowed)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import platformdirs
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from lookalike.images import ImageFile
@@ -501,6 +501,28 @@ class Store:
                     out[fid].labels.append((name, score))
         return out
 
+    def ids_matching(
+        self, under: Sequence[str] = (), since: datetime | None = None, until: datetime | None = None
+    ) -> np.ndarray:
+        """Ids of indexed files below any of ``under``, taken (EXIF capture time, else
+        mtime) at or after ``since`` and before ``until``."""
+        q = select(File.id).where(File.vector_id.is_not(None))
+        if under:
+            conds = []
+            for folder in under:
+                root = os.path.abspath(folder).rstrip(os.sep)
+                escaped = root.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conds.append(or_(File.path == root, File.path.like(escaped + os.sep + "%", escape="\\")))
+            q = q.where(or_(*conds))
+        if since is not None:
+            ns = int(since.timestamp() * 1e9)
+            q = q.where(_taken(File.captured_at >= since, File.mtime_ns >= ns))
+        if until is not None:
+            ns = int(until.timestamp() * 1e9)
+            q = q.where(_taken(File.captured_at < until, File.mtime_ns < ns))
+        with Session(self.engine) as s:
+            return np.array(sorted(s.scalars(q)), dtype=np.int64)
+
     def ids_with_label(self, text: str) -> np.ndarray:
         """Ids whose stored top labels contain ``text`` (case-insensitive)."""
         q = select(Label.file_id).where(func.lower(Label.name).contains(text.lower())).distinct()
@@ -614,6 +636,11 @@ class Store:
         self._dirty = True
         self.sync_vectors()
         return report
+
+
+def _taken(by_capture, by_mtime):
+    """A date condition on the EXIF capture time, or on the mtime where there is none."""
+    return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
 
 
 def check_model(manifest: dict, model: ModelInfo, directory: Path) -> None:

@@ -217,3 +217,25 @@ def test_search_filters_apply_inside_faiss(tmp_path, tf2_model):
     assert len(found) == 3 and all("/odd_%name/" in p for p in found)
     assert paths("--under", root / "odd_") == []  # LIKE wildcards in folder names are literal
     assert paths("--since", "2019-01-01", "--until", "2020-01-01", "--under", root / "2024") == []
+
+
+def test_export_npy_and_parquet(indexed, tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from lookalike.storage import Store
+
+    res = run("export", tmp_path / "out" / "vecs", "--format", "npy", "--index", indexed)
+    assert "vecs.npy" in res.stdout
+    vectors = np.load(tmp_path / "out" / "vecs.npy", mmap_mode="r")
+    listing = json.loads((tmp_path / "out" / "vecs.paths.json").read_text())
+    assert vectors.shape == (8, 32) and len(listing) == 8
+    with Store(indexed) as store:
+        for row, item in enumerate(listing):
+            np.testing.assert_allclose(vectors[row], store.vectors.reconstruct(item["id"]), atol=1e-6)
+    run("export", tmp_path / "t.parquet", "--format", "parquet", "--index", indexed)
+    table = pq.read_table(tmp_path / "t.parquet")
+    assert table.num_rows == 8 and table.column("path").to_pylist() == [x["path"] for x in listing]
+    np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), vectors, atol=1e-6)
+    res = run("export", tmp_path / "x", "--format", "csv", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and "format must be one of" in res.output

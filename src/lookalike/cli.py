@@ -487,6 +487,26 @@ def serve(
 
 
 @app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Output path (extension added from --format).")],
+    fmt: Annotated[str, typer.Option("--format", help="npy (+ .paths.json) or parquet.")] = "npy",
+    index: IndexDir = None,
+) -> None:
+    """Write the index's vectors with their paths, for other tools."""
+    from lookalike.export import export as write
+    from lookalike.storage import Store
+
+    try:
+        with Store(_open(index).directory, sync=False) as store:
+            files = write(store, out, fmt)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    typer.echo(f"wrote {', '.join(str(f) for f in files)}")
+
+
+@app.command()
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the catalogue of TF Hub modules usable by short name with --model."""
     from lookalike.models import CATALOG, DEFAULT_MODEL

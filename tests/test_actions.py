@@ -127,3 +127,15 @@ def test_one_action_at_a_time(library, tmp_path):
     assert res.exit_code == 2
     res = runner.invoke(app, ["undo", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 1 and "no journal" in res.output
+
+
+def test_undo_survives_a_torn_journal_line(library, tmp_path):
+    photos, index = library
+    before = _tree(photos)
+    res = _dupes(index, "--move-to", str(tmp_path / "aside"))
+    journal = _journal(res.stdout)
+    with open(journal, "a") as f:
+        f.write('{"action": "move", "pa')  # a crash mid-write
+    res = runner.invoke(app, ["undo", journal])
+    assert "restored 2 files, 1 skipped" in res.stdout and "unreadable journal line" in res.output
+    assert _tree(photos) == before

@@ -239,3 +239,14 @@ def test_export_npy_and_parquet(indexed, tmp_path):
     np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), vectors, atol=1e-6)
     res = run("export", tmp_path / "x", "--format", "csv", "--index", indexed, ok=False)
     assert res.exit_code == 1 and "format must be one of" in res.output
+
+
+def test_under_is_an_exact_case_sensitive_prefix(tmp_path, tf2_model):
+    root = tmp_path / "lib"
+    for i, sub in enumerate(("Photos", "photos", "Photos2")):
+        (root / sub).mkdir(parents=True)
+        make_photo(i).save(root / sub / "p.jpg")
+    index = tmp_path / "ix"
+    run("index", root, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
+    res = run("search", root / "photos" / "p.jpg", "--under", root / "Photos", "--json", "--index", index)
+    assert [r["path"] for r in json.loads(res.stdout)["results"]] == [str(root / "Photos" / "p.jpg")]

@@ -100,3 +100,16 @@ def test_changed_and_deleted_files(idx, photo_dir):
 def test_indexing_a_subfolder_does_not_remove_the_rest(idx, photo_dir):
     report = idx.add([photo_dir / "sub"], options=OPTS)
     assert report.removed == 0 and len(_rows(idx)) == 8
+
+
+def test_copy_of_a_file_that_changed_in_the_same_run(idx, photo_dir):
+    """a_dup.jpg copies photo0's old bytes while photo0 itself changes: no double work."""
+    old_vec = _vector(idx, photo_dir / "photo0.jpg")
+    shutil.copy2(photo_dir / "photo0.jpg", photo_dir / "a_dup.jpg")
+    make_photo(321).save(photo_dir / "photo0.jpg")
+    os.utime(photo_dir / "photo0.jpg", ns=(3, 3))
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused, report.errors) == (1, 1, 0)
+    np.testing.assert_array_equal(_vector(idx, photo_dir / "a_dup.jpg"), old_vec)
+    with Store(idx.directory) as s:
+        assert s.verify().ok and s.vectors.ntotal == 9

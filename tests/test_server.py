@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import threading
 import time
@@ -175,3 +176,23 @@ def test_searches_keep_answering_while_another_writer_indexes(served, tmp_path):
     hits = c.post("/search", files={"image": ("q.jpg", query)}, data={"k": "1"}).json()["results"]
     assert failures == [] and hits[0]["path"] == str(more / "m059.jpg")
     assert c.get("/stats").json()["files"] == 8 + 60 + 1
+
+
+def test_only_intact_indexed_files_are_served(tmp_path, photo_dir, tf2_model):
+    (photo_dir / "broken.jpg").write_bytes(b"not an image")
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    from lookalike.storage import Store
+
+    with Store(index) as s:
+        known = s.known()
+    c = _client(index)
+    assert c.get(f"/images/{known[str(photo_dir / 'broken.jpg')].id}").status_code == 404  # error row
+    swapped = photo_dir / "photo2.jpg"
+    assert c.get(f"/images/{known[str(swapped)].id}").status_code == 200
+    swapped.unlink()
+    os.symlink("/etc/hostname", swapped)  # replaced by a link to something else
+    assert c.get(f"/images/{known[str(swapped)].id}").status_code == 404
+    r = c.post("/search", content=b'{"url": "http://127.0.0.1:9/x", "k": 1e999}',
+               headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422 and "k must be" in r.json()["detail"]

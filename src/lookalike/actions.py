@@ -55,25 +55,32 @@ def apply(
     known: dict[str, Known],
     journal: Path,
     move_to: Path | None = None,
+    report: ActionReport | None = None,
 ) -> ActionReport:
-    """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``."""
+    """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``.
+
+    ``report`` (filled as files are done) lets a caller see what happened even if this raises.
+    """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise ValueError("move needs a destination folder")
-    report = ActionReport(journal)
+    report = report if report is not None else ActionReport(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "a", encoding="utf-8") as log:
         for group in groups:
             for dup in group.duplicates:
                 path = dup.row.path
-                why = _unchanged(path, known.get(path))
-                if why is None and action == "hardlink":
-                    why = _hardlink_blocker(dup.kind, path, group.keep.path, known)
+                try:
+                    why = _unchanged(path, known.get(path))
+                    if why is None and action == "hardlink":
+                        why = _hardlink_blocker(dup.kind, path, group.keep.path, known)
+                    st = os.stat(path)
+                except OSError as exc:  # vanished or unreadable meanwhile
+                    why = f"cannot read: {exc.strerror or exc}"
                 if why is not None:
                     report.skipped.append((path, why))
                     continue
-                st = os.stat(path)
                 entry = {
                     "action": action, "path": path, "keep": group.keep.path, "kind": dup.kind,
                     "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
@@ -129,8 +136,12 @@ def undo(journal: Path) -> ActionReport:
     report = ActionReport(journal)
     lines = journal.read_text(encoding="utf-8").splitlines()
     for line in reversed([x for x in lines if x.strip()]):
-        entry = json.loads(line)
-        path = entry["path"]
+        try:
+            entry = json.loads(line)
+            path = entry["path"]
+        except (ValueError, KeyError, TypeError):  # a torn or edited line: skip, keep going
+            report.skipped.append((line[:80], "unreadable journal line"))
+            continue
         try:
             why = _undo_one(entry)
         except OSError as exc:

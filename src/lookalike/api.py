@@ -194,9 +194,13 @@ class Index:
         """
         journal = journal or self.directory / "journals" / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
         with Store(self.directory, writable=True) as store:
-            report = actions.apply(groups, action, store.known(), journal, move_to)
-            if action != "hardlink" and report.done:
-                store.remove_paths(report.done)
+            report = actions.ActionReport(journal)
+            try:
+                actions.apply(groups, action, store.known(), journal, move_to, report)
+            finally:  # whatever was moved or trashed leaves the index, even if apply failed
+                gone = [p for p in report.done if not os.path.exists(p)]
+                if action != "hardlink" and gone:
+                    store.remove_paths(gone)
         return report
 
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:

@@ -31,6 +31,7 @@ from lookalike.indexer import IndexOptions
 from lookalike.models import load_labels
 from lookalike.search import search_vectors
 from lookalike.storage import Store, StoreError
+from lookalike.storage.schema import STATUS_OK
 
 MAX_K = 100
 THUMB = 256
@@ -162,7 +163,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             return default
         try:
             value = kind(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise HTTPException(422, f"{name} must be a number") from None
         if not lo <= value <= hi:
             raise HTTPException(422, f"{name} must be between {lo} and {hi}")
@@ -186,6 +187,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
 
         Optional `k` (1-100, default 10) and `threshold` (minimum cosine score).
         """
+        url = None
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             data, fields = await read_upload(request)
         else:
@@ -195,12 +197,14 @@ def create_app(cfg: ServerConfig) -> FastAPI:
                 raise HTTPException(422, "send a multipart 'image' upload or JSON {\"url\": ...}") from None
             if not isinstance(fields, dict) or not isinstance(fields.get("url"), str):
                 raise HTTPException(422, "JSON body must have a 'url' string")
+            url = fields["url"]
+        k = number(fields, "k", 10, int, 1, MAX_K)  # parameters first: no fetch for a bad request
+        threshold = number(fields, "threshold", None, float, -1.0, 1.0)
+        if url is not None:
             try:  # blocking work goes to the thread pool: the event loop keeps serving
-                data = await run_in_threadpool(fetch, fields["url"], cfg.max_upload_bytes)
+                data = await run_in_threadpool(fetch, url, cfg.max_upload_bytes)
             except FetchError as exc:
                 raise HTTPException(422, f"cannot fetch: {exc}") from None
-        k = number(fields, "k", 10, int, 1, MAX_K)
-        threshold = number(fields, "threshold", None, float, -1.0, 1.0)
 
         def run() -> list:
             return search_vectors(svc.current(), svc.embed(data), k)[0]
@@ -211,8 +215,14 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         return {"results": [_hit_json(h) for h in hits]}
 
     def row_or_404(image_id: int):
+        """An indexed image whose file is still the one indexed (same size and mtime):
+        error rows, and files swapped since (say for a symlink elsewhere), are not served."""
         row = svc.current().rows([image_id]).get(image_id)
-        if row is None or not os.path.isfile(row.path):
+        try:
+            st = os.stat(row.path) if row is not None and row.status == STATUS_OK else None
+        except OSError:
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
             raise HTTPException(404, "no such image in the index")
         return row
 
@@ -232,7 +242,9 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             if len(svc.thumbs) > 4096:
                 svc.thumbs.clear()
             svc.thumbs[key] = data
-        return Response(svc.thumbs[key], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        else:
+            data = svc.thumbs.get(key) or thumbnail_jpeg(row.path, THUMB)  # another thread may clear
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/index", dependencies=auth, status_code=201)
     async def add(request: Request) -> dict:

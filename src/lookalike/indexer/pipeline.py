@@ -69,6 +69,15 @@ class _Run:
         return len(self.batch) >= n or len(self.failed) >= n or len(self.moves) + len(self.copies) >= n
 
     def flush(self) -> None:
+        # Reuse stored vectors first: a copy's source row must still exist when it is read.
+        if self.moves or self.copies:
+            stale = self.store.adopt(self.moves, self.copies)
+            self.report.reused += len(self.moves) + len(self.copies) - len(stale)
+            self.moves, self.copies = [], []
+            size, cap = self.embedder.info.input_size, self.opts.max_megapixels
+            for record in stale:  # their source rows changed meanwhile: decode them after all
+                fresh = read_image_file(record.path, size, cap)
+                (self.batch if fresh.ok else self.failed).append(fresh)
         if self.batch:
             emb = self.embedder.embed(np.stack([r.image.pixels for r in self.batch]))
             labels = None
@@ -81,17 +90,6 @@ class _Run:
             self.report.errors += len(self.failed)
             room = 20 - len(self.report.error_samples)
             self.report.error_samples.extend((r.path, r.error or "") for r in self.failed[:room])
-        if self.moves or self.copies:
-            stale = self.store.adopt(self.moves, self.copies)
-            self.report.reused += len(self.moves) + len(self.copies) - len(stale)
-            self.moves, self.copies = [], []
-            if stale:  # their source rows changed meanwhile: decode them after all
-                size, cap = self.embedder.info.input_size, self.opts.max_megapixels
-                for record in stale:
-                    fresh = read_image_file(record.path, size, cap)
-                    (self.batch if fresh.ok else self.failed).append(fresh)
-                self.flush()
-                return
         self.batch, self.failed = [], []
         if time.monotonic() - self.last_checkpoint > self.opts.checkpoint_seconds:
             self.store.checkpoint()

@@ -72,6 +72,7 @@ class FileRow:
     captured_at: datetime | None
     exif: dict | None = None
     labels: list[tuple[str, float]] = field(default_factory=list)
+    status: str = STATUS_OK
 
 
 @dataclass
@@ -176,6 +177,15 @@ class Store:
             raise StoreError(f"no index at {self.directory} (create one with `lookalike index`)")
         if writable:
             self._lock()
+        try:
+            self._open(manifest_path, sync)
+        except BaseException:
+            self._unlock()  # a failed open must not leave the index locked
+            raise
+
+    def _open(self, manifest_path: Path, sync: bool) -> None:
+        """Engine, schema, first-time state; the part of opening that can fail after locking."""
+        writable = self.writable
         self.engine = make_engine(f"sqlite:///{self.directory / DATABASE}")
         # Additive and idempotent: indexes made by older versions gain new tables on open.
         create_schema(self.engine)
@@ -205,13 +215,20 @@ class Store:
             raise StoreError(f"{self.directory} is being written by another lookalike process") from None
         self._lock_fd = fd
 
-    def close(self) -> None:
-        if self.writable and self._lock_fd is not None:
-            self.checkpoint()
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-        self.engine.dispose()
+        if hasattr(self, "engine"):
+            self.engine.dispose()
+
+    def close(self) -> None:
+        try:
+            if self.writable and self._lock_fd is not None:
+                self.checkpoint()
+        finally:
+            self._unlock()  # even when the checkpoint fails (e.g. a full disk)
 
     def __enter__(self) -> Store:
         return self
@@ -495,6 +512,7 @@ class Store:
                         f.format,
                         f.captured_at,
                         f.exif,
+                        status=f.status,
                     )
                 labels = select(Label.file_id, Label.name, Label.score).where(Label.file_id.in_(chunk))
                 for fid, name, score in s.execute(labels.order_by(Label.file_id, Label.rank)):
@@ -511,8 +529,8 @@ class Store:
             conds = []
             for folder in under:
                 root = os.path.abspath(folder).rstrip(os.sep)
-                escaped = root.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                conds.append(or_(File.path == root, File.path.like(escaped + os.sep + "%", escape="\\")))
+                prefix = root + os.sep  # exact and case-sensitive (SQLite's LIKE is neither)
+                conds.append(or_(File.path == root, func.substr(File.path, 1, len(prefix)) == prefix))
             q = q.where(or_(*conds))
         if since is not None:
             ns = int(since.timestamp() * 1e9)

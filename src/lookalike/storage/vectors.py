@@ -84,11 +84,17 @@ class VectorIndex:
     @classmethod
     def load(cls, directory: Path, dim: int) -> VectorIndex:
         """The newest checkpoint in ``directory``, or an empty index (generation 0)."""
-        found = cls.checkpoints(directory)
-        if not found:
-            return cls(dim)
-        generation, path = found[-1]
-        index = faiss.read_index(str(path))
+        for attempt in range(5):
+            found = cls.checkpoints(directory)
+            if not found:
+                return cls(dim)
+            generation, path = found[-1]
+            try:
+                index = faiss.read_index(str(path))
+                break
+            except RuntimeError:  # a writer replaced it between listing and reading
+                if path.exists() or attempt == 4:
+                    raise
         if index.d != dim:
             raise ValueError(f"{path}: vectors have {index.d} dimensions, manifest says {dim}")
         return cls(dim, index, generation)

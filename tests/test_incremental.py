@@ -113,3 +113,9 @@ def test_copy_of_a_file_that_changed_in_the_same_run(idx, photo_dir):
     np.testing.assert_array_equal(_vector(idx, photo_dir / "a_dup.jpg"), old_vec)
     with Store(idx.directory) as s:
         assert s.verify().ok and s.vectors.ntotal == 9
+
+
+def test_a_file_given_directly_is_skipped_when_unchanged(idx, photo_dir):
+    report = idx.add([photo_dir / "photo0.jpg"], options=OPTS)
+    assert (report.indexed, report.reused, report.unchanged, report.removed) == (0, 0, 1, 0)
+    assert len(_rows(idx)) == 8

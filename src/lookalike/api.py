@@ -207,7 +207,7 @@ class Index:
         """Remember that two indexed files are not duplicates; later runs respect it."""
         paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
         with Store(self.directory, writable=True) as store:
-            known = store.known()
+            known = store.known(under=paths)
             missing = [p for p in paths if p not in known or not known[p].content_hash]
             if missing:
                 raise StoreError(f"not in the index: {', '.join(missing)}")

@@ -265,7 +265,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             from lookalike.indexer.pipeline import index_paths
 
             index_paths(store, svc.model, [target], IndexOptions(workers=0, label_names=svc.label_names))
-            return store.known()[str(target)].id
+            return store.known(under=[str(target)])[str(target)].id
 
         try:
             new_id = await run_in_threadpool(svc.write, store_it)

@@ -123,7 +123,7 @@ def index_paths(
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     entries = list(walk(roots, opts.include, opts.exclude, opts.follow_symlinks, opts.hidden))
     report.scanned = len(entries)
-    known = store.known(under=[r for r in roots if os.path.isdir(r)])
+    known = store.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}
     gone = {p for p in known if p not in seen and not os.path.exists(p)}
     todo = [e.path for e in entries if not _unchanged(known.get(e.path), e)]

@@ -486,14 +486,14 @@ class Store:
     # --- reads -----------------------------------------------------------------------
 
     def known(self, under: Sequence[str] | None = None) -> dict[str, Known]:
-        """Catalogue entries, optionally only those below the given folders."""
+        """Catalogue entries; with ``under``, only those at or below these paths (in SQL)."""
         q = select(File.path, File.id, File.size, File.mtime_ns, File.status, File.content_hash)
-        out: dict[str, Known] = {}
+        if under is not None:
+            if not under:
+                return {}
+            q = q.where(_below(under))
         with Session(self.engine) as s:
-            for path, *rest in s.execute(q):
-                if under is None or any(is_under(path, root) for root in under):
-                    out[path] = Known(*rest)
-        return out
+            return {path: Known(*rest) for path, *rest in s.execute(q)}
 
     def rows(self, ids: Iterable[int]) -> dict[int, FileRow]:
         ids = [int(i) for i in ids]
@@ -526,12 +526,7 @@ class Store:
         mtime) at or after ``since`` and before ``until``."""
         q = select(File.id).where(File.vector_id.is_not(None))
         if under:
-            conds = []
-            for folder in under:
-                root = os.path.abspath(folder).rstrip(os.sep)
-                prefix = root + os.sep  # exact and case-sensitive (SQLite's LIKE is neither)
-                conds.append(or_(File.path == root, func.substr(File.path, 1, len(prefix)) == prefix))
-            q = q.where(or_(*conds))
+            q = q.where(_below(under))
         if since is not None:
             ns = int(since.timestamp() * 1e9)
             q = q.where(_taken(File.captured_at >= since, File.mtime_ns >= ns))
@@ -654,6 +649,17 @@ class Store:
         self._dirty = True
         self.sync_vectors()
         return report
+
+
+def _below(paths: Sequence[str]):
+    """SQL: the file is one of ``paths`` or below one of them (exact, case-sensitive prefix;
+    SQLite's LIKE is neither). The twin of :func:`is_under` for rows in memory."""
+    conds = []
+    for path in paths:
+        root = os.path.abspath(path).rstrip(os.sep) or os.sep
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        conds.append(or_(File.path == root, func.substr(File.path, 1, len(prefix)) == prefix))
+    return or_(*conds)
 
 
 def _taken(by_capture, by_mtime):

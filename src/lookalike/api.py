@@ -213,6 +213,13 @@ class Index:
                 raise StoreError(f"not in the index: {', '.join(missing)}")
             store.ignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
 
+    def export(self, out: Path, fmt: str = "npy") -> list[Path]:
+        """Write every vector with its path (see :func:`lookalike.export.export`)."""
+        from lookalike.export import export
+
+        with Store(self.directory, sync=False) as store:
+            return export(store, Path(out), fmt)
+
     def info(self) -> dict:
         with Store(self.directory) as store:
             return store.stats()

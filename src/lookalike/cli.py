@@ -467,12 +467,11 @@ def serve(
     import uvicorn
 
     from lookalike.server import ServerConfig, create_app, is_loopback
-    from lookalike.storage import default_index_dir
 
     if not is_loopback(host) and not token:
         raise _fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
     cfg = ServerConfig(
-        index=(index or default_index_dir()).expanduser().resolve(),
+        index=_open(index).directory,
         token=token,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_megapixels=max_megapixels,
@@ -493,12 +492,8 @@ def export(
     index: IndexDir = None,
 ) -> None:
     """Write the index's vectors with their paths, for other tools."""
-    from lookalike.export import export as write
-    from lookalike.storage import Store
-
     try:
-        with Store(_open(index).directory, sync=False) as store:
-            files = write(store, out, fmt)
+        files = _open(index).export(out, fmt)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except Exception as exc:

@@ -61,7 +61,7 @@ def test_human_output_and_info(indexed, photo_dir):
     assert "1.0000" in res.stdout and "photo0.jpg" in res.stdout
     stats = json.loads(run("info", "--json", "--index", indexed).stdout)
     assert stats["files"] == 8 and stats["errors"] == 0 and stats["dim"] == 32
-    assert stats["index_type"] == "IDMap2,FlatIP" and stats["size_bytes"] > 0
+    assert stats["index_type"] == "Flat" and stats["index_kind"] == "flat" and stats["size_bytes"] > 0
     assert "files" in run("info", "--index", indexed).stdout
 
 
@@ -250,3 +250,23 @@ def test_under_is_an_exact_case_sensitive_prefix(tmp_path, tf2_model):
     run("index", root, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
     res = run("search", root / "photos" / "p.jpg", "--under", root / "Photos", "--json", "--index", index)
     assert [r["path"] for r in json.loads(res.stdout)["results"]] == [str(root / "Photos" / "p.jpg")]
+
+
+def test_reindex_changes_the_index_type_and_keeps_results(indexed, photo_dir):
+    query = photo_dir / "photo0.jpg"
+    before = json.loads(run("search", query, "-k", "3", "--json", "--index", indexed).stdout)
+    res = run("reindex", "--index-type", "ivf-sq8", "--nprobe", "4", "--index", indexed)
+    assert "rebuilt IVF1,SQ8 (ivf-sq8, setting ivf-sq8) over 8 vectors" in res.stdout
+    stats = json.loads(run("info", "--json", "--index", indexed).stdout)
+    assert stats["index_kind"] == "ivf-sq8" and stats["vectors"] == 8
+    after = json.loads(run("search", query, "-k", "3", "--json", "--index", indexed).stdout)
+    assert after == before  # re-scored exactly: same files, same scores
+    assert run("verify", "--index", indexed).exit_code == 0
+    bad = run("reindex", "--index-type", "ivf-pq", "--index", indexed, ok=False)
+    assert bad.exit_code == 1 and "cannot build index type ivf-pq over 8 vectors" in bad.stderr
+    stats = json.loads(run("info", "--json", "--index", indexed).stdout)
+    assert stats["index_kind"] == "ivf-sq8" and stats["index_setting"] == "ivf-sq8"  # nothing changed
+    bad = run("reindex", "--max-memory", "lots", "--index", indexed, ok=False)
+    assert bad.exit_code == 2 and "expected e.g. 2G" in bad.stderr
+    run("reindex", "--index-type", "auto", "--max-memory", "none", "--nprobe", "0", "--index", indexed)
+    assert json.loads(run("info", "--json", "--index", indexed).stdout)["index_kind"] == "flat"

@@ -92,13 +92,15 @@ class Index:
         progress: Progress | None = None,
         input_size: int | None = None,
         input_range: tuple[float, float] | None = None,
+        index_settings: dict | None = None,
     ) -> IndexReport:
         """Index (or bring up to date) the images below ``paths``.
 
         A new index uses ``model`` (a ``--model`` value or a loaded Embedder; default: the
         catalogue default); an existing one keeps its own model and refuses a different one.
         ``labels`` is a file or URL of class names for classification models (default: the
-        ImageNet list, downloaded once).
+        ImageNet list, downloaded once). ``index_settings`` (type, max_memory, nprobe) are
+        recorded first; the FAISS index is rebuilt on closing if they or the size call for it.
         """
         if isinstance(model, Embedder):
             embedder = model
@@ -111,6 +113,8 @@ class Index:
         opts = options or IndexOptions()
         with Store(self.directory, model=embedder.info, writable=True, labels=labels) as store:
             self._embedder = embedder
+            if index_settings:
+                store.set_index_settings(**index_settings)
             if embedder.info.has_labels and opts.label_names is None:
                 opts.label_names = load_labels(labels or store.manifest.get("labels"))
             return index_paths(store, embedder, paths, opts, progress)
@@ -150,6 +154,19 @@ class Index:
             QueryResult(str(name), [] if err else next(hits), err)
             for name, err in zip(names, errors, strict=True)
         ]
+
+    def reindex(self, **settings) -> dict:
+        """Record index settings (``type``: auto | flat | ivf-flat | ivf-sq8 | ivf-pq,
+        ``max_memory`` in bytes, ``nprobe``) and rebuild the FAISS index from the catalogue."""
+        with Store(self.directory, writable=True, sync=False) as store:
+            before = store.index_settings
+            store.set_index_settings(**settings)
+            try:
+                store.rebuild_index()
+            except BaseException:
+                store.set_index_settings(**before)  # a failed rebuild changes nothing
+                raise
+            return store.stats()
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
         """Drop files, or everything below folders, from the index; returns how many."""

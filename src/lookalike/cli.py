@@ -64,6 +64,38 @@ def _open(index: Path | None, runtime: str = "auto"):
     return Index(index, runtime=runtime)
 
 
+IndexType = Annotated[
+    str | None,
+    typer.Option(
+        "--index-type",
+        help="auto (by size and --max-memory), flat (exact), ivf-flat, ivf-sq8 or ivf-pq. Recorded.",
+        show_default=False,
+    ),
+]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        help="Memory budget of the vector index, e.g. 2G (none: no limit). Recorded.", show_default=False
+    ),
+]
+
+
+def _index_settings(index_type: str | None, max_memory: str | None, nprobe: int | None = None) -> dict:
+    from lookalike.storage.vectors import parse_memory
+
+    settings: dict = {}
+    if index_type is not None:
+        settings["type"] = index_type
+    if max_memory is not None:
+        try:
+            settings["max_memory"] = parse_memory(max_memory)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
+    if nprobe is not None:
+        settings["nprobe"] = nprobe or None
+    return settings
+
+
 def _parse_range(value: str | None) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -103,6 +135,8 @@ def index(
         str | None, typer.Option(help="Pixel range of float .tflite models: 0,1 or -1,1 (default).")
     ] = None,
     runtime: Runtime = "auto",
+    index_type: IndexType = None,
+    max_memory: MaxMemory = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index images below PATHS (again: only new and changed files are read)."""
@@ -145,6 +179,7 @@ def index(
                 progress=update,
                 input_size=input_size,
                 input_range=_parse_range(input_range),
+                index_settings=_index_settings(index_type, max_memory),
             )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -269,6 +304,35 @@ def info(
     out.print(table)
     for path, reason in bad:
         out.print(f"{path}: {reason}", highlight=False, markup=False)
+
+
+@app.command()
+def reindex(
+    index: IndexDir = None,
+    index_type: IndexType = None,
+    max_memory: MaxMemory = None,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Inverted lists visited per query (0: default). Recorded.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Rebuild the vector index from the catalogue, e.g. as another --index-type."""
+    settings = _index_settings(index_type, max_memory, nprobe)
+    started = datetime.now()
+    try:
+        stats = _open(index).reindex(**settings)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    seconds = (datetime.now() - started).total_seconds()
+    out.print(
+        f"rebuilt {stats['index_type']} ({stats['index_kind']}, setting {stats['index_setting']}) over "
+        f"{stats['vectors']} vectors in {seconds:.1f} s; about {stats['index_memory_bytes'] / 2**20:.1f} MiB",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -283,7 +283,7 @@ def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
     all_ids = sorted(int(i) for i in store.vectors.ids())
     for start in range(0, len(all_ids), QUERY_CHUNK):
         ids, vecs = store.load_vectors(all_ids[start : start + QUERY_CHUNK])
-        scores, nbrs = other.vectors.search(vecs, 1) if other.vectors.ntotal else (None, None)
+        scores, nbrs = other.search(vecs, 1) if other.vectors.ntotal else (None, None)
         for row, fid in enumerate(ids.tolist()):
             same = their_hashes.get(my_hash.get(fid, ""))
             if same:

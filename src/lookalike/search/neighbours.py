@@ -60,7 +60,7 @@ def search_vectors(
         return [[] for _ in vectors]
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
-    scores, ids = store.vectors.search(vectors, k, allowed)
+    scores, ids = store.search(vectors, k, allowed)
     rows = store.rows({int(i) for i in ids.ravel() if i >= 0})
     out = []
     for q_scores, q_ids in zip(scores, ids, strict=True):

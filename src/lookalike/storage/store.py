@@ -38,13 +38,17 @@ from lookalike.storage.schema import (
     create_schema,
     make_engine,
 )
-from lookalike.storage.vectors import VectorIndex, fsync_dir
+from lookalike.storage.vectors import IndexSpec, VectorIndex, choose_spec, fits, fsync_dir
 
 MANIFEST = "manifest.json"
 DATABASE = "catalog.sqlite"
 LOCKFILE = "write.lock"
 MANIFEST_VERSION = 1
 _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
+RERANK_FACTOR = 10  # an approximate index proposes k x this many candidates, re-scored exactly
+RERANK_MIN = 100
+EXACT_SUBSET = 10_000  # filters leaving fewer ids are scored exactly from the raw vectors
+TRAIN_SAMPLE = 100_000  # most vectors an IVF index is trained on
 
 
 class StoreError(Exception):
@@ -265,6 +269,8 @@ class Store:
         in_faiss = set(self.vectors.ids().tolist())
         with Session(self.engine) as s:
             in_db = set(s.scalars(select(Vector.id)))
+        if not in_faiss and in_db:  # no checkpoint yet (e.g. a new machine): build the right kind
+            self.vectors = self._empty_index(self.desired_spec(len(in_db)), sorted(in_db))
         extra = in_faiss - in_db
         missing = sorted(in_db - in_faiss)
         self.vectors.remove(extra)
@@ -292,10 +298,12 @@ class Store:
         return ids_arr, vecs.astype(np.float32)
 
     def checkpoint(self) -> None:
-        """Write the FAISS index if it changed since the last checkpoint."""
+        """Write the FAISS index if it changed since the last checkpoint (rebuilt first
+        if the collection has outgrown its index type, see :meth:`maintain_index`)."""
         if not self.writable:
             raise StoreError("index opened read-only")
         if self._dirty and self._vectors is not None:
+            self.maintain_index()
             self.vectors.save(self.directory, self.vectors.generation)
             self._dirty = False
 
@@ -304,6 +312,124 @@ class Store:
         meta = s.get(Meta, "generation")
         meta.value = str(int(meta.value) + 1)
         return int(meta.value)
+
+    # --- index type, search with exact re-scoring ------------------------------------
+
+    @property
+    def index_settings(self) -> dict:
+        """``type`` (auto or one of INDEX_TYPES), ``max_memory`` (bytes), ``nprobe``."""
+        return {"type": "auto", "max_memory": None, "nprobe": None, **self.manifest.get("vector_index", {})}
+
+    def desired_spec(self, n: int | None = None) -> IndexSpec:
+        settings = self.index_settings
+        n = self.vectors.ntotal if n is None else n
+        return choose_spec(n, self.dim, settings["max_memory"], settings["type"])
+
+    def maintain_index(self) -> bool:
+        """Rebuild the FAISS index when the collection outgrew (or shrank below) its type:
+        flat past the exact-scan limit or the memory budget, IVF lists 4x too few for the
+        collection, or IVF back to flat under half the limit. Returns whether it rebuilt."""
+        have, want = self.vectors.spec, self.desired_spec()
+        if have == want or ((have.kind, have.pq_m) == (want.kind, want.pq_m) and want.nlist < 4 * have.nlist):
+            return False
+        if (
+            have.kind != "flat"
+            and want.kind == "flat"
+            and self.desired_spec(2 * self.vectors.ntotal).kind != "flat"
+        ):
+            return False  # hysteresis: back to exact only well below the limit
+        try:
+            self.rebuild_index(want)
+        except StoreError:  # e.g. too few vectors yet for a forced type: keep the current one
+            return False
+        return True
+
+    def rebuild_index(self, spec: IndexSpec | None = None) -> IndexSpec:
+        """Build the FAISS index afresh from the catalogue's vectors (trained on a sample)."""
+        with Session(self.engine) as s:
+            ids = sorted(s.scalars(select(Vector.id)))
+        spec = spec or self.desired_spec(len(ids))
+        index = self._empty_index(spec, ids)
+        for chunk in _chunks(ids, 5000):
+            index.add(*self.load_vectors(chunk))
+        index.generation = self.generation()
+        self.vectors = index
+        self._dirty = True
+        if self.writable:
+            self.vectors.save(self.directory, index.generation)
+            self._dirty = False
+        return spec
+
+    def _empty_index(self, spec: IndexSpec, ids: Sequence[int]) -> VectorIndex:
+        training = None
+        if spec.kind != "flat":
+            rng = np.random.default_rng(0)
+            sample = ids if len(ids) <= TRAIN_SAMPLE else rng.choice(ids, TRAIN_SAMPLE, replace=False)
+            training = self.load_vectors(sorted(int(i) for i in sample))[1]
+        try:
+            index = VectorIndex.build(self.dim, spec, training)
+        except (ValueError, RuntimeError) as exc:
+            raise StoreError(f"cannot build index type {spec.kind} over {len(ids)} vectors: {exc}") from exc
+        index.nprobe = self.index_settings["nprobe"]
+        return index
+
+    def set_index_settings(self, **changes) -> dict:
+        """Change ``type``/``max_memory``/``nprobe`` (None: default) and record them."""
+        self._require_writable()
+        unknown = set(changes) - {"type", "max_memory", "nprobe"}
+        if unknown:
+            raise TypeError(f"unknown index settings: {', '.join(sorted(unknown))}")
+        settings = {**self.index_settings, **changes}
+        n = self.vectors.ntotal
+        spec = choose_spec(n, self.dim, settings["max_memory"], settings["type"])  # validates the type
+        if not fits(spec, n, self.dim, settings["max_memory"]):
+            raise StoreError(
+                f"{n} vectors of {self.dim} dimensions need at least "
+                f"{spec.memory(n, self.dim) / 2**20:.1f} MiB even as {spec}; raise --max-memory"
+            )
+        self.manifest["vector_index"] = settings
+        atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=2))
+        self.vectors.nprobe = settings["nprobe"]
+        return settings
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (cosine, id) per query, exact scores whatever the index type.
+
+        Approximate indexes propose ``max(RERANK_MIN, RERANK_FACTOR * k)`` candidates that
+        are re-scored from the raw vectors; a filter leaving few ids is scored exactly.
+        """
+        queries = np.ascontiguousarray(queries, np.float32)
+        index = self.vectors
+        if index.kind != "flat" and allowed is not None and len(allowed) <= EXACT_SUBSET:
+            ids, raw = self.load_vectors(allowed)
+            return _top_k(queries @ raw.T, ids, k)
+        if index.exact:
+            return index.search(queries, k, allowed)
+        saved = index.nprobe
+        if allowed is not None:  # visit more lists so as many allowed vectors are seen
+            boost = max(1.0, index.ntotal / max(len(allowed), 1))
+            index.nprobe = min(
+                index.spec.nlist, int(index.default_nprobe() * boost) if saved is None else int(saved * boost)
+            )
+        try:
+            _, cand = index.search(queries, max(RERANK_MIN, RERANK_FACTOR * k), allowed)
+        finally:
+            index.nprobe = saved
+        ids, raw = self.load_vectors(np.unique(cand[cand >= 0]))
+        where = {int(i): n for n, i in enumerate(ids)}
+        scores = np.full(cand.shape, -np.inf, np.float32)
+        for q, row in enumerate(cand):
+            keep = [(j, where[int(i)]) for j, i in enumerate(row) if int(i) in where]
+            if keep:
+                cols, rows = zip(*keep, strict=True)
+                scores[q, list(cols)] = raw[list(rows)] @ queries[q]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_ids = np.take_along_axis(cand, order, 1)
+        top = np.take_along_axis(scores, order, 1)
+        top_ids[~np.isfinite(top)] = -1
+        return top, top_ids
 
     # --- writes ----------------------------------------------------------------------
 
@@ -594,7 +720,10 @@ class Store:
             "model_identity": model["identity"],
             "dim": self.dim,
             "input_size": model["input_size"],
-            "index_type": f"IDMap2,{self.vectors.kind}",
+            "index_type": str(self.vectors.spec),
+            "index_kind": self.vectors.kind,
+            "index_setting": self.index_settings["type"],
+            "index_memory_bytes": self.vectors.spec.memory(self.vectors.ntotal, self.dim),
             "metric": self.manifest.get("metric", "cosine"),
             "generation": self.generation(),
             "size_bytes": size,
@@ -617,10 +746,11 @@ class Store:
         if len(probe) > sample:
             probe = sorted(np.random.default_rng(0).choice(probe, sample, replace=False).tolist())
         ids, vecs = self.load_vectors(probe)
+        expected = checkpoint.stored_form(vecs)  # quantised indexes keep an approximation
         bad = [
             int(i)
-            for i, v in zip(ids, vecs, strict=True)
-            if not np.allclose(checkpoint.reconstruct(i), v, atol=1e-6)
+            for i, v in zip(ids, expected, strict=True)
+            if not np.allclose(checkpoint.reconstruct(i), v, atol=1e-5)
         ]
         return VerifyReport(
             generation=self.generation(),
@@ -649,6 +779,22 @@ class Store:
         self._dirty = True
         self.sync_vectors()
         return report
+
+
+def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` as (scores, ids), padded with -1 ids."""
+    k = max(1, k)
+    n = scores.shape[1]
+    out_s = np.full((len(scores), k), -np.inf, np.float32)
+    out_i = np.full((len(scores), k), -1, np.int64)
+    if n:
+        take = min(k, n)
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        best = np.take_along_axis(scores, part, 1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        out_s[:, :take] = np.take_along_axis(best, order, 1)
+        out_i[:, :take] = ids[np.take_along_axis(part, order, 1)]
+    return out_s, out_i
 
 
 def _below(paths: Sequence[str]):

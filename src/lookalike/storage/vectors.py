@@ -1,14 +1,22 @@
-"""The FAISS side of an index: an id-mapped inner-product index, checkpointed atomically.
+"""The FAISS side of an index: exact or approximate vectors, checkpointed atomically.
 
 Checkpoints are files named ``vectors-<generation>.faiss``: written to a temporary
 name, fsynced, then renamed, so a crash leaves either the old or the new file and
 never half of one. The generation says which catalogue state the file reflects.
+
+Index types (:data:`INDEX_TYPES`): ``flat`` (exact, 4 bytes per dimension), and inverted
+files trained on the collection's own vectors: ``ivf-flat`` (float storage), ``ivf-sq8``
+(1 byte per dimension) and ``ivf-pq`` (product quantisation, a few bytes per vector).
+Approximate scores are re-scored exactly from the catalogue's raw vectors by the store;
+:func:`choose_spec` picks a type from the collection size and a memory budget.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -17,34 +25,173 @@ import numpy as np
 _NAME = re.compile(r"^vectors-(\d+)\.faiss$")
 
 
+INDEX_TYPES = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq")
+FLAT_MAX_FLOATS = 100_000_000  # n x dim of an exact scan that still answers in ~30 ms
+TRAIN_PER_LIST = 64  # training vectors per inverted list (FAISS warns below 39)
+ID_BYTES = 16  # per vector beside its code: the id in the list + the id hash map
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What to build: a type of :data:`INDEX_TYPES`, its list count and PQ code size."""
+
+    kind: str = "flat"
+    nlist: int = 0
+    pq_m: int = 0
+
+    @property
+    def factory(self) -> str:
+        codes = {"ivf-flat": "Flat", "ivf-sq8": "SQ8", "ivf-pq": f"PQ{self.pq_m}"}
+        return "Flat" if self.kind == "flat" else f"IVF{self.nlist},{codes[self.kind]}"
+
+    def bytes_per_vector(self, dim: int) -> int:
+        code = {"flat": 4 * dim, "ivf-flat": 4 * dim, "ivf-sq8": dim, "ivf-pq": self.pq_m}[self.kind]
+        return code + ID_BYTES
+
+    def memory(self, n: int, dim: int) -> int:
+        """Approximate resident size of ``n`` vectors in this index."""
+        return n * self.bytes_per_vector(dim) + self.nlist * dim * 4
+
+    def __str__(self) -> str:
+        return self.factory
+
+
+def parse_memory(value: str | int | None) -> int | None:
+    """Bytes from ``"2G"``, ``"512MB"``, ``"1.5GiB"`` or a plain number; none/0 for no limit."""
+    if value is None or isinstance(value, int):
+        return value or None
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    if text in ("", "none", "0"):
+        return None
+    scale = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}.get(text[-1], 1)
+    try:
+        amount = float(text[:-1] if scale > 1 else text)
+    except ValueError:
+        raise ValueError(f"memory size {value!r}: expected e.g. 2G, 512MB or a number of bytes") from None
+    if amount <= 0:
+        raise ValueError(f"memory size {value!r} must be positive")
+    return int(amount * scale)
+
+
+def nlist_for(n: int) -> int:
+    """About 4 sqrt(n) lists, a power of two, with enough vectors to train them."""
+    nlist = 1 << round(math.log2(max(1, 4 * math.isqrt(max(n, 1)))))
+    while nlist > 1 and nlist * TRAIN_PER_LIST > n:
+        nlist //= 2
+    return nlist
+
+
+def pq_m_for(dim: int, budget_per_vector: float) -> int:
+    """The largest PQ code (bytes) that divides ``dim``, fits the budget and is at most
+    dim / 4; the smallest code when none fits (see :func:`fits`)."""
+    sizes = [m for m in range(4, dim // 4 + 1) if dim % m == 0] or [dim]
+    fitting = [m for m in sizes if m <= budget_per_vector]
+    return fitting[-1] if fitting else sizes[0]
+
+
+def fits(spec: IndexSpec, n: int, dim: int, max_memory: int | None) -> bool:
+    return max_memory is None or spec.memory(n, dim) <= max_memory
+
+
+def choose_spec(n: int, dim: int, max_memory: int | None = None, kind: str = "auto") -> IndexSpec:
+    """The index for ``n`` vectors: exact while an exact scan is fast and fits the budget,
+    then IVF-SQ8, then IVF-PQ with the largest code that fits ``max_memory`` (bytes).
+    ``kind`` forces a type of :data:`INDEX_TYPES` (its sizes still follow ``n``)."""
+    if kind not in ("auto", *INDEX_TYPES):
+        raise ValueError(f"unknown index type {kind!r}; choose from auto, {', '.join(INDEX_TYPES)}")
+    nlist = nlist_for(n)
+    if kind == "flat" or (
+        kind == "auto" and n * dim <= FLAT_MAX_FLOATS and fits(IndexSpec(), n, dim, max_memory)
+    ):
+        return IndexSpec()
+    if kind in ("ivf-flat", "ivf-sq8"):
+        return IndexSpec(kind, nlist)
+    sq8 = IndexSpec("ivf-sq8", nlist)
+    if kind == "auto" and fits(sq8, n, dim, max_memory):
+        return sq8
+    budget = dim // 4 if max_memory is None else (max_memory - nlist * dim * 4) / max(n, 1) - ID_BYTES
+    return IndexSpec("ivf-pq", nlist, pq_m_for(dim, budget))
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    ivf = faiss.try_extract_index_ivf(index)
+    return None if ivf is None else faiss.downcast_index(ivf)
+
+
 class VectorIndex:
-    """FAISS ``IndexIDMap2`` over exact inner product (= cosine on unit vectors)."""
+    """Vectors by id: ``IndexIDMap2(IndexFlatIP)`` (exact inner product = cosine on unit
+    vectors) or an IVF index holding the ids itself, with an id hash map for removal."""
 
     def __init__(self, dim: int, index: faiss.Index | None = None, generation: int = 0) -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.generation = generation
+        self.nprobe: int | None = None  # lists visited per query; None: :meth:`default_nprobe`
+
+    @classmethod
+    def build(cls, dim: int, spec: IndexSpec, training: np.ndarray | None = None) -> VectorIndex:
+        """An empty index of ``spec``, trained on ``training`` (a sample of the collection)."""
+        if spec.kind == "flat":
+            return cls(dim)
+        index = faiss.index_factory(dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
+        if training is None or len(training) < spec.nlist:
+            raise ValueError(f"{spec} needs at least {spec.nlist} training vectors")
+        ivf = _ivf(index)
+        ivf.cp.min_points_per_centroid = 1  # a small collection still trains, without warnings
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            ivf.pq.cp.min_points_per_centroid = 1
+            ivf.do_polysemous_training = False  # only for Hamming filtering, which we do not use
+        index.train(np.ascontiguousarray(training, np.float32))
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return cls(dim, index)
 
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
     @property
+    def spec(self) -> IndexSpec:
+        ivf = _ivf(self.index)
+        if ivf is None:
+            return IndexSpec()
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            return IndexSpec("ivf-pq", ivf.nlist, ivf.pq.M)
+        kind = "ivf-sq8" if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else "ivf-flat"
+        return IndexSpec(kind, ivf.nlist)
+
+    @property
     def kind(self) -> str:
-        inner = faiss.downcast_index(self.index.index)
-        return type(inner).__name__.removeprefix("Index")
+        return self.spec.kind
+
+    @property
+    def exact(self) -> bool:
+        """Whether scores are exact (flat or ivf-flat storage); else they need re-scoring."""
+        return self.spec.kind in ("flat", "ivf-flat")
+
+    def default_nprobe(self) -> int:
+        nlist = self.spec.nlist
+        return min(nlist, max(16, nlist // 32))
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = _ivf(self.index)
+        if ivf is None:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        inv = ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if inv.list_size(i)
+        ]
+        return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def flat_view(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, vectors) as a zero-copy view of a Flat index's storage, else None.
 
         Valid until the index changes; lets a million vectors be scanned without a copy.
         """
-        inner = faiss.downcast_index(self.index.index)
-        if not isinstance(inner, faiss.IndexFlat) or self.ntotal == 0:
+        if _ivf(self.index) is not None or self.ntotal == 0:
             return None
+        inner = faiss.downcast_index(self.index.index)
         view = faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim)
         return self.ids(), view
 
@@ -54,21 +201,38 @@ class VectorIndex:
 
     def remove(self, ids) -> int:
         ids = np.asarray(list(ids), dtype=np.int64)
-        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids))) if len(ids) else 0
+        if not len(ids):
+            return 0
+        if _ivf(self.index) is not None:  # the id hash map removes only by explicit array
+            return int(self.index.remove_ids(faiss.IDSelectorArray(ids)))
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def reconstruct(self, id_: int) -> np.ndarray:
         return self.index.reconstruct(int(id_))
 
+    def stored_form(self, vectors: np.ndarray) -> np.ndarray:
+        """What the index keeps of ``vectors`` (their quantised form): for verification."""
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if self.exact or not len(vectors):
+            return vectors
+        return self.index.sa_decode(self.index.sa_encode(vectors))
+
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query; ``allowed`` restricts to those ids inside FAISS."""
+        """Top-k (scores, ids) per query; ``allowed`` restricts to those ids inside FAISS.
+
+        Scores of quantised indexes are approximate: :meth:`Store.search` re-scores them.
+        """
         queries = np.ascontiguousarray(queries, np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        if allowed is None:
+        sel = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, np.int64))
+        if _ivf(self.index) is not None:
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe or self.default_nprobe(), sel=sel)
+            return self.index.search(queries, k, params=params)
+        if sel is None:
             return self.index.search(queries, k)
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, np.int64)))
-        return self.index.search(queries, k, params=params)
+        return self.index.search(queries, k, params=faiss.SearchParameters(sel=sel))
 
     # --- persistence -------------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""Index types: automatic choice, rebuild when outgrown, exact re-scoring, filters, verify."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.images import DecodedImage, ImageFile
+from lookalike.models.runtimes import ModelInfo
+from lookalike.storage import Store, StoreError
+from lookalike.storage import vectors as vectors_mod
+from lookalike.storage.vectors import FLAT_MAX_FLOATS, IndexSpec, choose_spec, nlist_for
+
+DIM = 32
+N = 3000
+
+
+def _info() -> ModelInfo:
+    return ModelInfo("test-model", "model-a", (32, 32), DIM, (0.0, 1.0), False, "tf")
+
+
+def _files(n: int, start: int = 0, folder: str = "p") -> list[ImageFile]:
+    img = DecodedImage(np.zeros((32, 32, 3), np.uint8), 32, 32, "JPEG")
+    return [
+        ImageFile(f"/{folder}/{i:05d}.jpg", 10, 1, f"h{folder}{i}", image=img)
+        for i in range(start, start + n)
+    ]
+
+
+def _clustered(n: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 50 centres: structure an inverted file can exploit."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, DIM))
+    v = centres[rng.integers(0, 50, n)] + 0.35 * rng.normal(size=(n, DIM))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def filled(tmp_path):
+    vecs = _clustered(N)
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files(N // 2), vecs[: N // 2])
+        s.add(_files(N // 2, N // 2, folder="q"), vecs[N // 2 :])
+    return tmp_path, vecs
+
+
+def test_choice_follows_size_and_memory_budget():
+    dim = 1024
+    assert choose_spec(50_000, dim).kind == "flat"
+    big = choose_spec(1_000_000, dim)
+    assert big.kind == "ivf-sq8" and big.nlist == 4096
+    assert FLAT_MAX_FLOATS // dim < 1_000_000
+    # a budget too small for the flat vectors moves even a small collection to IVF
+    assert choose_spec(50_000, dim, max_memory=100 * 2**20).kind == "ivf-sq8"
+    # too small for SQ8: product quantisation with the largest code that fits
+    pq = choose_spec(1_000_000, dim, max_memory=256 * 2**20)
+    assert pq.kind == "ivf-pq" and pq.memory(1_000_000, dim) <= 256 * 2**20 and dim % pq.pq_m == 0
+    assert pq.pq_m > choose_spec(1_000_000, dim, max_memory=128 * 2**20).pq_m
+    assert choose_spec(1_000_000, dim, kind="flat").kind == "flat"  # forced
+    with pytest.raises(ValueError, match="unknown index type"):
+        choose_spec(10, dim, kind="hnsw")
+    tiny = choose_spec(1_000_000, dim, max_memory=2**20)  # cannot fit: the smallest code
+    assert tiny.kind == "ivf-pq" and tiny.pq_m == 4
+    assert nlist_for(1_000_000) == 4096 and nlist_for(3000) == 32  # enough vectors per list
+
+
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8", "ivf-pq"])
+def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
+    directory, vecs = filled
+    with Store(directory, writable=True) as s:
+        s.set_index_settings(type=kind)
+        spec = s.rebuild_index()
+        assert spec.kind == kind and s.vectors.kind == kind
+    with Store(directory) as s:  # the checkpoint on disk is of the new type
+        assert s.vectors.kind == kind and s.vectors.ntotal == N
+        assert s.stats()["index_type"] == str(spec)
+        assert s.verify().ok
+        ids = np.array(sorted(s.known().values(), key=lambda k: k.id), dtype=object)
+        id_of = np.array([k.id for k in ids])
+        queries = vecs[:50]
+        scores, found = s.search(queries, 10)
+        exact = queries @ vecs.T
+        truth = np.argsort(-exact, axis=1)[:, :10]
+        recall = np.mean([len(set(found[q]) & set(id_of[truth[q]])) / 10 for q in range(50)])
+        assert recall >= 0.9
+        # scores are exact cosines from the raw vectors, not quantised approximations
+        for q in range(50):
+            for sc, i in zip(scores[q], found[q], strict=True):
+                assert sc == pytest.approx(float(exact[q, np.searchsorted(id_of, i)]), abs=1e-5)
+        assert found[0][0] == id_of[0] and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_filters_inside_approximate_index(filled):
+    directory, vecs = filled
+    with Store(directory, writable=True) as s:
+        s.set_index_settings(type="ivf-sq8")
+        s.rebuild_index()
+        allowed = s.ids_matching(under=["/q"])
+        assert len(allowed) == N // 2
+        # a query equal to a /p vector: its best allowed match is found among /q only
+        scores, found = s.search(vecs[:5], 5, allowed)
+        assert set(found.ravel()) <= set(allowed.tolist())
+        exact_best = (vecs[:5] @ vecs[N // 2 :].T).max(axis=1)
+        np.testing.assert_allclose(scores[:, 0], exact_best, atol=1e-5)
+        # a small subset is scored exactly, even from lists the probe would not visit
+        few = allowed[:7]
+        scores, found = s.search(vecs[:3], 10, few)
+        assert set(found[found >= 0].ravel()) <= set(few.tolist()) and (found[0] >= 0).sum() == 7
+
+
+def test_collection_outgrowing_flat_is_rebuilt_on_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(vectors_mod, "FLAT_MAX_FLOATS", 1000 * DIM)
+    vecs = _clustered(N)
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files(800), vecs[:800])
+    with Store(tmp_path) as s:
+        assert s.vectors.kind == "flat"
+    with Store(tmp_path, writable=True) as s:
+        s.add(_files(N - 800, 800), vecs[800:])
+    with Store(tmp_path) as s:
+        assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == N and s.verify().ok
+    # shrinking a little keeps the approximate index (hysteresis); far below goes back to flat
+    paths = [f.path for f in _files(N)]
+    with Store(tmp_path, writable=True) as s:
+        s.remove_paths(paths[: N - 900])
+    with Store(tmp_path) as s:
+        assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == 900
+    with Store(tmp_path, writable=True) as s:
+        s.remove_paths(paths[: N - 400])
+    with Store(tmp_path) as s:
+        assert s.vectors.kind == "flat" and s.vectors.ntotal == 400 and s.verify().ok
+
+
+def test_memory_budget_and_settings_persist(filled):
+    directory, _ = filled
+    with Store(directory, writable=True) as s:
+        s.set_index_settings(max_memory=N * 40)  # below flat (32*4+16) and SQ8 (32+16) per vector
+        assert s.maintain_index()
+        assert s.vectors.kind == "ivf-pq"
+        assert s.vectors.spec.memory(N, DIM) <= N * 40
+    with Store(directory) as s:
+        assert s.index_settings["max_memory"] == N * 40 and s.vectors.kind == "ivf-pq"
+    with Store(directory, writable=True) as s:
+        with pytest.raises(ValueError, match="unknown index type"):
+            s.set_index_settings(type="annoy")
+        with pytest.raises(StoreError, match="raise --max-memory"):
+            s.set_index_settings(max_memory=N)
+        assert s.index_settings["max_memory"] == N * 40  # a refused change changes nothing
+
+
+def test_new_machine_without_checkpoint_builds_the_chosen_type(filled):
+    directory, _ = filled
+    with Store(directory, writable=True) as s:
+        s.set_index_settings(type="ivf-flat")
+        s.rebuild_index()
+    for checkpoint in directory.glob("vectors-*.faiss"):
+        checkpoint.unlink()
+    with Store(directory) as s:
+        assert s.vectors.kind == "ivf-flat" and s.vectors.ntotal == N
+
+
+def test_too_few_vectors_for_a_forced_type_is_a_clear_error(tmp_path):
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files(20), _clustered(20))
+        s.set_index_settings(type="ivf-pq")
+        with pytest.raises(StoreError, match="cannot build index type ivf-pq over 20 vectors"):
+            s.rebuild_index()
+        assert s.vectors.ntotal == 20  # the old index is untouched
+
+
+def test_spec_sizes():
+    assert IndexSpec().factory == "Flat"
+    assert IndexSpec("ivf-pq", 256, 16).factory == "IVF256,PQ16"
+    assert IndexSpec("ivf-sq8", 256).bytes_per_vector(64) == 64 + vectors_mod.ID_BYTES

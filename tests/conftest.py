@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,42 @@ def http_dir(tmp_path):
 def needs_shared(*paths: Path):
     missing = [str(p) for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"shared assets absent: {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> str:
+    """The PostgreSQL server of the tests (``.ci/postgres`` starts one and sets these)."""
+    url = os.environ.get("LOOKALIKE_TEST_PG")
+    if not url:
+        if os.environ.get("LOOKALIKE_REQUIRE_PG"):
+            pytest.fail("LOOKALIKE_REQUIRE_PG is set but LOOKALIKE_TEST_PG is not")
+        pytest.skip("no PostgreSQL server: set LOOKALIKE_TEST_PG (`source .ci/postgres` starts one)")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    from lookalike.storage.schema import database_url
+
+    name = f"lookalike_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database_url(pg_admin), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield database_url(pg_admin).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Open stores on each catalogue backend: ``backend(directory, **kwargs)``."""
+    from functools import partial
+
+    from lookalike.storage import Store
+
+    db = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    return partial(Store, db=db)

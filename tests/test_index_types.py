@@ -7,7 +7,7 @@ import pytest
 
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
-from lookalike.storage import Store, StoreError
+from lookalike.storage import StoreError
 from lookalike.storage import vectors as vectors_mod
 from lookalike.storage.vectors import FLAT_MAX_FLOATS, IndexSpec, choose_spec, nlist_for
 
@@ -36,12 +36,12 @@ def _clustered(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def filled(tmp_path):
+def filled(tmp_path, backend):
     vecs = _clustered(N)
-    with Store(tmp_path, model=_info(), writable=True) as s:
+    with backend(tmp_path, model=_info(), writable=True) as s:
         s.add(_files(N // 2), vecs[: N // 2])
         s.add(_files(N // 2, N // 2, folder="q"), vecs[N // 2 :])
-    return tmp_path, vecs
+    return tmp_path, vecs, backend
 
 
 def test_choice_follows_size_and_memory_budget():
@@ -66,12 +66,12 @@ def test_choice_follows_size_and_memory_budget():
 
 @pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8", "ivf-pq"])
 def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
-    directory, vecs = filled
-    with Store(directory, writable=True) as s:
+    directory, vecs, backend = filled
+    with backend(directory, writable=True) as s:
         s.set_index_settings(type=kind)
         spec = s.rebuild_index()
         assert spec.kind == kind and s.vectors.kind == kind
-    with Store(directory) as s:  # the checkpoint on disk is of the new type
+    with backend(directory) as s:  # the checkpoint on disk is of the new type
         assert s.vectors.kind == kind and s.vectors.ntotal == N
         assert s.stats()["index_type"] == str(spec)
         assert s.verify().ok
@@ -91,8 +91,8 @@ def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
 
 
 def test_filters_inside_approximate_index(filled):
-    directory, vecs = filled
-    with Store(directory, writable=True) as s:
+    directory, vecs, backend = filled
+    with backend(directory, writable=True) as s:
         s.set_index_settings(type="ivf-sq8")
         s.rebuild_index()
         allowed = s.ids_matching(under=["/q"])
@@ -108,39 +108,39 @@ def test_filters_inside_approximate_index(filled):
         assert set(found[found >= 0].ravel()) <= set(few.tolist()) and (found[0] >= 0).sum() == 7
 
 
-def test_collection_outgrowing_flat_is_rebuilt_on_checkpoint(tmp_path, monkeypatch):
+def test_collection_outgrowing_flat_is_rebuilt_on_checkpoint(tmp_path, backend, monkeypatch):
     monkeypatch.setattr(vectors_mod, "FLAT_MAX_FLOATS", 1000 * DIM)
     vecs = _clustered(N)
-    with Store(tmp_path, model=_info(), writable=True) as s:
+    with backend(tmp_path, model=_info(), writable=True) as s:
         s.add(_files(800), vecs[:800])
-    with Store(tmp_path) as s:
+    with backend(tmp_path) as s:
         assert s.vectors.kind == "flat"
-    with Store(tmp_path, writable=True) as s:
+    with backend(tmp_path, writable=True) as s:
         s.add(_files(N - 800, 800), vecs[800:])
-    with Store(tmp_path) as s:
+    with backend(tmp_path) as s:
         assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == N and s.verify().ok
     # shrinking a little keeps the approximate index (hysteresis); far below goes back to flat
     paths = [f.path for f in _files(N)]
-    with Store(tmp_path, writable=True) as s:
+    with backend(tmp_path, writable=True) as s:
         s.remove_paths(paths[: N - 900])
-    with Store(tmp_path) as s:
+    with backend(tmp_path) as s:
         assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == 900
-    with Store(tmp_path, writable=True) as s:
+    with backend(tmp_path, writable=True) as s:
         s.remove_paths(paths[: N - 400])
-    with Store(tmp_path) as s:
+    with backend(tmp_path) as s:
         assert s.vectors.kind == "flat" and s.vectors.ntotal == 400 and s.verify().ok
 
 
 def test_memory_budget_and_settings_persist(filled):
-    directory, _ = filled
-    with Store(directory, writable=True) as s:
+    directory, _, backend = filled
+    with backend(directory, writable=True) as s:
         s.set_index_settings(max_memory=N * 40)  # below flat (32*4+16) and SQ8 (32+16) per vector
         assert s.maintain_index()
         assert s.vectors.kind == "ivf-pq"
         assert s.vectors.spec.memory(N, DIM) <= N * 40
-    with Store(directory) as s:
+    with backend(directory) as s:
         assert s.index_settings["max_memory"] == N * 40 and s.vectors.kind == "ivf-pq"
-    with Store(directory, writable=True) as s:
+    with backend(directory, writable=True) as s:
         with pytest.raises(ValueError, match="unknown index type"):
             s.set_index_settings(type="annoy")
         with pytest.raises(StoreError, match="raise --max-memory"):
@@ -149,18 +149,18 @@ def test_memory_budget_and_settings_persist(filled):
 
 
 def test_new_machine_without_checkpoint_builds_the_chosen_type(filled):
-    directory, _ = filled
-    with Store(directory, writable=True) as s:
+    directory, _, backend = filled
+    with backend(directory, writable=True) as s:
         s.set_index_settings(type="ivf-flat")
         s.rebuild_index()
     for checkpoint in directory.glob("vectors-*.faiss"):
         checkpoint.unlink()
-    with Store(directory) as s:
+    with backend(directory) as s:
         assert s.vectors.kind == "ivf-flat" and s.vectors.ntotal == N
 
 
-def test_too_few_vectors_for_a_forced_type_is_a_clear_error(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_too_few_vectors_for_a_forced_type_is_a_clear_error(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         s.add(_files(20), _clustered(20))
         s.set_index_settings(type="ivf-pq")
         with pytest.raises(StoreError, match="cannot build index type ivf-pq over 20 vectors"):

@@ -7,7 +7,7 @@ import pytest
 
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
-from lookalike.storage import Store, StoreError, VectorIndex
+from lookalike.storage import StoreError, VectorIndex
 
 DIM = 8
 
@@ -26,86 +26,89 @@ def _vecs(n, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_add_search_remove(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_add_search_remove(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         v = _vecs(5)
         ids = s.add(_files("abcde"), v)
         scores, found = s.vectors.search(v[2:3], 2)
         assert found[0][0] == ids[2] and scores[0][0] == pytest.approx(1.0)
         assert s.remove_paths(["/p/c", "/p/nope"]) == 1
         assert s.vectors.ntotal == 4 and ids[2] not in s.vectors.ids()
-    with Store(tmp_path) as s:  # reopened read-only from the checkpoint
+    with backend(tmp_path) as s:  # reopened read-only from the checkpoint
         assert s.vectors.ntotal == 4 and s.stats()["files"] == 4
         assert s.verify().ok
 
 
-def test_ids_are_never_reused(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_ids_are_never_reused(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         (first,) = s.add(_files("a"), _vecs(1))
         s.remove_paths(["/p/a"])
         (second,) = s.add(_files("a"), _vecs(1, 1))
         assert second > first
 
 
-def test_changed_file_replaces_row_and_vector(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_changed_file_replaces_row_and_vector(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         (old,) = s.add(_files("a"), _vecs(1))
         (new,) = s.add(_files("a", tag="y"), _vecs(1, 1))
         assert s.vectors.ntotal == 1 and list(s.vectors.ids()) == [new] and new != old
 
 
-def test_stale_checkpoint_is_brought_up_to_date(tmp_path):
+def test_stale_checkpoint_is_brought_up_to_date(tmp_path, backend):
     """A crash after SQLite commits but before the FAISS checkpoint loses nothing."""
-    with Store(tmp_path, model=_info(), writable=True) as s:
+    with backend(tmp_path, model=_info(), writable=True) as s:
         s.add(_files("ab"), _vecs(2))
     stale = VectorIndex.checkpoints(tmp_path)[-1][1].read_bytes()
-    with Store(tmp_path, writable=True) as s:
+    with backend(tmp_path, writable=True) as s:
         s.add(_files("cd"), _vecs(2, 1))
         s.remove_paths(["/p/a"])
         s._dirty = False  # simulate the crash: no checkpoint written at close
     for _, p in VectorIndex.checkpoints(tmp_path):
         p.unlink()
     (tmp_path / "vectors-2.faiss").write_bytes(stale)
-    with Store(tmp_path) as s:
+    with backend(tmp_path, sync=False) as s:
         report = s.verify()
         assert not report.ok and report.missing_from_faiss and report.extra_in_faiss
+    with backend(tmp_path) as s:
         assert s.vectors.ntotal == 3  # reconciled in memory for readers
-    with Store(tmp_path, writable=True) as s:
+        # (readers of a shared catalogue also save it as this machine's checkpoint)
+        assert s.verify().ok == s.shared
+    with backend(tmp_path, writable=True) as s:
         assert s.verify().ok  # writer saved the reconciled checkpoint
 
 
-def test_repair_rebuilds_a_corrupted_checkpoint(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_repair_rebuilds_a_corrupted_checkpoint(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         ids = s.add(_files("abc"), _vecs(3))
     ckpt = VectorIndex.load(tmp_path, DIM)
     ckpt.remove([ids[0]])
     ckpt.add(np.array([ids[0]]), _vecs(1, 9))  # wrong vector under a right id
     ckpt.save(tmp_path, ckpt.generation + 1)
-    with Store(tmp_path, writable=True, sync=False) as s:
+    with backend(tmp_path, writable=True, sync=False) as s:
         report = s.verify()
         assert report.mismatched_vectors == [ids[0]]
         s.repair()
         assert s.verify().ok and s.vectors.ntotal == 2
 
 
-def test_refuses_other_model(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True):
+def test_refuses_other_model(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True):
         pass
     with pytest.raises(StoreError, match="cannot be compared"):
-        Store(tmp_path, model=_info("model-b", dim=16), writable=True)
+        backend(tmp_path, model=_info("model-b", dim=16), writable=True)
 
 
-def test_missing_index_and_single_writer(tmp_path):
+def test_missing_index_and_single_writer(tmp_path, backend):
     with pytest.raises(StoreError, match="no index"):
-        Store(tmp_path / "none")
-    with Store(tmp_path, model=_info(), writable=True):
+        backend(tmp_path / "none")
+    with backend(tmp_path, model=_info(), writable=True):
         with pytest.raises(StoreError, match="another lookalike process"):
-            Store(tmp_path, writable=True)
-        Store(tmp_path).close()  # readers are fine meanwhile
+            backend(tmp_path, writable=True)
+        backend(tmp_path).close()  # readers are fine meanwhile
 
 
-def test_errors_view_and_labels(tmp_path):
-    with Store(tmp_path, model=_info(), writable=True) as s:
+def test_errors_view_and_labels(tmp_path, backend):
+    with backend(tmp_path, model=_info(), writable=True) as s:
         bad = ImageFile("/p/bad.jpg", 4, 1, "h", error="not a recognised image format")
         s.record_errors([bad])
         ids = s.add(_files("ab"), _vecs(2), labels=[[(1, "tabby cat", 0.9)], [(2, "dog", 0.8)]])

@@ -51,18 +51,33 @@ class QueryResult:
 class Index:
     """An index folder: add images to it, search it, describe it."""
 
-    def __init__(self, directory: str | os.PathLike | None = None, runtime: str = "auto") -> None:
+    def __init__(
+        self, directory: str | os.PathLike | None = None, runtime: str = "auto", db: str | None = None
+    ) -> None:
+        """``directory`` holds the manifest and FAISS checkpoint, and the SQLite catalogue
+        unless ``db`` (a SQLAlchemy URL, e.g. ``postgresql://host/name``) says where it is."""
         self.directory = Path(directory or default_index_dir()).expanduser().resolve()
         self.runtime = runtime  # auto | tf | tflite: see lookalike.models.load_model
+        self.db = db
         self._embedder: Embedder | None = None
+
+    def store(self, **kwargs) -> Store:
+        """The underlying :class:`Store` (close it, or use it in a ``with`` block)."""
+        return Store(self.directory, db=self.db, **kwargs)
 
     @property
     def exists(self) -> bool:
-        return (self.directory / MANIFEST).exists()
+        if self.db is None:
+            return (self.directory / MANIFEST).exists()
+        try:
+            self.store(sync=False).close()
+        except StoreError:
+            return False
+        return True
 
     def manifest(self) -> dict:
         """The index's manifest (model, dimension, preprocessing)."""
-        with Store(self.directory, sync=False) as store:
+        with self.store(sync=False) as store:
             return store.manifest
 
     def model(self) -> Embedder:
@@ -111,7 +126,7 @@ class Index:
                 model or DEFAULT_MODEL, input_size=input_size, input_range=input_range, runtime=self.runtime
             )
         opts = options or IndexOptions()
-        with Store(self.directory, model=embedder.info, writable=True, labels=labels) as store:
+        with self.store(model=embedder.info, writable=True, labels=labels) as store:
             self._embedder = embedder
             if index_settings:
                 store.set_index_settings(**index_settings)
@@ -146,7 +161,7 @@ class Index:
     ) -> list[QueryResult]:
         """Nearest indexed images for each query (a path or image bytes), best first."""
         vectors, errors = self.embed(queries)
-        with Store(self.directory) as store:
+        with self.store() as store:
             hits = iter(search_vectors(store, vectors, k, label, filters))
         if names is None:
             names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
@@ -158,7 +173,7 @@ class Index:
     def reindex(self, **settings) -> dict:
         """Record index settings (``type``: auto | flat | ivf-flat | ivf-sq8 | ivf-pq,
         ``max_memory`` in bytes, ``nprobe``) and rebuild the FAISS index from the catalogue."""
-        with Store(self.directory, writable=True, sync=False) as store:
+        with self.store(writable=True, sync=False) as store:
             before = store.index_settings
             store.set_index_settings(**settings)
             try:
@@ -171,7 +186,7 @@ class Index:
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
         """Drop files, or everything below folders, from the index; returns how many."""
         targets = [os.path.abspath(os.fspath(p)) for p in paths]
-        with Store(self.directory, writable=True) as store:
+        with self.store(writable=True) as store:
             known = store.known(under=targets)
             return store.remove_paths(sorted(known))
 
@@ -180,7 +195,7 @@ class Index:
 
         With ``repair``, fix what was found and check again: (found, after repair).
         """
-        with Store(self.directory, writable=repair, sync=False) as store:
+        with self.store(writable=repair, sync=False) as store:
             found = store.verify()
             if not repair or found.ok:
                 return found, None
@@ -189,7 +204,7 @@ class Index:
 
     def duplicates(self, threshold: float, rules: KeepRules | None = None) -> list[Group]:
         """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs."""
-        with Store(self.directory) as store:
+        with self.store() as store:
             ignored = store.ignored_pairs()
 
             def is_ignored(a: FileRow, b: FileRow) -> bool:
@@ -199,7 +214,7 @@ class Index:
 
     def found_in(self, other: str | os.PathLike, threshold: float) -> list[Group]:
         """Images of this index already present in index ``other`` (exact or near)."""
-        with Store(self.directory) as store, Store(other) as theirs:
+        with self.store() as store, Store(other) as theirs:
             return find_in_other(store, theirs, threshold)
 
     def act_on_duplicates(
@@ -210,7 +225,7 @@ class Index:
         Files moved or trashed leave the index; hardlinked ones stay (same bytes).
         """
         journal = journal or self.directory / "journals" / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-        with Store(self.directory, writable=True) as store:
+        with self.store(writable=True) as store:
             report = actions.ActionReport(journal)
             try:
                 actions.apply(groups, action, store.known(), journal, move_to, report)
@@ -223,7 +238,7 @@ class Index:
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Remember that two indexed files are not duplicates; later runs respect it."""
         paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
-        with Store(self.directory, writable=True) as store:
+        with self.store(writable=True) as store:
             known = store.known(under=paths)
             missing = [p for p in paths if p not in known or not known[p].content_hash]
             if missing:
@@ -234,15 +249,15 @@ class Index:
         """Write every vector with its path (see :func:`lookalike.export.export`)."""
         from lookalike.export import export
 
-        with Store(self.directory, sync=False) as store:
+        with self.store(sync=False) as store:
             return export(store, Path(out), fmt)
 
     def info(self) -> dict:
-        with Store(self.directory) as store:
+        with self.store() as store:
             return store.stats()
 
     def errors(self) -> list[tuple[str, str]]:
-        with Store(self.directory, sync=False) as store:
+        with self.store(sync=False) as store:
             return store.errors()
 
 

@@ -44,6 +44,18 @@ IndexDir = Annotated[
 ]
 
 
+Db = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="LOOKALIKE_DB",
+        help="Catalogue database URL, e.g. postgresql://host/name (default: SQLite in the index folder; "
+        "remembered by the folder, without password).",
+        show_default=False,
+    ),
+]
+
+
 def _fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
@@ -55,13 +67,13 @@ Runtime = Annotated[
 ]
 
 
-def _open(index: Path | None, runtime: str = "auto"):
+def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
     from lookalike.api import Index
     from lookalike.models import RUNTIMES
 
     if runtime not in RUNTIMES:
         raise typer.BadParameter(f"--runtime must be one of {', '.join(RUNTIMES)}")
-    return Index(index, runtime=runtime)
+    return Index(index, runtime=runtime, db=db)
 
 
 IndexType = Annotated[
@@ -110,6 +122,7 @@ def _parse_range(value: str | None) -> tuple[float, float] | None:
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index.")],
     index: IndexDir = None,
+    db: Db = None,
     model: Annotated[
         str | None,
         typer.Option(help="Catalogue name, TF Hub URL, SavedModel folder, .tar.gz or .tflite file."),
@@ -142,7 +155,7 @@ def index(
     """Index images below PATHS (again: only new and changed files are read)."""
     from lookalike.indexer import IndexOptions
 
-    idx = _open(index, runtime)
+    idx = _open(index, runtime, db)
     opts = IndexOptions(
         include=include or (),
         exclude=exclude or (),
@@ -221,6 +234,7 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
     index: IndexDir = None,
+    db: Db = None,
     runtime: Runtime = "auto",
 ) -> None:
     """Show the indexed images most similar to each query image.
@@ -228,7 +242,7 @@ def search(
     Dates are the EXIF capture time, else the file's modification time."""
     from lookalike.search import Filters
 
-    idx = _open(index, runtime)
+    idx = _open(index, runtime, db)
     filters = Filters(under=[str(p) for p in under or ()], since=since, until=until)
     queries: list = []
     fetch_errors: dict[int, str] = {}
@@ -281,11 +295,12 @@ def search(
 @app.command()
 def info(
     index: IndexDir = None,
+    db: Db = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     errors: Annotated[bool, typer.Option("--errors", help="List files that could not be indexed.")] = False,
 ) -> None:
     """Describe an index: files, errors, model, dimension, index type, size on disk."""
-    idx = _open(index)
+    idx = _open(index, db=db)
     try:
         stats = idx.info()
         bad = idx.errors() if errors else []
@@ -309,6 +324,7 @@ def info(
 @app.command()
 def reindex(
     index: IndexDir = None,
+    db: Db = None,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
     nprobe: Annotated[
@@ -322,7 +338,7 @@ def reindex(
     settings = _index_settings(index_type, max_memory, nprobe)
     started = datetime.now()
     try:
-        stats = _open(index).reindex(**settings)
+        stats = _open(index, db=db).reindex(**settings)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except Exception as exc:
@@ -339,10 +355,11 @@ def reindex(
 def remove(
     paths: Annotated[list[Path], typer.Argument(help="Files, or folders whose files to drop.")],
     index: IndexDir = None,
+    db: Db = None,
 ) -> None:
     """Drop files from the index (the files themselves are not touched)."""
     try:
-        count = _open(index).remove([str(p) for p in paths])
+        count = _open(index, db=db).remove([str(p) for p in paths])
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
     out.print(f"removed {count} files from the index", highlight=False)
@@ -351,11 +368,12 @@ def remove(
 @app.command()
 def verify(
     index: IndexDir = None,
+    db: Db = None,
     repair: Annotated[bool, typer.Option("--repair", help="Fix what is found.")] = False,
 ) -> None:
     """Check that every catalogue row has its vector in FAISS and vice versa."""
     try:
-        found, after = _open(index).verify(repair=repair)
+        found, after = _open(index, db=db).verify(repair=repair)
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
     _print_verify(found)
@@ -389,6 +407,7 @@ def _print_verify(report) -> None:
 @app.command()
 def dupes(
     index: IndexDir = None,
+    db: Db = None,
     preset: Annotated[str, typer.Option(help="exact | copies | edited | similar (see README).")] = "copies",
     threshold: Annotated[
         float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
@@ -419,7 +438,7 @@ def dupes(
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
     from lookalike.search.duplicates import PRESETS, KeepRules, presets_for
 
-    idx = _open(index)
+    idx = _open(index, db=db)
     if ignore is not None:
         try:
             idx.ignore(*ignore)
@@ -517,6 +536,7 @@ def undo(
 @app.command()
 def serve(
     index: IndexDir = None,
+    db: Db = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     token: Annotated[
@@ -535,7 +555,8 @@ def serve(
     if not is_loopback(host) and not token:
         raise _fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
     cfg = ServerConfig(
-        index=_open(index).directory,
+        index=_open(index, db=db).directory,
+        db=db,
         token=token,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_megapixels=max_megapixels,
@@ -554,10 +575,11 @@ def export(
     out: Annotated[Path, typer.Argument(help="Output path (extension added from --format).")],
     fmt: Annotated[str, typer.Option("--format", help="npy (+ .paths.json) or parquet.")] = "npy",
     index: IndexDir = None,
+    db: Db = None,
 ) -> None:
     """Write the index's vectors with their paths, for other tools."""
     try:
-        files = _open(index).export(out, fmt)
+        files = _open(index, db=db).export(out, fmt)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except Exception as exc:

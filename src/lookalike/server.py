@@ -40,6 +40,7 @@ THUMB = 256
 @dataclass
 class ServerConfig:
     index: Path
+    db: str | None = None  # catalogue URL when not the folder's SQLite file
     token: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
@@ -62,14 +63,14 @@ class _Service:
 
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
-        self.index = Index(cfg.index, runtime=cfg.runtime)
+        self.index = Index(cfg.index, runtime=cfg.runtime, db=cfg.db)
         self.model = self.index.model()  # loaded once; refuses an index without a manifest
         self.label_names = (
             load_labels(self.index.manifest().get("labels")) if self.model.info.has_labels else None
         )
         self.write_lock = threading.Lock()
         self.snapshot_lock = threading.Lock()
-        self.snapshot = Store(cfg.index)
+        self.snapshot = self.index.store()
         self.checked = time.monotonic()
         self.thumbs: dict[tuple[int, int], bytes] = {}
 
@@ -80,7 +81,7 @@ class _Service:
             with self.snapshot_lock:
                 self.checked = now
                 if self.snapshot.generation() != self.snapshot.vectors.generation:
-                    fresh = Store(self.cfg.index)  # loads the newest checkpoint + catalogue changes
+                    fresh = self.index.store()  # loads the newest checkpoint + catalogue changes
                     old, self.snapshot = self.snapshot, fresh
                     old.engine.dispose()
         return self.snapshot
@@ -99,7 +100,7 @@ class _Service:
         with self.write_lock:
             while True:
                 try:
-                    with Store(self.cfg.index, writable=True) as store:
+                    with self.index.store(writable=True) as store:
                         return fn(store)
                 except StoreError as exc:
                     if "another lookalike process" not in str(exc) or time.monotonic() > deadline:

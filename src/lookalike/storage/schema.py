@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Engine,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUS_OK = "ok"
@@ -38,8 +40,8 @@ class File(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     width: Mapped[int | None]
     height: Mapped[int | None]
@@ -92,15 +94,30 @@ class Meta(Base):
 
 
 ERRORS_VIEW = """
-CREATE VIEW IF NOT EXISTS errors AS
+CREATE VIEW errors AS
 SELECT id, path, size, mtime_ns, error AS reason, indexed_at AS seen_at
 FROM files WHERE status = 'error'
 """
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with SQLite tuned for one writer and concurrent readers (WAL)."""
-    engine = create_engine(url)
+def database_url(url: str | URL) -> URL:
+    """A SQLAlchemy URL; plain ``postgresql://`` means the psycopg (3) driver."""
+    url = make_url(url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine; SQLite tuned for one writer and concurrent readers (WAL)."""
+    url = database_url(url)
+    try:
+        engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite")
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"no database driver for {url.drivername} ({exc.name}); for PostgreSQL: "
+            "pip install 'lookalike[postgres]'"
+        ) from exc
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

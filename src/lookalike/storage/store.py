@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import platformdirs
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from lookalike.images import ImageFile
@@ -36,6 +36,7 @@ from lookalike.storage.schema import (
     Meta,
     Vector,
     create_schema,
+    database_url,
     make_engine,
 )
 from lookalike.storage.vectors import IndexSpec, VectorIndex, choose_spec, fits, fsync_dir
@@ -44,6 +45,7 @@ MANIFEST = "manifest.json"
 DATABASE = "catalog.sqlite"
 LOCKFILE = "write.lock"
 MANIFEST_VERSION = 1
+ADVISORY_LOCK = 0x6C6F6F6B  # "look": the PostgreSQL advisory lock of a catalogue's writer
 _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
 RERANK_FACTOR = 10  # an approximate index proposes k x this many candidates, re-scored exactly
 RERANK_MIN = 100
@@ -157,18 +159,54 @@ class Store:
         writable: bool = False,
         sync: bool = True,
         labels: str | None = None,
+        db: str | None = None,
     ) -> None:
+        """Open the index folder ``directory``; its catalogue is ``catalog.sqlite`` there, or
+        the database ``db`` (any SQLAlchemy URL, e.g. ``postgresql://host/db``), which the
+        folder then remembers (without password: use PGPASSWORD or ~/.pgpass)."""
         self.directory = Path(directory or default_index_dir()).expanduser().resolve()
         self.writable = writable
         self._lock_fd: int | None = None
-        manifest_path = self.directory / MANIFEST
-        if manifest_path.exists():
-            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if model is not None:
-                check_model(self.manifest, model, self.directory)
-        elif writable and model is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.manifest = {
+        self._db_lock: Connection | None = None
+        local_path = self.directory / MANIFEST
+        local = json.loads(local_path.read_text(encoding="utf-8")) if local_path.exists() else None
+        remembered = (local or {}).get("database")
+        url = database_url(db or remembered or f"sqlite:///{self.directory / DATABASE}")
+        self.shared = url.get_backend_name() != "sqlite"
+        where = _redacted(url) if self.shared else None
+        if db and local is not None and remembered != where:
+            raise StoreError(
+                f"index folder {self.directory} keeps its catalogue in {remembered or DATABASE}, "
+                f"not {where or 'SQLite'}: use another --index folder"
+            )
+        if not self.shared and local is None and not (writable and model is not None):
+            raise StoreError(f"no index at {self.directory} (create one with `lookalike index`)")
+        if writable:
+            self._lock()
+        try:
+            self.engine = make_engine(url)
+            if writable:
+                self._lock_catalogue()
+            self._open(local, model, labels, sync)
+        except BaseException:
+            self._unlock()  # a failed open must not leave the index locked
+            raise
+
+    def _open(self, local: dict | None, model: ModelInfo | None, labels: str | None, sync: bool) -> None:
+        """Schema, manifest, first-time state; the part of opening that can fail after locking."""
+        if not self.writable and not inspect(self.engine).has_table(Meta.__tablename__):
+            raise StoreError(f"no index in {_redacted(self.engine.url)} (create one with `lookalike index`)")
+        # Additive and idempotent: indexes made by older versions gain new tables on open.
+        create_schema(self.engine)
+        with Session(self.engine) as s:
+            row = s.get(Meta, "manifest")
+            manifest = json.loads(row.value) if row else local  # the catalogue's copy wins
+        if manifest is None:
+            if not (self.writable and model is not None):
+                raise StoreError(
+                    f"no index in {_redacted(self.engine.url)} (create one with `lookalike index`)"
+                )
+            manifest = {
                 "version": MANIFEST_VERSION,
                 "created_at": _now().isoformat(timespec="seconds"),
                 "model": model.to_dict(),
@@ -177,28 +215,16 @@ class Store:
                 "metric": "cosine",
                 "labels": labels if model.has_labels else None,
             }
-        else:
-            raise StoreError(f"no index at {self.directory} (create one with `lookalike index`)")
-        if writable:
-            self._lock()
-        try:
-            self._open(manifest_path, sync)
-        except BaseException:
-            self._unlock()  # a failed open must not leave the index locked
-            raise
-
-    def _open(self, manifest_path: Path, sync: bool) -> None:
-        """Engine, schema, first-time state; the part of opening that can fail after locking."""
-        writable = self.writable
-        self.engine = make_engine(f"sqlite:///{self.directory / DATABASE}")
-        # Additive and idempotent: indexes made by older versions gain new tables on open.
-        create_schema(self.engine)
-        if writable:
+        elif model is not None:
+            check_model(manifest, model, self.directory)
+        if self.shared:
+            manifest["database"] = _redacted(self.engine.url)
+        self.manifest = manifest
+        if self.writable:
             with Session(self.engine) as s, s.begin():
                 if s.get(Meta, "generation") is None:
                     s.add(Meta(key="generation", value="0"))
-            if not manifest_path.exists():  # written last: its presence means "index ready"
-                atomic_write_text(manifest_path, json.dumps(self.manifest, indent=2))
+            self._save_manifest(local)  # written last: a manifest means "index ready"
             for stale in self.directory.glob(".vectors-*.tmp"):
                 stale.unlink(missing_ok=True)
         self.dim = int(self.manifest["dim"])
@@ -206,6 +232,18 @@ class Store:
         self._dirty = False
         if sync:
             self.sync_vectors()
+
+    def _save_manifest(self, local: dict | None = None) -> None:
+        """Write the manifest to the catalogue and to the folder, where they differ."""
+        text_ = json.dumps(self.manifest, indent=2)
+        with Session(self.engine) as s, s.begin():
+            row = s.get(Meta, "manifest")
+            if row is None:
+                s.add(Meta(key="manifest", value=text_))
+            elif row.value != text_:
+                row.value = text_
+        if local != self.manifest:
+            atomic_write_text(self.directory / MANIFEST, text_)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -219,7 +257,29 @@ class Store:
             raise StoreError(f"{self.directory} is being written by another lookalike process") from None
         self._lock_fd = fd
 
+    def _lock_catalogue(self) -> None:
+        """One writer per shared catalogue too: a PostgreSQL session advisory lock, held on
+        a dedicated connection (released by the server if this process dies)."""
+        if self.engine.dialect.name != "postgresql":
+            return  # SQLite: the folder's flock covers the file beside it
+        conn = self.engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK}).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            raise StoreError(
+                f"catalogue {_redacted(self.engine.url)} is being written by another lookalike process"
+            )
+        self._db_lock = conn
+
     def _unlock(self) -> None:
+        if self._db_lock is not None:
+            try:
+                self._db_lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK})
+                self._db_lock.commit()
+            finally:
+                self._db_lock.close()
+                self._db_lock = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
@@ -282,7 +342,30 @@ class Store:
         if self.writable:
             self._dirty = True
             self.checkpoint()
+        elif changed and self.shared:
+            self._cache_checkpoint()
         return changed
+
+    def _cache_checkpoint(self) -> None:
+        """A reader of a shared catalogue saves what it built as this machine's checkpoint
+        (when no local writer is busy), so the next open does not rebuild it all again.
+        Safe: a checkpoint is only a cache that is reconciled by id on every open."""
+        try:
+            self._lock()
+        except (StoreError, OSError):
+            return
+        try:
+            self.vectors.save(self.directory, self.vectors.generation)
+            text_ = json.dumps(self.manifest, indent=2)
+            local = self.directory / MANIFEST
+            if not local.exists() or local.read_text(encoding="utf-8") != text_:
+                atomic_write_text(local, text_)
+        except OSError:
+            pass
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def load_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors for ``ids`` (in id order of what exists)."""
@@ -388,7 +471,7 @@ class Store:
                 f"{spec.memory(n, self.dim) / 2**20:.1f} MiB even as {spec}; raise --max-memory"
             )
         self.manifest["vector_index"] = settings
-        atomic_write_text(self.directory / MANIFEST, json.dumps(self.manifest, indent=2))
+        self._save_manifest()
         self.vectors.nprobe = settings["nprobe"]
         return settings
 
@@ -811,6 +894,12 @@ def _below(paths: Sequence[str]):
 def _taken(by_capture, by_mtime):
     """A date condition on the EXIF capture time, or on the mtime where there is none."""
     return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
+
+
+def _redacted(url) -> str:
+    """A database URL without its password, safe to store and print."""
+    url = database_url(url)
+    return url._replace(password=None).render_as_string(hide_password=False)  # .set() keeps None
 
 
 def check_model(manifest: dict, model: ModelInfo, directory: Path) -> None:

@@ -239,6 +239,8 @@ class VectorIndex:
     @staticmethod
     def checkpoints(directory: Path) -> list[tuple[int, Path]]:
         found = []
+        if not directory.is_dir():
+            return found
         for p in directory.iterdir():
             m = _NAME.match(p.name)
             if m:

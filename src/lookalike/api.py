@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,19 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import actions
+from lookalike import actions, descriptors
 from lookalike.actions import ActionReport
+from lookalike.descriptors import get_descriptor
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
-from lookalike.search import Filters, Hit, search_vectors
+from lookalike.search import Filters, Hit, calibration, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
 from lookalike.storage import FileRow, Store, StoreError, VerifyReport, default_index_dir
 from lookalike.storage.store import MANIFEST
 
 QuerySource = str | os.PathLike | bytes
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class QueryResult:
                 {
                     "path": h.path,
                     "score": round(h.score, 6),
+                    **({"probability": round(h.probability, 4)} if h.probability is not None else {}),
                     **({"labels": [n for n, _ in h.labels]} if h.labels else {}),
                 }
                 for h in self.hits
@@ -60,6 +64,7 @@ class Index:
         self.runtime = runtime  # auto | tf | tflite: see lookalike.models.load_model
         self.db = db
         self._embedder: Embedder | None = None
+        self._descriptor = get_descriptor(None)  # replaced by the manifest's with the model
 
     def store(self, **kwargs) -> Store:
         """The underlying :class:`Store` (close it, or use it in a ``with`` block)."""
@@ -83,7 +88,8 @@ class Index:
     def model(self) -> Embedder:
         """The model this index was built with, loaded as its manifest describes."""
         if self._embedder is None:
-            info = self.manifest()["model"]
+            manifest = self.manifest()
+            info = manifest["model"]
             embedder = load_model(
                 info["source"],
                 input_size=info["input_size"][0],
@@ -96,6 +102,7 @@ class Index:
                     f"(identity {embedder.info.identity[:12]}, index has {info['identity'][:12]})"
                 )
             self._embedder = embedder
+            self._descriptor = get_descriptor(manifest.get("descriptor"))
         return self._embedder
 
     def add(
@@ -108,6 +115,8 @@ class Index:
         input_size: int | None = None,
         input_range: tuple[float, float] | None = None,
         index_settings: dict | None = None,
+        descriptor: str | None = None,
+        calibrate: bool = True,
     ) -> IndexReport:
         """Index (or bring up to date) the images below ``paths``.
 
@@ -116,7 +125,11 @@ class Index:
         ``labels`` is a file or URL of class names for classification models (default: the
         ImageNet list, downloaded once). ``index_settings`` (type, max_memory, nprobe) are
         recorded first; the FAISS index is rebuilt on closing if they or the size call for it.
+        ``descriptor`` (see :mod:`lookalike.descriptors`) is fixed when the index is created.
+        Once it holds enough photos, the index calibrates its scores (see :meth:`calibrate`).
         """
+        if descriptor is not None:
+            get_descriptor(descriptor)  # a typo fails before any model is loaded
         if isinstance(model, Embedder):
             embedder = model
         elif self.exists and model is None:
@@ -126,30 +139,42 @@ class Index:
                 model or DEFAULT_MODEL, input_size=input_size, input_range=input_range, runtime=self.runtime
             )
         opts = options or IndexOptions()
-        with self.store(model=embedder.info, writable=True, labels=labels) as store:
+        with self.store(model=embedder.info, writable=True, labels=labels, descriptor=descriptor) as store:
             self._embedder = embedder
+            self._descriptor = get_descriptor(store.descriptor)
             if index_settings:
                 store.set_index_settings(**index_settings)
             if embedder.info.has_labels and opts.label_names is None:
                 opts.label_names = load_labels(labels or store.manifest.get("labels"))
-            return index_paths(store, embedder, paths, opts, progress)
+            report = index_paths(store, embedder, paths, opts, progress)
+            uncalibrated = store.manifest.get("calibration") is None
+            if (
+                calibrate
+                and uncalibrated
+                and report.indexed
+                and store.vectors.ntotal >= calibration.AUTO_CALIBRATE
+            ):
+                try:
+                    report.calibration = self._calibrate(store, calibration.DEFAULT_SAMPLE, 0)
+                except (ValueError, OSError) as exc:
+                    log.warning("score calibration skipped: %s", exc)
+            return report
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
         """Vectors for query images: (vectors of the decodable ones, per-query error or None)."""
         embedder = self.model()
+        size, name = embedder.info.input_size, self._descriptor.name
         pixels, errors = [], []
         for q in queries:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                pixels.append(decode(data, embedder.info.input_size, max_megapixels).pixels)
+                pixels.append(decode(data, size, max_megapixels, name).pixels)
                 errors.append(None)
             except OSError as exc:
                 errors.append(f"cannot read: {exc.strerror or exc}")
             except ImageError as exc:
                 errors.append(str(exc))
-        shape = (0, *embedder.info.input_size, 3)
-        batch = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
-        return embedder.embed(batch).vectors, errors
+        return descriptors.embed(embedder, self._descriptor, pixels).vectors, errors
 
     def search(
         self,
@@ -182,6 +207,53 @@ class Index:
                 store.set_index_settings(**before)  # a failed rebuild changes nothing
                 raise
             return store.stats()
+
+    def calibrate(self, sample: int = calibration.DEFAULT_SAMPLE, seed: int = 0) -> calibration.Calibration:
+        """Fit and record the mapping of cosine to P(same photo) on this index's own photos."""
+        self.model()
+        with self.store(writable=True) as store:
+            return self._calibrate(store, sample, seed)
+
+    def _calibrate(self, store: Store, sample: int, seed: int) -> calibration.Calibration:
+        rows = [(k.id, path, k.content_hash) for path, k in store.known().items() if k.status == "ok"]
+        order = np.random.default_rng(seed).permutation(len(rows))
+        picked: list[tuple[int, bytes, str | None]] = []
+        for i in order:  # files that cannot be read now are skipped
+            fid, path, digest = rows[i]
+            try:
+                data = Path(path).read_bytes()
+            except OSError:
+                continue
+            picked.append((fid, data, digest))
+            if len(picked) == sample:
+                break
+        ids, vecs = store.load_vectors([fid for fid, _, _ in picked])
+        vector_of = dict(zip(ids.tolist(), vecs, strict=True))
+        picked = [p for p in picked if p[0] in vector_of]
+        digests = [d for _, _, d in picked]
+
+        def embed(datas: list[bytes]) -> np.ndarray:
+            vectors, errors = self.embed(datas)
+            return vectors[: len(datas) - sum(e is not None for e in errors)]
+
+        def neighbours(vectors: np.ndarray, k: int) -> list[list[float]]:
+            scores, found = store.search(vectors, k + 5)
+            hashes = {
+                fid: row.content_hash for fid, row in store.rows(set(found[found >= 0].tolist())).items()
+            }
+            out = []
+            for row_s, row_i, own in zip(scores, found, digests, strict=True):
+                other = [
+                    float(sc)
+                    for sc, i in zip(row_s, row_i, strict=True)
+                    if i >= 0 and hashes.get(int(i)) != own
+                ]
+                out.append(other[:k])
+            return out
+
+        cal = calibration.fit([(fid, data, vector_of[fid]) for fid, data, _ in picked], embed, neighbours)
+        store.set_calibration(cal.to_dict())
+        return cal
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
         """Drop files, or everything below folders, from the index; returns how many."""

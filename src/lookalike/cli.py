@@ -148,6 +148,14 @@ def index(
         str | None, typer.Option(help="Pixel range of float .tflite models: 0,1 or -1,1 (default).")
     ] = None,
     runtime: Runtime = "auto",
+    descriptor: Annotated[
+        str | None,
+        typer.Option(
+            help="How images become vectors, fixed when the index is created: squash (default), crop, "
+            "mirror, regions (see README).",
+            show_default=False,
+        ),
+    ] = None,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -193,6 +201,7 @@ def index(
                 input_size=input_size,
                 input_range=_parse_range(input_range),
                 index_settings=_index_settings(index_type, max_memory),
+                descriptor=descriptor,
             )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -277,11 +286,14 @@ def search(
         table = Table(title=r.query, title_justify="left", box=None, pad_edge=False)
         table.add_column("#", justify="right")
         table.add_column("score", justify="right")
+        calibrated = any(h.probability is not None for h in r.hits)
+        if calibrated:
+            table.add_column("p(same)", justify="right")
         table.add_column("path", overflow="fold")
         if any(h.labels for h in r.hits):
             table.add_column("labels")
         for rank, h in enumerate(r.hits, 1):
-            row = [str(rank), f"{h.score:.4f}", h.path]
+            row = [str(rank), f"{h.score:.4f}", *([f"{h.probability:.3f}"] if calibrated else []), h.path]
             if h.labels:
                 row.append(", ".join(n for n, _ in h.labels[:3]))
             table.add_row(*row)
@@ -352,6 +364,29 @@ def reindex(
 
 
 @app.command()
+def calibrate(
+    index: IndexDir = None,
+    db: Db = None,
+    sample: Annotated[int, typer.Option(min=5, help="Indexed photos to edit and compare.")] = 200,
+    runtime: Runtime = "auto",
+) -> None:
+    """Fit the index's score calibration: cosine -> P(same photo), on its own photos."""
+    try:
+        cal = _open(index, runtime, db).calibrate(sample)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:
+        raise _fail(_known_error(exc)) from None
+    levels = ", ".join(f"{p:g} at cosine {cal.cosine_for(p):.3f}" for p in (0.5, 0.9, 0.99, 0.999))
+    out.print(
+        f"calibrated on {cal.photos} photos ({cal.positives} edited copies, {cal.negatives} other photos): "
+        f"P(same photo) {levels}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def remove(
     paths: Annotated[list[Path], typer.Argument(help="Files, or folders whose files to drop.")],
     index: IndexDir = None,
@@ -412,6 +447,12 @@ def dupes(
     threshold: Annotated[
         float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
     ] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="P(same photo) threshold of a calibrated index; overrides --preset."
+        ),
+    ] = None,
     protect: Annotated[
         list[Path] | None, typer.Option(help="Folder whose files are never proposed for removal.")
     ] = None,
@@ -436,6 +477,7 @@ def dupes(
     journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
 ) -> None:
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
+    from lookalike.search.calibration import Calibration
     from lookalike.search.duplicates import PRESETS, KeepRules, presets_for
 
     idx = _open(index, db=db)
@@ -448,16 +490,23 @@ def dupes(
         return
     if preset not in PRESETS:
         raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
-    presets, measured = PRESETS, True
+    presets, basis = PRESETS, "measured"
     if threshold is None:
         try:
-            presets, measured = presets_for(idx.manifest()["model"]["source"])
+            manifest = idx.manifest()
         except Exception as exc:
             raise _fail(_known_error(exc)) from None
-    if not measured:
+        cal = Calibration.from_dict(manifest.get("calibration"))
+        if min_probability is not None:
+            if cal is None:
+                raise _fail("this index has no score calibration yet: run `lookalike calibrate` first")
+            threshold = round(cal.cosine_for(min_probability), 4)
+        else:
+            presets, basis = presets_for(manifest["model"]["source"], cal)
+    if basis == "unmeasured":
         err.print(
             "note: the presets were measured for MobileNet V1 models; for this index's model they "
-            "are a starting point (check with bench/dupes_quality.py --model, or pass --threshold)",
+            "are a starting point (`lookalike calibrate` fits them to it, or pass --threshold)",
             highlight=False,
             soft_wrap=True,
         )

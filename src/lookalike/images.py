@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from lookalike.descriptors import Descriptor, get_descriptor
+
 DEFAULT_MAX_MEGAPIXELS = 150.0
 EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
@@ -65,7 +67,7 @@ class ImageError(Exception):
 class DecodedImage:
     """Model-sized pixels plus what we learned about the original."""
 
-    pixels: np.ndarray  # uint8 [h, w, 3] at the requested size
+    pixels: np.ndarray  # uint8 [h, w, 3] at the requested size ([views, h, w, 3] for some descriptors)
     width: int  # of the original, after EXIF orientation
     height: int
     format: str
@@ -94,8 +96,10 @@ def decode(
     source: bytes | str | os.PathLike,
     size: tuple[int, int],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    descriptor: str | None = None,
 ) -> DecodedImage:
-    """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width).
+    """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
+    cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`).
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -110,7 +114,7 @@ def decode(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
             with im:
-                return _decode_open(im, size, max_megapixels)
+                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -122,7 +126,9 @@ def decode(
         raise ImageError(f"cannot decode: {exc}") from exc
 
 
-def _decode_open(im: Image.Image, size: tuple[int, int], max_megapixels: float) -> DecodedImage:
+def _decode_open(
+    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor
+) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
         raise ImageError(
@@ -136,14 +142,12 @@ def _decode_open(im: Image.Image, size: tuple[int, int], max_megapixels: float) 
     meta = _exif_dict(exif)
     h, w = size
     if fmt == "JPEG":
-        side = max(h, w)  # both sides stay >= the model size whatever the orientation
+        # both sides stay >= what the views need, whatever the orientation
+        side = int(max(h, w) * descriptor.decode_scale)
         im.draft("RGB", (side, side))
     im.load()
     im = ImageOps.exif_transpose(im)
-    rgb = _to_rgb(im)
-    if rgb.size != (w, h):
-        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = np.asarray(rgb, dtype=np.uint8)
+    pixels = descriptor.cut(_to_rgb(im), size)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta))
 
 
@@ -211,6 +215,7 @@ def read_image_file(
     size: tuple[int, int],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     known_hashes: frozenset[str] = frozenset(),
+    descriptor: str | None = None,
 ) -> ImageFile:
     """Read, hash and decode one file. Never raises for a bad file: sets ``error`` instead.
 
@@ -232,7 +237,7 @@ def read_image_file(
         record.known_content = True
         return record
     try:
-        record.image = decode(data, size, max_megapixels)
+        record.image = decode(data, size, max_megapixels, descriptor)
     except ImageError as exc:
         record.error = str(exc)
     return record

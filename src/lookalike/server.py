@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.api import Index
 from lookalike.fetch import FetchError, fetch
-from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode, is_image_name, thumbnail_jpeg
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, is_image_name, thumbnail_jpeg
 from lookalike.indexer import IndexOptions
 from lookalike.models import load_labels
 from lookalike.search import search_vectors
@@ -87,12 +87,11 @@ class _Service:
         return self.snapshot
 
     def embed(self, data: bytes) -> np.ndarray:
-        try:
-            pixels = decode(data, self.model.info.input_size, self.cfg.max_megapixels).pixels
-        except ImageError as exc:
-            status = 413 if str(exc).startswith("too large") else 415
-            raise HTTPException(status, f"not a usable image: {exc}") from None
-        return self.model.embed(pixels[None]).vectors  # Embedder.embed serialises itself
+        vectors, (error,) = self.index.embed([data], self.cfg.max_megapixels)  # as the index was built
+        if error:
+            status = 413 if error.startswith("too large") else 415
+            raise HTTPException(status, f"not a usable image: {error}")
+        return vectors
 
     def write(self, fn):
         """Run ``fn(store)`` with the index open for writing, one writer at a time."""

@@ -21,8 +21,10 @@ def _init(known: frozenset[str]) -> None:
     _known = known
 
 
-def _decode_chunk(paths: Sequence[str], size: tuple[int, int], max_mp: float) -> list[ImageFile]:
-    return [read_image_file(p, size, max_mp, _known) for p in paths]
+def _decode_chunk(
+    paths: Sequence[str], size: tuple[int, int], max_mp: float, descriptor: str | None
+) -> list[ImageFile]:
+    return [read_image_file(p, size, max_mp, _known, descriptor) for p in paths]
 
 
 def default_workers() -> int:
@@ -36,6 +38,7 @@ def decode_files(
     workers: int | None = None,
     window: int | None = None,
     known_hashes: frozenset[str] = frozenset(),
+    descriptor: str | None = None,
 ) -> Iterator[ImageFile]:
     """Yield decoded files in input order; at most ``window`` chunks are in flight.
 
@@ -45,7 +48,7 @@ def decode_files(
     workers = default_workers() if workers is None else workers
     if workers == 0:
         for p in paths:
-            yield read_image_file(p, size, max_megapixels, known_hashes)
+            yield read_image_file(p, size, max_megapixels, known_hashes, descriptor)
         return
     window = window or workers * 3
     chunks = _chunked(paths, CHUNK)
@@ -54,7 +57,7 @@ def decode_files(
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(known_hashes,)) as pool:
         pending: deque[Future] = deque()
         for chunk in chunks:
-            pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels))
+            pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels, descriptor))
             if len(pending) >= window:
                 yield from pending.popleft().result()
         while pending:

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from lookalike import descriptors
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
@@ -42,6 +41,7 @@ class IndexReport:
     removed: int = 0
     seconds: float = 0.0
     error_samples: list[tuple[str, str]] = field(default_factory=list)
+    calibration: object | None = None  # the score calibration fitted at the end, if any
 
     @property
     def images_per_second(self) -> float:
@@ -57,6 +57,7 @@ class _Run:
 
     def __init__(self, store: Store, embedder: Embedder, opts: IndexOptions, report: IndexReport) -> None:
         self.store, self.embedder, self.opts, self.report = store, embedder, opts, report
+        self.descriptor = descriptors.get_descriptor(store.descriptor)
         self.batch: list[ImageFile] = []
         self.failed: list[ImageFile] = []
         self.moves: list[tuple[ImageFile, int]] = []
@@ -76,10 +77,10 @@ class _Run:
             self.moves, self.copies = [], []
             size, cap = self.embedder.info.input_size, self.opts.max_megapixels
             for record in stale:  # their source rows changed meanwhile: decode them after all
-                fresh = read_image_file(record.path, size, cap)
+                fresh = read_image_file(record.path, size, cap, descriptor=self.store.descriptor)
                 (self.batch if fresh.ok else self.failed).append(fresh)
         if self.batch:
-            emb = self.embedder.embed(np.stack([r.image.pixels for r in self.batch]))
+            emb = descriptors.embed(self.embedder, self.descriptor, [r.image.pixels for r in self.batch])
             labels = None
             if emb.scores is not None and self.opts.label_names is not None:
                 labels = top_k(emb.scores, self.opts.label_names)
@@ -134,7 +135,14 @@ def index_paths(
     if progress:
         progress(0, len(todo))
     size = embedder.info.input_size
-    records = decode_files(todo, size, opts.max_megapixels, opts.workers, known_hashes=frozenset(by_hash))
+    records = decode_files(
+        todo,
+        size,
+        opts.max_megapixels,
+        opts.workers,
+        known_hashes=frozenset(by_hash),
+        descriptor=store.descriptor,
+    )
     for done, record in enumerate(records, 1):
         if record.known_content:
             candidates = by_hash[record.content_hash]

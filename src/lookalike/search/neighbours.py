@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
+from lookalike.search.calibration import Calibration
 from lookalike.storage.store import Store
 
 
@@ -21,6 +22,7 @@ class Hit:
     width: int | None = None
     height: int | None = None
     labels: list[tuple[str, float]] = field(default_factory=list)
+    probability: float | None = None  # P(same photo), when the index is calibrated
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +63,7 @@ def search_vectors(
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, k, allowed)
+    cal = Calibration.from_dict(store.manifest.get("calibration"))
     rows = store.rows({int(i) for i in ids.ravel() if i >= 0})
     out = []
     for q_scores, q_ids in zip(scores, ids, strict=True):
@@ -70,6 +73,7 @@ def search_vectors(
             if i < 0 or row is None:  # -1 pads short results; a row may vanish meanwhile
                 continue
             score = float(min(1.0, max(-1.0, s)))
-            hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels))
+            p = None if cal is None else cal.probability(score)
+            hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p))
         out.append(hits)
     return out

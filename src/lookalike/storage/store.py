@@ -25,6 +25,7 @@ import platformdirs
 from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from lookalike.descriptors import DEFAULT_DESCRIPTOR, get_descriptor
 from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage.schema import (
@@ -160,6 +161,7 @@ class Store:
         sync: bool = True,
         labels: str | None = None,
         db: str | None = None,
+        descriptor: str | None = None,
     ) -> None:
         """Open the index folder ``directory``; its catalogue is ``catalog.sqlite`` there, or
         the database ``db`` (any SQLAlchemy URL, e.g. ``postgresql://host/db``), which the
@@ -187,12 +189,19 @@ class Store:
             self.engine = make_engine(url)
             if writable:
                 self._lock_catalogue()
-            self._open(local, model, labels, sync)
+            self._open(local, model, labels, sync, descriptor)
         except BaseException:
             self._unlock()  # a failed open must not leave the index locked
             raise
 
-    def _open(self, local: dict | None, model: ModelInfo | None, labels: str | None, sync: bool) -> None:
+    def _open(
+        self,
+        local: dict | None,
+        model: ModelInfo | None,
+        labels: str | None,
+        sync: bool,
+        descriptor: str | None,
+    ) -> None:
         """Schema, manifest, first-time state; the part of opening that can fail after locking."""
         if not self.writable and not inspect(self.engine).has_table(Meta.__tablename__):
             raise StoreError(f"no index in {_redacted(self.engine.url)} (create one with `lookalike index`)")
@@ -214,9 +223,17 @@ class Store:
                 "dim": model.dim,
                 "metric": "cosine",
                 "labels": labels if model.has_labels else None,
+                "descriptor": get_descriptor(descriptor).name,
             }
-        elif model is not None:
-            check_model(manifest, model, self.directory)
+        else:
+            if model is not None:
+                check_model(manifest, model, self.directory)
+            have = manifest.get("descriptor", DEFAULT_DESCRIPTOR)
+            if descriptor is not None and get_descriptor(descriptor).name != have:
+                raise StoreError(
+                    f"index {self.directory} was built with descriptor {have!r}, not {descriptor!r}: "
+                    "vectors made differently cannot be compared. Use another --index."
+                )
         if self.shared:
             manifest["database"] = _redacted(self.engine.url)
         self.manifest = manifest
@@ -309,6 +326,11 @@ class Store:
     @vectors.setter
     def vectors(self, value: VectorIndex) -> None:
         self._vectors = value
+
+    @property
+    def descriptor(self) -> str:
+        """How images become vectors here (see :mod:`lookalike.descriptors`)."""
+        return self.manifest.get("descriptor", DEFAULT_DESCRIPTOR)
 
     @property
     def model_info(self) -> dict:
@@ -474,6 +496,12 @@ class Store:
         self._save_manifest()
         self.vectors.nprobe = settings["nprobe"]
         return settings
+
+    def set_calibration(self, calibration: dict | None) -> None:
+        """Record the index's score calibration (see :mod:`lookalike.search.calibration`)."""
+        self._require_writable()
+        self.manifest["calibration"] = calibration
+        self._save_manifest()
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -803,6 +831,7 @@ class Store:
             "model_identity": model["identity"],
             "dim": self.dim,
             "input_size": model["input_size"],
+            "descriptor": self.descriptor,
             "index_type": str(self.vectors.spec),
             "index_kind": self.vectors.kind,
             "index_setting": self.index_settings["type"],

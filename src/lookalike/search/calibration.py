@@ -1,0 +1,149 @@
+"""Scores that mean the same across models and descriptors: cosine -> P(same photo).
+
+Each index fits its own mapping on its own collection (:func:`fit`): a sample of its
+photos gets the edits of :data:`EDITS` (what a copy of a photo typically went through);
+the cosine between an edit and its original is a "same photo" example, the cosine
+between a photo and its nearest *other* indexed photos (different content) a "different
+photo" example. A logistic curve p = 1 / (1 + exp(-(a cosine + b))) is fitted with both
+kinds weighted equally, so p is the probability of "same photo" at even prior odds.
+Duplicate presets are then probability levels (``dupes --min-probability``) that mean
+the same whatever the model or descriptor.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+MIN_SAMPLE = 5
+DEFAULT_SAMPLE = 200  # photos edited for a calibration
+AUTO_CALIBRATE = 200  # an index with this many photos calibrates itself once
+NEIGHBOURS = 10  # "different photo" examples per sampled photo: its nearest others
+
+
+def _jpeg(im: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _crop(im: Image.Image, keep: float) -> Image.Image:
+    w, h = im.size
+    dw, dh = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
+    return im.crop((dw, dh, w - dw, h - dh))
+
+
+def _text(im: Image.Image) -> Image.Image:
+    out = im.convert("RGB")
+    size = max(10, im.height // 8)
+    font = ImageFont.load_default(size=size)
+    ImageDraw.Draw(out).text((im.width // 20, im.height - 2 * size), "(c) 2026 copy", fill="white",
+                             font=font, stroke_width=2, stroke_fill="black")  # fmt: skip
+    return out
+
+
+def _letterbox(im: Image.Image) -> Image.Image:
+    side = max(im.size)
+    canvas = Image.new("RGB", (side, side), "black")
+    canvas.paste(im.convert("RGB"), ((side - im.width) // 2, (side - im.height) // 2))
+    return canvas
+
+
+EDITS: dict[str, Callable[[Image.Image], bytes]] = {
+    "jpeg_q30": lambda im: _jpeg(im, 30),
+    "half_size": lambda im: _jpeg(im.resize((max(1, im.width // 2), max(1, im.height // 2)))),
+    "crop_80": lambda im: _jpeg(_crop(im, 0.8)),
+    "gray": lambda im: _jpeg(ImageOps.grayscale(im)),
+    "text": lambda im: _jpeg(_text(im)),
+    "mirror": lambda im: _jpeg(ImageOps.mirror(im)),
+    "rotate_5": lambda im: _jpeg(im.convert("RGB").rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
+    "letterbox": lambda im: _jpeg(_letterbox(im)),
+}
+
+
+@dataclass
+class Calibration:
+    """p(same photo | cosine) = 1 / (1 + exp(-(a cosine + b)))."""
+
+    a: float
+    b: float
+    positives: int
+    negatives: int
+    photos: int
+
+    def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
+        z = self.a * np.asarray(cosine, np.float64) + self.b
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        return float(p) if np.ndim(p) == 0 else p
+
+    def cosine_for(self, probability: float) -> float:
+        """The cosine at which ``probability`` is reached (a duplicate threshold)."""
+        if not 0.0 < probability < 1.0:
+            raise ValueError("a probability level must be strictly between 0 and 1")
+        return (math.log(probability / (1 - probability)) - self.b) / self.a
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Calibration | None:
+        return None if not d else cls(**{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")})
+
+
+def edited_copies(data: bytes) -> list[bytes]:
+    """The :data:`EDITS` of one image file's bytes (EXIF orientation applied first)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (1024, 1024))
+        base = ImageOps.exif_transpose(im).convert("RGB")
+    return [edit(base) for edit in EDITS.values()]
+
+
+def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
+    """(a, b) of a class-balanced logistic regression on one feature, by Newton's method."""
+    x = np.concatenate([positives, negatives]).astype(np.float64)
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    w = np.concatenate(
+        [np.full(len(positives), 0.5 / len(positives)), np.full(len(negatives), 0.5 / len(negatives))]
+    )
+    X = np.stack([x, np.ones_like(x)], axis=1)
+    theta = np.zeros(2)
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ theta, -50, 50)))
+        grad = X.T @ (w * (p - y)) + l2 * np.array([theta[0], 0.0])
+        hess = (X * (w * p * (1 - p))[:, None]).T @ X + l2 * np.diag([1.0, 0.0]) + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def fit(
+    sample: list[tuple[int, bytes, np.ndarray]],
+    embed: Callable[[list[bytes]], np.ndarray],
+    neighbours: Callable[[np.ndarray, int], list[list[float]]],
+) -> Calibration:
+    """Fit on ``sample``: (id, file bytes, stored vector) of indexed photos.
+
+    ``embed`` gives unit vectors of image bytes (as the index makes them); ``neighbours``
+    gives, per vector, the cosines of its nearest indexed photos of other content.
+    """
+    if len(sample) < MIN_SAMPLE:
+        raise ValueError(
+            f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(sample)}"
+        )
+    positives: list[float] = []
+    for _, data, vector in sample:
+        copies = embed(edited_copies(data))
+        positives.extend((copies @ vector).tolist())
+    stored = np.stack([v for _, _, v in sample])
+    negatives = [s for row in neighbours(stored, NEIGHBOURS) for s in row]
+    if not negatives:
+        raise ValueError("calibration needs other photos in the index to compare with")
+    a, b = fit_logistic(np.array(positives), np.array(negatives))
+    return Calibration(a, b, len(positives), len(negatives), len(sample))

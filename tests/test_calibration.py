@@ -1,0 +1,103 @@
+"""Score calibration: cosine -> P(same photo), fitted on the index's own photos."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.api import Index
+from lookalike.cli import app
+from lookalike.search import calibration
+from lookalike.search.calibration import Calibration, edited_copies, fit_logistic
+from lookalike.search.duplicates import PRESETS, presets_for
+from tests.conftest import make_photo
+
+runner = CliRunner()
+
+
+def test_logistic_fit_recovers_a_known_curve():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 20000)
+    p = 1 / (1 + np.exp(-(20 * x - 14)))
+    y = rng.uniform(size=x.size) < p
+    # class-balanced fit: the intercept moves by log(n_neg / n_pos), the slope stays
+    a, b = fit_logistic(x[y], x[~y], l2=0.0)
+    assert a == pytest.approx(20, rel=0.1)
+    assert b == pytest.approx(-14 + np.log((~y).sum() / y.sum()), abs=0.5)
+
+
+def test_probability_and_threshold_are_inverse():
+    cal = Calibration(a=30.0, b=-24.0, positives=10, negatives=10, photos=5)
+    assert cal.probability(0.8) == pytest.approx(0.5)
+    for level in (0.5, 0.9, 0.999):
+        assert cal.probability(cal.cosine_for(level)) == pytest.approx(level)
+    assert Calibration.from_dict(cal.to_dict()) == cal and Calibration.from_dict(None) is None
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        cal.cosine_for(1.0)
+
+
+def test_edited_copies_are_decodable_images():
+    buf = io.BytesIO()
+    make_photo(0, (200, 120)).save(buf, "JPEG")
+    copies = edited_copies(buf.getvalue())
+    assert len(copies) == len(calibration.EDITS)
+    assert all(Image.open(io.BytesIO(c)).size[0] > 0 for c in copies)
+
+
+def test_presets_follow_the_calibration_for_unmeasured_models():
+    assert presets_for("mobilenet_v1_050_160") == (PRESETS, "measured")
+    assert presets_for("mobilenet_v3_small_100_224") == (PRESETS, "unmeasured")
+    cal = Calibration(a=40.0, b=-30.0, positives=1, negatives=1, photos=1)
+    presets, basis = presets_for("mobilenet_v3_small_100_224", cal)
+    assert basis == "calibrated"
+    assert presets["copies"].threshold > presets["edited"].threshold > presets["similar"].threshold
+    assert cal.probability(presets["edited"].threshold) == pytest.approx(0.99, abs=1e-3)
+    assert presets["exact"] == PRESETS["exact"]
+
+
+def test_calibrate_an_index_then_scores_carry_probabilities(tmp_path, photo_dir, tf2_model):
+    index = tmp_path / "index"
+    idx = Index(index)
+    report = idx.add([photo_dir], model=str(tf2_model))
+    assert report.calibration is None  # 8 photos: below the automatic calibration size
+    res = runner.invoke(app, ["dupes", "--min-probability", "0.9", "--index", str(index)])
+    assert res.exit_code == 1 and "no score calibration yet" in res.stderr
+    res = runner.invoke(app, ["calibrate", "--index", str(index), "--sample", "8"])
+    assert res.exit_code == 0, res.output
+    assert "calibrated on 8 photos (64 edited copies, 56 other photos)" in res.stdout
+    cal = Calibration.from_dict(Index(index).manifest()["calibration"])
+    assert cal.a > 0  # higher cosine, more likely the same photo
+    query = photo_dir / "photo0.jpg"
+    out = json.loads(
+        runner.invoke(app, ["search", str(query), "--json", "-k", "3", "--index", str(index)]).stdout
+    )
+    first, *rest = out["results"]
+    assert first["probability"] == pytest.approx(cal.probability(first["score"]), abs=1e-4)
+    assert all(r["probability"] <= first["probability"] for r in rest)
+    res = runner.invoke(app, ["dupes", "--min-probability", "0.5", "--json", "--index", str(index)])
+    assert res.exit_code == 0, res.output
+    table = runner.invoke(app, ["search", str(query), "--index", str(index)]).stdout
+    assert "p(same)" in table
+
+
+def test_too_few_photos_is_a_clear_error(tmp_path, tf2_model):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i in range(3):
+        make_photo(i).save(folder / f"{i}.jpg")
+    Index(tmp_path / "index").add([folder], model=str(tf2_model))
+    res = runner.invoke(app, ["calibrate", "--index", str(tmp_path / "index"), "--sample", "5"])
+    assert res.exit_code == 1 and "at least 5 readable indexed photos, found 3" in res.stderr
+
+
+def test_an_index_calibrates_itself_once_it_is_large_enough(tmp_path, photo_dir, tf2_model, monkeypatch):
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
+    monkeypatch.setattr(calibration, "DEFAULT_SAMPLE", 6)
+    report = Index(tmp_path / "index").add([photo_dir], model=str(tf2_model))
+    assert report.calibration is not None and report.calibration.photos == 6
+    assert Index(tmp_path / "index").manifest()["calibration"]["photos"] == 6

@@ -76,10 +76,11 @@ def main() -> None:
     ap.add_argument("--types", default="flat,ivf-flat,ivf-sq8,ivf-pq")
     ap.add_argument("--nprobes", default="16,32,64,128")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--pq-memory", default="128M,256M", help="memory budgets the PQ index is sized for")
     args = ap.parse_args()
 
     from lookalike.storage import Store
-    from lookalike.storage.vectors import IndexSpec, choose_spec, nlist_for
+    from lookalike.storage.vectors import IndexSpec, choose_spec, nlist_for, parse_memory
 
     folder = Path(tempfile.gettempdir()) / f"lookalike-ann-{args.n}-{args.dim}"
     if not (folder / "ready").exists():
@@ -97,8 +98,15 @@ def main() -> None:
               f"auto choice: {choose_spec(n, args.dim)}")  # fmt: skip
         print(f"{'index':<16}{'nprobe':>7}{'recall@10':>11}{'raw recall':>11}"
               f"{'p50 ms':>9}{'p95 ms':>9}{'memory':>11}")  # fmt: skip
+        specs = []
         for kind in args.types.split(","):
-            spec = IndexSpec() if kind == "flat" else choose_spec(n, args.dim, kind=kind)
+            if kind == "ivf-pq":  # product codes are for memory budgets: one index per budget
+                for budget in args.pq_memory.split(","):
+                    specs.append(choose_spec(n, args.dim, parse_memory(budget), kind=kind))
+            else:
+                specs.append(IndexSpec() if kind == "flat" else choose_spec(n, args.dim, kind=kind))
+        for spec in specs:
+            kind = spec.kind
             if kind != "flat":
                 started = time.perf_counter()
                 store.rebuild_index(spec)

@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
+
+from lookalike.search.calibration import caption, crop_centre, jpeg, letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -28,44 +30,15 @@ MODEL = SHARED / "models" / "mobilenet_v1_075_224_feature_vector"
 PHOTOS = SHARED / "photos" / "imagenet-sample"
 
 
-def _jpeg(im: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _text(im: Image.Image) -> Image.Image:
-    out = im.copy()
-    draw = ImageDraw.Draw(out)
-    size = max(12, im.height // 8)
-    font = ImageFont.load_default(size=size)
-    draw.text((im.width // 20, im.height - 2 * size), "© lookalike 2026", fill="white", font=font,
-              stroke_width=2, stroke_fill="black")  # fmt: skip
-    return out
-
-
-def _letterbox(im: Image.Image) -> Image.Image:
-    side = max(im.size)
-    canvas = Image.new("RGB", (side, side), "black")
-    canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
-    return canvas
-
-
-def _crop(im: Image.Image, keep: float) -> Image.Image:
-    w, h = im.size
-    dw, dh = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
-    return im.crop((dw, dh, w - dw, h - dh))
-
-
 EDITS = {
-    "jpeg_q30": lambda im: _jpeg(im, 30),
-    "half_size": lambda im: _jpeg(im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)),
-    "crop_80": lambda im: _jpeg(_crop(im, 0.8)),
-    "gray": lambda im: _jpeg(ImageOps.grayscale(im)),
-    "text": lambda im: _jpeg(_text(im)),
-    "mirror": lambda im: _jpeg(ImageOps.mirror(im)),
-    "rotate_5": lambda im: _jpeg(im.rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
-    "letterbox": lambda im: _jpeg(_letterbox(im)),
+    "jpeg_q30": lambda im: jpeg(im, 30),
+    "half_size": lambda im: jpeg(im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)),
+    "crop_80": lambda im: jpeg(crop_centre(im, 0.8)),
+    "gray": lambda im: jpeg(ImageOps.grayscale(im)),
+    "text": lambda im: jpeg(caption(im)),
+    "mirror": lambda im: jpeg(ImageOps.mirror(im)),
+    "rotate_5": lambda im: jpeg(im.rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
+    "letterbox": lambda im: jpeg(letterbox(im)),
 }
 
 

@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+from lookalike.search.calibration import caption, crop_centre, letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -80,12 +82,6 @@ def _thumbnail(im: Image.Image, side: int = 160) -> Image.Image:
     return out
 
 
-def _crop(im: Image.Image, keep: float) -> Image.Image:
-    w, h = im.size
-    dw, dh = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
-    return im.crop((dw, dh, w - dw, h - dh))
-
-
 def _brightness_contrast(im: Image.Image) -> Image.Image:
     return ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(1.3)).enhance(0.7)
 
@@ -93,23 +89,6 @@ def _brightness_contrast(im: Image.Image) -> Image.Image:
 def _blur(im: Image.Image) -> Image.Image:
     radius = 2.0 * max(im.size) / 500  # radius 2 on a 500 px photo, the same look at any size
     return im.filter(ImageFilter.GaussianBlur(radius))
-
-
-def _text(im: Image.Image) -> Image.Image:
-    out = im.copy()
-    draw = ImageDraw.Draw(out)
-    size = max(12, im.height // 8)
-    font = ImageFont.load_default(size=size)
-    draw.text((im.width // 20, im.height - 2 * size), "© lookalike 2026", fill="white", font=font,
-              stroke_width=2, stroke_fill="black")  # fmt: skip
-    return out
-
-
-def _letterbox(im: Image.Image) -> Image.Image:
-    side = max(im.size)
-    canvas = Image.new("RGB", (side, side), "black")
-    canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
-    return canvas
 
 
 def _diff(a: Image.Image, b: Image.Image) -> float:
@@ -141,16 +120,16 @@ EDITS: dict[str, Edit] = {
     "jpeg_q50": Edit("jpg", lambda im: _encode(im, quality=50)),
     "thumbnail": Edit("jpg", lambda im: _encode(_thumbnail(im))),
     "half_size": Edit("jpg", lambda im: _encode(_resized(im, 0.5))),
-    "crop_80": Edit("jpg", lambda im: _encode(_crop(im, 0.8))),
-    "crop_60": Edit("jpg", lambda im: _encode(_crop(im, 0.6))),
+    "crop_80": Edit("jpg", lambda im: _encode(crop_centre(im, 0.8))),
+    "crop_60": Edit("jpg", lambda im: _encode(crop_centre(im, 0.6))),
     "gray": Edit("jpg", lambda im: _encode(ImageOps.grayscale(im))),
     "bright_contrast": Edit("jpg", lambda im: _encode(_brightness_contrast(im))),
     "saturation": Edit("jpg", lambda im: _encode(ImageEnhance.Color(im).enhance(1.8))),
     "blur": Edit("jpg", lambda im: _encode(_blur(im))),
-    "text": Edit("jpg", lambda im: _encode(_text(im))),
+    "text": Edit("jpg", lambda im: _encode(caption(im))),
     "mirror": Edit("jpg", lambda im: _encode(ImageOps.mirror(im))),
     "rotate_5": Edit("jpg", lambda im: _encode(im.rotate(5, Image.Resampling.BICUBIC, expand=True))),
-    "letterbox": Edit("jpg", lambda im: _encode(_letterbox(im))),
+    "letterbox": Edit("jpg", lambda im: _encode(letterbox(im))),
     "exif_rotation": Edit("jpg", _exif_rotated),
     "webp": Edit("webp", lambda im: _encode(im, "WEBP", quality=80)),
 }

@@ -97,7 +97,7 @@ def test_too_few_photos_is_a_clear_error(tmp_path, tf2_model):
 
 def test_an_index_calibrates_itself_once_it_is_large_enough(tmp_path, photo_dir, tf2_model, monkeypatch):
     monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
-    monkeypatch.setattr(calibration, "DEFAULT_SAMPLE", 6)
+    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
     report = Index(tmp_path / "index").add([photo_dir], model=str(tf2_model))
     assert report.calibration is not None and report.calibration.photos == 6
     assert Index(tmp_path / "index").manifest()["calibration"]["photos"] == 6

@@ -34,6 +34,9 @@ def test_views_of_each_descriptor():
         wide.crop((75, 0, 225, 150)).resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
     )
     np.testing.assert_array_equal(crop, centre)  # the centred square, not a squashed frame
+    padded = get_descriptor("pad").cut(wide, SIZE)
+    assert padded.shape == (32, 32, 3) and padded[:7].max() == 0 and padded[-7:].max() == 0  # black bands
+    assert padded[10:22].mean() > 20  # the photo in between, not stretched
     mirror = get_descriptor("mirror").cut(wide, SIZE)
     assert mirror.shape == (2, 32, 32, 3)
     np.testing.assert_array_equal(mirror[1], mirror[0][:, ::-1])
@@ -46,7 +49,7 @@ def test_views_of_each_descriptor():
     np.testing.assert_array_equal(regions[1], left)
     tall = get_descriptor("regions").cut(make_photo(2, (150, 300)), SIZE)
     assert tall.shape == (4, 32, 32, 3) and not np.array_equal(tall[1], tall[3])
-    with pytest.raises(ValueError, match="unknown descriptor 'rmac'; choose from squash, crop"):
+    with pytest.raises(ValueError, match="unknown descriptor 'rmac'; choose from squash, crop, pad"):
         get_descriptor("rmac")
 
 

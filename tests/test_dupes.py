@@ -221,4 +221,5 @@ def test_presets_note_for_unmeasured_models(tmp_path):
     assert "presets were measured for MobileNet V1" in res.output  # the test model is not V1
     res = runner.invoke(app, ["dupes", "--threshold", "0.9", "--index", str(index)])
     assert "presets were measured" not in res.output
-    assert dup.presets_for("mobilenet_v1_050_160")[1] and not dup.presets_for("mobilenet_v3_small_100_224")[1]
+    assert dup.presets_for("mobilenet_v1_050_160")[1] == "measured"
+    assert dup.presets_for("mobilenet_v3_small_100_224")[1] == "unmeasured"

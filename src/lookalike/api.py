@@ -155,7 +155,7 @@ class Index:
                 and store.vectors.ntotal >= calibration.AUTO_CALIBRATE
             ):
                 try:
-                    report.calibration = self._calibrate(store, calibration.DEFAULT_SAMPLE, 0)
+                    report.calibration = self._calibrate(store, calibration.AUTO_SAMPLE, 0)
                 except (ValueError, OSError) as exc:
                     log.warning("score calibration skipped: %s", exc)
             return report

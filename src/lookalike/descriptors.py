@@ -4,6 +4,7 @@
 aspect ratio. The others, measured against it by ``bench/quality.py`` (see README):
 
 - ``crop``: aspect-preserving; the centred square of the image.
+- ``pad``: aspect-preserving; the whole image padded with black to a square.
 - ``mirror``: the image and its mirror image, vectors summed: mirror-invariant by
   construction (2 model runs per image).
 - ``regions``: the whole image plus three overlapping regions along its longer side
@@ -29,6 +30,7 @@ _RESAMPLE = Image.Resampling.BILINEAR
 class Descriptor:
     name: str
     crop: bool = False  # centre square instead of squashing the whole image
+    pad: bool = False  # whole image padded to a square instead of squashed
     mirror: bool = False  # add the mirrored view
     regions: int = 0  # extra overlapping regions along the longer side
     help: str = ""
@@ -51,6 +53,10 @@ class Descriptor:
             side = min(rgb.size)
             left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
             whole = rgb.crop((left, top, left + side, top + side))
+        elif self.pad:
+            side = max(rgb.size)
+            whole = Image.new("RGB", (side, side))
+            whole.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
         views = [_resized(whole, w, h)]
         if self.mirror:
             views.append(np.ascontiguousarray(views[0][:, ::-1]))
@@ -65,6 +71,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
     for d in (
         Descriptor("squash", help="whole image resized to the model input (default)"),
         Descriptor("crop", crop=True, help="centre square, aspect ratio kept"),
+        Descriptor("pad", pad=True, help="whole image padded to a square, aspect ratio kept"),
         Descriptor("mirror", mirror=True, help="image + mirror image, summed (2x model runs)"),
         Descriptor("regions", regions=3, help="whole + 3 overlapping regions, summed (4x model runs)"),
     )

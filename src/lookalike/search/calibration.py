@@ -21,33 +21,38 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 MIN_SAMPLE = 5
-DEFAULT_SAMPLE = 200  # photos edited for a calibration
+DEFAULT_SAMPLE = 200  # photos edited for `lookalike calibrate`
+AUTO_SAMPLE = 100  # ... and for the calibration an index makes of itself (~20 s)
 AUTO_CALIBRATE = 200  # an index with this many photos calibrates itself once
 NEIGHBOURS = 10  # "different photo" examples per sampled photo: its nearest others
 
 
-def _jpeg(im: Image.Image, quality: int = 90) -> bytes:
+# The edits, public: the benchmarks (bench/quality.py, bench/dupes_quality.py) make the same ones.
+def jpeg(im: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
-def _crop(im: Image.Image, keep: float) -> Image.Image:
+def crop_centre(im: Image.Image, keep: float) -> Image.Image:
+    """The centred part keeping ``keep`` of the width and of the height."""
     w, h = im.size
     dw, dh = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
     return im.crop((dw, dh, w - dw, h - dh))
 
 
-def _text(im: Image.Image) -> Image.Image:
+def caption(im: Image.Image) -> Image.Image:
+    """A white caption with a black outline across the lower part, as on shared photos."""
     out = im.convert("RGB")
-    size = max(10, im.height // 8)
+    size = max(12, im.height // 8)
     font = ImageFont.load_default(size=size)
-    ImageDraw.Draw(out).text((im.width // 20, im.height - 2 * size), "(c) 2026 copy", fill="white",
+    ImageDraw.Draw(out).text((im.width // 20, im.height - 2 * size), "© lookalike 2026", fill="white",
                              font=font, stroke_width=2, stroke_fill="black")  # fmt: skip
     return out
 
 
-def _letterbox(im: Image.Image) -> Image.Image:
+def letterbox(im: Image.Image) -> Image.Image:
+    """Padded with black to a square."""
     side = max(im.size)
     canvas = Image.new("RGB", (side, side), "black")
     canvas.paste(im.convert("RGB"), ((side - im.width) // 2, (side - im.height) // 2))
@@ -55,14 +60,14 @@ def _letterbox(im: Image.Image) -> Image.Image:
 
 
 EDITS: dict[str, Callable[[Image.Image], bytes]] = {
-    "jpeg_q30": lambda im: _jpeg(im, 30),
-    "half_size": lambda im: _jpeg(im.resize((max(1, im.width // 2), max(1, im.height // 2)))),
-    "crop_80": lambda im: _jpeg(_crop(im, 0.8)),
-    "gray": lambda im: _jpeg(ImageOps.grayscale(im)),
-    "text": lambda im: _jpeg(_text(im)),
-    "mirror": lambda im: _jpeg(ImageOps.mirror(im)),
-    "rotate_5": lambda im: _jpeg(im.convert("RGB").rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
-    "letterbox": lambda im: _jpeg(_letterbox(im)),
+    "jpeg_q30": lambda im: jpeg(im, 30),
+    "half_size": lambda im: jpeg(im.resize((max(1, im.width // 2), max(1, im.height // 2)))),
+    "crop_80": lambda im: jpeg(crop_centre(im, 0.8)),
+    "gray": lambda im: jpeg(ImageOps.grayscale(im)),
+    "text": lambda im: jpeg(caption(im)),
+    "mirror": lambda im: jpeg(ImageOps.mirror(im)),
+    "rotate_5": lambda im: jpeg(im.convert("RGB").rotate(5, resample=Image.Resampling.BICUBIC, expand=True)),
+    "letterbox": lambda im: jpeg(letterbox(im)),
 }
 
 
@@ -103,7 +108,7 @@ def edited_copies(data: bytes) -> list[bytes]:
     return [edit(base) for edit in EDITS.values()]
 
 
-def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
+def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7) -> tuple[float, float]:
     """(a, b) of a class-balanced logistic regression on one feature, by Newton's method."""
     x = np.concatenate([positives, negatives]).astype(np.float64)
     y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])

@@ -214,6 +214,8 @@ def run_descriptor(
     kwargs = {} if descriptor == DEFAULT else {"descriptor": descriptor}
     print(f"[{descriptor}] indexing {PHOTOS} ...", file=sys.stderr)
     start = time.perf_counter()
+    labels = SHARED / "models" / "imagenet_labels_1001.txt"  # for classification models
+    kwargs["labels"] = str(labels) if labels.exists() else None
     report = Index(index_dir).add([PHOTOS], model=model, calibrate=False, **kwargs)
     run.index_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -101,3 +101,31 @@ def test_an_index_calibrates_itself_once_it_is_large_enough(tmp_path, photo_dir,
     report = Index(tmp_path / "index").add([photo_dir], model=str(tf2_model))
     assert report.calibration is not None and report.calibration.photos == 6
     assert Index(tmp_path / "index").manifest()["calibration"]["photos"] == 6
+
+
+def test_a_curve_that_falls_with_cosine_is_refused():
+    def embed(datas):  # edited copies land far from their originals ...
+        return np.tile(np.array([[0.0, 1.0]], np.float32), (len(datas), 1))
+
+    def neighbours(ids, vectors, k):  # ... while other photos sit right on them
+        return [[0.95] * k for _ in ids]
+
+    buf = io.BytesIO()
+    make_photo(0, (64, 48)).save(buf, "JPEG")
+    sample = [(i, buf.getvalue(), np.array([1.0, 0.0], np.float32)) for i in range(6)]
+    with pytest.raises(ValueError, match="copies score no higher than other photos"):
+        calibration.fit(sample, embed, neighbours)
+    falling = Calibration(a=-6.0, b=2.0, positives=1, negatives=1, photos=1)  # e.g. an old manifest
+    assert presets_for("mobilenet_v3_small_100_224", falling) == (PRESETS, "unmeasured")
+    with pytest.raises(ValueError, match="recalibrate"):
+        falling.cosine_for(0.99)
+
+
+def test_photos_changed_or_unreadable_since_indexing_are_not_examples(tmp_path, photo_dir, tf2_model):
+    index = tmp_path / "index"
+    Index(index).add([photo_dir], model=str(tf2_model))
+    make_photo(500).save(photo_dir / "photo0.jpg")  # new content at an indexed path
+    (photo_dir / "photo2.jpg").write_bytes(b"\xff\xd8 truncated")
+    (photo_dir / "photo4.jpg").unlink()
+    cal = Index(index).calibrate(sample=8)
+    assert cal.photos == 5 and cal.positives == 5 * len(calibration.EDITS)

@@ -115,3 +115,20 @@ def test_another_descriptor_on_an_existing_index_is_refused(tmp_path, photo_dir,
     assert not (tmp_path / "new" / "manifest.json").exists()
     stats = json.loads(runner.invoke(app, ["info", "--json", "--index", str(index)]).stdout)
     assert stats["descriptor"] == "mirror"
+
+
+def test_pad_shrinks_before_padding_a_panorama(monkeypatch):
+    from lookalike import descriptors
+
+    panorama = Image.new("RGB", (20_000, 40), "white")  # padded whole: a 20,000² canvas (1.2 GB)
+    canvases = []
+    real_new = Image.new
+
+    def new(mode, size, *args):
+        canvases.append(size)
+        return real_new(mode, size, *args)
+
+    monkeypatch.setattr(descriptors.Image, "new", new)
+    view = get_descriptor("pad").cut(panorama, SIZE)
+    assert canvases == [(32, 32)] and view.shape == (32, 32, 3)
+    assert (view.min(axis=(1, 2)) > 200).sum() == 1 and view[0].max() < 10  # a 1-row band on black

@@ -212,6 +212,9 @@ def test_against_another_index(tmp_path, photo_dir, tf2_model, tf1_feature_modul
     Index(tmp_path / "other_model").add([photo_dir], model=str(tf1_feature_module))
     res = runner.invoke(app, ["dupes", "--against", str(tmp_path / "other_model"), "--index", str(archive)])
     assert res.exit_code == 1 and "cannot be compared" in res.output
+    Index(tmp_path / "mirrored").add([photo_dir], model=str(tf2_model), descriptor="mirror")
+    res = runner.invoke(app, ["dupes", "--against", str(tmp_path / "mirrored"), "--index", str(archive)])
+    assert res.exit_code == 1 and "descriptor 'mirror', this index with 'squash'" in res.output
 
 
 def test_presets_note_for_unmeasured_models(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import StoreError
+from lookalike.storage import store as store_mod
 from lookalike.storage import vectors as vectors_mod
 from lookalike.storage.vectors import FLAT_MAX_FLOATS, IndexSpec, choose_spec, nlist_for
 
@@ -172,3 +173,32 @@ def test_spec_sizes():
     assert IndexSpec().factory == "Flat"
     assert IndexSpec("ivf-pq", 256, 16).factory == "IVF256,PQ16"
     assert IndexSpec("ivf-sq8", 256).bytes_per_vector(64) == 64 + vectors_mod.ID_BYTES
+
+
+def test_nprobe_setting_survives_reopening(filled, monkeypatch):
+    directory, vecs, backend = filled
+    with backend(directory, writable=True) as s:
+        s.set_index_settings(type="ivf-flat", nprobe=3)
+        s.rebuild_index()
+    monkeypatch.setattr(store_mod, "EXACT_SUBSET", 0)  # filters go through FAISS, not exact scoring
+    calls = []
+    real = vectors_mod.faiss.SearchParametersIVF
+    monkeypatch.setattr(
+        vectors_mod.faiss, "SearchParametersIVF", lambda **kw: calls.append(kw["nprobe"]) or real(**kw)
+    )
+    with backend(directory) as s:
+        assert s.vectors.nprobe == 3
+        s.search(vecs[:1], 5)
+        s.search(vecs[:1], 5, allowed=np.arange(1, N // 2 + 1))  # half allowed: twice the lists
+        assert calls == [3, 6] and s.vectors.nprobe == 3  # the boost does not stick
+
+
+def test_a_reader_whose_cache_was_outgrown_builds_the_right_type(filled):
+    directory, vecs, backend = filled
+    with backend(directory, sync=False) as s:  # its checkpoint is flat; the catalogue wants IVF now
+        s.manifest["vector_index"] = {"type": "ivf-sq8", "max_memory": None, "nprobe": None}
+        s.vectors.generation = -1  # behind the catalogue
+        s.sync_vectors()
+        assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == N
+        _, found = s.search(vecs[:1], 1)
+        assert found[0][0] == 1

@@ -123,3 +123,47 @@ def test_cli_end_to_end_on_postgresql(tmp_path, photo_dir, tf2_model, pg_url):
     assert env_run.exit_code == 0 and "agree" in env_run.stdout
     dupes = json.loads(run("dupes", "--json", "--index", there, "--db", pg_url).stdout)
     assert dupes["groups"] == json.loads(run("dupes", "--json", "--index", local).stdout)["groups"]
+
+
+def test_a_cached_checkpoint_of_another_catalogue_is_never_used(tmp_path, pg_url, pg_admin):
+    a, b = tmp_path / "machine-a", tmp_path / "machine-b"
+    with Store(a, model=_info(), writable=True, db=pg_url) as s:
+        s.add(_files("xyz"), _vecs(3, seed=1))
+    Store(b, db=pg_url).close()  # b caches a checkpoint of this catalogue
+    engine = create_engine(database_url(pg_url))
+    with engine.begin() as conn:  # the catalogue is dropped and made again, ids from 1 again
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    with Store(a, model=_info(), writable=True, db=pg_url) as s:
+        s.add(_files("xyz"), _vecs(3, seed=2))  # same ids, same generation, other vectors
+    with Store(b, db=pg_url) as s:
+        _, found = s.search(_vecs(3, seed=2), 1)
+        assert found[:, 0].tolist() == [1, 2, 3] and s.verify().ok
+
+
+def test_a_writer_that_lost_its_lock_writes_nothing_more(tmp_path, pg_url, pg_admin):
+    store = Store(tmp_path / "a", model=_info(), writable=True, db=pg_url)
+    store.add(_files("x"), _vecs(1))
+    engine = create_engine(database_url(pg_url))
+    with engine.connect() as conn:  # e.g. a server restart or an idle-session timeout
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"))
+    with pytest.raises(StoreError, match="lost the write lock"):
+        store.add(_files("y"), _vecs(1, 3))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM files")).scalar() == 1
+    engine.dispose()
+    store.close()
+    with Store(tmp_path / "b", writable=True, db=pg_url) as s:  # nothing left locked
+        assert s.vectors.ntotal == 1
+
+
+def test_unreachable_servers_and_secrets_in_the_url(tmp_path, pg_url):
+    with pytest.raises(StoreError, match=r"cannot use catalogue postgresql.*refused.*PGPASSWORD"):
+        Store(tmp_path / "x", db="postgres://someone@127.0.0.1:1/nothing")
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store(tmp_path / "x", db="nonsense")
+    url = f"{pg_url}?password=s3cret&application_name=lookalike"
+    with Store(tmp_path / "a", model=_info(), writable=True, db=url):
+        pass
+    remembered = json.loads((tmp_path / "a" / "manifest.json").read_text())["database"]
+    assert "s3cret" not in remembered and "application_name=lookalike" in remembered

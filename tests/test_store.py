@@ -121,3 +121,22 @@ def test_errors_view_and_labels(tmp_path, backend):
             assert c.execute(text("SELECT path, reason FROM errors")).all() == [
                 ("/p/bad.jpg", "not a recognised image format")
             ]
+
+
+def test_a_sqlite_catalogue_elsewhere_is_remembered_and_checked(tmp_path):
+    from lookalike.storage import Store
+
+    elsewhere = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    with Store(tmp_path / "a", model=_info(), writable=True, db=elsewhere) as s:
+        s.add(_files("pq"), _vecs(2))
+    assert not (tmp_path / "a" / "catalog.sqlite").exists()
+    with Store(tmp_path / "a") as s:  # the folder remembers where its catalogue is
+        assert s.vectors.ntotal == 2
+    with Store(tmp_path / "own", model=_info(), writable=True):
+        pass
+    with pytest.raises(StoreError, match=r"keeps its catalogue in catalog\.sqlite, not sqlite"):
+        Store(tmp_path / "own", db=elsewhere)  # its checkpoint would pair the wrong ids
+    missing = tmp_path / "missing.sqlite"
+    with pytest.raises(StoreError, match="no index at"):
+        Store(tmp_path / "b", db=f"sqlite:///{missing}")
+    assert not missing.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -224,25 +225,28 @@ class Index:
                 data = Path(path).read_bytes()
             except OSError:
                 continue
+            if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+                continue  # changed since it was indexed: its edits are not copies of the stored vector
             picked.append((fid, data, digest))
             if len(picked) == sample:
                 break
         ids, vecs = store.load_vectors([fid for fid, _, _ in picked])
         vector_of = dict(zip(ids.tolist(), vecs, strict=True))
         picked = [p for p in picked if p[0] in vector_of]
-        digests = [d for _, _, d in picked]
+        digest_of = {fid: d for fid, _, d in picked}
 
         def embed(datas: list[bytes]) -> np.ndarray:
             vectors, errors = self.embed(datas)
             return vectors[: len(datas) - sum(e is not None for e in errors)]
 
-        def neighbours(vectors: np.ndarray, k: int) -> list[list[float]]:
+        def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
             scores, found = store.search(vectors, k + 5)
             hashes = {
                 fid: row.content_hash for fid, row in store.rows(set(found[found >= 0].tolist())).items()
             }
             out = []
-            for row_s, row_i, own in zip(scores, found, digests, strict=True):
+            for row_s, row_i, fid in zip(scores, found, fids, strict=True):
+                own = digest_of[fid]
                 other = [
                     float(sc)
                     for sc, i in zip(row_s, row_i, strict=True)

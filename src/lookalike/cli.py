@@ -490,6 +490,8 @@ def dupes(
         return
     if preset not in PRESETS:
         raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
+    if threshold is not None and min_probability is not None:
+        raise typer.BadParameter("give --threshold or --min-probability, not both")
     presets, basis = PRESETS, "measured"
     if threshold is None:
         try:
@@ -500,7 +502,10 @@ def dupes(
         if min_probability is not None:
             if cal is None:
                 raise _fail("this index has no score calibration yet: run `lookalike calibrate` first")
-            threshold = round(cal.cosine_for(min_probability), 4)
+            try:
+                threshold = round(cal.cosine_for(min_probability), 4)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--min-probability") from None
         else:
             presets, basis = presets_for(manifest["model"]["source"], cal)
     if basis == "unmeasured":

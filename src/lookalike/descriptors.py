@@ -53,10 +53,15 @@ class Descriptor:
             side = min(rgb.size)
             left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
             whole = rgb.crop((left, top, left + side, top + side))
-        elif self.pad:
-            side = max(rgb.size)
+        elif self.pad:  # shrunk first: a square canvas of a 100:1 panorama would be huge
+            scale = min(1.0, max(w, h) / max(rgb.size))
+            inner = rgb
+            if scale < 1.0:
+                small = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+                inner = rgb.resize(small, _RESAMPLE, reducing_gap=2.0)
+            side = max(inner.size)
             whole = Image.new("RGB", (side, side))
-            whole.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+            whole.paste(inner, ((side - inner.width) // 2, (side - inner.height) // 2))
         views = [_resized(whole, w, h)]
         if self.mirror:
             views.append(np.ascontiguousarray(views[0][:, ::-1]))

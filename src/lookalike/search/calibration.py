@@ -86,10 +86,17 @@ class Calibration:
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
         return float(p) if np.ndim(p) == 0 else p
 
+    @property
+    def usable(self) -> bool:
+        """Whether P(same) rises with cosine, as any fit :func:`fit` accepts does."""
+        return self.a > 0
+
     def cosine_for(self, probability: float) -> float:
         """The cosine at which ``probability`` is reached (a duplicate threshold)."""
         if not 0.0 < probability < 1.0:
             raise ValueError("a probability level must be strictly between 0 and 1")
+        if not self.usable:
+            raise ValueError("this calibration does not rise with cosine; recalibrate")
         return (math.log(probability / (1 - probability)) - self.b) / self.a
 
     def to_dict(self) -> dict:
@@ -131,24 +138,35 @@ def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7)
 def fit(
     sample: list[tuple[int, bytes, np.ndarray]],
     embed: Callable[[list[bytes]], np.ndarray],
-    neighbours: Callable[[np.ndarray, int], list[list[float]]],
+    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
 ) -> Calibration:
     """Fit on ``sample``: (id, file bytes, stored vector) of indexed photos.
 
     ``embed`` gives unit vectors of image bytes (as the index makes them); ``neighbours``
-    gives, per vector, the cosines of its nearest indexed photos of other content.
+    gives, per (id, vector), the cosines of its nearest indexed photos of other content.
     """
-    if len(sample) < MIN_SAMPLE:
-        raise ValueError(
-            f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(sample)}"
-        )
     positives: list[float] = []
-    for _, data, vector in sample:
-        copies = embed(edited_copies(data))
-        positives.extend((copies @ vector).tolist())
-    stored = np.stack([v for _, _, v in sample])
-    negatives = [s for row in neighbours(stored, NEIGHBOURS) for s in row]
+    usable = []
+    for item in sample:
+        try:
+            copies = edited_copies(item[1])
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # a file that decodes no more (truncated since, ...): not an example
+        positives.extend((embed(copies) @ item[2]).tolist())
+        usable.append(item)
+    if len(usable) < MIN_SAMPLE:
+        raise ValueError(
+            f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(usable)}"
+        )
+    stored = np.stack([v for _, _, v in usable])
+    negatives = [s for row in neighbours([i for i, _, _ in usable], stored, NEIGHBOURS) for s in row]
     if not negatives:
         raise ValueError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(np.array(positives), np.array(negatives))
+    if not a > 0:  # a falling curve would call the least similar pairs copies
+        raise ValueError(
+            f"calibration failed: copies score no higher than other photos here (edited copies: median "
+            f"cosine {np.median(positives):.3f}; nearest other photos: {np.median(negatives):.3f}), so "
+            "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
+        )
     return Calibration(a, b, len(positives), len(negatives), len(sample))

@@ -68,7 +68,7 @@ def presets_for(model_source: str, calibration: Calibration | None = None) -> tu
     name = model_source.lower()
     if any(family in name for family in MEASURED_FAMILIES):
         return PRESETS, "measured"
-    if calibration is None:
+    if calibration is None or not calibration.usable:
         return PRESETS, "unmeasured"
     out = dict(PRESETS)
     for preset, level in PRESET_PROBABILITY.items():
@@ -293,6 +293,11 @@ def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
         raise StoreError(
             f"{other.directory} was indexed with {theirs['model']['source']}, this index with "
             f"{mine['model']['source']}: their vectors cannot be compared"
+        )
+    if store.descriptor != other.descriptor:
+        raise StoreError(
+            f"{other.directory} was indexed with descriptor {other.descriptor!r}, this index with "
+            f"{store.descriptor!r}: their vectors cannot be compared"
         )
     their_hashes = other.vectors_by_hash()
     my_hash = {fid: h for h, entries in store.vectors_by_hash().items() for fid, _ in entries}

@@ -21,6 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUS_OK = "ok"
@@ -102,17 +103,26 @@ FROM files WHERE status = 'error'
 
 def database_url(url: str | URL) -> URL:
     """A SQLAlchemy URL; plain ``postgresql://`` means the psycopg (3) driver."""
-    url = make_url(url)
-    if url.drivername == "postgresql":
+    try:
+        url = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {url!r} (e.g. postgresql://user@host/db)") from None
+    if url.drivername in ("postgresql", "postgres"):  # postgres:// is libpq's alias
         url = url.set(drivername="postgresql+psycopg")
     return url
+
+
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 6}
 
 
 def make_engine(url: str | URL) -> Engine:
     """An engine; SQLite tuned for one writer and concurrent readers (WAL)."""
     url = database_url(url)
+    args = {}
+    if url.get_driver_name() in ("psycopg", "psycopg2"):  # libpq: notice dead peers (a writer's lock)
+        args = {k: v for k, v in PG_KEEPALIVES.items() if k not in url.query}
     try:
-        engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite")
+        engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite", connect_args=args)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"no database driver for {url.drivername} ({exc.name}); for PostgreSQL: "

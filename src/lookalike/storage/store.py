@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import platformdirs
-from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    String,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from lookalike.descriptors import DEFAULT_DESCRIPTOR, get_descriptor
@@ -40,7 +56,7 @@ from lookalike.storage.schema import (
     database_url,
     make_engine,
 )
-from lookalike.storage.vectors import IndexSpec, VectorIndex, choose_spec, fits, fsync_dir
+from lookalike.storage.vectors import TRAIN_PER_LIST, IndexSpec, VectorIndex, choose_spec, fits, fsync_dir
 
 MANIFEST = "manifest.json"
 DATABASE = "catalog.sqlite"
@@ -51,7 +67,7 @@ _CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
 RERANK_FACTOR = 10  # an approximate index proposes k x this many candidates, re-scored exactly
 RERANK_MIN = 100
 EXACT_SUBSET = 10_000  # filters leaving fewer ids are scored exactly from the raw vectors
-TRAIN_SAMPLE = 100_000  # most vectors an IVF index is trained on
+TRAIN_SAMPLE = 100_000  # vectors an IVF index is trained on (more when it has many lists)
 
 
 class StoreError(Exception):
@@ -173,15 +189,24 @@ class Store:
         local_path = self.directory / MANIFEST
         local = json.loads(local_path.read_text(encoding="utf-8")) if local_path.exists() else None
         remembered = (local or {}).get("database")
-        url = database_url(db or remembered or f"sqlite:///{self.directory / DATABASE}")
+        own = database_url(f"sqlite:///{self.directory / DATABASE}")
+        try:
+            url = database_url(db or remembered or own)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         self.shared = url.get_backend_name() != "sqlite"
-        where = _redacted(url) if self.shared else None
+        where = None if url == own else _redacted(url)  # a catalogue elsewhere: remembered
+        self.location = where
         if db and local is not None and remembered != where:
             raise StoreError(
                 f"index folder {self.directory} keeps its catalogue in {remembered or DATABASE}, "
-                f"not {where or 'SQLite'}: use another --index folder"
+                f"not {where or DATABASE}: use another --index folder"
             )
-        if not self.shared and local is None and not (writable and model is not None):
+        creating = writable and model is not None
+        if not creating and (
+            (url == own and local is None)
+            or (not self.shared and not Path(url.database or "").is_file())  # no empty file made
+        ):
             raise StoreError(f"no index at {self.directory} (create one with `lookalike index`)")
         if writable:
             self._lock()
@@ -190,6 +215,11 @@ class Store:
             if writable:
                 self._lock_catalogue()
             self._open(local, model, labels, sync, descriptor)
+        except OperationalError as exc:
+            self._unlock()
+            hint = " (a password goes in PGPASSWORD or ~/.pgpass)" if self.shared else ""
+            reason = " ".join(str(exc.orig).split())  # libpq's message spans lines
+            raise StoreError(f"cannot use catalogue {where or url}: {reason}{hint}") from exc
         except BaseException:
             self._unlock()  # a failed open must not leave the index locked
             raise
@@ -234,16 +264,20 @@ class Store:
                     f"index {self.directory} was built with descriptor {have!r}, not {descriptor!r}: "
                     "vectors made differently cannot be compared. Use another --index."
                 )
-        if self.shared:
-            manifest["database"] = _redacted(self.engine.url)
+        if self.location:
+            manifest["database"] = self.location
         self.manifest = manifest
         if self.writable:
             with Session(self.engine) as s, s.begin():
-                if s.get(Meta, "generation") is None:
-                    s.add(Meta(key="generation", value="0"))
+                for key, value in (("generation", "0"), ("catalogue", uuid.uuid4().hex)):
+                    if s.get(Meta, key) is None:
+                        s.add(Meta(key=key, value=value))
             self._save_manifest(local)  # written last: a manifest means "index ready"
             for stale in self.directory.glob(".vectors-*.tmp"):
                 stale.unlink(missing_ok=True)
+        with Session(self.engine) as s:
+            row = s.get(Meta, "catalogue")  # which catalogue this folder's checkpoints are of
+            self.catalogue_id = row.value if row else None
         self.dim = int(self.manifest["dim"])
         self._vectors: VectorIndex | None = None  # loaded on first use: it can be gigabytes
         self._dirty = False
@@ -290,19 +324,27 @@ class Store:
         self._db_lock = conn
 
     def _unlock(self) -> None:
-        if self._db_lock is not None:
+        """Release the catalogue lock, the folder lock and the connections, each even if
+        an earlier step fails (a dropped connection releases the advisory lock anyway)."""
+        try:
+            if self._db_lock is not None:
+                lock, self._db_lock = self._db_lock, None
+                try:
+                    lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK})
+                    lock.commit()
+                except SQLAlchemyError:
+                    pass  # the session is gone, and its lock with it
+                finally:
+                    lock.close()  # and the engine is disposed below, ending the session
+        finally:
             try:
-                self._db_lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK})
-                self._db_lock.commit()
+                if self._lock_fd is not None:
+                    fd, self._lock_fd = self._lock_fd, None
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
             finally:
-                self._db_lock.close()
-                self._db_lock = None
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        if hasattr(self, "engine"):
-            self.engine.dispose()
+                if hasattr(self, "engine"):
+                    self.engine.dispose()
 
     def close(self) -> None:
         try:
@@ -320,7 +362,8 @@ class Store:
     @property
     def vectors(self) -> VectorIndex:
         if self._vectors is None:
-            self._vectors = VectorIndex.load(self.directory, self.dim)
+            self._vectors = VectorIndex.load(self.directory, self.dim, self.catalogue_id)
+            self._vectors.nprobe = self.index_settings["nprobe"]  # a setting, not in the file
         return self._vectors
 
     @vectors.setter
@@ -351,8 +394,14 @@ class Store:
         in_faiss = set(self.vectors.ids().tolist())
         with Session(self.engine) as s:
             in_db = set(s.scalars(select(Vector.id)))
-        if not in_faiss and in_db:  # no checkpoint yet (e.g. a new machine): build the right kind
+        if in_db and not in_faiss:  # no checkpoint yet (e.g. a new machine): build the right kind
             self.vectors = self._empty_index(self.desired_spec(len(in_db)), sorted(in_db))
+        elif in_db and (want := self._outgrown(self.vectors.spec, len(in_db))):
+            try:  # e.g. a reader's cache of a collection that grew past flat since: not in RAM
+                self.vectors = self._empty_index(want, sorted(in_db))
+                in_faiss = set()
+            except StoreError:
+                pass  # too few vectors for a forced type yet: keep the current one
         extra = in_faiss - in_db
         missing = sorted(in_db - in_faiss)
         self.vectors.remove(extra)
@@ -377,12 +426,12 @@ class Store:
         except (StoreError, OSError):
             return
         try:
-            self.vectors.save(self.directory, self.vectors.generation)
+            self.vectors.save(self.directory, self.vectors.generation, self.catalogue_id)
             text_ = json.dumps(self.manifest, indent=2)
             local = self.directory / MANIFEST
             if not local.exists() or local.read_text(encoding="utf-8") != text_:
                 atomic_write_text(local, text_)
-        except OSError:
+        except (OSError, RuntimeError):  # FAISS reports a full disk as RuntimeError
             pass
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -409,14 +458,44 @@ class Store:
             raise StoreError("index opened read-only")
         if self._dirty and self._vectors is not None:
             self.maintain_index()
-            self.vectors.save(self.directory, self.vectors.generation)
+            self.vectors.save(self.directory, self.vectors.generation, self.catalogue_id)
             self._dirty = False
 
     def _bump(self, s: Session) -> int:
-        """Advance the generation inside the caller's transaction (we hold the write lock)."""
-        meta = s.get(Meta, "generation")
-        meta.value = str(int(meta.value) + 1)
-        return int(meta.value)
+        """Advance the generation inside the caller's transaction, in one atomic UPDATE
+        (after checking that this writer still holds a shared catalogue's lock)."""
+        self._check_catalogue_lock()
+        bumped = (
+            update(Meta)
+            .where(Meta.key == "generation")
+            .values(value=cast(cast(Meta.value, BigInteger) + 1, String))
+            .returning(Meta.value)
+            .execution_options(synchronize_session=False)
+        )
+        return int(s.execute(bumped).scalar_one())
+
+    def _check_catalogue_lock(self) -> None:
+        """A PostgreSQL writer's lock lives as long as its session: fail rather than write
+        on if that connection was lost (a server restart, an idle timeout)."""
+        if self._db_lock is None:
+            return
+        try:
+            held = self._db_lock.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = pg_backend_pid() AND classid = 0 AND objid = CAST(:k AS oid)"
+                    " AND objsubid = 1)"
+                ),
+                {"k": ADVISORY_LOCK},
+            ).scalar()
+            self._db_lock.commit()
+        except DBAPIError:
+            held = False
+        if not held:
+            raise StoreError(
+                f"lost the write lock of catalogue {_redacted(self.engine.url)} (its connection "
+                "was closed): nothing more was written; run the command again"
+            )
 
     # --- index type, search with exact re-scoring ------------------------------------
 
@@ -434,20 +513,23 @@ class Store:
         """Rebuild the FAISS index when the collection outgrew (or shrank below) its type:
         flat past the exact-scan limit or the memory budget, IVF lists 4x too few for the
         collection, or IVF back to flat under half the limit. Returns whether it rebuilt."""
-        have, want = self.vectors.spec, self.desired_spec()
-        if have == want or ((have.kind, have.pq_m) == (want.kind, want.pq_m) and want.nlist < 4 * have.nlist):
+        want = self._outgrown(self.vectors.spec, self.vectors.ntotal)
+        if want is None:
             return False
-        if (
-            have.kind != "flat"
-            and want.kind == "flat"
-            and self.desired_spec(2 * self.vectors.ntotal).kind != "flat"
-        ):
-            return False  # hysteresis: back to exact only well below the limit
         try:
             self.rebuild_index(want)
         except StoreError:  # e.g. too few vectors yet for a forced type: keep the current one
             return False
         return True
+
+    def _outgrown(self, have: IndexSpec, n: int) -> IndexSpec | None:
+        """The spec to rebuild an index of ``have`` holding ``n`` vectors to, or None."""
+        want = self.desired_spec(n)
+        if have == want or ((have.kind, have.pq_m) == (want.kind, want.pq_m) and want.nlist < 4 * have.nlist):
+            return None
+        if have.kind != "flat" and want.kind == "flat" and self.desired_spec(2 * n).kind != "flat":
+            return None  # hysteresis: back to exact only well below the limit
+        return want
 
     def rebuild_index(self, spec: IndexSpec | None = None) -> IndexSpec:
         """Build the FAISS index afresh from the catalogue's vectors (trained on a sample)."""
@@ -461,15 +543,16 @@ class Store:
         self.vectors = index
         self._dirty = True
         if self.writable:
-            self.vectors.save(self.directory, index.generation)
+            self.vectors.save(self.directory, index.generation, self.catalogue_id)
             self._dirty = False
         return spec
 
     def _empty_index(self, spec: IndexSpec, ids: Sequence[int]) -> VectorIndex:
         training = None
-        if spec.kind != "flat":
+        if spec.kind != "flat":  # enough per list for k-means, at least TRAIN_SAMPLE
             rng = np.random.default_rng(0)
-            sample = ids if len(ids) <= TRAIN_SAMPLE else rng.choice(ids, TRAIN_SAMPLE, replace=False)
+            size = max(TRAIN_SAMPLE, TRAIN_PER_LIST * spec.nlist)
+            sample = ids if len(ids) <= size else rng.choice(ids, size, replace=False)
             training = self.load_vectors(sorted(int(i) for i in sample))[1]
         try:
             index = VectorIndex.build(self.dim, spec, training)
@@ -516,18 +599,13 @@ class Store:
         if index.kind != "flat" and allowed is not None and len(allowed) <= EXACT_SUBSET:
             ids, raw = self.load_vectors(allowed)
             return _top_k(queries @ raw.T, ids, k)
-        if index.exact:
-            return index.search(queries, k, allowed)
-        saved = index.nprobe
-        if allowed is not None:  # visit more lists so as many allowed vectors are seen
+        nprobe = None
+        if index.kind != "flat" and allowed is not None:  # more lists, so as many allowed are seen
             boost = max(1.0, index.ntotal / max(len(allowed), 1))
-            index.nprobe = min(
-                index.spec.nlist, int(index.default_nprobe() * boost) if saved is None else int(saved * boost)
-            )
-        try:
-            _, cand = index.search(queries, max(RERANK_MIN, RERANK_FACTOR * k), allowed)
-        finally:
-            index.nprobe = saved
+            nprobe = min(index.spec.nlist, int((index.nprobe or index.default_nprobe()) * boost))
+        if index.exact:
+            return index.search(queries, k, allowed, nprobe)
+        _, cand = index.search(queries, max(RERANK_MIN, RERANK_FACTOR * k), allowed, nprobe)
         ids, raw = self.load_vectors(np.unique(cand[cand >= 0]))
         where = {int(i): n for n, i in enumerate(ids)}
         scores = np.full(cand.shape, -np.inf, np.float32)
@@ -819,7 +897,8 @@ class Store:
         with Session(self.engine) as s:
             counts = dict(s.execute(select(File.status, func.count()).group_by(File.status)).all())
             labelled = s.scalar(select(func.count(func.distinct(Label.file_id))))
-        size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        files = self.directory.iterdir() if self.directory.is_dir() else ()  # a reader's may not exist
+        size = sum(p.stat().st_size for p in files if p.is_file())
         model = self.model_info
         return {
             "index": str(self.directory),
@@ -845,7 +924,7 @@ class Store:
 
     def verify(self, sample: int = 1000) -> VerifyReport:
         """Compare catalogue rows, stored vectors and the FAISS checkpoint on disk."""
-        checkpoint = VectorIndex.load(self.directory, self.dim)
+        checkpoint = VectorIndex.load(self.directory, self.dim, self.catalogue_id)
         with Session(self.engine) as s:
             ok_rows = set(s.scalars(select(File.id).where(File.status == STATUS_OK)))
             with_vid = dict(
@@ -925,10 +1004,14 @@ def _taken(by_capture, by_mtime):
     return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
 
 
+SECRET_PARAMS = {"password", "sslpassword"}  # libpq's, kept out of files and messages
+
+
 def _redacted(url) -> str:
     """A database URL without its password, safe to store and print."""
     url = database_url(url)
-    return url._replace(password=None).render_as_string(hide_password=False)  # .set() keeps None
+    query = {k: v for k, v in url.query.items() if k.lower() not in SECRET_PARAMS}
+    return url._replace(password=None, query=query).render_as_string(hide_password=False)  # .set() keeps None
 
 
 def check_model(manifest: dict, model: ModelInfo, directory: Path) -> None:

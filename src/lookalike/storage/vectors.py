@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-_NAME = re.compile(r"^vectors-(\d+)\.faiss$")
+_NAME = re.compile(r"^vectors-(\d+)(?:-([0-9a-f]+))?\.faiss$")  # generation, catalogue id
 
 
 INDEX_TYPES = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq")
@@ -218,9 +218,10 @@ class VectorIndex:
         return self.index.sa_decode(self.index.sa_encode(vectors))
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, nprobe: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query; ``allowed`` restricts to those ids inside FAISS.
+        """Top-k (scores, ids) per query; ``allowed`` restricts to those ids inside FAISS;
+        ``nprobe`` overrides the lists visited for this call (IVF).
 
         Scores of quantised indexes are approximate: :meth:`Store.search` re-scores them.
         """
@@ -228,7 +229,7 @@ class VectorIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         sel = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, np.int64))
         if _ivf(self.index) is not None:
-            params = faiss.SearchParametersIVF(nprobe=self.nprobe or self.default_nprobe(), sel=sel)
+            params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe or self.default_nprobe(), sel=sel)
             return self.index.search(queries, k, params=params)
         if sel is None:
             return self.index.search(queries, k)
@@ -237,21 +238,25 @@ class VectorIndex:
     # --- persistence -------------------------------------------------------------------
 
     @staticmethod
-    def checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    def checkpoints(directory: Path, catalogue: str | None = None) -> list[tuple[int, Path]]:
+        """(generation, file) of the checkpoints in ``directory``, oldest first; with
+        ``catalogue``, only those of that catalogue (and untagged ones, made before
+        catalogues had ids), so a folder never pairs one catalogue's ids with another's."""
         found = []
         if not directory.is_dir():
             return found
         for p in directory.iterdir():
             m = _NAME.match(p.name)
-            if m:
+            if m and (catalogue is None or m.group(2) in (None, catalogue)):
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> VectorIndex:
-        """The newest checkpoint in ``directory``, or an empty index (generation 0)."""
+    def load(cls, directory: Path, dim: int, catalogue: str | None = None) -> VectorIndex:
+        """The newest checkpoint in ``directory`` (of ``catalogue``), or an empty index
+        (generation 0)."""
         for attempt in range(5):
-            found = cls.checkpoints(directory)
+            found = cls.checkpoints(directory, catalogue)
             if not found:
                 return cls(dim)
             generation, path = found[-1]
@@ -265,10 +270,12 @@ class VectorIndex:
             raise ValueError(f"{path}: vectors have {index.d} dimensions, manifest says {dim}")
         return cls(dim, index, generation)
 
-    def save(self, directory: Path, generation: int) -> Path:
-        """Write a checkpoint for ``generation`` atomically and drop older ones."""
-        final = directory / f"vectors-{generation}.faiss"
-        tmp = directory / f".vectors-{generation}.faiss.tmp"
+    def save(self, directory: Path, generation: int, catalogue: str | None = None) -> Path:
+        """Write a checkpoint for ``generation`` (of ``catalogue``) atomically and drop
+        all others."""
+        name = f"vectors-{generation}-{catalogue}.faiss" if catalogue else f"vectors-{generation}.faiss"
+        final = directory / name
+        tmp = directory / f".{name}.tmp"
         faiss.write_index(self.index, str(tmp))
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -278,8 +285,8 @@ class VectorIndex:
         os.replace(tmp, final)
         fsync_dir(directory)
         self.generation = generation
-        for gen, path in self.checkpoints(directory):
-            if gen != generation:
+        for _, path in self.checkpoints(directory):
+            if path != final:
                 path.unlink(missing_ok=True)
         return final
 

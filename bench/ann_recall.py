@@ -18,6 +18,7 @@ read off the table. Memory is the size of the FAISS index (held whole in RAM).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,25 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+
+def rss_of_loading(folder: Path, index: faiss.Index) -> int:
+    """Resident memory of ``index`` as a search process holds it: the growth of a fresh
+    process's RSS when it reads the checkpoint (ids, id map and list slack included)."""
+    path = folder / "probe-rss.faiss"
+    faiss.write_index(index, str(path))
+    code = (
+        "import faiss, os\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        f"b = rss(); i = faiss.read_index({str(path)!r}); i.set_direct_map_type(faiss.DirectMap.Hashtable) "
+        "if faiss.try_extract_index_ivf(i) is not None else None\n"
+        "print(rss() - b)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+    finally:
+        path.unlink()
 
 
 def make_vectors(n: int, dim: int, seed: int) -> np.ndarray:
@@ -97,7 +117,7 @@ def main() -> None:
         print(f"{n:,} vectors x {args.dim}; {len(queries)} queries; k={k}; nlist={nlist}; "
               f"auto choice: {choose_spec(n, args.dim)}")  # fmt: skip
         print(f"{'index':<16}{'nprobe':>7}{'recall@10':>11}{'raw recall':>11}"
-              f"{'p50 ms':>9}{'p95 ms':>9}{'memory':>11}")  # fmt: skip
+              f"{'p50 ms':>9}{'p95 ms':>9}{'file':>9}{'RAM':>9}")  # fmt: skip
         specs = []
         for kind in args.types.split(","):
             if kind == "ivf-pq":  # product codes are for memory budgets: one index per budget
@@ -117,6 +137,7 @@ def main() -> None:
             faiss.write_index(store.vectors.index, str(tmp))
             memory = tmp.stat().st_size
             tmp.unlink()
+            resident = rss_of_loading(folder, store.vectors.index)
             faiss.omp_set_num_threads(1)
             for nprobe in [None] if kind == "flat" else [int(x) for x in args.nprobes.split(",")]:
                 store.vectors.nprobe = nprobe
@@ -132,7 +153,7 @@ def main() -> None:
                 raw_recall = np.mean([len(set(f) & set(t)) / k for f, t in zip(raw, truth, strict=True)])
                 print(f"{spec!s:<16}{nprobe or '-':>7}{recall:>11.3f}{raw_recall:>11.3f}"
                       f"{np.percentile(times, 50):>9.1f}{np.percentile(times, 95):>9.1f}"
-                      f"{memory / 2**20:>9.0f}MB", flush=True)  # fmt: skip
+                      f"{memory / 2**20:>7.0f}MB{resident / 2**20:>7.0f}MB", flush=True)  # fmt: skip
             faiss.omp_set_num_threads(2)
             if build_s:
                 print(f"  (rebuilt in {build_s:.0f} s from the catalogue)", flush=True)

@@ -135,18 +135,18 @@ def test_collection_outgrowing_flat_is_rebuilt_on_checkpoint(tmp_path, backend, 
 def test_memory_budget_and_settings_persist(filled):
     directory, _, backend = filled
     with backend(directory, writable=True) as s:
-        s.set_index_settings(max_memory=N * 40)  # below flat (32*4+16) and SQ8 (32+16) per vector
+        s.set_index_settings(max_memory=N * 110)  # below flat (32*4+56) and SQ8 (32+96) per vector
         assert s.maintain_index()
         assert s.vectors.kind == "ivf-pq"
-        assert s.vectors.spec.memory(N, DIM) <= N * 40
+        assert s.vectors.spec.memory(N, DIM) <= N * 110
     with backend(directory) as s:
-        assert s.index_settings["max_memory"] == N * 40 and s.vectors.kind == "ivf-pq"
+        assert s.index_settings["max_memory"] == N * 110 and s.vectors.kind == "ivf-pq"
     with backend(directory, writable=True) as s:
         with pytest.raises(ValueError, match="unknown index type"):
             s.set_index_settings(type="annoy")
         with pytest.raises(StoreError, match="raise --max-memory"):
             s.set_index_settings(max_memory=N)
-        assert s.index_settings["max_memory"] == N * 40  # a refused change changes nothing
+        assert s.index_settings["max_memory"] == N * 110  # a refused change changes nothing
 
 
 def test_new_machine_without_checkpoint_builds_the_chosen_type(filled):
@@ -172,7 +172,7 @@ def test_too_few_vectors_for_a_forced_type_is_a_clear_error(tmp_path, backend):
 def test_spec_sizes():
     assert IndexSpec().factory == "Flat"
     assert IndexSpec("ivf-pq", 256, 16).factory == "IVF256,PQ16"
-    assert IndexSpec("ivf-sq8", 256).bytes_per_vector(64) == 64 + vectors_mod.ID_BYTES
+    assert IndexSpec("ivf-sq8", 256).bytes_per_vector(64) == 64 + vectors_mod.IVF_ID_BYTES
 
 
 def test_nprobe_setting_survives_reopening(filled, monkeypatch):

@@ -129,3 +129,26 @@ def test_photos_changed_or_unreadable_since_indexing_are_not_examples(tmp_path, 
     (photo_dir / "photo4.jpg").unlink()
     cal = Index(index).calibrate(sample=8)
     assert cal.photos == 5 and cal.positives == 5 * len(calibration.EDITS)
+
+
+def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(
+    tmp_path, photo_dir, tf2_model, monkeypatch
+):
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 4)
+    attempts = []
+
+    def refuse(*args):
+        attempts.append(1)
+        raise ValueError("calibration failed: copies score no higher than other photos here")
+
+    monkeypatch.setattr(calibration, "fit", refuse)
+    idx = Index(tmp_path / "index")
+    idx.add([photo_dir / "sub"], model=str(tf2_model))  # 4 photos: tried, refused, recorded
+    assert attempts == [1] and idx.manifest()["calibration"]["failed_at"] == 4
+    assert Calibration.from_dict(idx.manifest()["calibration"]) is None
+    idx.add([photo_dir / "photo0.jpg", photo_dir / "photo2.jpg"])  # 6 < 2 x 4: not again
+    assert attempts == [1]
+    idx.add([photo_dir])  # 8: again
+    assert attempts == [1, 1]
+    stored = {"a": -6.0, "b": 2.0, "positives": 1, "negatives": 1, "photos": 1}  # an old, falling fit
+    assert Calibration.from_dict(stored) is None

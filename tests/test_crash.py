@@ -80,7 +80,7 @@ def test_verify_reports_a_stale_checkpoint_and_repair_fixes_it(tmp_path, photo_d
     ckpt = VectorIndex.load(index, 32)
     ckpt.remove(ckpt.ids()[:3])
     path.unlink()
-    ckpt.save(index, 0)
+    ckpt.save(index, 0, path.stem.split("-")[2])  # a stale checkpoint of the same catalogue
     res = runner.invoke(app, ["verify", "--index", str(index)])
     assert res.exit_code == 1 and "missing from faiss: 3" in res.stdout
     res = runner.invoke(app, ["verify", "--repair", "--index", str(index)])

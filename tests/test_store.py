@@ -58,14 +58,15 @@ def test_stale_checkpoint_is_brought_up_to_date(tmp_path, backend):
     """A crash after SQLite commits but before the FAISS checkpoint loses nothing."""
     with backend(tmp_path, model=_info(), writable=True) as s:
         s.add(_files("ab"), _vecs(2))
-    stale = VectorIndex.checkpoints(tmp_path)[-1][1].read_bytes()
+    stale_path = VectorIndex.checkpoints(tmp_path)[-1][1]
+    stale = stale_path.read_bytes()
     with backend(tmp_path, writable=True) as s:
         s.add(_files("cd"), _vecs(2, 1))
         s.remove_paths(["/p/a"])
         s._dirty = False  # simulate the crash: no checkpoint written at close
     for _, p in VectorIndex.checkpoints(tmp_path):
         p.unlink()
-    (tmp_path / "vectors-2.faiss").write_bytes(stale)
+    (tmp_path / stale_path.name).write_bytes(stale)
     with backend(tmp_path, sync=False) as s:
         report = s.verify()
         assert not report.ok and report.missing_from_faiss and report.extra_in_faiss
@@ -80,10 +81,11 @@ def test_stale_checkpoint_is_brought_up_to_date(tmp_path, backend):
 def test_repair_rebuilds_a_corrupted_checkpoint(tmp_path, backend):
     with backend(tmp_path, model=_info(), writable=True) as s:
         ids = s.add(_files("abc"), _vecs(3))
+    ((_, path),) = VectorIndex.checkpoints(tmp_path)
     ckpt = VectorIndex.load(tmp_path, DIM)
     ckpt.remove([ids[0]])
     ckpt.add(np.array([ids[0]]), _vecs(1, 9))  # wrong vector under a right id
-    ckpt.save(tmp_path, ckpt.generation + 1)
+    ckpt.save(tmp_path, ckpt.generation + 1, path.stem.split("-")[2])
     with backend(tmp_path, writable=True, sync=False) as s:
         report = s.verify()
         assert report.mismatched_vectors == [ids[0]]
@@ -140,3 +142,50 @@ def test_a_sqlite_catalogue_elsewhere_is_remembered_and_checked(tmp_path):
     with pytest.raises(StoreError, match="no index at"):
         Store(tmp_path / "b", db=f"sqlite:///{missing}")
     assert not missing.exists()
+
+
+def test_a_sqlite_catalogue_elsewhere_is_locked_and_absolute(tmp_path, monkeypatch):
+    from lookalike.storage import Store
+
+    monkeypatch.chdir(tmp_path)
+    with Store(tmp_path / "a", model=_info(), writable=True, db="sqlite:///rel/../cat.sqlite") as s:
+        s.add(_files("p"), _vecs(1))
+        with pytest.raises(StoreError, match=r"cat\.sqlite is being written by another lookalike process"):
+            Store(tmp_path / "b", model=_info(), writable=True, db=f"sqlite:///{tmp_path / 'cat.sqlite'}")
+    monkeypatch.chdir(tmp_path / "a")  # the folder remembers the file, not the words typed
+    with Store(tmp_path / "a") as s:
+        assert s.manifest["database"] == f"sqlite:///{tmp_path / 'cat.sqlite'}" and s.vectors.ntotal == 1
+    with pytest.raises(StoreError, match="needs a file path"):
+        Store(tmp_path / "c", model=_info(), writable=True, db="sqlite://")
+
+
+def test_checkpoints_of_older_versions_are_used_only_by_their_catalogue(tmp_path):
+    from sqlalchemy import delete
+
+    from lookalike.storage import Store
+    from lookalike.storage.schema import Meta
+
+    def untag(folder):  # as an older version left it: no catalogue id, untagged checkpoint
+        with Store(folder, writable=True, sync=False) as s, s.engine.begin() as conn:
+            conn.execute(delete(Meta).where(Meta.key.in_(["catalogue", "untagged_checkpoints"])))
+        ((_, path),) = VectorIndex.checkpoints(folder)
+        path.rename(folder / f"vectors-{path.stem.split('-')[1]}.faiss")
+
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files("ab"), _vecs(2))
+    untag(tmp_path)
+    with Store(tmp_path) as s:  # an old catalogue: its untagged checkpoint is its own
+        assert s.catalogue_id is None and s.vectors.ntotal == 2 and s.verify().ok
+    with Store(tmp_path, writable=True) as s:  # upgraded: an id, and untagged ones still accepted
+        assert s.catalogue_id and s.vectors.ntotal == 2
+        s.add(_files("c"), _vecs(1, 3))
+    ((_, path),) = VectorIndex.checkpoints(tmp_path)
+    assert path.stem.count("-") == 2  # the next checkpoint carries the id
+    untag(tmp_path)
+    for f in tmp_path.glob("catalog.sqlite*"):
+        f.unlink()  # the catalogue is made anew: the old checkpoint is not its own
+    with Store(tmp_path, model=_info(), writable=True) as s:
+        assert s.vectors.ntotal == 0
+        s.add(_files("c"), _vecs(1, 5))
+    with Store(tmp_path) as s:
+        assert s.vectors.ntotal == 1 and s.verify().ok

@@ -148,17 +148,19 @@ class Index:
             if embedder.info.has_labels and opts.label_names is None:
                 opts.label_names = load_labels(labels or store.manifest.get("labels"))
             report = index_paths(store, embedder, paths, opts, progress)
-            uncalibrated = store.manifest.get("calibration") is None
+            state = store.manifest.get("calibration") or {}
+            n = store.vectors.ntotal
             if (
                 calibrate
-                and uncalibrated
+                and calibration.Calibration.from_dict(state) is None
                 and report.indexed
-                and store.vectors.ntotal >= calibration.AUTO_CALIBRATE
+                and n >= max(calibration.AUTO_CALIBRATE, 2 * state.get("failed_at", 0))
             ):
                 try:
                     report.calibration = self._calibrate(store, calibration.AUTO_SAMPLE, 0)
                 except (ValueError, OSError) as exc:
                     log.warning("score calibration skipped: %s", exc)
+                    store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
             return report
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):

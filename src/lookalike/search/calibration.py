@@ -104,7 +104,12 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Calibration | None:
-        return None if not d else cls(**{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")})
+        """The stored calibration; None when there is none, or only a failed attempt, or
+        (from older versions) a curve that falls with cosine."""
+        if not d or "a" not in d:
+            return None
+        cal = cls(**{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")})
+        return cal if cal.usable else None
 
 
 def edited_copies(data: bytes) -> list[bytes]:
@@ -169,4 +174,4 @@ def fit(
             f"cosine {np.median(positives):.3f}; nearest other photos: {np.median(negatives):.3f}), so "
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
         )
-    return Calibration(a, b, len(positives), len(negatives), len(sample))
+    return Calibration(a, b, len(positives), len(negatives), len(usable))

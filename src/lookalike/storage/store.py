@@ -38,7 +38,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from lookalike.descriptors import DEFAULT_DESCRIPTOR, get_descriptor
@@ -186,12 +186,14 @@ class Store:
         self.writable = writable
         self._lock_fd: int | None = None
         self._db_lock: Connection | None = None
+        self._db_lock_fd: int | None = None  # a SQLite catalogue outside the folder
         local_path = self.directory / MANIFEST
         local = json.loads(local_path.read_text(encoding="utf-8")) if local_path.exists() else None
-        remembered = (local or {}).get("database")
         own = database_url(f"sqlite:///{self.directory / DATABASE}")
         try:
-            url = database_url(db or remembered or own)
+            remembered = (local or {}).get("database")
+            remembered = remembered and _redacted(remembered)  # older versions kept ?password=
+            url = _absolute(database_url(db or remembered or own))
         except ValueError as exc:
             raise StoreError(str(exc)) from None
         self.shared = url.get_backend_name() != "sqlite"
@@ -266,18 +268,25 @@ class Store:
                 )
         if self.location:
             manifest["database"] = self.location
+        else:
+            manifest.pop("database", None)
         self.manifest = manifest
         if self.writable:
             with Session(self.engine) as s, s.begin():
-                for key, value in (("generation", "0"), ("catalogue", uuid.uuid4().hex)):
-                    if s.get(Meta, key) is None:
-                        s.add(Meta(key=key, value=value))
+                new = s.get(Meta, "generation") is None
+                if new:
+                    s.add(Meta(key="generation", value="0"))
+                if s.get(Meta, "catalogue") is None:
+                    s.add(Meta(key="catalogue", value=uuid.uuid4().hex))
+                    if not new:  # its checkpoints were made before catalogues had ids
+                        s.add(Meta(key="untagged_checkpoints", value="1"))
             self._save_manifest(local)  # written last: a manifest means "index ready"
             for stale in self.directory.glob(".vectors-*.tmp"):
                 stale.unlink(missing_ok=True)
-        with Session(self.engine) as s:
-            row = s.get(Meta, "catalogue")  # which catalogue this folder's checkpoints are of
+        with Session(self.engine) as s:  # which catalogue this folder's checkpoints must be of
+            row = s.get(Meta, "catalogue")
             self.catalogue_id = row.value if row else None
+            self._untagged = row is None or s.get(Meta, "untagged_checkpoints") is not None
         self.dim = int(self.manifest["dim"])
         self._vectors: VectorIndex | None = None  # loaded on first use: it can be gigabytes
         self._dirty = False
@@ -287,6 +296,7 @@ class Store:
     def _save_manifest(self, local: dict | None = None) -> None:
         """Write the manifest to the catalogue and to the folder, where they differ."""
         text_ = json.dumps(self.manifest, indent=2)
+        self._check_catalogue_lock()
         with Session(self.engine) as s, s.begin():
             row = s.get(Meta, "manifest")
             if row is None:
@@ -309,10 +319,23 @@ class Store:
         self._lock_fd = fd
 
     def _lock_catalogue(self) -> None:
-        """One writer per shared catalogue too: a PostgreSQL session advisory lock, held on
-        a dedicated connection (released by the server if this process dies)."""
+        """One writer per catalogue too: a PostgreSQL session advisory lock, held on a
+        dedicated connection (released by the server if this process dies), or a lock file
+        beside a SQLite catalogue outside the folder (the folder's lock covers its own)."""
+        if self.engine.dialect.name == "sqlite":
+            if self.location:
+                fd = os.open(f"{self.engine.url.database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise StoreError(
+                        f"catalogue {self.location} is being written by another lookalike process"
+                    ) from None
+                self._db_lock_fd = fd
+            return
         if self.engine.dialect.name != "postgresql":
-            return  # SQLite: the folder's flock covers the file beside it
+            return  # no lock for other databases (see README)
         conn = self.engine.connect()
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK}).scalar()
         conn.commit()
@@ -338,10 +361,12 @@ class Store:
                     lock.close()  # and the engine is disposed below, ending the session
         finally:
             try:
-                if self._lock_fd is not None:
-                    fd, self._lock_fd = self._lock_fd, None
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    os.close(fd)
+                for attr in ("_db_lock_fd", "_lock_fd"):
+                    fd = getattr(self, attr)
+                    if fd is not None:
+                        setattr(self, attr, None)
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        os.close(fd)
             finally:
                 if hasattr(self, "engine"):
                     self.engine.dispose()
@@ -362,9 +387,14 @@ class Store:
     @property
     def vectors(self) -> VectorIndex:
         if self._vectors is None:
-            self._vectors = VectorIndex.load(self.directory, self.dim, self.catalogue_id)
+            self._vectors = self._load_checkpoint()
             self._vectors.nprobe = self.index_settings["nprobe"]  # a setting, not in the file
         return self._vectors
+
+    def _load_checkpoint(self) -> VectorIndex:
+        """This folder's newest checkpoint of this catalogue (a catalogue without an id, from
+        an older version, takes untagged ones only: "" matches no tag)."""
+        return VectorIndex.load(self.directory, self.dim, self.catalogue_id or "", self._untagged)
 
     @vectors.setter
     def vectors(self, value: VectorIndex) -> None:
@@ -489,7 +519,7 @@ class Store:
                 {"k": ADVISORY_LOCK},
             ).scalar()
             self._db_lock.commit()
-        except DBAPIError:
+        except SQLAlchemyError:  # the connection was lost (now or at an earlier check)
             held = False
         if not held:
             raise StoreError(
@@ -553,7 +583,13 @@ class Store:
             rng = np.random.default_rng(0)
             size = max(TRAIN_SAMPLE, TRAIN_PER_LIST * spec.nlist)
             sample = ids if len(ids) <= size else rng.choice(ids, size, replace=False)
-            training = self.load_vectors(sorted(int(i) for i in sample))[1]
+            training = np.empty((len(sample), self.dim), np.float32)  # filled in chunks: 1x peak
+            filled = 0
+            for chunk in _chunks(sorted(int(i) for i in sample), 5000):
+                vecs = self.load_vectors(chunk)[1]
+                training[filled : filled + len(vecs)] = vecs
+                filled += len(vecs)
+            training = training[:filled]
         try:
             index = VectorIndex.build(self.dim, spec, training)
         except (ValueError, RuntimeError) as exc:
@@ -924,7 +960,7 @@ class Store:
 
     def verify(self, sample: int = 1000) -> VerifyReport:
         """Compare catalogue rows, stored vectors and the FAISS checkpoint on disk."""
-        checkpoint = VectorIndex.load(self.directory, self.dim, self.catalogue_id)
+        checkpoint = self._load_checkpoint()
         with Session(self.engine) as s:
             ok_rows = set(s.scalars(select(File.id).where(File.status == STATUS_OK)))
             with_vid = dict(
@@ -1002,6 +1038,16 @@ def _below(paths: Sequence[str]):
 def _taken(by_capture, by_mtime):
     """A date condition on the EXIF capture time, or on the mtime where there is none."""
     return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
+
+
+def _absolute(url):
+    """A SQLite URL with an absolute file path, so a folder remembers the same file from
+    anywhere; in-memory SQLite cannot hold an index."""
+    if url.get_backend_name() != "sqlite":
+        return url
+    if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        raise ValueError(f"{url}: a SQLite catalogue needs a file path, e.g. sqlite:////data/catalog.sqlite")
+    return url.set(database=str(Path(url.database).expanduser().resolve()))
 
 
 SECRET_PARAMS = {"password", "sslpassword"}  # libpq's, kept out of files and messages

@@ -243,25 +243,29 @@ class VectorIndex:
     # --- persistence -------------------------------------------------------------------
 
     @staticmethod
-    def checkpoints(directory: Path, catalogue: str | None = None) -> list[tuple[int, Path]]:
-        """(generation, file) of the checkpoints in ``directory``, oldest first; with
-        ``catalogue``, only those of that catalogue (and untagged ones, made before
-        catalogues had ids), so a folder never pairs one catalogue's ids with another's."""
+    def checkpoints(
+        directory: Path, catalogue: str | None = None, untagged: bool = True
+    ) -> list[tuple[int, Path]]:
+        """(generation, file) of the checkpoints in ``directory``, oldest first. With
+        ``catalogue``, only that catalogue's (and untagged ones, made before catalogues had
+        ids, if ``untagged``), so a folder never pairs one catalogue's ids with another's."""
         found = []
         if not directory.is_dir():
             return found
         for p in directory.iterdir():
             m = _NAME.match(p.name)
-            if m and (catalogue is None or m.group(2) in (None, catalogue)):
+            if m and (catalogue is None or m.group(2) == catalogue or (untagged and m.group(2) is None)):
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
     @classmethod
-    def load(cls, directory: Path, dim: int, catalogue: str | None = None) -> VectorIndex:
-        """The newest checkpoint in ``directory`` (of ``catalogue``), or an empty index
-        (generation 0)."""
+    def load(
+        cls, directory: Path, dim: int, catalogue: str | None = None, untagged: bool = True
+    ) -> VectorIndex:
+        """The newest checkpoint in ``directory`` (of ``catalogue``, see :meth:`checkpoints`),
+        or an empty index (generation 0)."""
         for attempt in range(5):
-            found = cls.checkpoints(directory, catalogue)
+            found = cls.checkpoints(directory, catalogue, untagged)
             if not found:
                 return cls(dim)
             generation, path = found[-1]

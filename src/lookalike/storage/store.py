@@ -310,13 +310,7 @@ class Store:
 
     def _lock(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{self.directory} is being written by another lookalike process") from None
-        self._lock_fd = fd
+        self._lock_fd = _flock(self.directory / LOCKFILE, str(self.directory))
 
     def _lock_catalogue(self) -> None:
         """One writer per catalogue too: a PostgreSQL session advisory lock, held on a
@@ -324,15 +318,9 @@ class Store:
         beside a SQLite catalogue outside the folder (the folder's lock covers its own)."""
         if self.engine.dialect.name == "sqlite":
             if self.location:
-                fd = os.open(f"{self.engine.url.database}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    raise StoreError(
-                        f"catalogue {self.location} is being written by another lookalike process"
-                    ) from None
-                self._db_lock_fd = fd
+                self._db_lock_fd = _flock(
+                    Path(f"{self.engine.url.database}.lock"), f"catalogue {self.location}"
+                )
             return
         if self.engine.dialect.name != "postgresql":
             return  # no lock for other databases (see README)
@@ -363,10 +351,8 @@ class Store:
             try:
                 for attr in ("_db_lock_fd", "_lock_fd"):
                     fd = getattr(self, attr)
-                    if fd is not None:
-                        setattr(self, attr, None)
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                        os.close(fd)
+                    setattr(self, attr, None)
+                    _release(fd)
             finally:
                 if hasattr(self, "engine"):
                     self.engine.dispose()
@@ -464,8 +450,7 @@ class Store:
         except (OSError, RuntimeError):  # FAISS reports a full disk as RuntimeError
             pass
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            _release(self._lock_fd)
             self._lock_fd = None
 
     def load_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -632,13 +617,14 @@ class Store:
         """
         queries = np.ascontiguousarray(queries, np.float32)
         index = self.vectors
-        if index.kind != "flat" and allowed is not None and len(allowed) <= EXACT_SUBSET:
-            ids, raw = self.load_vectors(allowed)
-            return _top_k(queries @ raw.T, ids, k)
+        spec = index.spec
         nprobe = None
-        if index.kind != "flat" and allowed is not None:  # more lists, so as many allowed are seen
-            boost = max(1.0, index.ntotal / max(len(allowed), 1))
-            nprobe = min(index.spec.nlist, int((index.nprobe or index.default_nprobe()) * boost))
+        if spec.kind != "flat" and allowed is not None:
+            if len(allowed) <= EXACT_SUBSET:
+                ids, raw = self.load_vectors(allowed)
+                return _top_k(queries @ raw.T, ids, k)
+            boost = max(1.0, index.ntotal / max(len(allowed), 1))  # more lists: as many allowed seen
+            nprobe = min(spec.nlist, int((index.nprobe or index.default_nprobe()) * boost))
         if index.exact:
             return index.search(queries, k, allowed, nprobe)
         _, cand = index.search(queries, max(RERANK_MIN, RERANK_FACTOR * k), allowed, nprobe)
@@ -1038,6 +1024,25 @@ def _below(paths: Sequence[str]):
 def _taken(by_capture, by_mtime):
     """A date condition on the EXIF capture time, or on the mtime where there is none."""
     return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
+
+
+def _flock(path: Path, what: str) -> int:
+    """An exclusive lock on the file ``path`` (created if need be), held by the returned
+    descriptor; a clear error naming ``what`` when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{what} is being written by another lookalike process") from None
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    """Drop a lock taken by :func:`_flock` (None: nothing held)."""
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _absolute(url):

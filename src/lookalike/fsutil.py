@@ -1,0 +1,95 @@
+"""Crash-safe file replacement: write beside the target, fsync, rename, fsync the folder.
+
+A crash at any moment leaves either the old file or the new one, never half of one,
+and no temporary file that the next writer would not clean (see :func:`remove_temporaries`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"  # every temporary this module makes starts so, then the target's name
+
+
+def default_file_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's contents (a folder: its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make renames and new entries in ``directory`` durable."""
+    fsync_path(directory)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; on success it is fsynced and renamed
+    over ``path`` (with the umask's mode), else removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_file_mode())
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically and durably."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[object], None]) -> None:
+    """Replace ``path`` with what ``write(binary_file)`` writes, atomically and durably."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+def atomic_replace_dir(fill: Callable[[Path], None], target: Path) -> None:
+    """Create folder ``target`` from what ``fill(tmp_folder)`` puts in a folder beside it,
+    renamed into place in one step (a concurrent creator's folder wins)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
+    try:
+        fill(tmp)
+        fsync_dir(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race: a real failure
+                raise
+        fsync_dir(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_temporaries(folder: Path, name: str) -> None:
+    """Delete temporaries of ``name`` that a crashed writer left in ``folder``."""
+    for stale in folder.glob(f"{TEMP_PREFIX}{name}.*"):
+        stale.unlink(missing_ok=True)

@@ -66,8 +66,8 @@ def main() -> None:
         sys.exit(f"run bench/quality.py --work {args.work} first")
     index = Index(index_dir)
     with index.store() as store:
-        known = {Path(p).stem: k.id for p, k in store.known().items() if k.status == "ok"}
-        ids, db = store.load_vectors(sorted(known.values()))
+        known = {Path(p).stem: k.id for p, k in store.catalogue.known().items() if k.status == "ok"}
+        ids, db = store.catalogue.load_vectors(sorted(known.values()))
     position = {int(i): n for n, i in enumerate(ids)}
     files, truth, edits = [], [], []
     for folder in sorted(p for p in queries_dir.iterdir() if p.is_dir()):

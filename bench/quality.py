@@ -190,15 +190,11 @@ class Run:
 
 def _stored_bytes(index_dir: Path) -> tuple[float, float, int]:
     """Mean bytes of a stored vector blob, FAISS checkpoint bytes per vector, dim."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
     from lookalike.api import Index
-    from lookalike.storage.schema import Vector
 
-    with Index(index_dir).store(sync=False) as store, Session(store.engine) as s:
-        n, total = s.execute(select(func.count(), func.sum(func.length(Vector.data)))).one()
-        dim = int(store.manifest["dim"])
+    with Index(index_dir).store(sync=False) as store:
+        n, total = store.catalogue.vector_storage()
+        dim = store.dim
     faiss_bytes = sum(p.stat().st_size for p in index_dir.glob("vectors-*.faiss"))
     n = n or 1
     return (total or 0) / n, faiss_bytes / n, dim

@@ -70,7 +70,7 @@ def test_calibrate_an_index_then_scores_carry_probabilities(tmp_path, photo_dir,
     res = runner.invoke(app, ["calibrate", "--index", str(index), "--sample", "8"])
     assert res.exit_code == 0, res.output
     assert "calibrated on 8 photos (64 edited copies, 56 other photos)" in res.stdout
-    cal = Calibration.from_dict(Index(index).manifest()["calibration"])
+    cal = Calibration.from_dict(Index(index).manifest().calibration)
     assert cal.a > 0  # higher cosine, more likely the same photo
     query = photo_dir / "photo0.jpg"
     out = json.loads(
@@ -100,7 +100,7 @@ def test_an_index_calibrates_itself_once_it_is_large_enough(tmp_path, photo_dir,
     monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
     report = Index(tmp_path / "index").add([photo_dir], model=str(tf2_model))
     assert report.calibration is not None and report.calibration.photos == 6
-    assert Index(tmp_path / "index").manifest()["calibration"]["photos"] == 6
+    assert Index(tmp_path / "index").manifest().calibration["photos"] == 6
 
 
 def test_a_curve_that_falls_with_cosine_is_refused():
@@ -144,8 +144,8 @@ def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(
     monkeypatch.setattr(calibration, "fit", refuse)
     idx = Index(tmp_path / "index")
     idx.add([photo_dir / "sub"], model=str(tf2_model))  # 4 photos: tried, refused, recorded
-    assert attempts == [1] and idx.manifest()["calibration"]["failed_at"] == 4
-    assert Calibration.from_dict(idx.manifest()["calibration"]) is None
+    assert attempts == [1] and idx.manifest().calibration["failed_at"] == 4
+    assert Calibration.from_dict(idx.manifest().calibration) is None
     idx.add([photo_dir / "photo0.jpg", photo_dir / "photo2.jpg"])  # 6 < 2 x 4: not again
     assert attempts == [1]
     idx.add([photo_dir])  # 8: again

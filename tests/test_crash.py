@@ -66,7 +66,7 @@ def test_sigkill_at_any_point_then_resume(tmp_path, tf2_model):
     res = runner.invoke(app, ["verify", "--index", str(index)])
     assert res.exit_code == 0 and "ok" in res.stdout, res.stdout
     with Store(index) as store:
-        known = store.known()
+        known = store.catalogue.known()
         assert len(known) == N_PHOTOS and store.vectors.ntotal == N_PHOTOS
         assert {Path(p).name for p in known} == {f"p{i:04d}.png" for i in range(N_PHOTOS)}
     hit = Index(index).search([photos / "p0123.png"], k=1)[0].hits[0]

@@ -66,7 +66,7 @@ def test_each_descriptor_indexes_searches_and_is_recorded(tmp_path, photo_dir, t
     idx = Index(tmp_path / "index")
     report = idx.add([photo_dir], model=str(tf2_model), descriptor=name)
     assert report.indexed == 8
-    assert idx.manifest()["descriptor"] == name and idx.info()["descriptor"] == name
+    assert idx.manifest().descriptor == name and idx.info()["descriptor"] == name
     query = photo_dir / "photo0.jpg"
     (hit, *_) = Index(tmp_path / "index").search([query], k=2)[0].hits  # a fresh Index: from the manifest
     assert hit.path == str(query) and hit.score == pytest.approx(1.0, abs=1e-4)
@@ -96,9 +96,9 @@ def test_decoder_workers_cut_the_same_views(tmp_path, photo_dir, tf2_model):
     a.add([photo_dir], model=str(tf2_model), descriptor="regions", options=IndexOptions(workers=0))
     b.add([photo_dir], model=str(tf2_model), descriptor="regions", options=IndexOptions(workers=2))
     with a.store() as sa, b.store() as sb:
-        ka, kb = sa.known(), sb.known()
-        va = sa.load_vectors(sorted(k.id for k in ka.values()))[1]
-        vb = sb.load_vectors(sorted(k.id for k in kb.values()))[1]
+        ka, kb = sa.catalogue.known(), sb.catalogue.known()
+        va = sa.catalogue.load_vectors(sorted(k.id for k in ka.values()))[1]
+        vb = sb.catalogue.load_vectors(sorted(k.id for k in kb.values()))[1]
     np.testing.assert_allclose(va, vb, atol=1e-6)
 
 

@@ -25,12 +25,12 @@ def idx(tmp_path, photo_dir, tf2_model):
 
 def _rows(index) -> dict[str, int]:
     with Store(index.directory) as s:
-        return {p: k.id for p, k in s.known().items()}
+        return {p: k.id for p, k in s.catalogue.known().items()}
 
 
 def _vector(index, path) -> np.ndarray:
     with Store(index.directory) as s:
-        return s.vectors.reconstruct(s.known()[str(path)].id)
+        return s.vectors.reconstruct(s.catalogue.known()[str(path)].id)
 
 
 def test_touched_file_keeps_its_row_without_re_embedding(idx, photo_dir):
@@ -40,7 +40,7 @@ def test_touched_file_keeps_its_row_without_re_embedding(idx, photo_dir):
     assert (report.indexed, report.reused, report.unchanged) == (0, 1, 7)
     assert _rows(idx) == before
     with Store(idx.directory) as s:
-        assert s.known()[str(photo_dir / "photo0.jpg")].mtime_ns == 10**18
+        assert s.catalogue.known()[str(photo_dir / "photo0.jpg")].mtime_ns == 10**18
 
 
 def test_moved_and_renamed_files_keep_id_and_vector(idx, photo_dir):

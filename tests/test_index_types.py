@@ -8,8 +8,9 @@ import pytest
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import StoreError
-from lookalike.storage import store as store_mod
+from lookalike.storage import lookup as lookup_mod
 from lookalike.storage import vectors as vectors_mod
+from lookalike.storage.manifest import IndexSettings
 from lookalike.storage.vectors import FLAT_MAX_FLOATS, IndexSpec, choose_spec, nlist_for
 
 DIM = 32
@@ -76,7 +77,7 @@ def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
         assert s.vectors.kind == kind and s.vectors.ntotal == N
         assert s.stats()["index_type"] == str(spec)
         assert s.verify().ok
-        ids = np.array(sorted(s.known().values(), key=lambda k: k.id), dtype=object)
+        ids = np.array(sorted(s.catalogue.known().values(), key=lambda k: k.id), dtype=object)
         id_of = np.array([k.id for k in ids])
         queries = vecs[:50]
         scores, found = s.search(queries, 10)
@@ -96,7 +97,7 @@ def test_filters_inside_approximate_index(filled):
     with backend(directory, writable=True) as s:
         s.set_index_settings(type="ivf-sq8")
         s.rebuild_index()
-        allowed = s.ids_matching(under=["/q"])
+        allowed = s.catalogue.ids_matching(under=["/q"])
         assert len(allowed) == N // 2
         # a query equal to a /p vector: its best allowed match is found among /q only
         scores, found = s.search(vecs[:5], 5, allowed)
@@ -140,13 +141,13 @@ def test_memory_budget_and_settings_persist(filled):
         assert s.vectors.kind == "ivf-pq"
         assert s.vectors.spec.memory(N, DIM) <= N * 110
     with backend(directory) as s:
-        assert s.index_settings["max_memory"] == N * 110 and s.vectors.kind == "ivf-pq"
+        assert s.index_settings.max_memory == N * 110 and s.vectors.kind == "ivf-pq"
     with backend(directory, writable=True) as s:
         with pytest.raises(ValueError, match="unknown index type"):
             s.set_index_settings(type="annoy")
         with pytest.raises(StoreError, match="raise --max-memory"):
             s.set_index_settings(max_memory=N)
-        assert s.index_settings["max_memory"] == N * 110  # a refused change changes nothing
+        assert s.index_settings.max_memory == N * 110  # a refused change changes nothing
 
 
 def test_new_machine_without_checkpoint_builds_the_chosen_type(filled):
@@ -180,7 +181,7 @@ def test_nprobe_setting_survives_reopening(filled, monkeypatch):
     with backend(directory, writable=True) as s:
         s.set_index_settings(type="ivf-flat", nprobe=3)
         s.rebuild_index()
-    monkeypatch.setattr(store_mod, "EXACT_SUBSET", 0)  # filters go through FAISS, not exact scoring
+    monkeypatch.setattr(lookup_mod, "EXACT_SUBSET", 0)  # filters go through FAISS, not exact scoring
     calls = []
     real = vectors_mod.faiss.SearchParametersIVF
     monkeypatch.setattr(
@@ -196,7 +197,7 @@ def test_nprobe_setting_survives_reopening(filled, monkeypatch):
 def test_a_reader_whose_cache_was_outgrown_builds_the_right_type(filled):
     directory, vecs, backend = filled
     with backend(directory, sync=False) as s:  # its checkpoint is flat; the catalogue wants IVF now
-        s.manifest["vector_index"] = {"type": "ivf-sq8", "max_memory": None, "nprobe": None}
+        s.manifest.vector_index = IndexSettings(type="ivf-sq8")
         s.vectors.generation = -1  # behind the catalogue
         s.sync_vectors()
         assert s.vectors.kind == "ivf-sq8" and s.vectors.ntotal == N

@@ -53,8 +53,8 @@ def test_two_machines_share_one_catalogue(tmp_path, pg_url):
     assert not (a / "catalog.sqlite").exists()
     # machine b has only the URL: manifest and vectors come from the catalogue
     with Store(b, db=pg_url) as s:
-        assert s.manifest["model"]["identity"] == "model-a" and s.vectors.ntotal == 3
-        row = s.rows([ids[0]])[ids[0]]
+        assert s.manifest.model.identity == "model-a" and s.vectors.ntotal == 3
+        row = s.catalogue.rows([ids[0]])[ids[0]]
         assert (row.size, row.mtime_ns) == (5_000_000_000, 1_763_800_000_123_456_789)  # 64-bit
         _, found = s.search(_vecs(3)[1:2], 1)
         assert found[0][0] == ids[1]
@@ -77,8 +77,7 @@ def test_one_writer_per_catalogue_across_folders(tmp_path, pg_url):
 
 def test_lock_is_released_when_the_writer_dies(tmp_path, pg_url):
     store = Store(tmp_path / "a", model=_info(), writable=True, db=pg_url)
-    store._db_lock.invalidate()  # the connection drops, as when the process is killed
-    store._db_lock = None
+    store.catalogue_lock.drop_connection()  # the connection drops, as when the process is killed
     Store(tmp_path / "b", writable=True, db=pg_url).close()
     store.close()
 

@@ -185,7 +185,7 @@ def test_only_intact_indexed_files_are_served(tmp_path, photo_dir, tf2_model):
     from lookalike.storage import Store
 
     with Store(index) as s:
-        known = s.known()
+        known = s.catalogue.known()
     c = _client(index)
     assert c.get(f"/images/{known[str(photo_dir / 'broken.jpg')].id}").status_code == 404  # error row
     swapped = photo_dir / "photo2.jpg"

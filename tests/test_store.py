@@ -73,7 +73,7 @@ def test_stale_checkpoint_is_brought_up_to_date(tmp_path, backend):
     with backend(tmp_path) as s:
         assert s.vectors.ntotal == 3  # reconciled in memory for readers
         # (readers of a shared catalogue also save it as this machine's checkpoint)
-        assert s.verify().ok == s.shared
+        assert s.verify().ok == s.location.shared
     with backend(tmp_path, writable=True) as s:
         assert s.verify().ok  # writer saved the reconciled checkpoint
 
@@ -114,9 +114,9 @@ def test_errors_view_and_labels(tmp_path, backend):
         bad = ImageFile("/p/bad.jpg", 4, 1, "h", error="not a recognised image format")
         s.record_errors([bad])
         ids = s.add(_files("ab"), _vecs(2), labels=[[(1, "tabby cat", 0.9)], [(2, "dog", 0.8)]])
-        assert s.errors() == [("/p/bad.jpg", "not a recognised image format")]
-        assert list(s.ids_with_label("CAT")) == [ids[0]]
-        assert s.rows([ids[0]])[ids[0]].labels == [("tabby cat", 0.9)]
+        assert s.catalogue.errors() == [("/p/bad.jpg", "not a recognised image format")]
+        assert list(s.catalogue.ids_with_label("CAT")) == [ids[0]]
+        assert s.catalogue.rows([ids[0]])[ids[0]].labels == [("tabby cat", 0.9)]
         from sqlalchemy import text
 
         with s.engine.connect() as c:
@@ -154,7 +154,7 @@ def test_a_sqlite_catalogue_elsewhere_is_locked_and_absolute(tmp_path, monkeypat
             Store(tmp_path / "b", model=_info(), writable=True, db=f"sqlite:///{tmp_path / 'cat.sqlite'}")
     monkeypatch.chdir(tmp_path / "a")  # the folder remembers the file, not the words typed
     with Store(tmp_path / "a") as s:
-        assert s.manifest["database"] == f"sqlite:///{tmp_path / 'cat.sqlite'}" and s.vectors.ntotal == 1
+        assert s.manifest.database == f"sqlite:///{tmp_path / 'cat.sqlite'}" and s.vectors.ntotal == 1
     with pytest.raises(StoreError, match="needs a file path"):
         Store(tmp_path / "c", model=_info(), writable=True, db="sqlite://")
 

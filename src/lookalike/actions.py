@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lookalike.search.duplicates import EXACT, Group
-from lookalike.storage.store import Known
+from lookalike.storage.catalogue import Known
 
 ACTIONS = ("move", "trash", "hardlink")
 

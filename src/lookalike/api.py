@@ -15,6 +15,7 @@ import numpy as np
 from lookalike import actions, descriptors
 from lookalike.actions import ActionReport
 from lookalike.descriptors import get_descriptor
+from lookalike.errors import IncompatibleIndex, NotIndexed, StoreError
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
@@ -22,8 +23,8 @@ from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Filters, Hit, calibration, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
-from lookalike.storage import FileRow, Store, StoreError, VerifyReport, default_index_dir
-from lookalike.storage.store import MANIFEST
+from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
+from lookalike.storage.manifest import MANIFEST
 
 QuerySource = str | os.PathLike | bytes
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class Index:
             return False
         return True
 
-    def manifest(self) -> dict:
+    def manifest(self) -> Manifest:
         """The index's manifest (model, dimension, preprocessing)."""
         with self.store(sync=False) as store:
             return store.manifest
@@ -90,20 +91,17 @@ class Index:
         """The model this index was built with, loaded as its manifest describes."""
         if self._embedder is None:
             manifest = self.manifest()
-            info = manifest["model"]
+            info = manifest.model
             embedder = load_model(
-                info["source"],
-                input_size=info["input_size"][0],
-                input_range=tuple(info["input_range"]),
-                runtime=self.runtime,
+                info.source, input_size=info.input_size[0], input_range=info.input_range, runtime=self.runtime
             )
-            if embedder.info.identity != info["identity"]:
-                raise StoreError(
-                    f"model {info['source']} has changed since index {self.directory} was built "
-                    f"(identity {embedder.info.identity[:12]}, index has {info['identity'][:12]})"
+            if embedder.info.identity != info.identity:
+                raise IncompatibleIndex(
+                    f"model {info.source} has changed since index {self.directory} was built "
+                    f"(identity {embedder.info.identity[:12]}, index has {info.identity[:12]})"
                 )
             self._embedder = embedder
-            self._descriptor = get_descriptor(manifest.get("descriptor"))
+            self._descriptor = get_descriptor(manifest.descriptor)
         return self._embedder
 
     def add(
@@ -146,9 +144,9 @@ class Index:
             if index_settings:
                 store.set_index_settings(**index_settings)
             if embedder.info.has_labels and opts.label_names is None:
-                opts.label_names = load_labels(labels or store.manifest.get("labels"))
+                opts.label_names = load_labels(labels or store.manifest.labels)
             report = index_paths(store, embedder, paths, opts, progress)
-            state = store.manifest.get("calibration") or {}
+            state = store.manifest.calibration or {}
             n = store.vectors.ntotal
             if (
                 calibrate
@@ -207,7 +205,7 @@ class Index:
             try:
                 store.rebuild_index()
             except BaseException:
-                store.set_index_settings(**before)  # a failed rebuild changes nothing
+                store.set_index_settings(**before.to_dict())  # a failed rebuild changes nothing
                 raise
             return store.stats()
 
@@ -218,7 +216,8 @@ class Index:
             return self._calibrate(store, sample, seed)
 
     def _calibrate(self, store: Store, sample: int, seed: int) -> calibration.Calibration:
-        rows = [(k.id, path, k.content_hash) for path, k in store.known().items() if k.status == "ok"]
+        known = store.catalogue.known().items()
+        rows = [(k.id, path, k.content_hash) for path, k in known if k.status == "ok"]
         order = np.random.default_rng(seed).permutation(len(rows))
         picked: list[tuple[int, bytes, str | None]] = []
         for i in order:  # files that cannot be read now are skipped
@@ -232,7 +231,7 @@ class Index:
             picked.append((fid, data, digest))
             if len(picked) == sample:
                 break
-        ids, vecs = store.load_vectors([fid for fid, _, _ in picked])
+        ids, vecs = store.catalogue.load_vectors([fid for fid, _, _ in picked])
         vector_of = dict(zip(ids.tolist(), vecs, strict=True))
         picked = [p for p in picked if p[0] in vector_of]
         digest_of = {fid: d for fid, _, d in picked}
@@ -244,7 +243,8 @@ class Index:
         def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
             scores, found = store.search(vectors, k + 5)
             hashes = {
-                fid: row.content_hash for fid, row in store.rows(set(found[found >= 0].tolist())).items()
+                fid: row.content_hash
+                for fid, row in store.catalogue.rows(set(found[found >= 0].tolist())).items()
             }
             out = []
             for row_s, row_i, fid in zip(scores, found, fids, strict=True):
@@ -265,7 +265,7 @@ class Index:
         """Drop files, or everything below folders, from the index; returns how many."""
         targets = [os.path.abspath(os.fspath(p)) for p in paths]
         with self.store(writable=True) as store:
-            known = store.known(under=targets)
+            known = store.catalogue.known(under=targets)
             return store.remove_paths(sorted(known))
 
     def verify(self, repair: bool = False) -> tuple[VerifyReport, VerifyReport | None]:
@@ -283,7 +283,7 @@ class Index:
     def duplicates(self, threshold: float, rules: KeepRules | None = None) -> list[Group]:
         """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs."""
         with self.store() as store:
-            ignored = store.ignored_pairs()
+            ignored = store.catalogue.ignored_pairs()
 
             def is_ignored(a: FileRow, b: FileRow) -> bool:
                 return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
@@ -306,7 +306,7 @@ class Index:
         with self.store(writable=True) as store:
             report = actions.ActionReport(journal)
             try:
-                actions.apply(groups, action, store.known(), journal, move_to, report)
+                actions.apply(groups, action, store.catalogue.known(), journal, move_to, report)
             finally:  # whatever was moved or trashed leaves the index, even if apply failed
                 gone = [p for p in report.done if not os.path.exists(p)]
                 if action != "hardlink" and gone:
@@ -317,10 +317,10 @@ class Index:
         """Remember that two indexed files are not duplicates; later runs respect it."""
         paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
         with self.store(writable=True) as store:
-            known = store.known(under=paths)
+            known = store.catalogue.known(under=paths)
             missing = [p for p in paths if p not in known or not known[p].content_hash]
             if missing:
-                raise StoreError(f"not in the index: {', '.join(missing)}")
+                raise NotIndexed(f"not in the index: {', '.join(missing)}")
             store.ignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
 
     def export(self, out: Path, fmt: str = "npy") -> list[Path]:
@@ -336,7 +336,7 @@ class Index:
 
     def errors(self) -> list[tuple[str, str]]:
         with self.store(sync=False) as store:
-            return store.errors()
+            return store.catalogue.errors()
 
 
 __all__ = ["Index", "ModelError", "QueryResult", "StoreError"]

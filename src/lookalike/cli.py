@@ -498,7 +498,7 @@ def dupes(
             manifest = idx.manifest()
         except Exception as exc:
             raise _fail(_known_error(exc)) from None
-        cal = Calibration.from_dict(manifest.get("calibration"))
+        cal = Calibration.from_dict(manifest.calibration)
         if min_probability is not None:
             if cal is None:
                 raise _fail("this index has no score calibration yet: run `lookalike calibrate` first")
@@ -507,7 +507,7 @@ def dupes(
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--min-probability") from None
         else:
-            presets, basis = presets_for(manifest["model"]["source"], cal)
+            presets, basis = presets_for(manifest.model.source, cal)
     if basis == "unmeasured":
         err.print(
             "note: the presets were measured for MobileNet V1 models; for this index's model they "

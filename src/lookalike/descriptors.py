@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from lookalike.errors import InvalidArgument
+
 DEFAULT_DESCRIPTOR = "squash"
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -34,6 +36,11 @@ class Descriptor:
     mirror: bool = False  # add the mirrored view
     regions: int = 0  # extra overlapping regions along the longer side
     help: str = ""
+
+    @property
+    def resize(self) -> str:
+        """How the whole image is fitted to the model input: squash, crop or pad."""
+        return "crop" if self.crop else "pad" if self.pad else "squash"
 
     @property
     def views(self) -> int:
@@ -87,7 +94,7 @@ def get_descriptor(name: str | None) -> Descriptor:
     """The descriptor called ``name`` (None: the default); a clear error for unknown ones."""
     name = name or DEFAULT_DESCRIPTOR
     if name not in DESCRIPTORS:
-        raise ValueError(f"unknown descriptor {name!r}; choose from {', '.join(DESCRIPTORS)}")
+        raise InvalidArgument(f"unknown descriptor {name!r}; choose from {', '.join(DESCRIPTORS)}")
     return DESCRIPTORS[name]
 
 

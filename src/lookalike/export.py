@@ -6,24 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from lookalike.storage.schema import File
+from lookalike.errors import InvalidArgument
 from lookalike.storage.store import Store
 
 FORMATS = ("npy", "parquet")
 CHUNK = 10_000
-
-
-def _rows(store: Store) -> list[tuple]:
-    q = (
-        select(File.id, File.path, File.content_hash, File.width, File.height, File.captured_at)
-        .where(File.vector_id.is_not(None))
-        .order_by(File.id)
-    )
-    with Session(store.engine) as s:
-        return [tuple(r) for r in s.execute(q)]
 
 
 def export(store: Store, out: Path, fmt: str) -> list[Path]:
@@ -34,8 +22,8 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
     with id, path, content_hash, width, height, captured_at and a fixed-size vector column.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-    rows = _rows(store)
+        raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}")
+    rows = store.catalogue.exported_rows()
     base = out.with_suffix("") if out.suffix in (".npy", ".parquet") else out
     base.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "npy":
@@ -43,7 +31,7 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
         vectors = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(rows), store.dim))
         for start in range(0, len(rows), CHUNK):
             ids = [r[0] for r in rows[start : start + CHUNK]]
-            vectors[start : start + len(ids)] = store.load_vectors(ids)[1]
+            vectors[start : start + len(ids)] = store.catalogue.load_vectors(ids)[1]
         vectors.flush()
         del vectors
         paths = base.with_name(base.name + ".paths.json")
@@ -53,7 +41,7 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError("parquet export needs pyarrow: pip install 'lookalike[parquet]'") from None
+        raise InvalidArgument("parquet export needs pyarrow: pip install 'lookalike[parquet]'") from None
     target = base.with_suffix(".parquet")
     schema = pa.schema([
         ("id", pa.int64()), ("path", pa.string()), ("content_hash", pa.string()),
@@ -65,7 +53,7 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
             chunk = rows[start : start + CHUNK]
             if not chunk:
                 break
-            vecs = store.load_vectors([r[0] for r in chunk])[1]
+            vecs = store.catalogue.load_vectors([r[0] for r in chunk])[1]
             columns = list(zip(*chunk, strict=True))
             flat = pa.array(vecs.ravel(), pa.float32())
             writer.write_table(pa.table(

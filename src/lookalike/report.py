@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lookalike.images import thumbnail_jpeg
 from lookalike.search.duplicates import Group
-from lookalike.storage.store import FileRow
+from lookalike.storage.catalogue import FileRow
 
 THUMB = 240
 

@@ -65,9 +65,7 @@ class _Service:
         self.cfg = cfg
         self.index = Index(cfg.index, runtime=cfg.runtime, db=cfg.db)
         self.model = self.index.model()  # loaded once; refuses an index without a manifest
-        self.label_names = (
-            load_labels(self.index.manifest().get("labels")) if self.model.info.has_labels else None
-        )
+        self.label_names = load_labels(self.index.manifest().labels) if self.model.info.has_labels else None
         self.write_lock = threading.Lock()
         self.snapshot_lock = threading.Lock()
         self.snapshot = self.index.store()
@@ -217,7 +215,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     def row_or_404(image_id: int):
         """An indexed image whose file is still the one indexed (same size and mtime):
         error rows, and files swapped since (say for a symlink elsewhere), are not served."""
-        row = svc.current().rows([image_id]).get(image_id)
+        row = svc.current().catalogue.rows([image_id]).get(image_id)
         try:
             st = os.stat(row.path) if row is not None and row.status == STATUS_OK else None
         except OSError:
@@ -265,7 +263,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             from lookalike.indexer.pipeline import index_paths
 
             index_paths(store, svc.model, [target], IndexOptions(workers=0, label_names=svc.label_names))
-            return store.known(under=[str(target)])[str(target)].id
+            return store.catalogue.known(under=[str(target)])[str(target)].id
 
         try:
             new_id = await run_in_threadpool(svc.write, store_it)
@@ -276,7 +274,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
 
     @app.delete("/images/{image_id}", dependencies=auth)
     def remove(image_id: int) -> dict:
-        row = svc.current().rows([image_id]).get(image_id)
+        row = svc.current().catalogue.rows([image_id]).get(image_id)
         if row is None:
             raise HTTPException(404, "no such image in the index")
         svc.write(lambda store: store.remove_paths([row.path]))

@@ -13,7 +13,8 @@ from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
 from lookalike.models.labels import top_k
 from lookalike.models.runtimes import Embedder
-from lookalike.storage.store import Known, Store
+from lookalike.storage.catalogue import Known
+from lookalike.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
 
@@ -124,12 +125,12 @@ def index_paths(
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
     entries = list(walk(roots, opts.include, opts.exclude, opts.follow_symlinks, opts.hidden))
     report.scanned = len(entries)
-    known = store.known(under=roots)  # folder roots, and files given directly
+    known = store.catalogue.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}
     gone = {p for p in known if p not in seen and not os.path.exists(p)}
     todo = [e.path for e in entries if not _unchanged(known.get(e.path), e)]
     report.unchanged = len(entries) - len(todo)
-    by_hash = store.vectors_by_hash() if todo else {}
+    by_hash = store.catalogue.vectors_by_hash() if todo else {}
     claimed: set[int] = set()
     run = _Run(store, embedder, opts, report)
     if progress:

@@ -37,17 +37,6 @@ class ModelInfo:
     has_labels: bool
     runtime: str = field(compare=False)
 
-    def preprocessing(self) -> dict:
-        h, w = self.input_size
-        return {
-            "color": "RGB",
-            "resize": "squash",
-            "resample": "bilinear-antialias",
-            "height": h,
-            "width": w,
-            "input_range": list(self.input_range),
-        }
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)

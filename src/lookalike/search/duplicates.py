@@ -17,8 +17,10 @@ from datetime import datetime
 import faiss
 import numpy as np
 
+from lookalike.errors import IncompatibleIndex
 from lookalike.search.calibration import Calibration
-from lookalike.storage.store import FileRow, Store, StoreError, is_under
+from lookalike.storage.catalogue import FileRow, is_under
+from lookalike.storage.store import Store
 
 EXACT = "exact"
 NEAR = "near"
@@ -237,12 +239,14 @@ def find_duplicates(
     """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``."""
     rules = rules or KeepRules()
     view = store.vectors.flat_view()  # no copy of a million vectors when FAISS holds them flat
-    ids, vectors = view if view is not None else store.load_vectors(sorted(store.vectors.ids().tolist()))
-    edges = set(store.same_content_pairs())
+    if view is None:
+        view = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
+    ids, vectors = view
+    edges = set(store.catalogue.same_content_pairs())
     if threshold <= 1.0:
         edges |= candidate_pairs(ids, vectors, threshold)
     comps = _components(edges)
-    rows = store.rows({i for c in comps for i in c})
+    rows = store.catalogue.rows({i for c in comps for i in c})
     order = np.argsort(ids)
     members_ids = np.array(sorted(rows), np.int64)
     position = dict(
@@ -286,25 +290,22 @@ def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[
 def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
     """Images of ``store`` already in ``other``: one group per file of ``other``."""
     mine, theirs = store.manifest, other.manifest
-    if (mine["model"]["identity"], mine["preprocessing"]) != (
-        theirs["model"]["identity"],
-        theirs["preprocessing"],
-    ):
-        raise StoreError(
-            f"{other.directory} was indexed with {theirs['model']['source']}, this index with "
-            f"{mine['model']['source']}: their vectors cannot be compared"
+    if not mine.same_model(theirs.model):
+        raise IncompatibleIndex(
+            f"{other.directory} was indexed with {theirs.model.source}, this index with "
+            f"{mine.model.source}: their vectors cannot be compared"
         )
     if store.descriptor != other.descriptor:
-        raise StoreError(
+        raise IncompatibleIndex(
             f"{other.directory} was indexed with descriptor {other.descriptor!r}, this index with "
             f"{store.descriptor!r}: their vectors cannot be compared"
         )
-    their_hashes = other.vectors_by_hash()
-    my_hash = {fid: h for h, entries in store.vectors_by_hash().items() for fid, _ in entries}
+    their_hashes = other.catalogue.vectors_by_hash()
+    my_hash = {fid: h for h, entries in store.catalogue.vectors_by_hash().items() for fid, _ in entries}
     found: dict[int, list[tuple[int, float, str]]] = {}
     all_ids = sorted(int(i) for i in store.vectors.ids())
     for start in range(0, len(all_ids), QUERY_CHUNK):
-        ids, vecs = store.load_vectors(all_ids[start : start + QUERY_CHUNK])
+        ids, vecs = store.catalogue.load_vectors(all_ids[start : start + QUERY_CHUNK])
         scores, nbrs = other.search(vecs, 1) if other.vectors.ntotal else (None, None)
         for row, fid in enumerate(ids.tolist()):
             same = their_hashes.get(my_hash.get(fid, ""))
@@ -312,8 +313,8 @@ def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
                 found.setdefault(same[0][0], []).append((fid, 1.0, EXACT))
             elif scores is not None and nbrs[row, 0] >= 0 and scores[row, 0] >= threshold:
                 found.setdefault(int(nbrs[row, 0]), []).append((fid, float(min(scores[row, 0], 1.0)), NEAR))
-    their_rows = other.rows(found)
-    my_rows = store.rows({fid for hits in found.values() for fid, _, _ in hits})
+    their_rows = other.catalogue.rows(found)
+    my_rows = store.catalogue.rows({fid for hits in found.values() for fid, _, _ in hits})
     groups = []
     for oid, hits in found.items():
         if oid not in their_rows:

@@ -41,9 +41,9 @@ class Filters:
         """The ids that pass, or None when nothing is filtered."""
         ids = None
         if self.under or self.since or self.until:
-            ids = store.ids_matching(self.under, self.since, self.until)
+            ids = store.catalogue.ids_matching(self.under, self.since, self.until)
         if self.label:
-            labelled = store.ids_with_label(self.label)
+            labelled = store.catalogue.ids_with_label(self.label)
             ids = labelled if ids is None else np.intersect1d(ids, labelled)
         return ids
 
@@ -63,8 +63,8 @@ def search_vectors(
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, k, allowed)
-    cal = Calibration.from_dict(store.manifest.get("calibration"))
-    rows = store.rows({int(i) for i in ids.ravel() if i >= 0})
+    cal = Calibration.from_dict(store.manifest.calibration)
+    rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
     out = []
     for q_scores, q_ids in zip(scores, ids, strict=True):
         hits = []

@@ -1,4 +1,5 @@
-"""The SQL schema (SQLAlchemy 2.0 ORM) and engine set-up for an index's catalogue."""
+"""The catalogue's tables (SQLAlchemy 2.0 ORM) and engine set-up; upgrades live in
+:mod:`lookalike.storage.migrations`."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lookalike.errors import InvalidCatalogueURL
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -94,19 +95,12 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-ERRORS_VIEW = """
-CREATE VIEW errors AS
-SELECT id, path, size, mtime_ns, error AS reason, indexed_at AS seen_at
-FROM files WHERE status = 'error'
-"""
-
-
 def database_url(url: str | URL) -> URL:
     """A SQLAlchemy URL; plain ``postgresql://`` means the psycopg (3) driver."""
     try:
         url = make_url(url)
     except ArgumentError:
-        raise ValueError(f"not a database URL: {url!r} (e.g. postgresql://user@host/db)") from None
+        raise InvalidCatalogueURL(f"not a database URL: {url!r} (e.g. postgresql://user@host/db)") from None
     if url.drivername in ("postgresql", "postgres"):  # postgres:// is libpq's alias
         url = url.set(drivername="postgresql+psycopg")
     return url
@@ -140,15 +134,3 @@ def make_engine(url: str | URL) -> Engine:
             cur.close()
 
     return engine
-
-
-def create_schema(engine: Engine) -> None:
-    """Create what is missing (tables of newer versions included); no DDL when all exists,
-    so opening an index never competes with a writer for the database's write lock."""
-    have = inspect(engine)
-    missing = [t for t in Base.metadata.sorted_tables if not have.has_table(t.name)]
-    if missing:
-        Base.metadata.create_all(engine, tables=missing)
-    if "errors" not in have.get_view_names():
-        with engine.begin() as conn:
-            conn.execute(text(ERRORS_VIEW))

@@ -7,20 +7,24 @@ never half of one. The generation says which catalogue state the file reflects.
 Index types (:data:`INDEX_TYPES`): ``flat`` (exact, 4 bytes per dimension), and inverted
 files trained on the collection's own vectors: ``ivf-flat`` (float storage), ``ivf-sq8``
 (1 byte per dimension) and ``ivf-pq`` (product quantisation, a few bytes per vector).
-Approximate scores are re-scored exactly from the catalogue's raw vectors by the store;
-:func:`choose_spec` picks a type from the collection size and a memory budget.
+Approximate scores are re-scored exactly from the catalogue's raw vectors (see
+:mod:`lookalike.storage.lookup`). The policy is pure functions: :func:`choose_spec` picks a
+type from the collection size and a memory budget, :func:`outgrown` says when to rebuild.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from lookalike.errors import IncompatibleIndex, IndexSettingsError, InvalidArgument
+from lookalike.fsutil import atomic_path, remove_temporaries
 
 _NAME = re.compile(r"^vectors-(\d+)(?:-([0-9a-f]+))?\.faiss$")  # generation, catalogue id
 
@@ -28,6 +32,7 @@ _NAME = re.compile(r"^vectors-(\d+)(?:-([0-9a-f]+))?\.faiss$")  # generation, ca
 INDEX_TYPES = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq")
 FLAT_MAX_FLOATS = 100_000_000  # n x dim of an exact scan that still answers in ~30 ms
 TRAIN_PER_LIST = 64  # training vectors per inverted list (FAISS warns below 39)
+TRAIN_SAMPLE = 100_000  # vectors an IVF index is trained on (more when it has many lists)
 # Resident bytes per vector beside its code, measured (RSS, bench/ann_recall.py) with FAISS 1.x:
 # the 8-byte id, the id -> position hash map and list growth slack (IVF), or IndexIDMap2 maps.
 FLAT_ID_BYTES = 80
@@ -70,9 +75,11 @@ def parse_memory(value: str | int | None) -> int | None:
     try:
         amount = float(text[:-1] if scale > 1 else text)
     except ValueError:
-        raise ValueError(f"memory size {value!r}: expected e.g. 2G, 512MB or a number of bytes") from None
+        raise InvalidArgument(
+            f"memory size {value!r}: expected e.g. 2G, 512MB or a number of bytes"
+        ) from None
     if amount <= 0:
-        raise ValueError(f"memory size {value!r} must be positive")
+        raise InvalidArgument(f"memory size {value!r} must be positive")
     return int(amount * scale)
 
 
@@ -101,7 +108,7 @@ def choose_spec(n: int, dim: int, max_memory: int | None = None, kind: str = "au
     then IVF-SQ8, then IVF-PQ with the largest code that fits ``max_memory`` (bytes).
     ``kind`` forces a type of :data:`INDEX_TYPES` (its sizes still follow ``n``)."""
     if kind not in ("auto", *INDEX_TYPES):
-        raise ValueError(f"unknown index type {kind!r}; choose from auto, {', '.join(INDEX_TYPES)}")
+        raise InvalidArgument(f"unknown index type {kind!r}; choose from auto, {', '.join(INDEX_TYPES)}")
     nlist = nlist_for(n)
     if kind == "flat" or (
         kind == "auto" and n * dim <= FLAT_MAX_FLOATS and fits(IndexSpec(), n, dim, max_memory)
@@ -228,7 +235,8 @@ class VectorIndex:
         """Top-k (scores, ids) per query; ``allowed`` restricts to those ids inside FAISS;
         ``nprobe`` overrides the lists visited for this call (IVF).
 
-        Scores of quantised indexes are approximate: :meth:`Store.search` re-scores them.
+        Scores of quantised indexes are approximate: :func:`lookalike.storage.lookup.search`
+        re-scores them.
         """
         queries = np.ascontiguousarray(queries, np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
@@ -276,7 +284,7 @@ class VectorIndex:
                 if path.exists() or attempt == 4:
                     raise
         if index.d != dim:
-            raise ValueError(f"{path}: vectors have {index.d} dimensions, manifest says {dim}")
+            raise IncompatibleIndex(f"{path}: vectors have {index.d} dimensions, manifest says {dim}")
         return cls(dim, index, generation)
 
     def save(self, directory: Path, generation: int, catalogue: str | None = None) -> Path:
@@ -284,15 +292,8 @@ class VectorIndex:
         all others."""
         name = f"vectors-{generation}-{catalogue}.faiss" if catalogue else f"vectors-{generation}.faiss"
         final = directory / name
-        tmp = directory / f".{name}.tmp"
-        faiss.write_index(self.index, str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        fsync_dir(directory)
+        with atomic_path(final) as tmp:
+            faiss.write_index(self.index, str(tmp))
         self.generation = generation
         for _, path in self.checkpoints(directory):
             if path != final:
@@ -300,9 +301,61 @@ class VectorIndex:
         return final
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def remove_stale_temporaries(directory: Path) -> None:
+    """Checkpoint files a crashed writer left half-written (this and older releases' names)."""
+    remove_temporaries(directory, "vectors-*")
+    for stale in directory.glob(".vectors-*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+# --- policy: which index a collection needs, and when it has outgrown its own -----------
+
+
+def outgrown(have: IndexSpec, n: int, dim: int, max_memory: int | None, kind: str) -> IndexSpec | None:
+    """The spec to rebuild an index of ``have`` holding ``n`` vectors to, or None: flat past
+    the exact-scan limit or the memory budget, IVF lists 4x too few for the collection, or
+    IVF back to flat only well below the limit (hysteresis)."""
+    want = choose_spec(n, dim, max_memory, kind)
+    if have == want or ((have.kind, have.pq_m) == (want.kind, want.pq_m) and want.nlist < 4 * have.nlist):
+        return None
+    back_to_flat = have.kind != "flat" and want.kind == "flat"
+    if back_to_flat and choose_spec(2 * n, dim, max_memory, kind).kind != "flat":
+        return None
+    return want
+
+
+def training_size(spec: IndexSpec) -> int:
+    """Vectors to train ``spec`` on: enough per list for k-means, at least TRAIN_SAMPLE."""
+    return max(TRAIN_SAMPLE, TRAIN_PER_LIST * spec.nlist)
+
+
+def build_from(
+    dim: int,
+    spec: IndexSpec,
+    ids: Sequence[int],
+    load: Callable[[Sequence[int]], Iterable[tuple[np.ndarray, np.ndarray]]],
+    nprobe: int | None = None,
+) -> VectorIndex:
+    """An index of ``spec`` holding ``ids``, whose vectors ``load(ids)`` yields in chunks:
+    trained on a random sample (filled chunk by chunk: one copy at the peak), then filled."""
+    training = None
+    if spec.kind != "flat":
+        size = training_size(spec)
+        sample = ids if len(ids) <= size else np.random.default_rng(0).choice(ids, size, replace=False)
+        training = np.empty((len(sample), dim), np.float32)
+        filled = 0
+        for _, vecs in load(sorted(int(i) for i in sample)):
+            training[filled : filled + len(vecs)] = vecs
+            filled += len(vecs)
+        training = training[:filled]
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        index = VectorIndex.build(dim, spec, training)
+    except (ValueError, RuntimeError) as exc:
+        raise IndexSettingsError(
+            f"cannot build index type {spec.kind} over {len(ids)} vectors: {exc}"
+        ) from exc
+    del training
+    index.nprobe = nprobe
+    for chunk_ids, vecs in load(ids):
+        index.add(chunk_ids, vecs)
+    return index

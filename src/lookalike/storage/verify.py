@@ -1,0 +1,76 @@
+"""Checking that the catalogue, its stored vectors and the FAISS checkpoint agree, and
+repairing what does not (rows dropped are indexed again by the next run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lookalike.storage.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from lookalike.storage.store import Store
+
+
+@dataclass
+class VerifyReport:
+    generation: int
+    checkpoint_generation: int
+    rows_without_vector: list[int]
+    vectors_without_row: list[int]
+    missing_from_faiss: list[int]
+    extra_in_faiss: list[int]
+    mismatched_vectors: list[int]
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.rows_without_vector
+            or self.vectors_without_row
+            or self.missing_from_faiss
+            or self.extra_in_faiss
+            or self.mismatched_vectors
+        )
+
+
+def verify(store: Store, sample: int = 1000) -> VerifyReport:
+    """Compare catalogue rows, stored vectors and the FAISS checkpoint on disk (up to
+    ``sample`` vectors compared value by value)."""
+    checkpoint = store.load_checkpoint()
+    ok_rows, with_vid, stored = store.catalogue.consistency()
+    in_faiss = set(checkpoint.ids().tolist())
+    mismatched = sorted(i for i, v in with_vid.items() if v != i or i not in stored)
+    probe = sorted(stored & in_faiss)
+    if len(probe) > sample:
+        probe = sorted(np.random.default_rng(0).choice(probe, sample, replace=False).tolist())
+    ids, vecs = store.catalogue.load_vectors(probe)
+    expected = checkpoint.stored_form(vecs)  # quantised indexes keep an approximation
+    bad = [
+        int(i)
+        for i, v in zip(ids, expected, strict=True)
+        if not np.allclose(checkpoint.reconstruct(i), v, atol=1e-5)
+    ]
+    return VerifyReport(
+        generation=store.catalogue.generation(),
+        checkpoint_generation=checkpoint.generation,
+        rows_without_vector=sorted(ok_rows - stored),
+        vectors_without_row=sorted(stored - ok_rows),
+        missing_from_faiss=sorted(stored - in_faiss),
+        extra_in_faiss=sorted(in_faiss - stored),
+        mismatched_vectors=sorted(set(bad) | set(mismatched)),
+    )
+
+
+def repair(store: Store) -> VerifyReport:
+    """Fix what :func:`verify` finds: bad rows are dropped, FAISS brought in step (rebuilt
+    from the catalogue when its vectors disagree). Returns what was found."""
+    store.require_writable()
+    report = verify(store)
+    drop = set(report.rows_without_vector) | set(report.vectors_without_row) | set(report.mismatched_vectors)
+    store.apply(store.catalogue.drop_ids(drop))
+    if report.mismatched_vectors:  # rebuild from the catalogue rather than trust FAISS
+        store.vectors = VectorIndex(store.dim)
+    store.sync_vectors(force=True)
+    return report

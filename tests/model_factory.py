@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.models.runtimes import import_tensorflow
+from lookalike.models.native import import_tensorflow
 
 TF1_SIZE = 64
 TF1_DIM = 16

@@ -6,18 +6,16 @@ and returns L2-normalised float32 vectors (plus class scores for classifiers).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.models.native import import_tensorflow, native_stderr_silenced
 from lookalike.models.sources import ModelError, ModelSource, fingerprint
 
 DEFAULT_INPUT_SIZE = 224
@@ -81,37 +79,6 @@ def scale_pixels(images: np.ndarray, input_range: tuple[float, float]) -> np.nda
     """uint8 pixels to float32 spanning ``input_range``."""
     lo, hi = input_range
     return images.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null: for native code (TF, the TFLite converter)
-    that prints progress and notes no log level controls. Python exceptions still carry
-    their messages."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def import_tensorflow():
-    """Import TensorFlow without its C++ start-up chatter (CUDA probes, oneDNN notes)."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with native_stderr_silenced():
-            import tensorflow as tf
-            import tensorflow_hub  # noqa: F401  (imports TF's Keras pieces: same chatter)
-
-            tf.config.list_physical_devices()  # the CUDA probe logs an error on CPU-only machines
-    import tensorflow as tf
-
-    return tf
 
 
 class TensorFlowEmbedder(Embedder):

@@ -88,7 +88,7 @@ def resolve_model(value: str) -> ModelSource:
 
 def _resolve_hub_handle(handle: str) -> Path:
     tfhub_cache_dir()
-    from lookalike.models.runtimes import import_tensorflow
+    from lookalike.models.native import import_tensorflow
 
     import_tensorflow()
     import tensorflow_hub as hub

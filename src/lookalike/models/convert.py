@@ -8,19 +8,17 @@ any cosine below ``MIN_COSINE`` rejects it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.fsutil import atomic_write_bytes
+from lookalike.models.native import import_tensorflow, native_stderr_silenced
 from lookalike.models.runtimes import (
     UNIT_RANGE,
     Embedder,
     TensorFlowEmbedder,
     TFLiteEmbedder,
-    import_tensorflow,
-    native_stderr_silenced,
 )
 from lookalike.models.sources import ModelError, ModelSource, cache_dir
 
@@ -57,14 +55,7 @@ def convert(tf_model: TensorFlowEmbedder) -> Path:
         reason = next((line for line in str(exc).splitlines() if "error" in line), str(exc)[:200])
         raise ModelError(f"cannot convert {tf_model.info.source} to TFLite: {reason.strip()}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".convert-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -12,13 +12,13 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
+from lookalike.fsutil import atomic_replace_dir, atomic_write_stream
 from lookalike.models.catalog import LABELS_URL, CatalogEntry, lookup
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -112,15 +112,15 @@ def _extract_archive(archive: Path) -> Path:
     target = cache_dir() / "archives" / file_digest(archive)[:24]
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
-        try:
+
+        def unpack(folder: Path) -> None:
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")  # refuses absolute paths, .., devices
-            os.replace(tmp, target)
+                tar.extractall(folder, filter="data")  # refuses absolute paths, .., devices
+
+        try:
+            atomic_replace_dir(unpack, target)
         except (tarfile.TarError, OSError) as exc:
             raise ModelError(f"{archive}: cannot unpack ({exc})") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     # Archives made with `tar -C parent folder` hold one top folder instead of the files.
     children = list(target.iterdir())
     if not (target / "saved_model.pb").exists() and len(children) == 1 and children[0].is_dir():
@@ -134,16 +134,11 @@ def download(url: str, folder: Path, suffix: str = "") -> Path:
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            shutil.copyfileobj(r, out)
-        os.replace(tmp, target)
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
+            atomic_write_stream(target, lambda out: shutil.copyfileobj(r, out))
     except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
         raise ModelError(f"could not download {url}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 

@@ -170,7 +170,7 @@ class Catalogue:
         stamp = now()
         rows = [
             {
-                "path": r.path,
+                "path": stored(r.path),
                 "size": r.size,
                 "mtime_ns": r.mtime_ns,
                 "content_hash": r.content_hash,
@@ -214,7 +214,7 @@ class Catalogue:
                 insert(File),
                 [
                     {
-                        "path": r.path,
+                        "path": stored(r.path),
                         "size": r.size,
                         "mtime_ns": r.mtime_ns,
                         "content_hash": r.content_hash,
@@ -252,7 +252,7 @@ class Catalogue:
         stale: list[ImageFile] = []
         with Session(self.engine) as s, s.begin():
             moved_ids = {fid for _, fid in moves}
-            others = [r.path for r, fid in moves] + [r.path for r, _ in copies]
+            others = [stored(r.path) for r, fid in moves] + [stored(r.path) for r, _ in copies]
             taken = s.execute(select(File.id, File.vector_id).where(File.path.in_(others))).all()
             replaced = [vid for fid, vid in taken if fid not in moved_ids and vid is not None]
             s.execute(delete(File).where(File.id.in_([fid for fid, _ in taken if fid not in moved_ids])))
@@ -260,7 +260,8 @@ class Catalogue:
                 done = s.execute(
                     update(File)
                     .where(File.id == fid)
-                    .values(path=record.path, size=record.size, mtime_ns=record.mtime_ns, indexed_at=stamp)
+                    .values(path=stored(record.path), size=record.size, mtime_ns=record.mtime_ns,
+                            indexed_at=stamp)
                 )
                 if done.rowcount == 0:
                     stale.append(record)
@@ -282,7 +283,7 @@ class Catalogue:
         row = {c: getattr(src, c) for c in ("width", "height", "format", "captured_at", "exif")}
         new_id = s.scalar(
             insert(File)
-            .values(path=record.path, size=record.size, mtime_ns=record.mtime_ns,
+            .values(path=stored(record.path), size=record.size, mtime_ns=record.mtime_ns,
                     content_hash=record.content_hash, status=STATUS_OK, indexed_at=stamp, **row)
             .returning(File.id)
         )  # fmt: skip
@@ -306,7 +307,7 @@ class Catalogue:
     def _delete_paths(self, s: Session, paths: list[str]) -> list[int]:
         """Delete rows for ``paths``; returns the ids that had vectors."""
         had_vectors: list[int] = []
-        for chunk in chunks(paths):
+        for chunk in chunks([stored(p) for p in paths]):
             had_vectors += s.scalars(
                 select(File.vector_id).where(File.path.in_(chunk), File.vector_id.is_not(None))
             )
@@ -351,7 +352,7 @@ class Catalogue:
         q = select(File.content_hash, File.id, File.path).where(File.vector_id.is_not(None))
         with Session(self.engine) as s:
             for h, fid, path in s.execute(q):
-                out.setdefault(h, []).append((fid, path))
+                out.setdefault(h, []).append((fid, unstored(path)))
         return out
 
     # --- reads -----------------------------------------------------------------------
@@ -364,7 +365,7 @@ class Catalogue:
                 return {}
             q = q.where(_below(under))
         with Session(self.engine) as s:
-            return {path: Known(*rest) for path, *rest in s.execute(q)}
+            return {unstored(path): Known(*rest) for path, *rest in s.execute(q)}
 
     def rows(self, ids: Iterable[int]) -> dict[int, FileRow]:
         ids = [int(i) for i in ids]
@@ -373,7 +374,7 @@ class Catalogue:
             for chunk in chunks(ids):
                 for f in s.scalars(select(File).where(File.id.in_(chunk))):
                     out[f.id] = FileRow(
-                        f.id, f.path, f.size, f.mtime_ns, f.content_hash, f.width, f.height,
+                        f.id, unstored(f.path), f.size, f.mtime_ns, f.content_hash, f.width, f.height,
                         f.format, f.captured_at, f.exif, status=f.status,
                     )  # fmt: skip
                 labels = select(Label.file_id, Label.name, Label.score).where(Label.file_id.in_(chunk))
@@ -431,7 +432,7 @@ class Catalogue:
         """(path, reason) of every file that could not be indexed."""
         with Session(self.engine) as s:
             q = select(File.path, File.error).where(File.status == STATUS_ERROR).order_by(File.path)
-            return [(p, e) for p, e in s.execute(q)]
+            return [(unstored(p), e) for p, e in s.execute(q)]
 
     def counts(self) -> dict[str, int]:
         """Files indexed (``files``), failed (``errors``) and with labels (``labelled``)."""
@@ -452,7 +453,7 @@ class Catalogue:
             .order_by(File.id)
         )
         with Session(self.engine) as s:
-            return [tuple(r) for r in s.execute(q)]
+            return [(fid, unstored(path), *rest) for fid, path, *rest in s.execute(q)]
 
     def vector_storage(self) -> tuple[int, int]:
         """(stored vectors, total bytes of their blobs)."""
@@ -471,12 +472,54 @@ class Catalogue:
         return ok_rows, with_vid, stored
 
 
+ESCAPE = "\uffff"  # a Unicode noncharacter: starts the escape of a byte that is not UTF-8
+
+
+def stored(path: str) -> str:
+    """A path as the catalogue stores it: valid Unicode text in every database.
+
+    File names are bytes; Python gives the bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``), which neither SQLite nor PostgreSQL can store. Each becomes
+    ESCAPE + two hex digits, and a literal ESCAPE becomes ESCAPE + "u": one-to-one,
+    and a prefix of a path stays a prefix of its stored form (folder queries work)."""
+    if path.isascii():
+        return path
+    out = []
+    for c in path:
+        if "\udc80" <= c <= "\udcff":
+            out.append(f"{ESCAPE}{ord(c) - 0xDC00:02x}")
+        elif c == ESCAPE:
+            out.append(ESCAPE + "u")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def unstored(text: str) -> str:
+    """The path :func:`stored` made ``text`` from (the inverse)."""
+    if ESCAPE not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == ESCAPE and text[i + 1 : i + 2] == "u":
+            out.append(ESCAPE)
+            i += 2
+        elif c == ESCAPE:
+            out.append(chr(0xDC00 + int(text[i + 1 : i + 3], 16)))
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def _below(paths: Sequence[str]):
     """SQL: the file is one of ``paths`` or below one of them (exact, case-sensitive prefix;
     SQLite's LIKE is neither). The twin of :func:`is_under` for rows in memory."""
     conds = []
     for path in paths:
-        root = os.path.abspath(path).rstrip(os.sep) or os.sep
+        root = stored(os.path.abspath(path).rstrip(os.sep) or os.sep)
         prefix = root if root.endswith(os.sep) else root + os.sep
         conds.append(or_(File.path == root, func.substr(File.path, 1, len(prefix)) == prefix))
     return or_(*conds)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -11,14 +15,36 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 
 CHUNK = 8  # files per task: amortises inter-process overhead
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 _known: frozenset[str] = frozenset()  # per worker process, set once by _init
 
 
-def _init(known: frozenset[str]) -> None:
+def _init(known: frozenset[str], parent: int) -> None:
     global _known
     _known = known
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the indexing process dies, even by SIGKILL (which runs no
+    clean-up): Linux's parent-death signal, else a watchdog thread."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # it died before the signal was armed
+                os._exit(1)
+            return
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
 
 
 def _decode_chunk(
@@ -54,7 +80,8 @@ def decode_files(
     chunks = _chunked(paths, CHUNK)
     # spawn: the parent has TensorFlow's threads running; forking it is unsafe.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(known_hashes,)) as pool:
+    init = (known_hashes, os.getpid())
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=init) as pool:
         pending: deque[Future] = deque()
         for chunk in chunks:
             pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels, descriptor))

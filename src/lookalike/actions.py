@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from lookalike.errors import InvalidArgument
 from lookalike.search.duplicates import EXACT, Group
 from lookalike.storage.catalogue import Known
 
@@ -62,9 +63,9 @@ def apply(
     ``report`` (filled as files are done) lets a caller see what happened even if this raises.
     """
     if action not in ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
+        raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
-        raise ValueError("move needs a destination folder")
+        raise InvalidArgument("move needs a destination folder")
     report = report if report is not None else ActionReport(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "a", encoding="utf-8") as log:

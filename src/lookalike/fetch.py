@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import httpx
 
+from lookalike.errors import LookalikeError
+
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 20.0
 
 
-class FetchError(Exception):
+class FetchError(LookalikeError):
     """The URL could not be fetched within the limits; the message says why."""
+
+    http_status = 422  # the URL a client gave is not usable
 
 
 def fetch(url: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT_S) -> bytes:

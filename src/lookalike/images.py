@@ -20,6 +20,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike.descriptors import Descriptor, get_descriptor
+from lookalike.errors import LookalikeError
 
 DEFAULT_MAX_MEGAPIXELS = 150.0
 EXTENSIONS = frozenset(
@@ -59,8 +60,10 @@ def _register_heif() -> frozenset[str]:
 SUPPORTED_EXTENSIONS = EXTENSIONS | _register_heif()
 
 
-class ImageError(Exception):
+class ImageError(LookalikeError):
     """A file that cannot be used as an image; the message says why."""
+
+    http_status = 415
 
 
 @dataclass

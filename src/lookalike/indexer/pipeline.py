@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lookalike import descriptors
+from lookalike.errors import InvalidArgument
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
@@ -116,7 +117,7 @@ def index_paths(
     """
     opts = options or IndexOptions()
     if embedder.info.has_labels and opts.label_names is None:
-        raise ValueError("this model gives labels: pass label_names (see models.load_labels)")
+        raise InvalidArgument("this model gives labels: pass label_names (see models.load_labels)")
     started = time.monotonic()
     report = IndexReport()
     roots = [os.path.abspath(os.fspath(r)) for r in roots]

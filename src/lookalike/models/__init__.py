@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from lookalike.errors import InvalidArgument
 from lookalike.models.catalog import CATALOG, DEFAULT_MODEL, CatalogEntry, lookup
 from lookalike.models.runtimes import (
     SIGNED_RANGE,
@@ -57,7 +58,7 @@ def load_model(
     conversion does not give TensorFlow's vectors); ``auto`` LiteRT when faithful, else TF.
     """
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        raise InvalidArgument(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     src = resolve_model(value)
     if src.is_tflite:
         return TFLiteEmbedder(src, input_range=input_range or SIGNED_RANGE, input_size=input_size)

@@ -18,14 +18,17 @@ from pathlib import Path
 
 import platformdirs
 
+from lookalike.errors import LookalikeError
 from lookalike.fsutil import atomic_replace_dir, atomic_write_stream
 from lookalike.models.catalog import LABELS_URL, CatalogEntry, lookup
 
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class ModelError(Exception):
+class ModelError(LookalikeError):
     """A model could not be found, fetched or understood."""
+
+    http_status = 503  # a service cannot run without its model
 
 
 @dataclass(frozen=True)

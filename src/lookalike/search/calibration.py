@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from lookalike.errors import CalibrationError
+
 MIN_SAMPLE = 5
 DEFAULT_SAMPLE = 200  # photos edited for `lookalike calibrate`
 AUTO_SAMPLE = 100  # ... and for the calibration an index makes of itself (~20 s)
@@ -94,9 +96,9 @@ class Calibration:
     def cosine_for(self, probability: float) -> float:
         """The cosine at which ``probability`` is reached (a duplicate threshold)."""
         if not 0.0 < probability < 1.0:
-            raise ValueError("a probability level must be strictly between 0 and 1")
+            raise CalibrationError("a probability level must be strictly between 0 and 1")
         if not self.usable:
-            raise ValueError("this calibration does not rise with cosine; recalibrate")
+            raise CalibrationError("this calibration does not rise with cosine; recalibrate")
         return (math.log(probability / (1 - probability)) - self.b) / self.a
 
     def to_dict(self) -> dict:
@@ -160,16 +162,16 @@ def fit(
         positives.extend((embed(copies) @ item[2]).tolist())
         usable.append(item)
     if len(usable) < MIN_SAMPLE:
-        raise ValueError(
+        raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(usable)}"
         )
     stored = np.stack([v for _, _, v in usable])
     negatives = [s for row in neighbours([i for i, _, _ in usable], stored, NEIGHBOURS) for s in row]
     if not negatives:
-        raise ValueError("calibration needs other photos in the index to compare with")
+        raise CalibrationError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(np.array(positives), np.array(negatives))
     if not a > 0:  # a falling curve would call the least similar pairs copies
-        raise ValueError(
+        raise CalibrationError(
             f"calibration failed: copies score no higher than other photos here (edited copies: median "
             f"cosine {np.median(positives):.3f}; nearest other photos: {np.median(negatives):.3f}), so "
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"

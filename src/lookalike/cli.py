@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,17 +24,40 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
+from lookalike.errors import LookalikeError
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
 
+out = Console()
+err = Console(stderr=True)
+
+
+class Commands(TyperGroup):
+    """The ``lookalike`` commands, with the one place errors meant for a person are reported."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command. A :class:`LookalikeError`, or an ``OSError`` (a path that cannot be
+        read or written), becomes ``error: <message>`` on stderr and exit status 1; any other
+        exception is a bug and propagates with its traceback."""
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # a closed pipe (`lookalike dupes --csv | head`): click quiets it
+            message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+            raise _fail(message) from None
+
+
 app = typer.Typer(
+    cls=Commands,
     help="Find look-alike and duplicate images: index folders, search by image.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 IndexDir = Annotated[
     Path | None,
@@ -57,7 +83,8 @@ Db = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: <message>`` on stderr; the exit (status 1) to raise."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -190,23 +217,18 @@ def index(
         speed = progress.tasks[task].speed
         progress.update(task, completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
 
-    try:
-        with progress:
-            report = idx.add(
-                [str(p) for p in paths],
-                model=model,
-                labels=labels,
-                options=opts,
-                progress=update,
-                input_size=input_size,
-                input_range=_parse_range(input_range),
-                index_settings=_index_settings(index_type, max_memory),
-                descriptor=descriptor,
-            )
-    except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    with progress:
+        report = idx.add(
+            [str(p) for p in paths],
+            model=model,
+            labels=labels,
+            options=opts,
+            progress=update,
+            input_size=input_size,
+            input_range=_parse_range(input_range),
+            index_settings=_index_settings(index_type, max_memory),
+            descriptor=descriptor,
+        )
     out.print(
         f"indexed {report.indexed} images in {report.seconds:.1f} s "
         f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
@@ -221,10 +243,9 @@ def index(
 
 
 def _known_error(exc: Exception) -> str:
-    from lookalike.models import ModelError
-    from lookalike.storage import StoreError
-
-    if isinstance(exc, ModelError | StoreError):
+    """``exc``'s message if it is meant for a person, else ``exc`` again. Redundant since
+    :class:`Commands` reports errors in one place; left while ``search`` still calls it."""
+    if isinstance(exc, LookalikeError):
         return str(exc)
     raise exc
 
@@ -313,11 +334,8 @@ def info(
 ) -> None:
     """Describe an index: files, errors, model, dimension, index type, size on disk."""
     idx = _open(index, db=db)
-    try:
-        stats = idx.info()
-        bad = idx.errors() if errors else []
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    stats = idx.info()
+    bad = idx.errors() if errors else []
     if as_json:
         if errors:
             stats["error_files"] = [{"path": p, "reason": r} for p, r in bad]
@@ -349,12 +367,7 @@ def reindex(
     """Rebuild the vector index from the catalogue, e.g. as another --index-type."""
     settings = _index_settings(index_type, max_memory, nprobe)
     started = datetime.now()
-    try:
-        stats = _open(index, db=db).reindex(**settings)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    stats = _open(index, db=db).reindex(**settings)
     seconds = (datetime.now() - started).total_seconds()
     out.print(
         f"rebuilt {stats['index_type']} ({stats['index_kind']}, setting {stats['index_setting']}) over "
@@ -371,12 +384,7 @@ def calibrate(
     runtime: Runtime = "auto",
 ) -> None:
     """Fit the index's score calibration: cosine -> P(same photo), on its own photos."""
-    try:
-        cal = _open(index, runtime, db).calibrate(sample)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    cal = _open(index, runtime, db).calibrate(sample)
     levels = ", ".join(f"{p:g} at cosine {cal.cosine_for(p):.3f}" for p in (0.5, 0.9, 0.99, 0.999))
     out.print(
         f"calibrated on {cal.photos} photos ({cal.positives} edited copies, {cal.negatives} other photos): "
@@ -393,10 +401,7 @@ def remove(
     db: Db = None,
 ) -> None:
     """Drop files from the index (the files themselves are not touched)."""
-    try:
-        count = _open(index, db=db).remove([str(p) for p in paths])
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    count = _open(index, db=db).remove([str(p) for p in paths])
     out.print(f"removed {count} files from the index", highlight=False)
 
 
@@ -407,10 +412,7 @@ def verify(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what is found.")] = False,
 ) -> None:
     """Check that every catalogue row has its vector in FAISS and vice versa."""
-    try:
-        found, after = _open(index, db=db).verify(repair=repair)
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    found, after = _open(index, db=db).verify(repair=repair)
     _print_verify(found)
     if found.ok:
         out.print("[green]ok[/]: catalogue and vectors agree")
@@ -482,10 +484,7 @@ def dupes(
 
     idx = _open(index, db=db)
     if ignore is not None:
-        try:
-            idx.ignore(*ignore)
-        except Exception as exc:
-            raise _fail(_known_error(exc)) from None
+        idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)
         return
     if preset not in PRESETS:
@@ -494,10 +493,7 @@ def dupes(
         raise typer.BadParameter("give --threshold or --min-probability, not both")
     presets, basis = PRESETS, "measured"
     if threshold is None:
-        try:
-            manifest = idx.manifest()
-        except Exception as exc:
-            raise _fail(_known_error(exc)) from None
+        manifest = idx.manifest()
         cal = Calibration.from_dict(manifest.calibration)
         if min_probability is not None:
             if cal is None:
@@ -521,18 +517,12 @@ def dupes(
         prefer_folders=[str(p) for p in prefer_folder or ()],
         prefer_formats=prefer_format or (),
     )
-    try:
-        groups = idx.found_in(against, cutoff) if against else idx.duplicates(cutoff, rules)
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    groups = idx.found_in(against, cutoff) if against else idx.duplicates(cutoff, rules)
     chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
     if len(chosen) > 1:
         raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
     if chosen:
-        try:
-            report = idx.act_on_duplicates(groups, chosen[0], journal, move_to)
-        except Exception as exc:
-            raise _fail(_known_error(exc)) from None
+        report = idx.act_on_duplicates(groups, chosen[0], journal, move_to)
         for path, why in report.skipped:
             err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
         out.print(
@@ -616,10 +606,7 @@ def serve(
         max_megapixels=max_megapixels,
         runtime=runtime,
     )
-    try:
-        api = create_app(cfg)
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    api = create_app(cfg)
     err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
@@ -632,12 +619,7 @@ def export(
     db: Db = None,
 ) -> None:
     """Write the index's vectors with their paths, for other tools."""
-    try:
-        files = _open(index, db=db).export(out, fmt)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    files = _open(index, db=db).export(out, fmt)
     typer.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
-import numpy as np
 
 from lookalike import actions, descriptors
 from lookalike.actions import ActionReport
@@ -146,19 +143,8 @@ class Index:
             if embedder.info.has_labels and opts.label_names is None:
                 opts.label_names = load_labels(labels or store.manifest.labels)
             report = index_paths(store, embedder, paths, opts, progress)
-            state = store.manifest.calibration or {}
-            n = store.vectors.ntotal
-            if (
-                calibrate
-                and calibration.Calibration.from_dict(state) is None
-                and report.indexed
-                and n >= max(calibration.AUTO_CALIBRATE, 2 * state.get("failed_at", 0))
-            ):
-                try:
-                    report.calibration = self._calibrate(store, calibration.AUTO_SAMPLE, 0)
-                except (ValueError, OSError) as exc:
-                    log.warning("score calibration skipped: %s", exc)
-                    store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
+            if calibrate:
+                report.calibration = calibration.auto_calibrate(store, self.embed, report.indexed)
             return report
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
@@ -213,53 +199,7 @@ class Index:
         """Fit and record the mapping of cosine to P(same photo) on this index's own photos."""
         self.model()
         with self.store(writable=True) as store:
-            return self._calibrate(store, sample, seed)
-
-    def _calibrate(self, store: Store, sample: int, seed: int) -> calibration.Calibration:
-        known = store.catalogue.known().items()
-        rows = [(k.id, path, k.content_hash) for path, k in known if k.status == "ok"]
-        order = np.random.default_rng(seed).permutation(len(rows))
-        picked: list[tuple[int, bytes, str | None]] = []
-        for i in order:  # files that cannot be read now are skipped
-            fid, path, digest = rows[i]
-            try:
-                data = Path(path).read_bytes()
-            except OSError:
-                continue
-            if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-                continue  # changed since it was indexed: its edits are not copies of the stored vector
-            picked.append((fid, data, digest))
-            if len(picked) == sample:
-                break
-        ids, vecs = store.catalogue.load_vectors([fid for fid, _, _ in picked])
-        vector_of = dict(zip(ids.tolist(), vecs, strict=True))
-        picked = [p for p in picked if p[0] in vector_of]
-        digest_of = {fid: d for fid, _, d in picked}
-
-        def embed(datas: list[bytes]) -> np.ndarray:
-            vectors, errors = self.embed(datas)
-            return vectors[: len(datas) - sum(e is not None for e in errors)]
-
-        def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
-            scores, found = store.search(vectors, k + 5)
-            hashes = {
-                fid: row.content_hash
-                for fid, row in store.catalogue.rows(set(found[found >= 0].tolist())).items()
-            }
-            out = []
-            for row_s, row_i, fid in zip(scores, found, fids, strict=True):
-                own = digest_of[fid]
-                other = [
-                    float(sc)
-                    for sc, i in zip(row_s, row_i, strict=True)
-                    if i >= 0 and hashes.get(int(i)) != own
-                ]
-                out.append(other[:k])
-            return out
-
-        cal = calibration.fit([(fid, data, vector_of[fid]) for fid, data, _ in picked], embed, neighbours)
-        store.set_calibration(cal.to_dict())
-        return cal
+            return calibration.calibrate_store(store, self.embed, sample, seed)
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
         """Drop files, or everything below folders, from the index; returns how many."""

@@ -12,21 +12,31 @@ the same whatever the model or descriptor.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from lookalike.errors import CalibrationError
 
+if TYPE_CHECKING:
+    from lookalike.storage.store import Store
+
 MIN_SAMPLE = 5
 DEFAULT_SAMPLE = 200  # photos edited for `lookalike calibrate`
 AUTO_SAMPLE = 100  # ... and for the calibration an index makes of itself (~20 s)
 AUTO_CALIBRATE = 200  # an index with this many photos calibrates itself once
 NEIGHBOURS = 10  # "different photo" examples per sampled photo: its nearest others
+log = logging.getLogger(__name__)
+# Image bytes -> (unit vectors of the decodable ones, per-image error or None), as Index.embed.
+EmbedBytes = Callable[[list[bytes]], tuple[np.ndarray, list[str | None]]]
 
 
 # The edits, public: the benchmarks (bench/quality.py, bench/dupes_quality.py) make the same ones.
@@ -177,3 +187,76 @@ def fit(
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
         )
     return Calibration(a, b, len(positives), len(negatives), len(usable))
+
+
+def calibrate_store(
+    store: Store, embed: EmbedBytes, sample: int = DEFAULT_SAMPLE, seed: int = 0
+) -> Calibration:
+    """Fit the calibration of ``store`` on up to ``sample`` of its photos and record it.
+
+    Photos are drawn at random (``seed``) among those still readable and unchanged since
+    they were indexed (same SHA-256), so an edit compares with the vector stored for it;
+    a photo's "different photo" examples are its nearest neighbours of other content.
+    ``embed`` embeds image bytes as the index does (its model and descriptor).
+    """
+    known = store.catalogue.known().items()
+    rows = [(k.id, path, k.content_hash) for path, k in known if k.status == "ok"]
+    picked: list[tuple[int, bytes, str | None]] = []
+    for i in np.random.default_rng(seed).permutation(len(rows)):  # unreadable files are skipped
+        fid, path, digest = rows[i]
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+            continue  # changed since it was indexed: its edits are not copies of the stored vector
+        picked.append((fid, data, digest))
+        if len(picked) == sample:
+            break
+    ids, vecs = store.catalogue.load_vectors([fid for fid, _, _ in picked])
+    vector_of = dict(zip(ids.tolist(), vecs, strict=True))
+    picked = [p for p in picked if p[0] in vector_of]
+    digest_of = {fid: d for fid, _, d in picked}
+
+    def embed_decodable(datas: list[bytes]) -> np.ndarray:
+        vectors, errors = embed(datas)
+        return vectors[: len(datas) - sum(e is not None for e in errors)]
+
+    def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
+        scores, found = store.search(vectors, k + 5)
+        hashes = {
+            fid: row.content_hash
+            for fid, row in store.catalogue.rows(set(found[found >= 0].tolist())).items()
+        }
+        out = []
+        for row_s, row_i, fid in zip(scores, found, fids, strict=True):
+            own = digest_of[fid]
+            other = [
+                float(sc) for sc, i in zip(row_s, row_i, strict=True) if i >= 0 and hashes.get(int(i)) != own
+            ]
+            out.append(other[:k])
+        return out
+
+    cal = fit([(fid, data, vector_of[fid]) for fid, data, _ in picked], embed_decodable, neighbours)
+    store.set_calibration(cal.to_dict())
+    return cal
+
+
+def auto_calibrate(store: Store, embed: EmbedBytes, indexed: int) -> Calibration | None:
+    """The calibration an index makes of itself after a run that ``indexed`` photos.
+
+    Only once it holds :data:`AUTO_CALIBRATE` photos and has no usable calibration; a
+    refusal is logged and recorded, and tried again only when the index has doubled.
+    """
+    state = store.manifest.calibration or {}
+    n = store.vectors.ntotal
+    if Calibration.from_dict(state) is not None or not indexed:
+        return None
+    if n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
+        return None
+    try:
+        return calibrate_store(store, embed, AUTO_SAMPLE, 0)
+    except (ValueError, OSError) as exc:  # CalibrationError, or the files changed meanwhile
+        log.warning("score calibration skipped: %s", exc)
+        store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
+        return None

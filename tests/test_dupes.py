@@ -226,3 +226,29 @@ def test_presets_note_for_unmeasured_models(tmp_path):
     assert "presets were measured" not in res.output
     assert dup.presets_for("mobilenet_v1_050_160")[1] == "measured"
     assert dup.presets_for("mobilenet_v3_small_100_224")[1] == "unmeasured"
+
+
+def test_resolve_threshold():
+    from lookalike.errors import CalibrationError, InvalidArgument
+    from lookalike.search.calibration import Calibration
+
+    v3 = "mobilenet_v3_small_100_224"
+    assert dup.resolve_threshold("copies", model_source="mobilenet_v1_050_160") == (
+        0.90, "preset copies (0.9)", None)  # fmt: skip
+    cutoff, label, note = dup.resolve_threshold("edited", model_source=v3)
+    assert (cutoff, label) == (0.85, "preset edited (0.85)") and "measured for MobileNet V1" in note
+    assert dup.resolve_threshold("similar", threshold=0.8, model_source=v3) == (0.8, "threshold 0.8", None)
+    cal = Calibration(a=30.0, b=-24.0, positives=10, negatives=10, photos=5)  # P = 0.5 at cosine 0.8
+    cutoff, label, note = dup.resolve_threshold("copies", model_source=v3, calibration=cal)
+    assert cal.probability(cutoff) == pytest.approx(0.999, abs=1e-3) and note is None
+    assert label == f"preset copies ({cutoff:g})"
+    cutoff, label, note = dup.resolve_threshold(min_probability=0.5, model_source=v3, calibration=cal)
+    assert cutoff == pytest.approx(0.8) and label == "P(same photo) >= 0.5 (cosine 0.8)" and note is None
+    with pytest.raises(CalibrationError, match="no score calibration yet"):
+        dup.resolve_threshold(min_probability=0.5, model_source=v3)
+    with pytest.raises(InvalidArgument, match="preset must be one of exact, copies, edited, similar"):
+        dup.resolve_threshold("nope")
+    with pytest.raises(InvalidArgument, match="not both"):
+        dup.resolve_threshold(threshold=0.9, min_probability=0.9, calibration=cal)
+    with pytest.raises(InvalidArgument, match="strictly between 0 and 1"):
+        dup.resolve_threshold(min_probability=1.0, calibration=cal)

@@ -17,7 +17,7 @@ from datetime import datetime
 import faiss
 import numpy as np
 
-from lookalike.errors import IncompatibleIndex
+from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
 from lookalike.search.calibration import Calibration
 from lookalike.storage.catalogue import FileRow, is_under
 from lookalike.storage.store import Store
@@ -77,6 +77,45 @@ def presets_for(model_source: str, calibration: Calibration | None = None) -> tu
         cutoff = round(calibration.cosine_for(level), 4)
         out[preset] = Preset(preset, cutoff, f"{PRESETS[preset].meaning} (P(same photo) >= {level:g})")
     return out, "calibrated"
+
+
+UNMEASURED_NOTE = (
+    "the presets were measured for MobileNet V1 models; for this index's model they are a starting "
+    "point (`lookalike calibrate` fits them to it, or pass --threshold)"
+)
+
+
+def resolve_threshold(
+    preset: str = DEFAULT_PRESET,
+    threshold: float | None = None,
+    min_probability: float | None = None,
+    model_source: str = "",
+    calibration: Calibration | None = None,
+) -> tuple[float, str, str | None]:
+    """The cosine cutoff of a duplicate search, its description, and a note for the user.
+
+    ``threshold`` (a cosine) or ``min_probability`` (P(same photo), through the index's
+    ``calibration``) override ``preset``, whose cosine depends on the index's model (see
+    :func:`presets_for`); the note (else None) says when that cosine was never measured.
+    Raises :class:`InvalidArgument` for values that do not go together, and
+    :class:`CalibrationError` for a probability asked of an uncalibrated index.
+    """
+    if preset not in PRESETS:
+        raise InvalidArgument(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    if threshold is not None and min_probability is not None:
+        raise InvalidArgument("give a cosine threshold or a minimum probability, not both")
+    if threshold is not None:
+        return threshold, f"threshold {threshold:g}", None
+    if min_probability is not None:
+        if not 0.0 < min_probability < 1.0:
+            raise InvalidArgument("a minimum probability must be strictly between 0 and 1")
+        if calibration is None:
+            raise CalibrationError("this index has no score calibration yet: run `lookalike calibrate` first")
+        cutoff = round(calibration.cosine_for(min_probability), 4)
+        return cutoff, f"P(same photo) >= {min_probability:g} (cosine {cutoff:g})", None
+    presets, basis = presets_for(model_source, calibration)
+    cutoff = presets[preset].threshold
+    return cutoff, f"preset {preset} ({cutoff:g})", UNMEASURED_NOTE if basis == "unmeasured" else None
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import logging
@@ -15,17 +14,9 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from typer.core import TyperGroup
 
+from lookalike import render
 from lookalike.errors import LookalikeError
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
 
@@ -200,23 +191,7 @@ def index(
         workers=workers,
         max_megapixels=max_megapixels,
     )
-    progress = Progress(
-        TextColumn("[bold]indexing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} img/s"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-    )
-    task = progress.add_task("index", total=None, rate="-")
-
-    def update(done: int, total: int) -> None:
-        speed = progress.tasks[task].speed
-        progress.update(task, completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
-
+    progress, update = render.index_progress(err, quiet)
     with progress:
         report = idx.add(
             [str(p) for p in paths],
@@ -229,17 +204,15 @@ def index(
             index_settings=_index_settings(index_type, max_memory),
             descriptor=descriptor,
         )
-    out.print(
-        f"indexed {report.indexed} images in {report.seconds:.1f} s "
-        f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
-        f"{report.errors} errors, {report.removed} removed; index: {idx.directory}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for path, reason in report.error_samples[:10]:
-        err.print(f"  skipped {path}: {reason}", highlight=False, markup=False)
+    out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
+    _print_skipped(report.error_samples[:10])
     if report.errors > 10:
         err.print(f"  ... see `lookalike info --errors` for all {report.errors}", highlight=False)
+
+
+def _print_skipped(items: list[tuple[str, str]]) -> None:
+    for path, why in items:
+        err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
 
 
 def _known_error(exc: Exception) -> str:
@@ -304,23 +277,7 @@ def search(
         if r.error:
             err.print(f"[red]{r.query}: {r.error}[/]", highlight=False)
             continue
-        table = Table(title=r.query, title_justify="left", box=None, pad_edge=False)
-        table.add_column("#", justify="right")
-        table.add_column("score", justify="right")
-        calibrated = any(h.probability is not None for h in r.hits)
-        if calibrated:
-            table.add_column("p(same)", justify="right")
-        table.add_column("path", overflow="fold")
-        if any(h.labels for h in r.hits):
-            table.add_column("labels")
-        for rank, h in enumerate(r.hits, 1):
-            row = [str(rank), f"{h.score:.4f}", *([f"{h.probability:.3f}"] if calibrated else []), h.path]
-            if h.labels:
-                row.append(", ".join(n for n, _ in h.labels[:3]))
-            table.add_row(*row)
-        if not r.hits:
-            table.add_row("", "", "(no results)")
-        out.print(table)
+        out.print(render.search_table(r))
     if failed:
         raise typer.Exit(1)
 
@@ -341,12 +298,7 @@ def info(
             stats["error_files"] = [{"path": p, "reason": r} for p, r in bad]
         print(json.dumps(stats, indent=2))
         return
-    table = Table(box=None, show_header=False, pad_edge=False)
-    for key, value in stats.items():
-        if key == "size_bytes":
-            key, value = "size on disk", f"{value / 1e6:.1f} MB"
-        table.add_row(f"[bold]{key}", str(value))
-    out.print(table)
+    out.print(render.info_table(stats))
     for path, reason in bad:
         out.print(f"{path}: {reason}", highlight=False, markup=False)
 
@@ -369,11 +321,7 @@ def reindex(
     started = datetime.now()
     stats = _open(index, db=db).reindex(**settings)
     seconds = (datetime.now() - started).total_seconds()
-    out.print(
-        f"rebuilt {stats['index_type']} ({stats['index_kind']}, setting {stats['index_setting']}) over "
-        f"{stats['vectors']} vectors in {seconds:.1f} s; about {stats['index_memory_bytes'] / 2**20:.1f} MiB",
-        highlight=False,
-    )
+    out.print(render.reindex_summary(stats, seconds), highlight=False, markup=False)
 
 
 @app.command()
@@ -385,13 +333,7 @@ def calibrate(
 ) -> None:
     """Fit the index's score calibration: cosine -> P(same photo), on its own photos."""
     cal = _open(index, runtime, db).calibrate(sample)
-    levels = ", ".join(f"{p:g} at cosine {cal.cosine_for(p):.3f}" for p in (0.5, 0.9, 0.99, 0.999))
-    out.print(
-        f"calibrated on {cal.photos} photos ({cal.positives} edited copies, {cal.negatives} other photos): "
-        f"P(same photo) {levels}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    out.print(render.calibration_summary(cal), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -428,17 +370,8 @@ def verify(
 
 
 def _print_verify(report) -> None:
-    out.print(
-        f"catalogue generation {report.generation}, FAISS checkpoint generation "
-        f"{report.checkpoint_generation}",
-        highlight=False,
-    )
-    for name in ("rows_without_vector", "vectors_without_row", "missing_from_faiss", "extra_in_faiss",
-                 "mismatched_vectors"):  # fmt: skip
-        ids = getattr(report, name)
-        if ids:
-            sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
-            out.print(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})", highlight=False)
+    for line in render.verify_lines(report):
+        out.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -479,82 +412,51 @@ def dupes(
     journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
 ) -> None:
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
+    from lookalike.errors import InvalidArgument
     from lookalike.search.calibration import Calibration
-    from lookalike.search.duplicates import PRESETS, KeepRules, presets_for
+    from lookalike.search.duplicates import KeepRules, resolve_threshold
 
     idx = _open(index, db=db)
     if ignore is not None:
         idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)
         return
-    if preset not in PRESETS:
-        raise typer.BadParameter(f"--preset must be one of {', '.join(PRESETS)}")
-    if threshold is not None and min_probability is not None:
-        raise typer.BadParameter("give --threshold or --min-probability, not both")
-    presets, basis = PRESETS, "measured"
-    if threshold is None:
-        manifest = idx.manifest()
-        cal = Calibration.from_dict(manifest.calibration)
-        if min_probability is not None:
-            if cal is None:
-                raise _fail("this index has no score calibration yet: run `lookalike calibrate` first")
-            try:
-                threshold = round(cal.cosine_for(min_probability), 4)
-            except ValueError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--min-probability") from None
-        else:
-            presets, basis = presets_for(manifest.model.source, cal)
-    if basis == "unmeasured":
-        err.print(
-            "note: the presets were measured for MobileNet V1 models; for this index's model they "
-            "are a starting point (`lookalike calibrate` fits them to it, or pass --threshold)",
-            highlight=False,
-            soft_wrap=True,
+    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
+    manifest = idx.manifest()
+    calibration = Calibration.from_dict(manifest.calibration)
+    try:
+        cutoff, label, note = resolve_threshold(
+            preset, threshold, min_probability, manifest.model.source, calibration
         )
-    cutoff = threshold if threshold is not None else presets[preset].threshold
+    except InvalidArgument as exc:  # options that do not go together: a usage error
+        raise typer.BadParameter(str(exc)) from None
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     rules = KeepRules(
         protect=[str(p) for p in protect or ()],
         prefer_folders=[str(p) for p in prefer_folder or ()],
         prefer_formats=prefer_format or (),
     )
     groups = idx.found_in(against, cutoff) if against else idx.duplicates(cutoff, rules)
-    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
-    if len(chosen) > 1:
-        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
     if chosen:
         report = idx.act_on_duplicates(groups, chosen[0], journal, move_to)
-        for path, why in report.skipped:
-            err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
-        out.print(
-            f"{chosen[0]}: {len(report.done)} files, {len(report.skipped)} skipped; "
-            f"undo with: lookalike undo {report.journal}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_skipped(report.skipped)
+        out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
         return
     if html_dir is not None:
         from lookalike.report import write_html
 
         page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}")
-        err.print(f"report written to {page}", highlight=False)
+        err.print(f"report written to {page}", highlight=False, markup=False)
     if as_json:
-        print(json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2))
-        return
-    if as_csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["group", "role", "path", "score", "kind", "reason"])
-        for n, g in enumerate(groups, 1):
-            writer.writerow([n, "keep", g.keep.path, "", "", ""])
-            for d, why in zip(g.duplicates, g.reasons, strict=True):
-                writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, why])
-        return
-    total = sum(len(g.duplicates) for g in groups)
-    for g in groups:
-        out.print(f"[bold]keep[/] {g.keep.path}", highlight=False)
-        for d, why in zip(g.duplicates, g.reasons, strict=True):
-            out.print(f"  {d.kind:5} {d.score:.4f}  {d.row.path}  [dim]({why})[/]", highlight=False)
-    label = f"threshold {cutoff:g}" if threshold is not None else f"preset {preset} ({cutoff:g})"
-    out.print(f"{len(groups)} groups, {total} duplicates; {label}; nothing was changed", highlight=False)
+        print(render.dupes_json(groups))
+    elif as_csv:
+        render.write_dupes_csv(groups, sys.stdout)
+    else:
+        for line in render.dupes_lines(groups, label):
+            out.print(line, highlight=False)
 
 
 @app.command()
@@ -567,14 +469,8 @@ def undo(
     if not journal.is_file():
         raise _fail(f"no journal at {journal}")
     report = undo_journal(journal)
-    for path, why in report.skipped:
-        err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
-    out.print(
-        f"restored {len(report.done)} files, {len(report.skipped)} skipped; "
-        "run `lookalike index` to index restored files again",
-        highlight=False,
-        soft_wrap=True,
-    )
+    _print_skipped(report.skipped)
+    out.print(render.undo_summary(report), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -632,15 +528,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         rows = [{**e.__dict__, "default": e.name == DEFAULT_MODEL} for e in CATALOG.values()]
         print(json.dumps(rows, indent=2))
         return
-    table = Table()
-    for col in ("name", "dim", "input", "labels", "format", "handle"):
-        table.add_column(col)
-    for e in CATALOG.values():
-        name = f"{e.name} [green](default)[/]" if e.name == DEFAULT_MODEL else e.name
-        table.add_row(
-            name, str(e.dim), str(e.input_size), "yes" if e.has_labels else "", e.hub_format, e.handle
-        )
-    out.print(table)
+    out.print(render.models_table(CATALOG.values(), DEFAULT_MODEL))
 
 
 def main() -> None:

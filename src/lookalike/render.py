@@ -1,0 +1,194 @@
+"""What the command line shows: tables, reports, summaries, CSV and JSON.
+
+Functions here turn results into text or rich renderables and print nothing themselves
+(the CLI chooses stdout or stderr). Paths are escaped wherever rich markup is read, so a
+file named ``photo [red].jpg`` prints as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lookalike.actions import ActionReport
+    from lookalike.api import QueryResult
+    from lookalike.indexer import IndexReport
+    from lookalike.models.catalog import CatalogEntry
+    from lookalike.search.calibration import Calibration
+    from lookalike.search.duplicates import Group
+    from lookalike.storage import VerifyReport
+
+VERIFY_FIELDS = (
+    "rows_without_vector",
+    "vectors_without_row",
+    "missing_from_faiss",
+    "extra_in_faiss",
+    "mismatched_vectors",
+)
+
+
+def index_progress(console: Console, quiet: bool = False) -> tuple[Progress, Callable[[int, int], None]]:
+    """A progress bar for ``index`` and the ``(done, total)`` callback that moves it."""
+    progress = Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    task = progress.add_task("index", total=None, rate="-")
+
+    def update(done: int, total: int) -> None:
+        speed = progress.tasks[task].speed
+        progress.update(task, completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
+
+    return progress, update
+
+
+def index_summary(report: IndexReport, directory: Path) -> str:
+    """The one line ``index`` ends with (plain text)."""
+    return (
+        f"indexed {report.indexed} images in {report.seconds:.1f} s "
+        f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
+        f"{report.errors} errors, {report.removed} removed; index: {directory}"
+    )
+
+
+def search_table(result: QueryResult) -> Table:
+    """One query's hits: rank, score, P(same photo) when calibrated, path, top labels."""
+    table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    calibrated = any(h.probability is not None for h in result.hits)
+    if calibrated:
+        table.add_column("p(same)", justify="right")
+    table.add_column("path", overflow="fold")
+    if any(h.labels for h in result.hits):
+        table.add_column("labels")
+    for rank, h in enumerate(result.hits, 1):
+        p = "" if h.probability is None else f"{h.probability:.3f}"
+        row = [str(rank), f"{h.score:.4f}", *([p] if calibrated else []), escape(h.path)]
+        if h.labels:
+            row.append(escape(", ".join(n for n, _ in h.labels[:3])))
+        table.add_row(*row)
+    if not result.hits:
+        table.add_row("", "", "(no results)")
+    return table
+
+
+def info_table(stats: dict) -> Table:
+    """An index's statistics, one per line; the size in MB."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for key, value in stats.items():
+        if key == "size_bytes":
+            key, value = "size on disk", f"{value / 1e6:.1f} MB"
+        table.add_row(f"[bold]{key}", escape(str(value)))
+    return table
+
+
+def reindex_summary(stats: dict, seconds: float) -> str:
+    """The line ``reindex`` ends with (plain text)."""
+    return (
+        f"rebuilt {stats['index_type']} ({stats['index_kind']}, setting {stats['index_setting']}) over "
+        f"{stats['vectors']} vectors in {seconds:.1f} s; about {stats['index_memory_bytes'] / 2**20:.1f} MiB"
+    )
+
+
+def calibration_summary(cal: Calibration) -> str:
+    """What a fitted calibration rests on and the cosines of a few probability levels."""
+    levels = ", ".join(f"{p:g} at cosine {cal.cosine_for(p):.3f}" for p in (0.5, 0.9, 0.99, 0.999))
+    return (
+        f"calibrated on {cal.photos} photos ({cal.positives} edited copies, {cal.negatives} other photos): "
+        f"P(same photo) {levels}"
+    )
+
+
+def verify_lines(report: VerifyReport) -> list[str]:
+    """A verify report: the generations, then each kind of disagreement with up to 10 ids."""
+    lines = [
+        f"catalogue generation {report.generation}, FAISS checkpoint generation "
+        f"{report.checkpoint_generation}"
+    ]
+    for name in VERIFY_FIELDS:
+        ids = getattr(report, name)
+        if ids:
+            sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+            lines.append(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})")
+    return lines
+
+
+def dupes_json(groups: Iterable[Group]) -> str:
+    """Duplicate groups as one JSON document ``{"groups": [...]}``."""
+    return json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2)
+
+
+def write_dupes_csv(groups: Iterable[Group], stream: TextIO) -> None:
+    """Duplicate groups as CSV: a ``keep`` row, then a ``duplicate`` row per member."""
+    writer = csv.writer(stream)
+    writer.writerow(["group", "role", "path", "score", "kind", "reason"])
+    for n, g in enumerate(groups, 1):
+        writer.writerow([n, "keep", g.keep.path, "", "", ""])
+        for d, why in zip(g.duplicates, g.reasons, strict=True):
+            writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, why])
+
+
+def dupes_lines(groups: Sequence[Group], label: str) -> list[str]:
+    """Duplicate groups for a person (rich markup): kept file, its duplicates, a summary."""
+    lines = []
+    for g in groups:
+        lines.append(f"[bold]keep[/] {escape(g.keep.path)}")
+        for d, why in zip(g.duplicates, g.reasons, strict=True):
+            lines.append(f"  {d.kind:5} {d.score:.4f}  {escape(d.row.path)}  [dim]({escape(why)})[/]")
+    total = sum(len(g.duplicates) for g in groups)
+    lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")
+    return lines
+
+
+def action_summary(action: str, report: ActionReport) -> str:
+    """The line a ``dupes`` action ends with: counts and how to undo it (plain text)."""
+    return (
+        f"{action}: {len(report.done)} files, {len(report.skipped)} skipped; "
+        f"undo with: lookalike undo {report.journal}"
+    )
+
+
+def undo_summary(report: ActionReport) -> str:
+    """The line ``undo`` ends with (plain text)."""
+    return (
+        f"restored {len(report.done)} files, {len(report.skipped)} skipped; "
+        "run `lookalike index` to index restored files again"
+    )
+
+
+def models_table(entries: Iterable[CatalogEntry], default: str) -> Table:
+    """The model catalogue, the default marked."""
+    table = Table()
+    for col in ("name", "dim", "input", "labels", "format", "handle"):
+        table.add_column(col)
+    for e in entries:
+        name = f"{e.name} [green](default)[/]" if e.name == default else e.name
+        table.add_row(
+            name, str(e.dim), str(e.input_size), "yes" if e.has_labels else "", e.hub_format, e.handle
+        )
+    return table

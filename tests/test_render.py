@@ -1,0 +1,61 @@
+"""What the command line prints: tables and reports from results, paths printed as they are."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from lookalike import render
+from lookalike.search.duplicates import Duplicate, Group
+from lookalike.search.neighbours import Hit
+from lookalike.storage.catalogue import FileRow
+
+
+def _text(renderable) -> str:
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def _row(path: str) -> FileRow:
+    row = FileRow.__new__(FileRow)
+    row.path = path
+    return row
+
+
+def test_search_table_prints_paths_as_they_are():
+    from lookalike.api import QueryResult
+
+    hits = [Hit(1, "/p/photo [red].jpg", 1.0, probability=0.9991), Hit(2, "/p/b.jpg", 0.8123)]
+    text = _text(render.search_table(QueryResult("/q/[bold]q.jpg", hits)))
+    assert "/q/[bold]q.jpg" in text and "/p/photo [red].jpg" in text
+    assert "p(same)" in text and "0.999" in text and "0.8123" in text
+    assert "(no results)" in _text(render.search_table(QueryResult("q", [])))
+
+
+def test_dupes_outputs():
+    group = Group(_row("/a [x].jpg"), [Duplicate(_row("/b.jpg"), 0.97, "near")], ["larger file"])
+    doc = json.loads(render.dupes_json([group]))
+    assert doc["groups"][0]["keep"] == "/a [x].jpg" and doc["groups"][0]["duplicates"][0]["path"] == "/b.jpg"
+    buf = io.StringIO()
+    render.write_dupes_csv([group], buf)
+    assert buf.getvalue().splitlines()[1:] == [
+        "1,keep,/a [x].jpg,,,",
+        "1,duplicate,/b.jpg,0.970000,near,larger file",
+    ]
+    text = "".join(_text(line) for line in render.dupes_lines([group], "preset copies (0.9)"))
+    assert "keep /a [x].jpg" in text and "near  0.9700  /b.jpg  (larger file)" in text
+    assert "1 groups, 1 duplicates; preset copies (0.9); nothing was changed" in text
+
+
+def test_info_table_and_verify_lines():
+    text = _text(render.info_table({"files": 3, "size_bytes": 2_500_000}))
+    assert "files" in text and "size on disk" in text and "2.5 MB" in text
+    from lookalike.storage import VerifyReport
+
+    report = VerifyReport(4, 3, list(range(12)), [], [], [], [])
+    lines = render.verify_lines(report)
+    assert lines[0] == "catalogue generation 4, FAISS checkpoint generation 3"
+    assert lines[1:] == ["  rows without vector: 12 (ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...)"]

@@ -66,6 +66,12 @@ class ImageError(LookalikeError):
     http_status = 415
 
 
+class ImageTooLarge(ImageError):
+    """An image over the megapixel limit (the decompression-bomb guard)."""
+
+    http_status = 413
+
+
 @dataclass
 class DecodedImage:
     """Model-sized pixels plus what we learned about the original."""
@@ -121,7 +127,7 @@ def decode(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"too large: {exc}") from exc
+        raise ImageTooLarge(f"too large: {exc}") from exc
     except UnidentifiedImageError as exc:
         empty = isinstance(source, bytes) and not source
         raise ImageError("empty file" if empty else "not a recognised image format") from exc
@@ -134,7 +140,7 @@ def _decode_open(
 ) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"too large: {im.width}x{im.height} = {megapixels:.0f} MP exceeds the "
             f"{max_megapixels:g} MP limit (decompression-bomb guard)"
         )

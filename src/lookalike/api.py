@@ -1,13 +1,23 @@
-"""The Python API: ``Index(directory).add(...)``, ``.search(...)``, ``.info()``."""
+"""The Python API: ``Index(directory).add(...)``, ``.search(...)``, ``.info()``.
+
+An :class:`Index` can be used for one call at a time (each opens the index and closes it),
+or opened once (:meth:`Index.open`, or ``with Index(...) as idx``) to keep a read
+snapshot for many calls, as the server does; the snapshot follows the catalogue's
+generation (see :meth:`Index.refresh`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 from lookalike import actions, descriptors
 from lookalike.actions import ActionReport
@@ -18,37 +28,13 @@ from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
-from lookalike.search import Filters, Hit, calibration, search_vectors
+from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
 from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
 from lookalike.storage.manifest import MANIFEST
 
 QuerySource = str | os.PathLike | bytes
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class QueryResult:
-    query: str
-    hits: list[Hit] = field(default_factory=list)
-    error: str | None = None
-
-    def to_dict(self) -> dict:
-        out: dict = {
-            "query": self.query,
-            "results": [
-                {
-                    "path": h.path,
-                    "score": round(h.score, 6),
-                    **({"probability": round(h.probability, 4)} if h.probability is not None else {}),
-                    **({"labels": [n for n, _ in h.labels]} if h.labels else {}),
-                }
-                for h in self.hits
-            ],
-        }
-        if self.error:
-            out["error"] = self.error
-        return out
 
 
 class Index:
@@ -64,10 +50,92 @@ class Index:
         self.db = db
         self._embedder: Embedder | None = None
         self._descriptor = get_descriptor(None)  # replaced by the manifest's with the model
+        self._snapshot: Store | None = None  # the read snapshot while open
+        self._snapshot_lock = threading.Lock()
+        self._checked = 0.0
+        self.refresh_interval_s = 0.0
 
     def store(self, **kwargs) -> Store:
         """The underlying :class:`Store` (close it, or use it in a ``with`` block)."""
         return Store(self.directory, db=self.db, **kwargs)
+
+    # --- a long-lived Index: one read snapshot for many calls ---------------------------
+
+    def open(self, refresh_interval_s: float | None = None) -> Index:
+        """Keep a read snapshot of the index for the calls that follow, until :meth:`close`.
+
+        Reads share it; it is swapped for a fresh one when the catalogue's generation has
+        moved, checked at most every ``refresh_interval_s`` (default 0: on every read; see
+        :meth:`refresh`). Writes still open the index for writing briefly, one writer at a
+        time across processes.
+        """
+        with self._snapshot_lock:
+            if refresh_interval_s is not None:
+                self.refresh_interval_s = refresh_interval_s
+            if self._snapshot is None:
+                self._snapshot = self.store()
+                self._checked = time.monotonic()
+        return self
+
+    def close(self) -> None:
+        """Drop the read snapshot (a closed Index still serves one-shot calls)."""
+        with self._snapshot_lock:
+            snapshot, self._snapshot = self._snapshot, None
+        if snapshot is not None:
+            snapshot.close()
+
+    def __enter__(self) -> Index:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._snapshot is not None
+
+    def refresh(self) -> bool:
+        """Swap in a fresh snapshot if the catalogue moved on (this or another process wrote).
+
+        The new snapshot is fully loaded before it replaces the old one, so readers never
+        see a half-applied change; readers still holding the old one finish on it. Returns
+        whether it was replaced (False too when the Index is not open).
+        """
+        with self._snapshot_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        current = self._snapshot
+        if current is None:
+            return False
+        self._checked = time.monotonic()
+        if current.generation() == current.vectors.generation:
+            return False
+        self._snapshot = self.store()  # the newest checkpoint + the catalogue's changes since
+        current.close()  # a reader's close only releases its connections
+        return True
+
+    def _current(self) -> Store | None:
+        """The open snapshot, refreshed first when a check is due (unless another thread is
+        refreshing it: then the current one serves)."""
+        if self._snapshot is None or time.monotonic() - self._checked < self.refresh_interval_s:
+            return self._snapshot
+        if self._snapshot_lock.acquire(blocking=False):
+            try:
+                self._refresh_locked()
+            finally:
+                self._snapshot_lock.release()
+        return self._snapshot
+
+    @contextmanager
+    def _reading(self, sync: bool = True) -> Iterator[Store]:
+        """The open snapshot, else a store opened for this one call."""
+        snapshot = self._current()
+        if snapshot is not None:
+            yield snapshot
+            return
+        with self.store(sync=sync) as store:
+            yield store
 
     @property
     def exists(self) -> bool:
@@ -81,7 +149,7 @@ class Index:
 
     def manifest(self) -> Manifest:
         """The index's manifest (model, dimension, preprocessing)."""
-        with self.store(sync=False) as store:
+        with self._reading(sync=False) as store:
             return store.manifest
 
     def model(self) -> Embedder:
@@ -149,37 +217,54 @@ class Index:
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
         """Vectors for query images: (vectors of the decodable ones, per-query error or None)."""
+        vectors, problems = self.query_vectors(queries, max_megapixels)
+        return vectors, [None if p is None else str(p) for p in problems]
+
+    def query_vectors(
+        self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    ) -> tuple[np.ndarray, list[ImageError | None]]:
+        """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
-        pixels, errors = [], []
+        pixels, problems = [], []
         for q in queries:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
                 pixels.append(decode(data, size, max_megapixels, name).pixels)
-                errors.append(None)
+                problems.append(None)
             except OSError as exc:
-                errors.append(f"cannot read: {exc.strerror or exc}")
+                problems.append(ImageError(f"cannot read: {exc.strerror or exc}"))
             except ImageError as exc:
-                errors.append(str(exc))
-        return descriptors.embed(embedder, self._descriptor, pixels).vectors, errors
+                problems.append(exc)
+        return descriptors.embed(embedder, self._descriptor, pixels).vectors, problems
 
     def search(
         self,
         queries: Sequence[QuerySource],
         k: int = 10,
-        label: str | None = None,
-        names: Sequence[str] | None = None,
         filters: Filters | None = None,
+        threshold: float | None = None,
+        min_probability: float | None = None,
+        names: Sequence[str] | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     ) -> list[QueryResult]:
-        """Nearest indexed images for each query (a path or image bytes), best first."""
-        vectors, errors = self.embed(queries)
-        with self.store() as store:
-            hits = iter(search_vectors(store, vectors, k, label, filters))
+        """Nearest indexed images for each query (a path or image bytes), best first.
+
+        ``filters`` (label, folders, capture dates) restrict the candidates inside FAISS;
+        ``threshold`` (cosine) and ``min_probability`` (P(same photo), calibrated indexes
+        only) drop the weaker of the top ``k``. A query that cannot be decoded gets an
+        ``error`` (and its typed ``problem``) instead of hits.
+        """
+        vectors, problems = self.query_vectors(queries, max_megapixels)
+        with self._reading() as store:
+            hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability))
         if names is None:
             names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
         return [
-            QueryResult(str(name), [] if err else next(hits), err)
-            for name, err in zip(names, errors, strict=True)
+            QueryResult(str(name), [], str(problem), problem)
+            if problem is not None
+            else QueryResult(str(name), next(hits))
+            for name, problem in zip(names, problems, strict=True)
         ]
 
     def reindex(self, **settings) -> dict:
@@ -271,12 +356,24 @@ class Index:
             return export(store, Path(out), fmt)
 
     def info(self) -> dict:
-        with self.store() as store:
+        with self._reading() as store:
             return store.stats()
 
     def errors(self) -> list[tuple[str, str]]:
-        with self.store(sync=False) as store:
+        with self._reading(sync=False) as store:
             return store.catalogue.errors()
+
+    def file(self, image_id: int) -> FileRow | None:
+        """The catalogue row of an indexed file by id (None if there is none)."""
+        with self._reading(sync=False) as store:
+            return store.catalogue.rows([image_id]).get(image_id)
+
+    def file_at(self, path: str | os.PathLike) -> FileRow | None:
+        """The catalogue row of an indexed file by path (None if there is none)."""
+        target = os.path.abspath(os.fspath(path))
+        with self._reading(sync=False) as store:
+            known = store.catalogue.known(under=[target]).get(target)
+            return None if known is None else store.catalogue.rows([known.id]).get(known.id)
 
 
 __all__ = ["Index", "ModelError", "QueryResult", "StoreError"]

@@ -235,6 +235,13 @@ def search(
     until: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Taken before.")
     ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Only hits scoring at least this cosine.")
+    ] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Only hits at least this likely the same photo (calibrated)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
     index: IndexDir = None,
     db: Db = None,
@@ -243,10 +250,11 @@ def search(
     """Show the indexed images most similar to each query image.
 
     Dates are the EXIF capture time, else the file's modification time."""
+    from lookalike.errors import LookalikeError
     from lookalike.search import Filters
 
     idx = _open(index, runtime, db)
-    filters = Filters(under=[str(p) for p in under or ()], since=since, until=until)
+    filters = Filters(label=label, under=[str(p) for p in under or ()], since=since, until=until)
     queries: list = []
     fetch_errors: dict[int, str] = {}
     for n, image in enumerate(images):
@@ -263,7 +271,9 @@ def search(
         else:
             queries.append(image)
     try:
-        results = idx.search(queries, k=k, label=label, names=images, filters=filters)
+        results = idx.search(queries, k, filters, threshold, min_probability, names=images)
+    except LookalikeError as exc:  # e.g. --min-probability on an index without calibration
+        raise _fail(str(exc)) from None
     except Exception as exc:
         raise _fail(_known_error(exc)) from None
     for n, message in fetch_errors.items():

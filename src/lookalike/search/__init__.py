@@ -1,5 +1,5 @@
 """Search: nearest neighbours of images."""
 
-from lookalike.search.neighbours import Filters, Hit, search_vectors
+from lookalike.search.neighbours import Filters, Hit, QueryResult, search_vectors
 
-__all__ = ["Filters", "Hit", "search_vectors"]
+__all__ = ["Filters", "Hit", "QueryResult", "search_vectors"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
+from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search.calibration import Calibration
 from lookalike.storage.store import Store
 
@@ -25,7 +26,40 @@ class Hit:
     probability: float | None = None  # P(same photo), when the index is calibrated
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON form of a hit, the same for every front end (CLI ``--json``, HTTP)."""
+        out: dict = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.probability is not None:
+            out["probability"] = round(self.probability, 4)
+        out.update(width=self.width, height=self.height, labels=[name for name, _ in self.labels])
+        return out
+
+
+@dataclass
+class QueryResult:
+    """The hits for one query image, or why it could not be searched."""
+
+    query: str
+    hits: list[Hit] = field(default_factory=list)
+    error: str | None = None
+    problem: LookalikeError | None = field(default=None, repr=False, compare=False)  # typed error
+
+    def to_dict(self) -> dict:
+        """The JSON form of a result (one line of ``search --json``, the body of ``POST /search``)."""
+        out: dict = {"query": self.query, "results": [h.to_dict() for h in self.hits]}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+EARLIEST, LATEST = datetime(1700, 1, 1), datetime(2250, 1, 1)  # file times are int64 nanoseconds
+
+
+def _clamp(when: datetime | None) -> datetime | None:
+    """A date the catalogue can compare (nothing is taken outside these years)."""
+    if when is None:
+        return None
+    naive = when.astimezone().replace(tzinfo=None) if when.tzinfo else when
+    return min(max(naive, EARLIEST), LATEST)
 
 
 @dataclass
@@ -41,7 +75,7 @@ class Filters:
         """The ids that pass, or None when nothing is filtered."""
         ids = None
         if self.under or self.since or self.until:
-            ids = store.catalogue.ids_matching(self.under, self.since, self.until)
+            ids = store.catalogue.ids_matching(self.under, _clamp(self.since), _clamp(self.until))
         if self.label:
             labelled = store.catalogue.ids_with_label(self.label)
             ids = labelled if ids is None else np.intersect1d(ids, labelled)
@@ -49,21 +83,33 @@ class Filters:
 
 
 def search_vectors(
-    store: Store, vectors: np.ndarray, k: int = 10, label: str | None = None, filters: Filters | None = None
+    store: Store,
+    vectors: np.ndarray,
+    k: int = 10,
+    filters: Filters | None = None,
+    threshold: float | None = None,
+    min_probability: float | None = None,
 ) -> list[list[Hit]]:
-    """Top ``k`` hits per query vector, best first, among files passing the filters."""
+    """Top ``k`` hits per query vector, best first, among files passing the filters.
+
+    ``threshold`` (cosine) and ``min_probability`` (P(same photo), calibrated indexes
+    only) then drop the weaker of those hits.
+    """
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InvalidArgument("threshold must be between -1 and 1")
+    if min_probability is not None and not 0.0 <= min_probability <= 1.0:
+        raise InvalidArgument("min_probability must be between 0 and 1")
+    cal = Calibration.from_dict(store.manifest.calibration)
+    if min_probability is not None and cal is None:
+        raise CalibrationError("this index has no score calibration yet: run `lookalike calibrate` first")
     if len(vectors) == 0:
         return []
-    filters = filters or Filters()
-    if label:
-        filters.label = label
-    allowed = filters.allowed(store)
+    allowed = (filters or Filters()).allowed(store)
     if allowed is not None and len(allowed) == 0:
         return [[] for _ in vectors]
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, k, allowed)
-    cal = Calibration.from_dict(store.manifest.calibration)
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
     out = []
     for q_scores, q_ids in zip(scores, ids, strict=True):
@@ -73,7 +119,11 @@ def search_vectors(
             if i < 0 or row is None:  # -1 pads short results; a row may vanish meanwhile
                 continue
             score = float(min(1.0, max(-1.0, s)))
-            p = None if cal is None else cal.probability(score)
+            p = None if cal is None else float(cal.probability(score))
+            if (threshold is not None and score < threshold) or (
+                min_probability is not None and p is not None and p < min_probability
+            ):
+                continue
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p))
         out.append(hits)
     return out

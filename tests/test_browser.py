@@ -94,3 +94,32 @@ def test_non_image_shows_an_error(live_server, tmp_path):
         page.wait_for_selector("#status.error", timeout=30_000)
         assert "not a usable image" in page.locator("#status").inner_text()
         browser.close()
+
+
+def test_folder_and_date_filters_restrict_the_results(live_server):
+    url, photos = live_server
+    sub = str(photos / "sub")
+
+    def status_is(page, text: str) -> None:
+        page.wait_for_function(f"document.getElementById('status').textContent === {text!r}", timeout=30_000)
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#under", sub)  # a folder filter, set before choosing the image
+        page.set_input_files("#file", str(photos / "photo0.jpg"))
+        status_is(page, "4 results")
+        found = page.locator(".hit .path").all_inner_texts()
+        assert len(found) == 4 and all(f.startswith(sub + "/") for f in found)
+        page.fill("#under", "")
+        page.fill("#since", "2999-01-01")  # changing a date searches again
+        page.click("#filters button[type=submit]")
+        status_is(page, "0 results")
+        assert page.locator(".hit").count() == 0
+        page.fill("#since", "")
+        page.fill("#until", "2999-01-01")
+        page.click("#filters button[type=submit]")
+        status_is(page, "8 results")
+        assert _first_result(page) == str(photos / "photo0.jpg")
+        browser.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import threading
@@ -196,3 +197,88 @@ def test_only_intact_indexed_files_are_served(tmp_path, photo_dir, tf2_model):
     r = c.post("/search", content=b'{"url": "http://127.0.0.1:9/x", "k": 1e999}',
                headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 422 and "k must be" in r.json()["detail"]
+
+
+def test_http_and_cli_search_give_the_same_results(served):
+    """One search path: POST /search and `search --json` answer with the same objects,
+    probabilities included, for the same query and filters."""
+    photos, index = served
+    Index(index).calibrate(sample=8)  # calibrated: hits carry P(same photo)
+    c = _client(index)
+    query = photos / "sub" / "photo3.jpg"
+    cases = [
+        ({"under": [str(photos / "sub")], "since": "2000-01-01", "min_probability": "0"},
+         ["--under", photos / "sub", "--since", "2000-01-01", "--min-probability", "0"]),
+        ({"under": [str(photos / "sub"), str(photos / "photo0.jpg")], "threshold": "-0.5"},
+         ["--under", photos / "sub", "--under", photos / "photo0.jpg", "--threshold", "-0.5"]),
+        ({"until": "2999-01-01T00:00:00", "min_probability": "0.5"},
+         ["--until", "2999-01-01T00:00:00", "--min-probability", "0.5"]),
+    ]  # fmt: skip
+    for form, flags in cases:
+        r = c.post("/search", files={"image": ("q.jpg", query.read_bytes())}, data={"k": "6", **form})
+        assert r.status_code == 200, r.text
+        web = r.json()
+        res = CliRunner().invoke(cli_app, ["search", str(query), "--json", "-k", "6", "--index", str(index),
+                                           *map(str, flags)])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        cli = json.loads(res.stdout)
+        assert web["query"] == "q.jpg" and cli["query"] == str(query)
+        for hit in web["results"]:
+            assert hit.pop("image") == f"/images/{hit['id']}"
+            assert hit.pop("thumbnail") == f"/images/{hit['id']}/thumbnail"
+        assert web["results"] == cli["results"] and cli["results"]
+        assert all(0.0 <= h["probability"] <= 1.0 for h in cli["results"])
+        assert cli["results"][0]["path"] == str(query)
+    restricted = [h["path"] for h in web["results"]]
+    assert all(h["probability"] >= 0.5 for h in web["results"]) and len(restricted) < 6
+    sub_only = c.post("/search", json={"url": "http://127.0.0.1:9/x", "under": "relative/dir"})
+    assert sub_only.status_code == 422 and "absolute" in sub_only.json()["detail"]  # checked before any fetch
+
+
+def test_search_filters_over_http(served):
+    photos, index = served
+    c = _client(index)
+    query = (photos / "photo0.jpg").read_bytes()
+
+    def paths(**form) -> list[str]:
+        r = c.post("/search", files={"image": ("q.jpg", query)}, data={"k": "8", **form})
+        assert r.status_code == 200, r.text
+        return [h["path"] for h in r.json()["results"]]
+
+    assert len(paths()) == 8
+    below = paths(under=str(photos / "sub"))
+    assert len(below) == 4 and all(p.startswith(str(photos / "sub") + os.sep) for p in below)
+    assert paths(under=str(photos / "sub") + "/") == below  # a trailing slash is the same folder
+    assert len(paths(under=[str(photos / "sub"), str(photos / "photo0.jpg")])) == 5
+    assert paths(since="2999-01-01") == [] and len(paths(until="2999-01-01")) == 8
+    assert len(paths(since="2000-01-01T00:00:00+00:00")) == 8  # ISO datetime with an offset
+    assert paths(label="no such label") == []
+    r = c.post("/search", files={"image": ("q.jpg", query)}, data={"threshold": "0.99"})
+    assert r.json()["results"] and all(h["score"] >= 0.99 for h in r.json()["results"])
+    for bad in ({"since": "yesterday"}, {"until": "2024-13-01"}, {"min_probability": "1.5"},
+                {"threshold": "nan"}, {"under": "sub"}):  # fmt: skip
+        r = c.post("/search", files={"image": ("q.jpg", query)}, data=bad)
+        assert r.status_code == 422, (bad, r.text)
+    r = c.post("/search", files={"image": ("q.jpg", query)}, data={"min_probability": "0.9"})
+    assert r.status_code == 409 and "no score calibration" in r.json()["detail"]  # typed CalibrationError
+    r = c.post("/search", json={"url": "http://127.0.0.1:9/x", "under": ["/a", 3]})
+    assert r.status_code == 422
+
+
+def test_writes_wait_for_another_writer_then_give_up(served):
+    """The server retries while another process holds the index's write lock (IndexLocked)."""
+    from lookalike.storage import Store
+
+    _, index = served
+    c = _client(index, write_timeout_s=0.5)
+    with Store(index, writable=True):  # another writer holds the lock
+        r = c.post("/index", files={"image": ("a.jpg", _jpeg(700))})
+    assert r.status_code == 503 and r.json()["detail"].startswith("index busy")
+    c = _client(index, write_timeout_s=30)
+    holder = Store(index, writable=True)
+    threading.Timer(0.6, holder.close).start()  # released while the request waits
+    started = time.monotonic()
+    r = c.post("/index", files={"image": ("a.jpg", _jpeg(700))})
+    assert r.status_code == 201 and time.monotonic() - started >= 0.5
+    hits = c.post("/search", files={"image": ("q.jpg", _jpeg(700))}, data={"k": "1"}).json()["results"]
+    assert hits[0]["id"] == r.json()["id"]

@@ -89,6 +89,14 @@ def atomic_replace_dir(fill: Callable[[Path], None], target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def printable(path: str) -> str:
+    """A path as a person reads it: bytes that are not UTF-8 (surrogate-escaped by
+    Python) shown as ``\\xNN`` instead of failing to print."""
+    if path.isascii():
+        return path
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def remove_temporaries(folder: Path, name: str) -> None:
     """Delete temporaries of ``name`` that a crashed writer left in ``folder``."""
     for stale in folder.glob(f"{TEMP_PREFIX}{name}.*"):

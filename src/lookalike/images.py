@@ -23,6 +23,7 @@ from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
 DEFAULT_MAX_MEGAPIXELS = 150.0
+CANNOT_READ = "cannot read:"  # the start of the reason of a file that could not be opened
 EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
 )
@@ -123,6 +124,8 @@ def decode(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
             with im:
+                if isinstance(source, bytes) and (cut := truncation(im, source)):
+                    raise ImageError(f"cannot decode: {cut}")
                 return _decode_open(im, size, max_megapixels, get_descriptor(descriptor))
     except ImageError:
         raise
@@ -133,6 +136,34 @@ def decode(
         raise ImageError("empty file" if empty else "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's decode failures
         raise ImageError(f"cannot decode: {exc}") from exc
+    except Exception as exc:  # corrupt files reach other exception types in Pillow's plugins
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+
+
+_TIFF_EXTENTS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (TileOffsets, ...)
+
+
+def truncation(im: Image.Image, data: bytes) -> str | None:
+    """Why ``data`` is cut short although Pillow would decode it, else None: a PNG
+    without its IEND chunk, a GIF without its trailer, TIFF strips past the end."""
+    if im.format == "PNG":
+        end = data.rfind(b"IEND")
+        if end < 0 or len(data) < end + 8:  # the chunk type, then its 4-byte CRC
+            return "image file is truncated (no PNG end chunk)"
+    elif im.format == "GIF":
+        if not data.rstrip(b"\0").endswith(b";"):
+            return "image file is truncated (no GIF trailer)"
+    elif im.format == "TIFF":
+        tags = im.tag_v2
+        for offsets_tag, counts_tag in _TIFF_EXTENTS:
+            offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+            if offsets is None or counts is None:
+                continue
+            offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+            counts = counts if isinstance(counts, tuple) else (counts,)
+            if any(o + c > len(data) for o, c in zip(offsets, counts, strict=False)):
+                return f"image file is truncated ({len(data)} bytes, TIFF data runs past the end)"
+    return None
 
 
 def _decode_open(
@@ -234,13 +265,17 @@ def read_image_file(
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
+            refused = _refuse_unread(f, st.st_size, max_megapixels)
+            if refused:
+                return ImageFile(path, st.st_size, st.st_mtime_ns, error=refused)
+            f.seek(0)
             data = f.read()
     except OSError as exc:
         try:
             st = os.stat(path)
         except OSError:
-            return ImageFile(path, 0, 0, error=f"cannot read: {exc.strerror or exc}")
-        return ImageFile(path, st.st_size, st.st_mtime_ns, error=f"cannot read: {exc.strerror or exc}")
+            return ImageFile(path, 0, 0, error=f"{CANNOT_READ} {exc.strerror or exc}")
+        return ImageFile(path, st.st_size, st.st_mtime_ns, error=f"{CANNOT_READ} {exc.strerror or exc}")
     record = ImageFile(path, len(data), st.st_mtime_ns, hashlib.sha256(data).hexdigest())
     if record.content_hash in known_hashes:
         record.known_content = True
@@ -252,15 +287,64 @@ def read_image_file(
     return record
 
 
-def thumbnail_jpeg(path: str | os.PathLike, side: int = 256, quality: int = 80) -> bytes:
-    """A JPEG thumbnail (longest side ``side``, EXIF orientation applied). Raises OSError."""
-    with Image.open(path) as im:
-        im.draft("RGB", (side, side))
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        im.thumbnail((side, side))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=quality)
-        return buf.getvalue()
+READ_FREELY = 64 * 2**20  # files up to this size are read whole without a look at the header
+BYTES_PER_PIXEL_MAX = 8  # 16-bit RGBA, uncompressed: no image file needs more per pixel
+
+
+def _refuse_unread(f, size: int, max_megapixels: float) -> str | None:
+    """For a large file, why it is refused from its header alone (not an image, too many
+    pixels, far more bytes than its pixels can need: say a sparse file), else None.
+    Bounds what one decoder reads into memory to what the megapixel limit allows."""
+    if size <= READ_FREELY:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            width, height = Image.open(f).size
+    except Image.DecompressionBombError as exc:
+        return f"too large: {exc}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return "not a recognised image format"
+    if width * height > max_megapixels * 1e6:
+        return (
+            f"too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+            f"{max_megapixels:g} MP limit (decompression-bomb guard)"
+        )
+    if size > BYTES_PER_PIXEL_MAX * width * height + READ_FREELY:
+        return f"implausible: {size:,} bytes for a {width}x{height} image (not read)"
+    return None
+
+
+def thumbnail_jpeg(
+    path: str | os.PathLike,
+    side: int = 256,
+    quality: int = 80,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> bytes:
+    """A JPEG thumbnail (longest side ``side``, EXIF orientation applied). Raises
+    :class:`ImageError` with the reason for anything that cannot be shown."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_megapixels * 1e6:
+                    raise ImageError(f"too large: {im.width}x{im.height}")
+                im.draft("RGB", (side, side))
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                im.thumbnail((side, side))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=quality)
+                return buf.getvalue()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not a recognised image format") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
+    except Exception as exc:  # Pillow's plugins raise many kinds on corrupt files
+        raise ImageError(f"cannot decode: {exc}") from exc
 
 
 def is_image_name(path: str | Path) -> bool:

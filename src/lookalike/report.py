@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lookalike.images import thumbnail_jpeg
+from lookalike.fsutil import printable
+from lookalike.images import ImageError, thumbnail_jpeg
 from lookalike.search.duplicates import Group
 from lookalike.storage.catalogue import FileRow
 
@@ -29,12 +31,12 @@ figcaption{font-size:12px;word-break:break-all} .keep{outline:3px solid #2a7;bor
 
 def _thumb(row: FileRow, folder: Path) -> str | None:
     """Relative path of a JPEG thumbnail of ``row`` (made once), or None if unreadable."""
-    name = hashlib.sha1(f"{row.path}:{row.mtime_ns}".encode()).hexdigest()[:20] + ".jpg"
+    name = hashlib.sha1(os.fsencode(f"{row.path}:{row.mtime_ns}")).hexdigest()[:20] + ".jpg"
     target = folder / "thumbs" / name
     if not target.exists():
         try:
             data = thumbnail_jpeg(row.path, THUMB)
-        except OSError:
+        except ImageError:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
@@ -48,7 +50,7 @@ def _figure(row: FileRow, folder: Path, caption: str, keep: bool = False) -> str
     taken = f", taken {row.captured_at:%Y-%m-%d %H:%M:%S}" if row.captured_at else ""
     cls = ' class="keep"' if keep else ""
     return (
-        f"<figure{cls}>{img}<figcaption>{caption}<br>{html.escape(row.path)}<br>{size}{taken}"
+        f"<figure{cls}>{img}<figcaption>{caption}<br>{html.escape(printable(row.path))}<br>{size}{taken}"
         "</figcaption></figure>"
     )
 

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from lookalike import descriptors
 from lookalike.errors import InvalidArgument
-from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
+from lookalike.images import CANNOT_READ, DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
 from lookalike.models.labels import top_k
 from lookalike.models.runtimes import Embedder
-from lookalike.storage.catalogue import Known
+from lookalike.storage.catalogue import Known, is_under
+from lookalike.storage.schema import STATUS_ERROR
 from lookalike.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
@@ -51,7 +52,17 @@ class IndexReport:
 
 
 def _unchanged(known: Known | None, entry: Entry) -> bool:
-    return known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns
+    """Same size and mtime as indexed; a file that could not be opened must also still be
+    unopenable (a permission fix changes no mtime)."""
+    if known is None or known.size != entry.size or known.mtime_ns != entry.mtime_ns:
+        return False
+    if entry.error is None and known.error and known.error.startswith(CANNOT_READ):
+        try:
+            with open(entry.path, "rb"):
+                return False
+        except OSError:
+            return True
+    return True
 
 
 class _Run:
@@ -128,9 +139,17 @@ def index_paths(
     report.scanned = len(entries)
     known = store.catalogue.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}
-    gone = {p for p in known if p not in seen and not os.path.exists(p)}
-    todo = [e.path for e in entries if not _unchanged(known.get(e.path), e)]
-    report.unchanged = len(entries) - len(todo)
+    unlisted = [e.path for e in entries if e.error]  # what is below them is unknown, not gone
+    gone = {  # vanished files, and folders recorded as unreadable that are listed now
+        p
+        for p, k in known.items()
+        if p not in seen
+        and not any(is_under(p, u) for u in unlisted)
+        and (not os.path.exists(p) or (k.status == STATUS_ERROR and os.path.isdir(p)))
+    }
+    changed = [e for e in entries if not _unchanged(known.get(e.path), e)]
+    todo = [e.path for e in changed if not e.error]
+    report.unchanged = len(entries) - len(changed)
     by_hash = store.catalogue.vectors_by_hash() if todo else {}
     claimed: set[int] = set()
     run = _Run(store, embedder, opts, report)
@@ -145,6 +164,9 @@ def index_paths(
         known_hashes=frozenset(by_hash),
         descriptor=store.descriptor,
     )
+    for e in changed:
+        if e.error:
+            run.failed.append(ImageFile(e.path, e.size, e.mtime_ns, error=e.error))
     for done, record in enumerate(records, 1):
         if record.known_content:
             candidates = by_hash[record.content_hash]

@@ -15,10 +15,34 @@ class Entry:
     path: str  # absolute
     size: int
     mtime_ns: int
+    error: str | None = None  # a folder that cannot be listed, a link that leads nowhere
+
+
+def _unusable(path: str, reason: str) -> Entry:
+    """An entry for what cannot be read, stamped with its own (link or folder) times, so
+    that it is recorded once and retried only when it changes."""
+    try:
+        st = os.lstat(path)
+        return Entry(path, st.st_size, st.st_mtime_ns, reason)
+    except OSError:
+        return Entry(path, 0, 0, reason)
 
 
 def _matches(rel: str, name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _dead_link(path: str) -> Entry | None:
+    """An error entry for an image link that leads nowhere (dangling, a loop), else None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return _unusable(path, "broken symbolic link (its target does not exist)")
+    except OSError as exc:
+        return _unusable(path, f"cannot follow symbolic link: {exc.strerror or exc}")
+    return None  # it leads to something that is not a file (a folder was handled before)
 
 
 def walk(
@@ -33,6 +57,8 @@ def walk(
     ``include``/``exclude`` are globs matched against the path relative to its root and
     against the bare name; without ``include``, every known image extension is taken.
     Symlinked folders are followed once each: a link back up the tree is not a loop.
+    Folders that cannot be listed and image links that lead nowhere come as entries
+    with an ``error``; what is below such a folder is unknown, not gone.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -55,8 +81,11 @@ def walk(
                 seen_dirs.add(key)
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
-            except OSError:
-                continue  # vanished or unreadable folder: nothing to index there
+            except FileNotFoundError:
+                continue  # vanished meanwhile: nothing to index there
+            except OSError as exc:
+                yield _unusable(folder, f"cannot list folder: {exc.strerror or exc}")
+                continue
             subdirs = []
             for e in entries:
                 if not hidden and e.name.startswith("."):
@@ -67,18 +96,22 @@ def walk(
                         if not _matches(rel, e.name, exclude):
                             subdirs.append(e.path)
                         continue
-                    if not e.is_file(follow_symlinks=follow_symlinks):
-                        continue
                     if _matches(rel, e.name, exclude):
                         continue
+                    if not e.is_file(follow_symlinks=follow_symlinks):
+                        raise NotADirectoryError  # not a file: perhaps a link to nowhere
                     if include:
                         if not _matches(rel, e.name, include):
                             continue
                     elif not is_image_name(e.name):
                         continue
                     st = e.stat(follow_symlinks=follow_symlinks)
-                except OSError:
-                    continue  # broken symlink or a file removed meanwhile
+                except OSError:  # removed meanwhile, a dangling link, a link loop, a FIFO...
+                    dead = _dead_link(e.path) if follow_symlinks and is_image_name(e.name) else None
+                    if dead and e.path not in seen_files:
+                        seen_files.add(e.path)
+                        yield dead
+                    continue
                 if e.path not in seen_files:
                     seen_files.add(e.path)
                     yield Entry(e.path, st.st_size, st.st_mtime_ns)

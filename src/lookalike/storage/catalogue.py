@@ -71,6 +71,7 @@ class Known:
     mtime_ns: int
     status: str
     content_hash: str | None
+    error: str | None = None  # why it could not be indexed (status error)
 
 
 @dataclass
@@ -359,7 +360,7 @@ class Catalogue:
 
     def known(self, under: Sequence[str] | None = None) -> dict[str, Known]:
         """Catalogue entries; with ``under``, only those at or below these paths (in SQL)."""
-        q = select(File.path, File.id, File.size, File.mtime_ns, File.status, File.content_hash)
+        q = select(File.path, File.id, File.size, File.mtime_ns, File.status, File.content_hash, File.error)
         if under is not None:
             if not under:
                 return {}

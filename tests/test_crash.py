@@ -73,19 +73,34 @@ def test_sigkill_at_any_point_then_resume(tmp_path, tf2_model):
     assert hit.path == str(photos / "p0123.png")
 
 
-def test_verify_reports_a_stale_checkpoint_and_repair_fixes_it(tmp_path, photo_dir, tf2_model):
+def test_verify_reports_a_damaged_checkpoint_and_repair_fixes_it(tmp_path, photo_dir, tf2_model):
     index = tmp_path / "ix"
     Index(index).add([photo_dir], model=str(tf2_model))
     ((_, path),) = VectorIndex.checkpoints(index)
     ckpt = VectorIndex.load(index, 32)
     ckpt.remove(ckpt.ids()[:3])
     path.unlink()
-    ckpt.save(index, 0, path.stem.split("-")[2])  # a stale checkpoint of the same catalogue
+    _, generation, catalogue = path.stem.split("-")
+    ckpt.save(index, int(generation), catalogue)  # the current generation, yet 3 vectors short
     res = runner.invoke(app, ["verify", "--index", str(index)])
     assert res.exit_code == 1 and "missing from faiss: 3" in res.stdout
     res = runner.invoke(app, ["verify", "--repair", "--index", str(index)])
     assert res.exit_code == 0 and "repaired" in res.stdout and res.stdout.rstrip().endswith("agree")
     assert runner.invoke(app, ["verify", "--index", str(index)]).exit_code == 0
+
+
+def test_verify_after_a_crash_says_behind_not_broken(tmp_path, photo_dir, tf2_model):
+    """A checkpoint of an older generation (a kill between a commit and the checkpoint)
+    is what every open brings up to date: verify says so and succeeds."""
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model))
+    ((_, path),) = VectorIndex.checkpoints(index)
+    ckpt = VectorIndex.load(index, 32)
+    ckpt.remove(ckpt.ids()[:3])
+    path.unlink()
+    ckpt.save(index, 0, path.stem.split("-")[2])
+    res = runner.invoke(app, ["verify", "--index", str(index)])
+    assert res.exit_code == 0 and "behind" in res.stdout and "brought up to date" in res.stdout
 
 
 def test_remove_files_and_folders(tmp_path, photo_dir, tf2_model):

@@ -135,6 +135,11 @@ def verify_lines(report: VerifyReport) -> list[str]:
         if ids:
             sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
             lines.append(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})")
+    if report.behind and report.ok:
+        lines.append(
+            "  the FAISS checkpoint is behind the catalogue (a run stopped between a commit and "
+            "its checkpoint): brought up to date on every open, nothing is lost"
+        )
     return lines
 
 

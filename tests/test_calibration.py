@@ -103,6 +103,16 @@ def test_an_index_calibrates_itself_once_it_is_large_enough(tmp_path, photo_dir,
     assert Index(tmp_path / "index").manifest().calibration["photos"] == 6
 
 
+def test_a_run_killed_before_calibrating_calibrates_on_resume(tmp_path, photo_dir, tf2_model, monkeypatch):
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
+    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
+    idx = Index(tmp_path / "index")
+    idx.add([photo_dir], model=str(tf2_model), calibrate=False)  # as if killed before calibrating
+    assert idx.manifest().calibration is None
+    report = idx.add([photo_dir])  # nothing left to index, yet the calibration is made
+    assert report.indexed == 0 and report.calibration is not None
+
+
 def test_a_curve_that_falls_with_cosine_is_refused():
     def embed(datas):  # edited copies land far from their originals ...
         return np.tile(np.array([[0.0, 1.0]], np.float32), (len(datas), 1))

@@ -212,7 +212,7 @@ class Index:
                 opts.label_names = load_labels(labels or store.manifest.labels)
             report = index_paths(store, embedder, paths, opts, progress)
             if calibrate:
-                report.calibration = calibration.auto_calibrate(store, self.embed, report.indexed)
+                report.calibration = calibration.auto_calibrate(store, self.embed)
             return report
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):

@@ -242,15 +242,17 @@ def calibrate_store(
     return cal
 
 
-def auto_calibrate(store: Store, embed: EmbedBytes, indexed: int) -> Calibration | None:
-    """The calibration an index makes of itself after a run that ``indexed`` photos.
+def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
+    """The calibration an index makes of itself at the end of an indexing run.
 
-    Only once it holds :data:`AUTO_CALIBRATE` photos and has no usable calibration; a
-    refusal is logged and recorded, and tried again only when the index has doubled.
+    Once it holds :data:`AUTO_CALIBRATE` photos and has no usable calibration, whatever
+    the run indexed (one killed during the calibration resumes with nothing to index,
+    and must calibrate still); a refusal is logged and recorded, and tried again
+    only when the index has doubled.
     """
     state = store.manifest.calibration or {}
     n = store.vectors.ntotal
-    if Calibration.from_dict(state) is not None or not indexed:
+    if Calibration.from_dict(state) is not None:
         return None
     if n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
         return None

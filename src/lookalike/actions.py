@@ -4,6 +4,11 @@ Every action is written to the journal (and fsynced) *before* the file is touche
 a crash leaves at worst a journal line whose action did not happen; undo notices and
 skips it. Only files listed as duplicates are touched, and only if they are exactly as
 they were when indexed (same size and mtime); hardlinks are made for exact copies only.
+
+A duplicate is never touched unless its group's kept file is there *now*, exactly as
+indexed (size, mtime and SHA-256), and is another file (a symbolic link, another
+spelling of a folder or a hard link to the same file is no second copy); links
+themselves are never acted on, nor files in protected folders.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from datetime import datetime
 from pathlib import Path
 
 from lookalike.errors import InvalidArgument
+from lookalike.fsutil import identity, is_inside
 from lookalike.search.duplicates import EXACT, Group
-from lookalike.storage.catalogue import Known
+from lookalike.storage.catalogue import FileRow, Known
 
 ACTIONS = ("move", "trash", "hardlink")
 
@@ -50,6 +56,35 @@ def _unchanged(path: str, known: Known | None) -> str | None:
     return None
 
 
+def _kept_problem(keep: FileRow) -> str | None:
+    """Why the kept file of a group cannot vouch for its copies now, or None."""
+    try:
+        st = os.stat(keep.path)
+    except OSError as exc:
+        return f"the kept file {keep.path} cannot be read ({exc.strerror or exc})"
+    if (st.st_size, st.st_mtime_ns) != (keep.size, keep.mtime_ns):
+        return f"the kept file {keep.path} changed since indexing"
+    try:
+        digest = _sha256(keep.path)
+    except OSError as exc:
+        return f"the kept file {keep.path} cannot be read ({exc.strerror or exc})"
+    if keep.content_hash and digest != keep.content_hash:
+        return f"the kept file {keep.path} changed since indexing"
+    return None
+
+
+def _not_a_second_copy(path: str, keep: FileRow, protect: Sequence[str]) -> str | None:
+    """Why ``path`` is no copy that may go beside ``keep``, or None."""
+    if os.path.islink(path):
+        return "a symbolic link: a name for another file, not a copy"
+    ident = identity(path)
+    if ident is not None and ident == identity(keep.path):
+        return f"the same file as the kept {keep.path} (another path to it)"
+    if any(is_inside(path, folder) for folder in protect):
+        return "in a protected folder"
+    return None
+
+
 def apply(
     groups: Sequence[Group],
     action: str,
@@ -57,10 +92,12 @@ def apply(
     journal: Path,
     move_to: Path | None = None,
     report: ActionReport | None = None,
+    protect: Sequence[str] = (),
 ) -> ActionReport:
     """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``.
 
-    ``report`` (filled as files are done) lets a caller see what happened even if this raises.
+    ``report`` (filled as files are done) lets a caller see what happened even if this
+    raises. Files below ``protect`` are never touched, whatever the groups say.
     """
     if action not in ACTIONS:
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
@@ -70,10 +107,13 @@ def apply(
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "a", encoding="utf-8") as log:
         for group in groups:
+            kept_problem = _kept_problem(group.keep)
             for dup in group.duplicates:
                 path = dup.row.path
                 try:
-                    why = _unchanged(path, known.get(path))
+                    why = _not_a_second_copy(path, group.keep, protect) or kept_problem
+                    if why is None:
+                        why = _unchanged(path, known.get(path))
                     if why is None and action == "hardlink":
                         why = _hardlink_blocker(dup.kind, path, group.keep.path, known)
                     st = os.stat(path)
@@ -85,7 +125,7 @@ def apply(
                 entry = {
                     "action": action, "path": path, "keep": group.keep.path, "kind": dup.kind,
                     "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
-                    "at": datetime.now().isoformat(timespec="seconds"),
+                    "real": os.path.realpath(path), "at": datetime.now().isoformat(timespec="seconds"),
                 }  # fmt: skip
                 if action == "move":
                     entry["dest"] = str(Path(move_to).resolve() / path.lstrip(os.sep))
@@ -128,8 +168,12 @@ def _do(entry: dict) -> None:
         send2trash(path)
     else:  # hardlink: link beside the duplicate, then atomically replace it
         tmp = f"{path}.lookalike-link"
-        os.link(entry["keep"], tmp)
-        os.replace(tmp, path)
+        os.link(entry["keep"], tmp, follow_symlinks=False)
+        try:
+            os.replace(tmp, path)
+        finally:
+            if os.path.lexists(tmp):  # the replace failed (or found them one file already)
+                os.unlink(tmp)
 
 
 def undo(journal: Path) -> ActionReport:
@@ -160,8 +204,8 @@ def _undo_one(entry: dict) -> str | None:
     if action == "hardlink":
         if not os.path.exists(path):
             return "missing"
-        if os.stat(path).st_nlink < 2:
-            return "not a hardlink any more"
+        if os.stat(path).st_nlink < 2 or identity(path) != identity(entry["keep"]):
+            return "not a hardlink to the kept file any more"
         tmp = f"{path}.lookalike-restore"
         shutil.copyfile(path, tmp)  # its own copy of the (identical) bytes
         os.chmod(tmp, entry["mode"])
@@ -169,15 +213,22 @@ def _undo_one(entry: dict) -> str | None:
         os.replace(tmp, path)
         return None
     if os.path.lexists(path):
-        happened = os.path.lexists(entry["dest"]) if action == "move" else _trashed(path) is not None
-        return "the original path is taken" if happened else "never moved"
+        happened = os.path.lexists(entry["dest"]) if action == "move" else _trashed(entry) is not None
+        if happened:
+            return "the original path is taken"
+        st = os.lstat(path)
+        if (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+            return "already back in place"
+        return "never moved"
     if action == "move":
         if not os.path.exists(entry["dest"]):
             return f"{entry['dest']} is gone"
+        if os.path.getsize(entry["dest"]) != entry["size"]:
+            return f"{entry['dest']} is not the file moved there"
         os.makedirs(os.path.dirname(path), exist_ok=True)
         shutil.move(entry["dest"], path)
         return None
-    found = _trashed(path)
+    found = _trashed(entry)
     if found is None:
         return "not found in the trash"
     trashed, info = found
@@ -187,31 +238,40 @@ def _undo_one(entry: dict) -> str | None:
     return None
 
 
-def _trash_dirs(path: str) -> list[tuple[Path, Path]]:
-    """(trash folder, folder its relative paths start from) where ``path`` may have gone."""
+def _trash_dirs(paths: Sequence[str]) -> list[tuple[Path, Path]]:
+    """(trash folder, folder its relative paths start from) where ``paths`` may have gone:
+    the home trash, and the trashes at the top of each one's volume."""
     home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "Trash"
-    top = Path(path).parent
-    while not os.path.ismount(top) and top != top.parent:
-        top = top.parent
     uid = os.getuid()
-    dirs = [(home, Path("/")), (top / ".Trash" / str(uid), top), (top / f".Trash-{uid}", top)]
-    return [(d, base) for d, base in dirs if (d / "info").is_dir()]
+    dirs = [(home, Path("/"))]
+    for path in paths:
+        top = Path(path).parent
+        while not os.path.ismount(top) and top != top.parent:
+            top = top.parent
+        dirs += [(top / ".Trash" / str(uid), top), (top / f".Trash-{uid}", top)]
+    return [(d, base) for d, base in dict.fromkeys(dirs) if (d / "info").is_dir()]
 
 
-def _trashed(path: str) -> tuple[Path, Path] | None:
-    """(file in the trash, its .trashinfo) for the newest trashing of ``path``."""
+def _trashed(entry: dict) -> tuple[Path, Path] | None:
+    """(file in the trash, its .trashinfo) for the newest trashing of the journal entry's
+    file: by its path or its real path (through a linked folder on another volume), and
+    only a file of the size it had (not another file trashed from the same path)."""
+    names = {entry["path"], entry.get("real") or entry["path"]}
     best: tuple[str, Path, Path] | None = None
-    for trash, base in _trash_dirs(path):
+    for trash, base in _trash_dirs(sorted(names)):
         for info in (trash / "info").glob("*.trashinfo"):
             fields = dict(
                 line.split("=", 1) for line in info.read_text(errors="replace").splitlines() if "=" in line
             )
-            original = urllib.parse.unquote(fields.get("Path", ""))
+            original = os.fsdecode(urllib.parse.unquote_to_bytes(fields.get("Path", "")))
             if not os.path.isabs(original):
                 original = str(base / original)  # volume trashes store paths relative to the top
             stored = trash / "files" / info.name.removesuffix(".trashinfo")
-            if original == path and os.path.lexists(stored):
-                when = fields.get("DeletionDate", "")
-                if best is None or when > best[0]:
-                    best = (when, stored, info)
+            if original not in names or not os.path.isfile(stored) or os.path.islink(stored):
+                continue
+            if os.path.getsize(stored) != entry["size"]:
+                continue  # another file once trashed from that path
+            when = fields.get("DeletionDate", "")
+            if best is None or when > best[0]:
+                best = (when, stored, info)
     return None if best is None else (best[1], best[2])

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -306,7 +307,10 @@ class Index:
             return found, store.verify()
 
     def duplicates(self, threshold: float, rules: KeepRules | None = None) -> list[Group]:
-        """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs."""
+        """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs. Copies
+        the server stored of uploads are kept only when nothing else can be."""
+        rules = rules or KeepRules()
+        rules = replace(rules, kept_last=[*rules.kept_last, str(self.uploads)])
         with self.store() as store:
             ignored = store.catalogue.ignored_pairs()
 
@@ -315,23 +319,38 @@ class Index:
 
             return find_duplicates(store, threshold, rules, is_ignored)
 
-    def found_in(self, other: str | os.PathLike, threshold: float) -> list[Group]:
-        """Images of this index already present in index ``other`` (exact or near)."""
+    @property
+    def uploads(self) -> Path:
+        """Where the server keeps the images uploaded into this index."""
+        return self.directory / "uploads"
+
+    def found_in(
+        self, other: str | os.PathLike, threshold: float, rules: KeepRules | None = None
+    ) -> list[Group]:
+        """Images of this index already present in index ``other`` (exact or near); files
+        in ``rules.protect`` are never proposed."""
         with self.store() as store, Store(other) as theirs:
-            return find_in_other(store, theirs, threshold)
+            return find_in_other(store, theirs, threshold, rules)
 
     def act_on_duplicates(
-        self, groups: Sequence[Group], action: str, journal: Path | None = None, move_to: Path | None = None
+        self,
+        groups: Sequence[Group],
+        action: str,
+        journal: Path | None = None,
+        move_to: Path | None = None,
+        protect: Sequence[str] = (),
     ) -> ActionReport:
         """Move aside, trash or hardlink the duplicates of ``groups``, journalled for undo.
 
-        Files moved or trashed leave the index; hardlinked ones stay (same bytes).
+        Files moved or trashed leave the index; hardlinked ones stay (same bytes). Nothing
+        below ``protect`` is touched, and nothing whose kept file is not there as indexed
+        (see :mod:`lookalike.actions`).
         """
         journal = journal or self.directory / "journals" / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
         with self.store(writable=True) as store:
             report = actions.ActionReport(journal)
             try:
-                actions.apply(groups, action, store.catalogue.known(), journal, move_to, report)
+                actions.apply(groups, action, store.catalogue.known(), journal, move_to, report, protect)
             finally:  # whatever was moved or trashed leaves the index, even if apply failed
                 gone = [p for p in report.done if not os.path.exists(p)]
                 if action != "hardlink" and gone:

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from lookalike import render
 from lookalike.errors import LookalikeError
+from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
 
 out = Console()
@@ -254,7 +255,7 @@ def search(
     from lookalike.search import Filters
 
     idx = _open(index, runtime, db)
-    filters = Filters(label=label, under=[str(p) for p in under or ()], since=since, until=until)
+    filters = Filters(label=label, under=[canonical(p) for p in under or ()], since=since, until=until)
     queries: list = []
     fetch_errors: dict[int, str] = {}
     for n, image in enumerate(images):
@@ -445,13 +446,13 @@ def dupes(
     if note:
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     rules = KeepRules(
-        protect=[str(p) for p in protect or ()],
-        prefer_folders=[str(p) for p in prefer_folder or ()],
+        protect=[canonical(p) for p in protect or ()],
+        prefer_folders=[canonical(p) for p in prefer_folder or ()],
         prefer_formats=prefer_format or (),
     )
-    groups = idx.found_in(against, cutoff) if against else idx.duplicates(cutoff, rules)
+    groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules)
     if chosen:
-        report = idx.act_on_duplicates(groups, chosen[0], journal, move_to)
+        report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
         _print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
         return

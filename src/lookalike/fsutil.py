@@ -97,6 +97,48 @@ def printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` leads to (links followed), None if none:
+    two paths with one identity are one file, not copies of each other."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in ``folder`` (at any depth), by identity of the folders on
+    its way up (as spelled, and after resolving links) rather than by spelling: right on
+    case-insensitive file systems, through symbolic links, for other spellings."""
+    target = identity(folder)
+    if target is None:
+        return False
+    spelled, real = Path(os.path.abspath(path)), Path(os.path.realpath(path))
+    return any(identity(p) == target for p in {*spelled.parents, *real.parents})
+
+
+def canonical(path: str | os.PathLike) -> str:
+    """``path`` absolute, each part spelled as its folder lists it (on a case-insensitive
+    file system, ``~/pictures`` becomes ``~/Pictures``); parts that do not exist stay as
+    given. Catalogue paths are spelled so: a folder filter must be too."""
+    parts = Path(os.path.abspath(path)).parts
+    out = Path(parts[0])
+    for part in parts[1:]:
+        candidate = out / part
+        if not os.path.lexists(candidate):
+            return str(out.joinpath(*parts[len(out.parts) :]))
+        try:
+            names = os.listdir(out)
+        except OSError:
+            names = []
+        if part not in names:
+            ident = identity(candidate)
+            part = next((n for n in names if n.lower() == part.lower() and identity(out / n) == ident), part)
+        out = out / part
+    return str(out)
+
+
 def remove_temporaries(folder: Path, name: str) -> None:
     """Delete temporaries of ``name`` that a crashed writer left in ``folder``."""
     for stale in folder.glob(f"{TEMP_PREFIX}{name}.*"):

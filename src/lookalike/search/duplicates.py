@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
+from lookalike.fsutil import identity, is_inside
 from lookalike.search.calibration import Calibration
 from lookalike.storage.catalogue import FileRow, is_under
 from lookalike.storage.store import Store
@@ -127,16 +128,19 @@ class KeepRules:
     prefer_formats: Sequence[str] = ()  # e.g. ("PNG",) to keep lossless copies
     burst_seconds: float = 10.0  # same camera, capture times this close: a burst, not a copy
     burst_threshold: float = 0.995  # ... unless the pixels are this close
+    kept_last: Sequence[str] = ()  # folders of copies lookalike made itself (the server's uploads)
 
     def protected(self, row: FileRow) -> bool:
-        return any(is_under(row.path, os.path.abspath(d)) for d in self.protect)
+        """In a protected folder: by folder identity, not spelling (see fsutil.is_inside)."""
+        return any(_inside(row.path, d) for d in self.protect)
 
     def rank(self, row: FileRow) -> tuple:
         """Sort key, best (to keep) first."""
         fmt = (row.format or "").upper()
         return (
             not self.protected(row),
-            not any(is_under(row.path, os.path.abspath(d)) for d in self.prefer_folders),
+            any(_inside(row.path, d) for d in self.kept_last),
+            not any(_inside(row.path, d) for d in self.prefer_folders),
             fmt not in {f.upper() for f in self.prefer_formats},
             -((row.width or 0) * (row.height or 0)),
             -row.size,
@@ -151,6 +155,7 @@ class KeepRules:
         a, b = self.rank(keep), self.rank(other)
         labels = [
             None,
+            "the other is a copy lookalike stored (an upload)",
             "in a preferred folder",
             "preferred format",
             f"larger resolution ({keep.width}x{keep.height} vs {other.width}x{other.height})",
@@ -269,6 +274,33 @@ def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [sorted(c) for c in comps.values() if len(c) > 1]
 
 
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is in ``folder``: by spelling first (cheap), else by folder identity."""
+    return is_under(path, os.path.abspath(folder)) or is_inside(path, folder)
+
+
+def one_path_per_file(rows: Sequence[FileRow]) -> list[FileRow]:
+    """``rows`` with every file once: paths that lead to the same file (a symbolic link and
+    its target, a folder indexed under two spellings, hard links) are one file, never
+    duplicates of each other. The path without links in it is the one kept."""
+    by_file: dict[tuple[int, int], FileRow] = {}
+    out: list[FileRow] = []
+    for row in rows:
+        ident = identity(row.path)
+        if ident is None:  # gone: the actions will skip it; it is no copy of anything here
+            out.append(row)
+            continue
+        best = by_file.get(ident)
+        if best is None or _plainer(row.path, best.path):
+            by_file[ident] = row
+    return out + list(by_file.values())
+
+
+def _plainer(a: str, b: str) -> bool:
+    """``a`` is a better name than ``b`` for one file: no symbolic link on its way, then shorter."""
+    return ((os.path.realpath(a) != a), len(a), a) < ((os.path.realpath(b) != b), len(b), b)
+
+
 def find_duplicates(
     store: Store,
     threshold: float,
@@ -281,7 +313,9 @@ def find_duplicates(
     if view is None:
         view = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
     ids, vectors = view
-    edges = set(store.catalogue.same_content_pairs())
+    in_snapshot = set(ids.tolist())  # the catalogue may have moved on meanwhile: keep to these vectors
+    same = store.catalogue.same_content_pairs()
+    edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}
     if threshold <= 1.0:
         edges |= candidate_pairs(ids, vectors, threshold)
     comps = _components(edges)
@@ -293,7 +327,7 @@ def find_duplicates(
     )
     groups: list[Group] = []
     for comp in comps:
-        members = sorted((rows[i] for i in comp if i in rows), key=rules.rank)
+        members = sorted(one_path_per_file([rows[i] for i in comp if i in rows]), key=rules.rank)
         groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored))
     groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path))
     return groups
@@ -326,8 +360,13 @@ def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[
     return out
 
 
-def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
-    """Images of ``store`` already in ``other``: one group per file of ``other``."""
+def find_in_other(
+    store: Store, other: Store, threshold: float, rules: KeepRules | None = None
+) -> list[Group]:
+    """Images of ``store`` already in ``other``: one group per file of ``other``. A file
+    that both indexes hold (the same file, reached by the same or another path) is no
+    duplicate of itself; files in ``rules.protect`` are never proposed."""
+    rules = rules or KeepRules()
     mine, theirs = store.manifest, other.manifest
     if not mine.same_model(theirs.model):
         raise IncompatibleIndex(
@@ -359,10 +398,13 @@ def find_in_other(store: Store, other: Store, threshold: float) -> list[Group]:
         if oid not in their_rows:
             continue
         group = Group(their_rows[oid])
+        kept = identity(group.keep.path)
         for fid, score, kind in sorted(hits, key=lambda h: -h[1]):
-            if fid in my_rows:
-                group.duplicates.append(Duplicate(my_rows[fid], score, kind))
-                group.reasons.append(f"already in {other.directory}")
+            row = my_rows.get(fid)
+            if row is None or rules.protected(row) or (kept is not None and identity(row.path) == kept):
+                continue
+            group.duplicates.append(Duplicate(row, score, kind))
+            group.reasons.append(f"already in {other.directory}")
         if group.duplicates:
             groups.append(group)
     groups.sort(key=lambda g: g.keep.path)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lookalike.models import (
-    CATALOG,
     DEFAULT_MODEL,
+    KNOWN_MODELS,
     ModelError,
     TensorFlowEmbedder,
     TFLiteEmbedder,
@@ -29,20 +29,20 @@ def _batch(embedder, n=3, seed=0):
 
 
 def test_catalogue_lists_every_seed_module():
-    v1 = [e for e in CATALOG.values() if e.name.startswith("mobilenet_v1")]
+    v1 = [e for e in KNOWN_MODELS.values() if e.name.startswith("mobilenet_v1")]
     assert len(v1) == 32  # 4 multipliers x 4 sizes x (feature_vector, classification)
-    e = CATALOG["mobilenet_v1_050_160_classification"]
+    e = KNOWN_MODELS["mobilenet_v1_050_160_classification"]
     assert (e.dim, e.input_size, e.has_labels, e.hub_format) == (512, 160, True, "tf1")
     assert e.handle == "https://tfhub.dev/google/imagenet/mobilenet_v1_050_160/classification/3"
-    assert {CATALOG[f"mobilenet_v1_{m}_224"].dim for m in ("025", "050", "075", "100")} == {
+    assert {KNOWN_MODELS[f"mobilenet_v1_{m}_224"].dim for m in ("025", "050", "075", "100")} == {
         256,
         512,
         768,
         1024,
     }
-    assert CATALOG["mobilenet_v3_small_100_224"].hub_format == "tf2"
-    assert CATALOG["mobilenet_v3_large_100_224"].dim == 1280
-    assert DEFAULT_MODEL in CATALOG
+    assert KNOWN_MODELS["mobilenet_v3_small_100_224"].hub_format == "tf2"
+    assert KNOWN_MODELS["mobilenet_v3_large_100_224"].dim == 1280
+    assert DEFAULT_MODEL in KNOWN_MODELS
 
 
 def test_tf2_saved_model_folder(tf2_model):

@@ -532,14 +532,14 @@ def export(
 
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the catalogue of TF Hub modules usable by short name with --model."""
-    from lookalike.models import CATALOG, DEFAULT_MODEL
+    """List the TF Hub modules known by short name (for --model)."""
+    from lookalike.models import DEFAULT_MODEL, KNOWN_MODELS
 
     if as_json:
-        rows = [{**e.__dict__, "default": e.name == DEFAULT_MODEL} for e in CATALOG.values()]
+        rows = [{**e.__dict__, "default": e.name == DEFAULT_MODEL} for e in KNOWN_MODELS.values()]
         print(json.dumps(rows, indent=2))
         return
-    out.print(render.models_table(CATALOG.values(), DEFAULT_MODEL))
+    out.print(render.models_table(KNOWN_MODELS.values(), DEFAULT_MODEL))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lookalike.actions import ActionReport
     from lookalike.api import QueryResult
     from lookalike.indexer import IndexReport
-    from lookalike.models.catalog import CatalogEntry
+    from lookalike.models.known import KnownModel
     from lookalike.search.calibration import Calibration
     from lookalike.search.duplicates import Group
     from lookalike.storage import VerifyReport
@@ -186,7 +186,7 @@ def undo_summary(report: ActionReport) -> str:
     )
 
 
-def models_table(entries: Iterable[CatalogEntry], default: str) -> Table:
+def models_table(entries: Iterable[KnownModel], default: str) -> Table:
     """The model catalogue, the default marked."""
     table = Table()
     for col in ("name", "dim", "input", "labels", "format", "handle"):

@@ -1,11 +1,11 @@
-"""Models: the catalogue, finding and downloading modules, and the runtimes that run them."""
+"""Models: the ones known by name, finding and downloading modules, and the runtimes that run them."""
 
 from __future__ import annotations
 
 import logging
 
 from lookalike.errors import InvalidArgument
-from lookalike.models.catalog import CATALOG, DEFAULT_MODEL, CatalogEntry, lookup
+from lookalike.models.known import DEFAULT_MODEL, KNOWN_MODELS, KnownModel, lookup
 from lookalike.models.runtimes import (
     SIGNED_RANGE,
     UNIT_RANGE,
@@ -18,14 +18,14 @@ from lookalike.models.runtimes import (
 from lookalike.models.sources import ModelError, ModelSource, load_labels, resolve_model
 
 __all__ = [
-    "CATALOG",
     "DEFAULT_MODEL",
+    "KNOWN_MODELS",
     "RUNTIMES",
     "SIGNED_RANGE",
     "UNIT_RANGE",
-    "CatalogEntry",
     "Embedder",
     "Embedding",
+    "KnownModel",
     "ModelError",
     "ModelInfo",
     "ModelSource",

@@ -20,7 +20,7 @@ import platformdirs
 
 from lookalike.errors import LookalikeError
 from lookalike.fsutil import atomic_replace_dir, atomic_write_stream
-from lookalike.models.catalog import LABELS_URL, CatalogEntry, lookup
+from lookalike.models.known import LABELS_URL, KnownModel, lookup
 
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -37,7 +37,7 @@ class ModelSource:
 
     source: str  # what the user asked for, normalised (catalogue name, URL, absolute path)
     path: Path  # local SavedModel / hub module folder, or .tflite file
-    entry: CatalogEntry | None = None
+    entry: KnownModel | None = None
 
     @property
     def is_tflite(self) -> bool:

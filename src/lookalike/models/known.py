@@ -1,4 +1,4 @@
-"""The catalogue of TF Hub MobileNet modules lookalike knows by short name."""
+"""The TF Hub MobileNet modules lookalike knows by short name (`lookalike models`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ LABELS_URL = "https://storage.googleapis.com/download.tensorflow.org/data/ImageN
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
+class KnownModel:
     """One TF Hub module: where it lives and what it gives."""
 
     name: str
@@ -24,8 +24,8 @@ class CatalogEntry:
         return self.variant == "classification"
 
 
-def _build() -> dict[str, CatalogEntry]:
-    entries: list[CatalogEntry] = []
+def _build() -> dict[str, KnownModel]:
+    entries: list[KnownModel] = []
     # MobileNet V1: versions 3 are TF1 hub.Module format; the classification modules also
     # carry the image_feature_vector signature, so they give vectors and labels in one pass.
     for mult, dim in (("025", 256), ("050", 512), ("075", 768), ("100", 1024)):
@@ -34,20 +34,20 @@ def _build() -> dict[str, CatalogEntry]:
             for variant in ("feature_vector", "classification"):
                 name = base if variant == "feature_vector" else f"{base}_classification"
                 handle = f"{TFHUB}/{base}/{variant}/3"
-                entries.append(CatalogEntry(name, handle, size, dim, variant, "tf1"))
+                entries.append(KnownModel(name, handle, size, dim, variant, "tf1"))
     # MobileNet V3 feature vectors: TF2 SavedModels (what hub.KerasLayer would load).
     for kind, dim in (("small", 1024), ("large", 1280)):
         base = f"mobilenet_v3_{kind}_100_224"
         entries.append(
-            CatalogEntry(base, f"{TFHUB}/{base}/feature_vector/5", 224, dim, "feature_vector", "tf2")
+            KnownModel(base, f"{TFHUB}/{base}/feature_vector/5", 224, dim, "feature_vector", "tf2")
         )
     return {e.name: e for e in entries}
 
 
-CATALOG: dict[str, CatalogEntry] = _build()
+KNOWN_MODELS: dict[str, KnownModel] = _build()
 DEFAULT_MODEL = "mobilenet_v1_075_224"
 
 
-def lookup(name: str) -> CatalogEntry | None:
+def lookup(name: str) -> KnownModel | None:
     """The catalogue entry for a short name (case-insensitive), or None."""
-    return CATALOG.get(name.strip().lower())
+    return KNOWN_MODELS.get(name.strip().lower())

@@ -130,3 +130,37 @@ def test_read_image_file_records_identity_and_errors(tmp_path):
     assert r.error.startswith("cannot read")
     r = read_image_file(str(tmp_path), SIZE)  # a folder is unreadable as a file
     assert r.error.startswith("cannot read")
+
+
+def _shape(kind: str, colour: tuple, background: tuple) -> Image.Image:
+    """A shape drawn in ``colour`` on ``background`` (RGBA: alpha 0 for transparency)."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (120, 90), background)
+    draw = ImageDraw.Draw(im)
+    if kind == "circle":
+        draw.ellipse((20, 10, 90, 80), fill=colour)
+    else:
+        draw.polygon([(10, 80), (60, 5), (110, 80)], fill=colour)
+    return im
+
+
+def test_pictures_in_the_alpha_channel_stay_distinct_and_match_their_on_screen_copy():
+    clear = (255, 255, 255, 0)
+    circle = decode(_save(_shape("circle", (255, 255, 255, 255), clear), "PNG"), SIZE).pixels
+    triangle = decode(_save(_shape("triangle", (255, 255, 255, 255), clear), "PNG"), SIZE).pixels
+    assert circle.std() > 50 and np.abs(circle.astype(int) - triangle).mean() > 20  # not two blanks
+    on_screen = _shape("circle", (255, 255, 255, 255), (0, 0, 0, 255)).convert("RGB")  # a dark desktop
+    shown = decode(_save(on_screen, "JPEG", quality=95), SIZE).pixels
+    assert np.abs(circle.astype(int) - shown).mean() < 8
+    # dark shapes and cut-out photos still go on white, as a flattened export shows them
+    dark = decode(_save(_shape("circle", (20, 20, 20, 255), clear), "PNG"), SIZE).pixels
+    assert dark.max() == 255 and dark.min() < 40
+    photo = make_photo(3, (120, 90)).convert("RGBA")
+    alpha = Image.new("L", photo.size, 0)
+    alpha.paste(255, (20, 10, 100, 80))
+    photo.putalpha(alpha)
+    flattened = Image.new("RGB", photo.size, (255, 255, 255))
+    flattened.paste(photo, mask=alpha)
+    cut_out = decode(_save(photo, "PNG"), SIZE).pixels
+    assert np.abs(cut_out.astype(int) - decode(_save(flattened, "PNG"), SIZE).pixels).mean() < 2

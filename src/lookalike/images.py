@@ -46,7 +46,8 @@ _EXIF_KEEP = {
     "ImageUniqueID",
     "BodySerialNumber",
 }
-_BACKGROUND = (255, 255, 255)
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+LIGHT_CONTENT = 0.6  # mean luminance of the visible pixels above which they go on black
 
 
 def _register_heif() -> frozenset[str]:
@@ -205,10 +206,25 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         mode = im.mode
     if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         rgba = im.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, _BACKGROUND)
+        canvas = Image.new("RGB", rgba.size, _background_for(rgba))
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _background_for(rgba: Image.Image) -> tuple[int, int, int]:
+    """What a transparent image is shown on, as a screen would show it legibly: white, as
+    a viewer or a flattened export does, unless what is visible is light (white shapes,
+    logos for dark themes: invisible on white, and all such pictures alike there), then
+    black. A cut-out photo thus still matches its copy flattened on white."""
+    small = rgba.copy()
+    small.thumbnail((64, 64))
+    px = np.asarray(small, np.float32) / 255.0
+    alpha = px[..., 3]
+    if alpha.sum() < 1.0 or alpha.min() == 1.0:
+        return WHITE
+    luminance = px[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    return BLACK if float((luminance * alpha).sum() / alpha.sum()) > LIGHT_CONTENT else WHITE
 
 
 def _exif_dict(exif: Image.Exif) -> dict:

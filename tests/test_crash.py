@@ -73,15 +73,21 @@ def test_sigkill_at_any_point_then_resume(tmp_path, tf2_model):
     assert hit.path == str(photos / "p0123.png")
 
 
-def test_verify_reports_a_damaged_checkpoint_and_repair_fixes_it(tmp_path, photo_dir, tf2_model):
-    index = tmp_path / "ix"
-    Index(index).add([photo_dir], model=str(tf2_model))
+def _checkpoint_three_short(index: Path, photo_dir: Path, model: Path, current: bool) -> None:
+    """Index ``photo_dir``, then replace the checkpoint by one lacking 3 vectors, stamped
+    with the current generation (damaged) or generation 0 (only behind, as after a kill)."""
+    Index(index).add([photo_dir], model=str(model))
     ((_, path),) = VectorIndex.checkpoints(index)
     ckpt = VectorIndex.load(index, 32)
     ckpt.remove(ckpt.ids()[:3])
     path.unlink()
     _, generation, catalogue = path.stem.split("-")
-    ckpt.save(index, int(generation), catalogue)  # the current generation, yet 3 vectors short
+    ckpt.save(index, int(generation) if current else 0, catalogue)
+
+
+def test_verify_reports_a_damaged_checkpoint_and_repair_fixes_it(tmp_path, photo_dir, tf2_model):
+    index = tmp_path / "ix"
+    _checkpoint_three_short(index, photo_dir, tf2_model, current=True)
     res = runner.invoke(app, ["verify", "--index", str(index)])
     assert res.exit_code == 1 and "missing from faiss: 3" in res.stdout
     res = runner.invoke(app, ["verify", "--repair", "--index", str(index)])
@@ -93,12 +99,7 @@ def test_verify_after_a_crash_says_behind_not_broken(tmp_path, photo_dir, tf2_mo
     """A checkpoint of an older generation (a kill between a commit and the checkpoint)
     is what every open brings up to date: verify says so and succeeds."""
     index = tmp_path / "ix"
-    Index(index).add([photo_dir], model=str(tf2_model))
-    ((_, path),) = VectorIndex.checkpoints(index)
-    ckpt = VectorIndex.load(index, 32)
-    ckpt.remove(ckpt.ids()[:3])
-    path.unlink()
-    ckpt.save(index, 0, path.stem.split("-")[2])
+    _checkpoint_three_short(index, photo_dir, tf2_model, current=False)
     res = runner.invoke(app, ["verify", "--index", str(index)])
     assert res.exit_code == 0 and "behind" in res.stdout and "brought up to date" in res.stdout
 

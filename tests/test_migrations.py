@@ -46,6 +46,7 @@ def test_a_catalogue_of_the_previous_release_is_upgraded_and_keeps_everything(tm
         assert s.catalogue.ignored_pairs() == {("hasha", "hashb")}
         assert s.catalogue.ids_with_label("tabby").tolist() == [1]
         assert s.manifest.model.identity == "model-a" and s.descriptor == "squash"
+        assert s.catalogue.rows([1])[1].colour is None  # step 2 added the column; 0.1.0 had none
     with Store(folder, writable=True) as s:  # and takes writes: ids continue after 0.1.0's
         img = DecodedImage(np.zeros((32, 32, 3), np.uint8), 32, 32, "JPEG")
         (new,) = s.add([ImageFile("/p/e.jpg", 10, 1, "hashe", image=img)], _old_vectors()[:1])

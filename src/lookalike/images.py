@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from lookalike import colour
 from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
@@ -84,6 +85,7 @@ class DecodedImage:
     format: str
     exif: dict = field(default_factory=dict)
     captured_at: datetime | None = None
+    colour: bytes | None = None  # see lookalike.colour: tells a recoloured variant from a copy
 
 
 @dataclass
@@ -189,7 +191,7 @@ def _decode_open(
     im.load()
     im = ImageOps.exif_transpose(im)
     pixels = descriptor.cut(_to_rgb(im), size)
-    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta))
+    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), colour.signature(pixels))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -55,6 +55,7 @@ class FileRow:
     exif: dict | None = None
     labels: list[tuple[str, float]] = field(default_factory=list)
     status: str = STATUS_OK
+    colour: bytes | None = None  # see lookalike.colour
 
     @property
     def ok(self) -> bool:
@@ -183,6 +184,7 @@ class Catalogue:
                 "captured_at": r.image.captured_at,
                 "exif": r.image.exif or None,
                 "indexed_at": stamp,
+                "colour": r.image.colour,
             }
             for r in records
         ]
@@ -281,7 +283,7 @@ class Catalogue:
         src = s.get(File, src_id)
         if src is None or src.vector_id is None:
             return None
-        row = {c: getattr(src, c) for c in ("width", "height", "format", "captured_at", "exif")}
+        row = {c: getattr(src, c) for c in ("width", "height", "format", "captured_at", "exif", "colour")}
         new_id = s.scalar(
             insert(File)
             .values(path=stored(record.path), size=record.size, mtime_ns=record.mtime_ns,
@@ -376,7 +378,7 @@ class Catalogue:
                 for f in s.scalars(select(File).where(File.id.in_(chunk))):
                     out[f.id] = FileRow(
                         f.id, unstored(f.path), f.size, f.mtime_ns, f.content_hash, f.width, f.height,
-                        f.format, f.captured_at, f.exif, status=f.status,
+                        f.format, f.captured_at, f.exif, status=f.status, colour=f.colour,
                     )  # fmt: skip
                 labels = select(Label.file_id, Label.name, Label.score).where(Label.file_id.in_(chunk))
                 for fid, name, score in s.execute(labels.order_by(Label.file_id, Label.rank)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, LargeBinary, inspect, select, text
 
 from lookalike.errors import IncompatibleIndex
 from lookalike.storage.schema import Base, Meta
@@ -35,7 +35,15 @@ def _baseline(conn: Connection) -> None:
         conn.execute(text(ERRORS_VIEW))
 
 
-STEPS: list[Callable[[Connection], None]] = [_baseline]  # STEPS[n - 1] makes version n
+def _colour_signatures(conn: Connection) -> None:
+    """Version 2: ``files.colour``, each image's colour signature (see lookalike.colour).
+    Rows indexed before have none (their relations fall back on the vectors alone)."""
+    if "colour" not in {c["name"] for c in inspect(conn).get_columns("files")}:
+        kind = LargeBinary().compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE files ADD COLUMN colour {kind}"))
+
+
+STEPS: list[Callable[[Connection], None]] = [_baseline, _colour_signatures]  # STEPS[n - 1] makes version n
 SCHEMA_VERSION = len(STEPS)
 
 

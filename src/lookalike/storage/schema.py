@@ -54,6 +54,7 @@ class File(Base):
     captured_at: Mapped[datetime | None] = mapped_column(DateTime)
     exif: Mapped[dict | None] = mapped_column(JSON)
     indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    colour: Mapped[bytes | None] = mapped_column(LargeBinary)  # lookalike.colour signature (v2)
 
 
 class Vector(Base):

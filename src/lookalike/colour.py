@@ -1,0 +1,88 @@
+"""A tiny colour signature of every image, to tell a recoloured variant from a copy.
+
+Feature vectors of one design in two colour schemes (or its light and dark versions)
+are nearly as close as those of a copy and its original. What tells them apart is
+colour, which the model is built to ignore: so each image also keeps a 16 x 16 RGB
+thumbnail of its whole picture (768 bytes), and :func:`compare` measures how two of
+them differ in colour distribution (alignment-free, so crops, mirrors and small
+rotations do not count) and in light/dark layout. numpy only: decoder processes use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SIDE = 16
+SIGNATURE_BYTES = SIDE * SIDE * 3
+GRAY_CHROMA = 6.0  # mean chroma (0-255 scale) below which a picture counts as grayscale
+FAINT_CHROMA = 15.0  # ... below which its hues are too faint to compare
+_BINS = 12  # hue sectors of the chroma-weighted hue histogram
+
+
+def signature(pixels: np.ndarray) -> bytes:
+    """The signature of model-input pixels ([h, w, 3] uint8, or [views, h, w, 3]: the
+    first view is the whole picture): a 16 x 16 box-filtered RGB thumbnail."""
+    view = pixels if pixels.ndim == 3 else pixels[0]
+    h, w = view.shape[:2]
+    ys = np.linspace(0, h, SIDE + 1).astype(int)
+    xs = np.linspace(0, w, SIDE + 1).astype(int)
+    rows = np.add.reduceat(view.astype(np.float32), ys[:-1], axis=0) / np.diff(ys)[:, None, None]
+    cells = np.add.reduceat(rows, xs[:-1], axis=1) / np.diff(xs)[None, :, None]
+    return np.clip(np.rint(cells), 0, 255).astype(np.uint8).tobytes()
+
+
+def _unpack(sig: bytes) -> np.ndarray:
+    return np.frombuffer(sig, np.uint8).reshape(SIDE, SIDE, 3).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ColourRelation:
+    """How two signatures differ: ``chroma`` (0 same colour distribution .. 1 disjoint),
+    ``layout`` (correlation of the light/dark layout, as-is or mirrored, whichever is
+    stronger: -1 an
+    inverted light/dark version .. 1 the same), ``gray`` (one of them is grayscale, so
+    colour cannot tell), ``faint`` (one has too little colour for hues to count)."""
+
+    chroma: float
+    layout: float
+    gray: bool
+    faint: bool = False
+
+
+def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
+    """Hue distribution weighted by chroma (a saturation change leaves it as it is; a
+    recolouring moves it), and the mean chroma."""
+    r, g, b = px[..., 0], px[..., 1], px[..., 2]
+    a = r - g  # opponent colours: red-green and yellow-blue
+    y = (r + g) / 2 - b
+    chroma = np.hypot(a, y)
+    angle = np.arctan2(y, a)
+    hist, _ = np.histogram(angle.ravel(), bins=_BINS, range=(-np.pi, np.pi), weights=chroma.ravel())
+    total = hist.sum()
+    return (hist / total if total > 0 else hist), float(chroma.mean())
+
+
+def _layout(px: np.ndarray) -> np.ndarray:
+    lum = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum -= lum.mean()
+    norm = np.linalg.norm(lum)
+    return lum / norm if norm > 1e-3 else lum
+
+
+def compare(a: bytes, b: bytes) -> ColourRelation:
+    """How the pictures of signatures ``a`` and ``b`` differ in colour."""
+    pa, pb = _unpack(a), _unpack(b)
+    ha, level_a = _chroma_histogram(pa)
+    hb, level_b = _chroma_histogram(pb)
+    la, lb = _layout(pa), _layout(pb)
+    layout = max(float((la * lb).sum()), float((la * lb[:, ::-1]).sum()), key=abs)  # mirrored?
+    if not la.any() or not lb.any():  # a flat picture has no layout to compare
+        layout = 1.0
+    return ColourRelation(
+        chroma=float(1.0 - np.minimum(ha, hb).sum()),
+        layout=layout,
+        gray=min(level_a, level_b) < GRAY_CHROMA,
+        faint=min(level_a, level_b) < FAINT_CHROMA,
+    )

@@ -126,6 +126,8 @@ class Store:
             remove_stale_temporaries(self.directory)
             remove_temporaries(self.directory, MANIFEST)
         self.catalogue_id, self._untagged = self.catalogue.identity()
+        if self.writable:  # an interrupted checkpoint's predecessor (the next save may be far off)
+            VectorIndex.remove_superseded(self.directory, self.catalogue_id or "", self._untagged)
         self._vectors: VectorIndex | None = None  # loaded on first use: it can be gigabytes
         self._dirty = False
         if sync:

@@ -300,6 +300,14 @@ class VectorIndex:
                 path.unlink(missing_ok=True)
         return final
 
+    @classmethod
+    def remove_superseded(cls, directory: Path, catalogue: str | None = None, untagged: bool = True) -> None:
+        """Delete the checkpoints (of ``catalogue``, see :meth:`checkpoints`) older than the
+        newest, which is the only one :meth:`load` reads: what a writer killed between
+        renaming a new checkpoint into place and removing the old ones leaves behind."""
+        for _, path in cls.checkpoints(directory, catalogue, untagged)[:-1]:
+            path.unlink(missing_ok=True)
+
 
 def remove_stale_temporaries(directory: Path) -> None:
     """Checkpoint files a crashed writer left half-written (this and older releases' names)."""

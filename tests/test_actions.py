@@ -52,7 +52,7 @@ def test_report_finds_both_copies(library):
     photos, index = library
     res = _dupes(index)
     assert f"keep {photos / 'photo0.jpg'}" in res.stdout.replace("\n", "")
-    assert "exact" in res.stdout and "near" in res.stdout and "2 duplicates" in res.stdout
+    assert "exact" in res.stdout and "copy" in res.stdout and "2 duplicates" in res.stdout
 
 
 def test_move_to_and_undo(library, tmp_path):

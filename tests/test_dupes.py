@@ -155,11 +155,11 @@ def test_reports(tmp_path):
     res = runner.invoke(app, ["dupes", "--json", "--threshold", "0.9", "--index", str(index)])
     doc = json.loads(res.stdout)
     assert doc == {"groups": [{"keep": "/a.jpg", "duplicates": [
-        {"path": "/b.jpg", "score": pytest.approx(0.97, abs=1e-4), "kind": "near",
+        {"path": "/b.jpg", "score": pytest.approx(0.97, abs=1e-4), "kind": "near", "relation": "copy",
          "reason": "larger file (2 vs 1 bytes)"}]}]}  # fmt: skip
     res = runner.invoke(app, ["dupes", "--csv", "--threshold", "0.9", "--index", str(index)])
     rows = list(csv.reader(io.StringIO(res.stdout)))
-    assert rows[0] == ["group", "role", "path", "score", "kind", "reason"]
+    assert rows[0] == ["group", "role", "path", "score", "kind", "relation", "reason"]
     assert [r[1:3] for r in rows[1:]] == [["keep", "/a.jpg"], ["duplicate", "/b.jpg"]]
     res = runner.invoke(app, ["dupes", "--index", str(index)])
     assert "1 groups, 1 duplicates; preset copies" in res.stdout and "nothing was changed" in res.stdout

@@ -42,11 +42,11 @@ def test_dupes_outputs():
     buf = io.StringIO()
     render.write_dupes_csv([group], buf)
     assert buf.getvalue().splitlines()[1:] == [
-        "1,keep,/a [x].jpg,,,",
-        "1,duplicate,/b.jpg,0.970000,near,larger file",
+        "1,keep,/a [x].jpg,,,,",
+        "1,duplicate,/b.jpg,0.970000,near,copy,larger file",
     ]
     text = "".join(_text(line) for line in render.dupes_lines([group], "preset copies (0.9)"))
-    assert "keep /a [x].jpg" in text and "near  0.9700  /b.jpg  (larger file)" in text
+    assert "keep /a [x].jpg" in text and "copy       0.9700  /b.jpg  (larger file)" in text
     assert "1 groups, 1 duplicates; preset copies (0.9); nothing was changed" in text
 
 

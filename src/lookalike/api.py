@@ -8,6 +8,7 @@ generation (see :meth:`Index.refresh`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -31,6 +32,7 @@ from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
+from lookalike.search.neighbours import QueryTraits
 from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
 from lookalike.storage.manifest import MANIFEST
 
@@ -222,17 +224,24 @@ class Index:
         return vectors, [None if p is None else str(p) for p in problems]
 
     def query_vectors(
-        self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+        self,
+        queries: Sequence[QuerySource],
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        traits: list[QueryTraits] | None = None,
     ) -> tuple[np.ndarray, list[ImageError | None]]:
-        """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`."""
+        """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`;
+        ``traits``, if given, receives each decodable query's bytes hash and colour."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
         pixels, problems = [], []
         for q in queries:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                pixels.append(decode(data, size, max_megapixels, name).pixels)
+                image = decode(data, size, max_megapixels, name)
+                pixels.append(image.pixels)
                 problems.append(None)
+                if traits is not None:
+                    traits.append(QueryTraits(hashlib.sha256(data).hexdigest(), image.colour))
             except OSError as exc:
                 problems.append(ImageError(f"cannot read: {exc.strerror or exc}"))
             except ImageError as exc:
@@ -256,9 +265,10 @@ class Index:
         only) drop the weaker of the top ``k``. A query that cannot be decoded gets an
         ``error`` (and its typed ``problem``) instead of hits.
         """
-        vectors, problems = self.query_vectors(queries, max_megapixels)
+        traits: list[QueryTraits] = []
+        vectors, problems = self.query_vectors(queries, max_megapixels, traits)
         with self._reading() as store:
-            hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability))
+            hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability, traits))
         if names is None:
             names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
         return [
@@ -306,9 +316,12 @@ class Index:
             store.repair()
             return found, store.verify()
 
-    def duplicates(self, threshold: float, rules: KeepRules | None = None) -> list[Group]:
-        """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs. Copies
-        the server stored of uploads are kept only when nothing else can be."""
+    def duplicates(
+        self, threshold: float, rules: KeepRules | None = None, include_recoloured: bool = False
+    ) -> list[Group]:
+        """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs; one
+        design in other colours only with ``include_recoloured``. Copies the server stored
+        of uploads are kept only when nothing else can be."""
         rules = rules or KeepRules()
         rules = replace(rules, kept_last=[*rules.kept_last, str(self.uploads)])
         with self.store() as store:
@@ -317,7 +330,7 @@ class Index:
             def is_ignored(a: FileRow, b: FileRow) -> bool:
                 return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
 
-            return find_duplicates(store, threshold, rules, is_ignored)
+            return find_duplicates(store, threshold, rules, is_ignored, include_recoloured)
 
     @property
     def uploads(self) -> Path:

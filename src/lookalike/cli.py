@@ -450,7 +450,8 @@ def dupes(
         prefer_folders=[canonical(p) for p in prefer_folder or ()],
         prefer_formats=prefer_format or (),
     )
-    groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules)
+    looks = preset == "similar" and threshold is None and min_probability is None  # look-alikes too
+    groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks)
     if chosen:
         report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
         _print_skipped(report.skipped)

@@ -76,19 +76,23 @@ def index_summary(report: IndexReport, directory: Path) -> str:
 
 
 def search_table(result: QueryResult) -> Table:
-    """One query's hits: rank, score, P(same photo) when calibrated, path, top labels."""
+    """One query's hits: rank, score, P(same photo) when calibrated, relation, path, labels."""
     table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     calibrated = any(h.probability is not None for h in result.hits)
     if calibrated:
         table.add_column("p(same)", justify="right")
+    related = any(h.relation for h in result.hits)
+    if related:
+        table.add_column("relation")
     table.add_column("path", overflow="fold")
     if any(h.labels for h in result.hits):
         table.add_column("labels")
     for rank, h in enumerate(result.hits, 1):
         p = "" if h.probability is None else f"{h.probability:.3f}"
-        row = [str(rank), f"{h.score:.4f}", *([p] if calibrated else []), escape(h.path)]
+        extra = ([p] if calibrated else []) + ([h.relation or ""] if related else [])
+        row = [str(rank), f"{h.score:.4f}", *extra, escape(h.path)]
         if h.labels:
             row.append(escape(", ".join(n for n, _ in h.labels[:3])))
         table.add_row(*row)
@@ -151,11 +155,11 @@ def dupes_json(groups: Iterable[Group]) -> str:
 def write_dupes_csv(groups: Iterable[Group], stream: TextIO) -> None:
     """Duplicate groups as CSV: a ``keep`` row, then a ``duplicate`` row per member."""
     writer = csv.writer(stream)
-    writer.writerow(["group", "role", "path", "score", "kind", "reason"])
+    writer.writerow(["group", "role", "path", "score", "kind", "relation", "reason"])
     for n, g in enumerate(groups, 1):
-        writer.writerow([n, "keep", g.keep.path, "", "", ""])
+        writer.writerow([n, "keep", g.keep.path, "", "", "", ""])
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, why])
+            writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, d.relation, why])
 
 
 def dupes_lines(groups: Sequence[Group], label: str) -> list[str]:
@@ -164,7 +168,7 @@ def dupes_lines(groups: Sequence[Group], label: str) -> list[str]:
     for g in groups:
         lines.append(f"[bold]keep[/] {escape(g.keep.path)}")
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            lines.append(f"  {d.kind:5} {d.score:.4f}  {escape(d.row.path)}  [dim]({escape(why)})[/]")
+            lines.append(f"  {d.relation:10} {d.score:.4f}  {escape(d.row.path)}  [dim]({escape(why)})[/]")
     total = sum(len(g.duplicates) for g in groups)
     lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")
     return lines

@@ -68,7 +68,7 @@ def write_html(groups: Sequence[Group], folder: Path, title: str) -> Path:
         figs = [_figure(g.keep, folder, "<b>keep</b>", keep=True)]
         for d, why in zip(g.duplicates, g.reasons, strict=True):
             caption = (
-                f'<span class="kind {d.kind}">{d.kind}</span> score {d.score:.4f}<br>'
+                f'<span class="kind {d.kind}">{d.relation}</span> score {d.score:.4f}<br>'
                 f"kept one wins: {html.escape(why)}"
             )
             figs.append(_figure(d.row, folder, caption))

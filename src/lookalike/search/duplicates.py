@@ -20,6 +20,7 @@ import numpy as np
 from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
 from lookalike.fsutil import identity, is_inside
 from lookalike.search.calibration import Calibration
+from lookalike.search.relations import COPY, RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow, is_under
 from lookalike.storage.store import Store
 
@@ -183,6 +184,7 @@ class Duplicate:
     row: FileRow
     score: float
     kind: str  # EXACT or NEAR
+    relation: str = COPY  # to the kept image: exact, copy, recoloured or similar (see relations)
 
 
 @dataclass
@@ -195,7 +197,13 @@ class Group:
         return {
             "keep": self.keep.path,
             "duplicates": [
-                {"path": d.row.path, "score": round(d.score, 6), "kind": d.kind, "reason": r}
+                {
+                    "path": d.row.path,
+                    "score": round(d.score, 6),
+                    "kind": d.kind,
+                    "relation": d.relation,
+                    "reason": r,
+                }
                 for d, r in zip(self.duplicates, self.reasons, strict=True)
             ],
         }
@@ -306,9 +314,14 @@ def find_duplicates(
     threshold: float,
     rules: KeepRules | None = None,
     ignored: Callable[[FileRow, FileRow], bool] | None = None,
+    include_recoloured: bool = False,
 ) -> list[Group]:
-    """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``."""
+    """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``.
+    Each duplicate says its relation to the kept image; recoloured variants (one design
+    in other colours) are left out unless ``include_recoloured``."""
     rules = rules or KeepRules()
+    presets, _ = presets_for(store.manifest.model.source, Calibration.from_dict(store.manifest.calibration))
+    judge = _Judge((presets["copies"].threshold, presets["similar"].threshold), include_recoloured)
     view = store.vectors.flat_view()  # no copy of a million vectors when FAISS holds them flat
     if view is None:
         view = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
@@ -328,12 +341,25 @@ def find_duplicates(
     groups: list[Group] = []
     for comp in comps:
         members = sorted(one_path_per_file([rows[i] for i in comp if i in rows]), key=rules.rank)
-        groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored))
+        groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored, judge))
     groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path))
     return groups
 
 
-def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[Group]:
+@dataclass(frozen=True)
+class _Judge:
+    """Which near pairs count: their relation (see relations) at the index's cutoffs."""
+
+    cutoffs: tuple[float, float]
+    include_recoloured: bool
+
+    def relation(self, keep: FileRow, other: FileRow, score: float) -> str | None:
+        """The pair's relation, or None when it does not count as a duplicate."""
+        kind = relation(score, self.cutoffs, False, keep.colour, other.colour)
+        return None if kind == RECOLOURED and not self.include_recoloured else kind
+
+
+def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _Judge) -> list[Group]:
     out = []
     left = list(members)
     while len(left) > 1:
@@ -349,8 +375,11 @@ def _star_groups(members, vectors, position, threshold, rules, ignored) -> list[
                 continue
             if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
                 continue
+            kind = EXACT if exact else judge.relation(keep, m, float(s))
+            if kind is None:
+                continue
             group.duplicates.append(
-                Duplicate(m, 1.0 if exact else float(min(s, 1.0)), EXACT if exact else NEAR)
+                Duplicate(m, 1.0 if exact else float(min(s, 1.0)), EXACT if exact else NEAR, kind)
             )
             group.reasons.append(rules.reason(keep, m))
             taken.add(m.id)
@@ -368,6 +397,8 @@ def find_in_other(
     duplicate of itself; files in ``rules.protect`` are never proposed."""
     rules = rules or KeepRules()
     mine, theirs = store.manifest, other.manifest
+    presets, _ = presets_for(mine.model.source, Calibration.from_dict(mine.calibration))
+    judge = _Judge((presets["copies"].threshold, presets["similar"].threshold), False)
     if not mine.same_model(theirs.model):
         raise IncompatibleIndex(
             f"{other.directory} was indexed with {theirs.model.source}, this index with "
@@ -403,7 +434,10 @@ def find_in_other(
             row = my_rows.get(fid)
             if row is None or rules.protected(row) or (kept is not None and identity(row.path) == kept):
                 continue
-            group.duplicates.append(Duplicate(row, score, kind))
+            related = EXACT if kind == EXACT else judge.relation(group.keep, row, score)
+            if related is None:
+                continue
+            group.duplicates.append(Duplicate(row, score, kind, related))
             group.reasons.append(f"already in {other.directory}")
         if group.duplicates:
             groups.append(group)

@@ -10,6 +10,8 @@ import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search.calibration import Calibration
+from lookalike.search.duplicates import presets_for
+from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.store import Store
 
 
@@ -24,14 +26,25 @@ class Hit:
     height: int | None = None
     labels: list[tuple[str, float]] = field(default_factory=list)
     probability: float | None = None  # P(same photo), when the index is calibrated
+    relation: str | None = None  # exact, copy, recoloured or similar (lookalike.search.relations)
 
     def to_dict(self) -> dict:
         """The JSON form of a hit, the same for every front end (CLI ``--json``, HTTP)."""
         out: dict = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
         if self.probability is not None:
             out["probability"] = round(self.probability, 4)
+        if self.relation is not None:
+            out["relation"] = self.relation
         out.update(width=self.width, height=self.height, labels=[name for name, _ in self.labels])
         return out
+
+
+@dataclass(frozen=True)
+class QueryTraits:
+    """What a query image's relation to its hits needs besides its vector."""
+
+    content_hash: str
+    colour: bytes | None
 
 
 @dataclass
@@ -89,11 +102,14 @@ def search_vectors(
     filters: Filters | None = None,
     threshold: float | None = None,
     min_probability: float | None = None,
+    traits: Sequence[QueryTraits] | None = None,
 ) -> list[list[Hit]]:
     """Top ``k`` hits per query vector, best first, among files passing the filters.
 
     ``threshold`` (cosine) and ``min_probability`` (P(same photo), calibrated indexes
-    only) then drop the weaker of those hits.
+    only) then drop the weaker of those hits. With the queries' ``traits``, each hit
+    says its relation to the query (see :mod:`lookalike.search.relations`); a
+    recoloured variant gets the probability of another picture.
     """
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidArgument("threshold must be between -1 and 1")
@@ -111,8 +127,10 @@ def search_vectors(
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, k, allowed)
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
+    presets, _ = presets_for(store.manifest.model.source, cal)
+    cutoffs = (presets["copies"].threshold, presets["similar"].threshold)
     out = []
-    for q_scores, q_ids in zip(scores, ids, strict=True):
+    for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         hits = []
         for s, i in zip(q_scores, q_ids, strict=True):
             row = rows.get(int(i))
@@ -120,10 +138,17 @@ def search_vectors(
                 continue
             score = float(min(1.0, max(-1.0, s)))
             p = None if cal is None else float(cal.probability(score))
+            kind = None
+            if traits is not None:
+                query = traits[q]
+                same = query.content_hash == row.content_hash
+                kind = relation(score, cutoffs, same, query.colour, row.colour)
+                if kind == RECOLOURED and p is not None:
+                    p = 0.0  # another picture: P(same photo) does not follow its cosine
             if (threshold is not None and score < threshold) or (
                 min_probability is not None and p is not None and p < min_probability
             ):
                 continue
-            hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p))
+            hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind))
         out.append(hits)
     return out

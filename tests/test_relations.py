@@ -1,0 +1,84 @@
+"""Relations: exact, copy, recoloured, similar; the copies preset leaves recolourings out."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.images import DecodedImage, ImageFile, decode
+from lookalike.models.runtimes import ModelInfo
+from lookalike.search.relations import COPY, EXACT, RECOLOURED, SIMILAR, relation
+from lookalike.storage import Store
+from tests.conftest import make_photo
+
+DIM = 16
+CUTOFFS = (0.90, 0.75)
+
+
+def _signature(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=90)
+    return decode(buf.getvalue(), (64, 64)).colour
+
+
+def _design(seed: int, theme: tuple[str, str] = ("#001a4d", "#8cc8ff")) -> Image.Image:
+    """A wallpaper-like design in one colour scheme (dark and light end of ``theme``)."""
+    return ImageOps.colorize(ImageOps.grayscale(make_photo(seed, (320, 240))), *theme)
+
+
+def _recoloured(seed: int) -> Image.Image:
+    """The same design in a red scheme."""
+    return _design(seed, ("#4d0a00", "#ffb08c"))
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _near(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    r = np.random.default_rng(seed).normal(size=base.shape).astype(np.float32)
+    r = _unit(r - r.dot(base) * base)
+    return _unit(cos * base + np.sqrt(1 - cos**2) * r)
+
+
+def test_relation_policy():
+    photo = _design(3)
+    original, copy = _signature(photo), _signature(photo.resize((160, 120)))
+    assert relation(0.99, CUTOFFS, True, original, copy) == EXACT
+    assert relation(0.95, CUTOFFS, False, original, copy) == COPY
+    assert relation(0.95, CUTOFFS, False, original, _signature(ImageOps.grayscale(photo))) == COPY
+    assert relation(0.95, CUTOFFS, False, original, _signature(_recoloured(3))) == RECOLOURED
+    assert relation(0.95, CUTOFFS, False, original, _signature(ImageOps.invert(photo))) == RECOLOURED
+    assert relation(0.80, CUTOFFS, False, original, copy) == SIMILAR
+    assert relation(0.50, CUTOFFS, False, original, _signature(_recoloured(3))) == SIMILAR
+    assert relation(0.95, CUTOFFS, False, None, copy) == COPY  # rows indexed before signatures
+
+
+def test_copies_preset_leaves_a_recoloured_design_out(tmp_path):
+    photo = _design(7)
+    files, vectors = [], []
+    base = _unit(np.eye(DIM)[0])
+    members = [("design.jpg", photo, 1.0), ("design-small.jpg", photo.resize((160, 120)), 0.95),
+               ("design-red.jpg", _recoloured(7), 0.96)]  # fmt: skip
+    for n, (name, im, cos) in enumerate(members):
+        img = DecodedImage(np.zeros((2, 2, 3), np.uint8), im.width, im.height, "JPEG", colour=_signature(im))
+        files.append(ImageFile(f"/d/{name}", 1000 - n, 1, f"hash-{n}", image=img))
+        vectors.append(base if cos == 1.0 else _near(base, cos, n))
+    info = ModelInfo("m", "id", (2, 2), DIM, (0.0, 1.0), False, "tf")
+    with Store(tmp_path / "ix", model=info, writable=True) as s:
+        s.add(files, np.stack(vectors))
+    (group,) = Index(tmp_path / "ix").duplicates(0.90)
+    assert [(d.row.path, d.relation) for d in group.duplicates] == [("/d/design-small.jpg", COPY)]
+    res = CliRunner().invoke(app, ["dupes", "--preset", "similar", "--json", "--index", str(tmp_path / "ix")])
+    (doc,) = json.loads(res.stdout)["groups"]
+    assert {d["path"]: d["relation"] for d in doc["duplicates"]} == {
+        "/d/design-small.jpg": COPY,
+        "/d/design-red.jpg": RECOLOURED,
+    }

@@ -162,3 +162,36 @@ def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(
     assert attempts == [1, 1]
     stored = {"a": -6.0, "b": 2.0, "positives": 1, "negatives": 1, "photos": 1}  # an old, falling fit
     assert Calibration.from_dict(stored) is None
+
+
+def test_the_collections_own_copies_are_never_different_photo_examples(tmp_path, tf2_model, monkeypatch):
+    """A library of originals plus their re-encoded, resized and mirrored copies: the
+    copies are the nearest neighbours, yet none is taken as a "different photo"."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        im = make_photo(40 + i, (320, 240))
+        im.save(photos / f"p{i}.jpg", quality=92)
+        im.save(photos / f"p{i}-again.png")  # same picture, other bytes
+        im.resize((160, 120)).save(photos / f"p{i}-small.jpg", quality=80)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model), calibrate=False)
+    seen: dict = {}
+    real_fit = calibration.fit
+
+    def spy(sample, embed, neighbours):
+        seen["negatives"] = neighbours([i for i, _, _ in sample], np.stack([v for _, _, v in sample]), 10)
+        seen["sample"] = sample
+        return real_fit(sample, embed, neighbours)
+
+    monkeypatch.setattr(calibration, "fit", spy)
+    index.calibrate(sample=8)
+    with index.store() as store:
+        known = store.catalogue.known()
+        for (fid, _, vector), negatives in zip(seen["sample"], seen["negatives"], strict=True):
+            path = next(p for p, k in known.items() if k.id == fid)
+            stem = path.rsplit("/", 1)[1].split("-")[0].split(".")[0]
+            copies = [k.id for p, k in known.items() if p.rsplit("/", 1)[1].startswith(stem) and k.id != fid]
+            copy_scores = store.catalogue.load_vectors(copies)[1] @ vector
+            assert len(negatives) >= 5
+            assert max(negatives) < copy_scores.min() - 1e-3, path  # no copy among them

@@ -3,9 +3,11 @@
 Each index fits its own mapping on its own collection (:func:`fit`): a sample of its
 photos gets the edits of :data:`EDITS` (what a copy of a photo typically went through);
 the cosine between an edit and its original is a "same photo" example, the cosine
-between a photo and its nearest *other* indexed photos (different content) a "different
-photo" example. A logistic curve p = 1 / (1 + exp(-(a cosine + b))) is fitted with both
-kinds weighted equally, so p is the probability of "same photo" at even prior odds.
+between a photo and its nearest *other* indexed photos a "different photo" example -
+leaving out the collection's own copies of it (the same bytes, or the same picture at
+thumbnail level), which a real library has and which would teach that copies differ.
+A logistic curve p = 1 / (1 + exp(-(a cosine + b))) is fitted with both kinds weighted
+equally, so p is the probability of "same photo" at even prior odds.
 Duplicate presets are then probability levels (``dupes --min-probability``) that mean
 the same whatever the model or descriptor.
 """
@@ -24,9 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from lookalike import colour
 from lookalike.errors import CalibrationError
 
 if TYPE_CHECKING:
+    from lookalike.storage.catalogue import FileRow
     from lookalike.storage.store import Store
 
 MIN_SAMPLE = 5
@@ -196,7 +200,8 @@ def calibrate_store(
 
     Photos are drawn at random (``seed``) among those still readable and unchanged since
     they were indexed (same SHA-256), so an edit compares with the vector stored for it;
-    a photo's "different photo" examples are its nearest neighbours of other content.
+    a photo's "different photo" examples are its nearest neighbours that are not copies
+    of it (see :func:`_own_copy`).
     ``embed`` embeds image bytes as the index does (its model and descriptor).
     """
     known = store.catalogue.known().items()
@@ -216,23 +221,23 @@ def calibrate_store(
     ids, vecs = store.catalogue.load_vectors([fid for fid, _, _ in picked])
     vector_of = dict(zip(ids.tolist(), vecs, strict=True))
     picked = [p for p in picked if p[0] in vector_of]
-    digest_of = {fid: d for fid, _, d in picked}
 
     def embed_decodable(datas: list[bytes]) -> np.ndarray:
         vectors, errors = embed(datas)
         return vectors[: len(datas) - sum(e is not None for e in errors)]
 
+    rows_of = store.catalogue.rows(vector_of)
+
     def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
-        scores, found = store.search(vectors, k + 5)
-        hashes = {
-            fid: row.content_hash
-            for fid, row in store.catalogue.rows(set(found[found >= 0].tolist())).items()
-        }
+        scores, found = store.search(vectors, 2 * k + 5)
+        rows = store.catalogue.rows(set(found[found >= 0].tolist()))
         out = []
         for row_s, row_i, fid in zip(scores, found, fids, strict=True):
-            own = digest_of[fid]
+            me = rows_of.get(fid)
             other = [
-                float(sc) for sc, i in zip(row_s, row_i, strict=True) if i >= 0 and hashes.get(int(i)) != own
+                float(sc)
+                for sc, i in zip(row_s, row_i, strict=True)
+                if i >= 0 and (them := rows.get(int(i))) is not None and not _own_copy(me, them)
             ]
             out.append(other[:k])
         return out
@@ -240,6 +245,23 @@ def calibrate_store(
     cal = fit([(fid, data, vector_of[fid]) for fid, data, _ in picked], embed_decodable, neighbours)
     store.set_calibration(cal.to_dict())
     return cal
+
+
+SAME_PICTURE_CHROMA, SAME_PICTURE_LAYOUT = 0.1, 0.9  # thumbnails this alike: a copy, whatever its cosine
+
+
+def _own_copy(me: FileRow | None, them: FileRow) -> bool:
+    """Whether an indexed neighbour is a copy of a sampled photo, not a "different photo"
+    example: the same bytes, or the same picture at thumbnail level (colours and light/dark
+    layout alike: a re-encode, resize or mirror already in the collection)."""
+    if me is None:
+        return True
+    if me.content_hash is not None and me.content_hash == them.content_hash:
+        return True
+    if not me.colour or not them.colour:
+        return False
+    rel = colour.compare(me.colour, them.colour)
+    return rel.chroma <= SAME_PICTURE_CHROMA and rel.layout >= SAME_PICTURE_LAYOUT
 
 
 def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:

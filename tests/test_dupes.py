@@ -246,6 +246,12 @@ def test_resolve_threshold():
     assert cutoff == pytest.approx(0.8) and label == "P(same photo) >= 0.5 (cosine 0.8)" and note is None
     with pytest.raises(CalibrationError, match="no score calibration yet"):
         dup.resolve_threshold(min_probability=0.5, model_source=v3)
+    flat = Calibration(a=10.0, b=-8.0, positives=10, negatives=10, photos=5)  # P = 0.99 at cosine 1.26
+    with pytest.raises(CalibrationError, match=r"never reaches 0.99 \(it would take cosine 1.260"):
+        dup.resolve_threshold(min_probability=0.99, model_source=v3, calibration=flat)
+    from lookalike import render
+
+    assert "0.99 never (cosine 1.26 > 1)" in render.calibration_summary(flat)
     with pytest.raises(InvalidArgument, match="preset must be one of exact, copies, edited, similar"):
         dup.resolve_threshold("nope")
     with pytest.raises(InvalidArgument, match="not both"):

@@ -121,7 +121,10 @@ def reindex_summary(stats: dict, seconds: float) -> str:
 
 def calibration_summary(cal: Calibration) -> str:
     """What a fitted calibration rests on and the cosines of a few probability levels."""
-    levels = ", ".join(f"{p:g} at cosine {cal.cosine_for(p):.3f}" for p in (0.5, 0.9, 0.99, 0.999))
+    levels = ", ".join(
+        f"{p:g} at cosine {c:.3f}" if (c := cal.cosine_for(p)) <= 1.0 else f"{p:g} never (cosine {c:.2f} > 1)"
+        for p in (0.5, 0.9, 0.99, 0.999)
+    )
     return (
         f"calibrated on {cal.photos} photos ({cal.positives} edited copies, {cal.negatives} other photos): "
         f"P(same photo) {levels}"

@@ -114,6 +114,12 @@ def resolve_threshold(
         if calibration is None:
             raise CalibrationError("this index has no score calibration yet: run `lookalike calibrate` first")
         cutoff = round(calibration.cosine_for(min_probability), 4)
+        if cutoff > 1.0:
+            raise CalibrationError(
+                f"on this index P(same photo) never reaches {min_probability:g} (it would take cosine "
+                f"{cutoff:.3f}, above 1): only identical files would match; ask a lower probability, a "
+                "--threshold, or recalibrate on more photos (`lookalike calibrate --sample 400`)"
+            )
         return cutoff, f"P(same photo) >= {min_probability:g} (cosine {cutoff:g})", None
     presets, basis = presets_for(model_source, calibration)
     cutoff = presets[preset].threshold

@@ -80,10 +80,18 @@ def test_no_chaining(tmp_path):
     assert _paths(groups) == [("/b.jpg", ["/a.jpg", "/c.jpg"])]  # star around the keeper b
     files = [_file("/a.jpg", size=3000), _file("/b.jpg", size=2000), _file("/c.jpg", size=1000)]
     groups = _groups(_store(tmp_path / "2", files, [a, b, c]))
-    assert _paths(groups) == [("/a.jpg", ["/b.jpg"])]  # c is not pulled in through b
-    for g in groups:
-        for d in g.duplicates:
-            assert d.score == pytest.approx(float(a.dot(b)), abs=1e-5)  # scored against the keeper
+    # grouped around b, which stands for both (an original between a re-save and a crop); the
+    # rules keep a: c passes against b, not against a, and is no longer dropped (issue 14)
+    assert _paths(groups) == [("/a.jpg", ["/b.jpg", "/c.jpg"])]
+    scores = {d.row.path: d.score for d in groups[0].duplicates}
+    assert scores["/b.jpg"] == pytest.approx(float(a.dot(b)), abs=1e-5)  # scored against the keeper
+    assert scores["/c.jpg"] == pytest.approx(float(a.dot(c)), abs=1e-5)
+    assert [x.relation for x in groups[0].duplicates] == ["copy", "copy"]  # c is a copy of b, the centre
+    d = _near(c, 0.93, 3)  # a chain a~b~c~d: one hop from a centre at most, never a with d
+    assert a.dot(d) < 0.9 and b.dot(d) < 0.9
+    files.append(_file("/d.jpg", size=500))
+    groups = _groups(_store(tmp_path / "3", files, [a, b, c, d]))
+    assert not any({"/a.jpg", "/d.jpg"} <= {g.keep.path, *(x.row.path for x in g.duplicates)} for g in groups)
 
 
 def test_keep_rules_and_reasons(tmp_path):

@@ -365,34 +365,64 @@ class _Judge:
         return None if kind == RECOLOURED and not self.include_recoloured else kind
 
 
+CENTRE_LIMIT = 2000  # members of one component up to which its centre is found exactly
+
+
 def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _Judge) -> list[Group]:
+    """Groups of one connected component, without chaining: each is a centre (the member
+    close to the most others, which best represents them) plus the members close to it;
+    what to keep is chosen among them afterwards by ``rules``. A copy that passes against
+    the original but not against an edited copy kept by the rules is no longer dropped."""
     out = []
     left = list(members)
     while len(left) > 1:
-        keep, rest = left[0], left[1:]
-        sims = vectors[[position[m.id] for m in rest]] @ vectors[position[keep.id]]
-        group = Group(keep)
-        taken = set()
-        for m, s in zip(rest, sims, strict=True):
-            exact = m.content_hash is not None and m.content_hash == keep.content_hash
-            if not exact and s < threshold:
-                continue
-            if rules.protected(m) or (ignored and ignored(keep, m)):
-                continue
-            if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
-                continue
-            kind = EXACT if exact else judge.relation(keep, m, float(s))
-            if kind is None:
-                continue
-            group.duplicates.append(
-                Duplicate(m, 1.0 if exact else float(min(s, 1.0)), EXACT if exact else NEAR, kind)
-            )
-            group.reasons.append(rules.reason(keep, m))
-            taken.add(m.id)
+        own = vectors[[position[m.id] for m in left]]
+        same = np.array([[a.content_hash is not None and a.content_hash == b.content_hash for b in left]
+                         for a in left]) if len(left) <= CENTRE_LIMIT else None  # fmt: skip
+        if same is None:  # a huge component: the best-ranked member stands for it
+            sims_to = own @ own[0]
+            centre = 0
+        else:
+            sims = own @ own.T
+            links = (sims >= threshold) | same
+            centre = int(np.argmax(links.sum(axis=1) + sims.mean(axis=1) * 1e-3))
+            sims_to = sims[centre]
+        star = [left[centre]]
+        for j, m in enumerate(left):
+            exact = m.content_hash is not None and m.content_hash == left[centre].content_hash
+            if j != centre and (exact or sims_to[j] >= threshold):
+                star.append(m)
+        group = _group(sorted(star, key=rules.rank), left[centre], vectors, position, rules, ignored, judge)
+        taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:
             out.append(group)
-        left = [m for m in rest if m.id not in taken]
+        if not taken:  # nothing grouped around this centre: it stands alone
+            taken = {left[centre].id}
+        left = [m for m in left if m.id not in taken]
     return out
+
+
+def _group(star, centre, vectors, position, rules, ignored, judge: _Judge) -> Group:
+    """The kept image (first by the rules) of a star and its duplicates, scored against
+    it, with their reasons; a relation rests on the closer of the kept image and the centre."""
+    keep, rest = star[0], star[1:]
+    ids = [position[m.id] for m in rest]
+    sims = vectors[ids] @ vectors[position[keep.id]] if rest else []
+    links = np.maximum(sims, vectors[ids] @ vectors[position[centre.id]]) if rest else []
+    group = Group(keep)
+    for m, s, link in zip(rest, sims, links, strict=True):
+        exact = m.content_hash is not None and m.content_hash == keep.content_hash
+        if rules.protected(m) or (ignored and ignored(keep, m)):
+            continue
+        if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
+            continue
+        kind = EXACT if exact else judge.relation(keep, m, float(link))
+        if kind is None:
+            continue
+        score = 1.0 if exact else float(min(s, 1.0))
+        group.duplicates.append(Duplicate(m, score, EXACT if exact else NEAR, kind))
+        group.reasons.append(rules.reason(keep, m))
+    return group
 
 
 def find_in_other(

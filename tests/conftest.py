@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import http.server
 import os
+import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -27,6 +30,63 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOKALIKE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "tfhub"))
     monkeypatch.delenv("LOOKALIKE_INDEX", raising=False)
+
+
+# The standard library's helper processes live as long as the pytest process that uses them.
+_PROCESS_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+
+
+def live_descendants(root: int) -> dict[int, str]:
+    """Processes below ``root`` still running (zombies excluded): pid -> command line (/proc)."""
+    children: dict[int, list[int]] = {}
+    states: dict[int, bytes] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(name))
+            states[int(name)] = fields[0]
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if states[pid] not in (b"Z", b"X"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_processes_left_behind():
+    """The session fails if a process a test started is still running at its end (after
+    a grace of 10 s): servers, browsers, decoder workers, commands run by the tests.
+    Orphans count too: this process adopts them (a Linux child subreaper), so the workers
+    of a command a test killed come back here rather than to init."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        left = {
+            pid: cmd
+            for pid, cmd in live_descendants(os.getpid()).items()
+            if not any(helper in cmd for helper in _PROCESS_HELPERS)
+        }
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if left:
+        listing = "; ".join(f"{pid}: {cmd[:200]}" for pid, cmd in sorted(left.items()))
+        pytest.fail(f"processes left behind by the tests: {listing}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -200,3 +200,19 @@ def test_dupes_on_a_snapshot_behind_the_catalogue_does_not_crash(tmp_path, tf2_m
             shutil.copy2(p, photos / f"copy-{p.name}")
         Index(index).add([photos], options=OPTS)
         assert find_duplicates(reader, 0.98) == []  # the copies are not in its vectors yet
+
+
+def test_a_hardlink_left_half_done_by_a_kill_is_finished_or_cleaned(tmp_path, tf2_model):
+    photos = tmp_path / "photos"
+    (original,) = _photos(photos, 1)
+    shutil.copy2(original, photos / "q-copy.jpg")
+    Index(tmp_path / "ix").add([photos], model=str(tf2_model), options=OPTS)
+    os.link(original, photos / "q-copy.jpg.lookalike-link")  # a kill between link and rename
+    res = _dupes(tmp_path / "ix", "--hardlink")
+    assert "hardlink: 1 files" in res.stdout, res.output
+    assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
+    os.link(original, photos / "q-copy.jpg.lookalike-link")  # ... and again during a later run
+    res = runner.invoke(app, ["undo", _journal(res.stdout)])
+    assert "restored 1 files" in res.stdout
+    assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
+    assert os.stat(original).st_nlink == 1 and (photos / "q-copy.jpg").read_bytes() == original.read_bytes()

@@ -13,6 +13,7 @@ themselves are never acted on, nor files in protected folders.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -167,13 +168,25 @@ def _do(entry: dict) -> None:
 
         send2trash(path)
     else:  # hardlink: link beside the duplicate, then atomically replace it
-        tmp = f"{path}.lookalike-link"
+        tmp = _link_temporary(entry)
         os.link(entry["keep"], tmp, follow_symlinks=False)
         try:
             os.replace(tmp, path)
         finally:
             if os.path.lexists(tmp):  # the replace failed (or found them one file already)
                 os.unlink(tmp)
+
+
+def _link_temporary(entry: dict) -> str:
+    """The name a hardlink is made under before it replaces the duplicate. One left by a
+    run killed between the two steps (a link to the kept file) is removed first; any
+    other file of that name is not ours, and stops the action."""
+    tmp = f"{entry['path']}.lookalike-link"
+    if os.path.lexists(tmp):
+        if identity(tmp) != identity(entry["keep"]) or os.path.islink(tmp):
+            raise FileExistsError(errno.EEXIST, "a file not made by lookalike is in the way", tmp)
+        os.unlink(tmp)
+    return tmp
 
 
 def undo(journal: Path) -> ActionReport:
@@ -202,11 +215,14 @@ def _undo_one(entry: dict) -> str | None:
     path = entry["path"]
     action = entry["action"]
     if action == "hardlink":
+        stale_link = f"{path}.lookalike-link"  # a kill between link and rename left it
+        if os.path.isfile(stale_link) and identity(stale_link) == identity(entry["keep"]):
+            os.unlink(stale_link)
         if not os.path.exists(path):
             return "missing"
         if os.stat(path).st_nlink < 2 or identity(path) != identity(entry["keep"]):
             return "not a hardlink to the kept file any more"
-        tmp = f"{path}.lookalike-restore"
+        tmp = f"{path}.lookalike-restore"  # ours: one a killed undo left is made again
         shutil.copyfile(path, tmp)  # its own copy of the (identical) bytes
         os.chmod(tmp, entry["mode"])
         os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))

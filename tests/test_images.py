@@ -164,3 +164,11 @@ def test_pictures_in_the_alpha_channel_stay_distinct_and_match_their_on_screen_c
     flattened.paste(photo, mask=alpha)
     cut_out = decode(_save(photo, "PNG"), SIZE).pixels
     assert np.abs(cut_out.astype(int) - decode(_save(flattened, "PNG"), SIZE).pixels).mean() < 2
+
+
+def test_light_coloured_icons_stay_on_white_like_their_flattened_copies():
+    icon = _shape("circle", (250, 220, 60, 255), (255, 255, 255, 0))  # a yellow folder icon, say
+    flat = Image.new("RGB", icon.size, (255, 255, 255))
+    flat.paste(icon, mask=icon.getchannel("A"))
+    seen = decode(_save(icon, "PNG"), SIZE).pixels.astype(int)
+    assert np.abs(seen - decode(_save(flat, "JPEG", quality=95), SIZE).pixels).mean() < 8

@@ -48,7 +48,8 @@ _EXIF_KEEP = {
     "BodySerialNumber",
 }
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
-LIGHT_CONTENT = 0.6  # mean luminance of the visible pixels above which they go on black
+LIGHT_CONTENT = 0.8  # mean luminance of the visible pixels above which, if nearly colourless,
+PALE_CONTENT = 0.15  # (mean chroma below this), they would vanish on white: they go on black
 
 
 def _register_heif() -> frozenset[str]:
@@ -216,17 +217,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 def _background_for(rgba: Image.Image) -> tuple[int, int, int]:
     """What a transparent image is shown on, as a screen would show it legibly: white, as
-    a viewer or a flattened export does, unless what is visible is light (white shapes,
-    logos for dark themes: invisible on white, and all such pictures alike there), then
-    black. A cut-out photo thus still matches its copy flattened on white."""
+    a viewer or a flattened export does, unless what is visible is white or nearly (white
+    shapes, logos for dark themes: invisible on white, and all such pictures alike there),
+    then black. Cut-out photos and coloured icons, even light ones, thus still match their
+    copies flattened on white."""
     small = rgba.copy()
     small.thumbnail((64, 64))
     px = np.asarray(small, np.float32) / 255.0
     alpha = px[..., 3]
     if alpha.sum() < 1.0 or alpha.min() == 1.0:
         return WHITE
-    luminance = px[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    return BLACK if float((luminance * alpha).sum() / alpha.sum()) > LIGHT_CONTENT else WHITE
+    rgb = px[..., :3]
+    luminance = float(((rgb @ np.array([0.299, 0.587, 0.114], np.float32)) * alpha).sum() / alpha.sum())
+    chroma = float(((rgb.max(axis=-1) - rgb.min(axis=-1)) * alpha).sum() / alpha.sum())
+    return BLACK if luminance > LIGHT_CONTENT and chroma < PALE_CONTENT else WHITE
 
 
 def _exif_dict(exif: Image.Exif) -> dict:

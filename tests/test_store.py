@@ -189,3 +189,12 @@ def test_checkpoints_of_older_versions_are_used_only_by_their_catalogue(tmp_path
         s.add(_files("c"), _vecs(1, 5))
     with Store(tmp_path) as s:
         assert s.vectors.ntotal == 1 and s.verify().ok
+
+
+def test_known_under_many_roots(tmp_path, backend):
+    """Indexing a long list of files names each as a root: one query per hundred roots
+    (SQLite refuses a condition nested 1000 deep)."""
+    with backend(tmp_path, model=_info(), writable=True) as s:
+        s.add(_files("abc"), _vecs(3))
+        roots = [f"/p/{n}" for n in "abc"] + [f"/elsewhere/{i}.jpg" for i in range(1500)]
+        assert sorted(s.catalogue.known(under=roots)) == ["/p/a", "/p/b", "/p/c"]

@@ -36,6 +36,7 @@ from lookalike.images import ImageFile
 from lookalike.storage.schema import STATUS_ERROR, STATUS_OK, File, IgnoredPair, Label, Meta, Vector
 
 CHUNK = 500  # rows per IN (...) query, well under SQLite's variable limit
+ROOTS_PER_QUERY = 100  # folder conditions OR-ed in one query (SQLite nests at most 1000 deep)
 LOAD_CHUNK = 5000  # vectors per read when streaming many of them
 
 
@@ -363,12 +364,15 @@ class Catalogue:
     def known(self, under: Sequence[str] | None = None) -> dict[str, Known]:
         """Catalogue entries; with ``under``, only those at or below these paths (in SQL)."""
         q = select(File.path, File.id, File.size, File.mtime_ns, File.status, File.content_hash, File.error)
-        if under is not None:
-            if not under:
-                return {}
-            q = q.where(_below(under))
+        if under is None:
+            parts = [q]
+        else:  # a few roots per query: SQLite limits how deep one condition may nest
+            parts = [q.where(_below(chunk)) for chunk in chunks(list(under), ROOTS_PER_QUERY)]
+        out: dict[str, Known] = {}
         with Session(self.engine) as s:
-            return {unstored(path): Known(*rest) for path, *rest in s.execute(q)}
+            for part in parts:
+                out.update({unstored(path): Known(*rest) for path, *rest in s.execute(part)})
+        return out
 
     def rows(self, ids: Iterable[int]) -> dict[int, FileRow]:
         ids = [int(i) for i in ids]

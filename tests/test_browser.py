@@ -9,11 +9,14 @@ import socket
 import threading
 import time
 
+import httpx
 import pytest
 from PIL import Image
 
 from lookalike import Index, IndexOptions
 from lookalike.server import ServerConfig, create_app
+from tests.conftest import make_photo
+from tests.live import Hostile, live_app, serve_bytes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -31,7 +34,7 @@ def live_server(tmp_path, photo_dir, tf2_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(index=index)), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(index=index, port=port)), host="127.0.0.1",
                                            port=port, log_level="warning"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -123,3 +126,37 @@ def test_folder_and_date_filters_restrict_the_results(live_server):
         status_is(page, "8 results")
         assert _first_result(page) == str(photos / "photo0.jpg")
         browser.close()
+
+
+def test_another_sites_page_can_neither_search_nor_index(tmp_path, photo_dir, tf2_model):
+    """A page of another site posts a text/plain form whose body is JSON (a URL search of
+    a loopback canary) and a no-cors multipart POST /index: Chromium sends them, the
+    server refuses both (403), nothing is fetched and nothing is indexed."""
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    buf = io.BytesIO()
+    make_photo(31).save(buf, "JPEG")
+    cfg = ServerConfig(index=index, allow_private_urls=True)  # only the site checks stand guard
+    with Hostile(serve_bytes((photo_dir / "photo0.jpg").read_bytes())) as canary, live_app(cfg) as base:
+        field = '{"url": "' + canary.url + '/p.jpg", "k": 1, "x": "'  # the body: {...,"x": "="}
+        attack = f"""<!doctype html><title>cute cats</title>
+<form id="f" method="POST" enctype="text/plain" action="{base}/search">
+  <input type="hidden" name='{field}' value='"}}'></form>
+<script>
+  const bytes = Uint8Array.from(atob("{base64.b64encode(buf.getvalue()).decode()}"), (c) => c.charCodeAt(0));
+  const body = new FormData();
+  body.append("image", new Blob([bytes], {{ type: "image/jpeg" }}), "x.jpg");
+  fetch("{base}/index", {{ method: "POST", mode: "no-cors", body }})
+    .finally(() => document.getElementById("f").submit());
+</script>"""
+        with Hostile(serve_bytes(attack.encode(), "text/html")) as evil, playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            with page.expect_navigation(url=f"{base}/search", timeout=30_000) as navigation:
+                page.goto(f"http://localhost:{evil.port}/")  # another site (localhost vs 127.0.0.1)
+            response = navigation.value
+            assert response is not None and response.status == 403
+            assert "refused" in page.content()
+            browser.close()
+        assert canary.seen == []  # the text/plain form did not make the server fetch
+        assert httpx.get(f"{base}/stats").json()["files"] == 8  # the no-cors upload was not indexed

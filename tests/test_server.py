@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from lookalike import Index, IndexOptions
 from lookalike.cli import app as cli_app
+from lookalike.fetch import GENERIC
 from lookalike.server import ServerConfig, create_app
 from tests.conftest import make_photo
 
@@ -29,7 +30,10 @@ def served(tmp_path, photo_dir, tf2_model):
 
 
 def _client(index, **kw) -> TestClient:
-    return TestClient(create_app(ServerConfig(index=index, refresh_interval_s=0.0, **kw)))
+    """The app through Starlette's TestClient, as a client of http://127.0.0.1:8000 (the
+    Host header must name the server: TestClient's default "testserver" is refused)."""
+    app = create_app(ServerConfig(index=index, refresh_interval_s=0.0, **kw))
+    return TestClient(app, base_url="http://127.0.0.1:8000")
 
 
 def _jpeg(seed: int, size=(320, 240)) -> bytes:
@@ -61,11 +65,11 @@ def test_search_by_url(served, http_dir):
     photos, index = served
     folder, server = http_dir
     shutil.copy(photos / "photo0.jpg", folder / "p.jpg")
-    c = _client(index)
+    c = _client(index, allow_private_urls=True)  # the test's server is on loopback
     r = c.post("/search", json={"url": f"{server.url}/p.jpg", "k": 1})
     assert r.status_code == 200 and r.json()["results"][0]["path"] == str(photos / "photo0.jpg")
     r = c.post("/search", json={"url": f"{server.url}/missing.jpg"})
-    assert r.status_code == 422 and "HTTP 404" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"] == GENERIC  # no detail for strangers
     assert c.post("/search", json={"url": "file:///etc/passwd"}).status_code == 422
     assert c.post("/search", json={"nope": 1}).status_code == 422
 
@@ -82,7 +86,9 @@ def test_limits_and_bad_input(served):
     assert r.status_code == 413 and "MP" in r.json()["detail"]
     for k in ("0", "101", "many"):
         assert c.post("/search", files={"image": ("a.jpg", _jpeg(1))}, data={"k": k}).status_code == 422
-    assert c.post("/search", data={"k": "3"}).status_code == 422  # no image field
+    r = c.post("/search", data={"k": "3"}, files={"note": ("n.txt", b"x")})
+    assert r.status_code == 422  # multipart without an image field
+    assert c.post("/search", data={"k": "3"}).status_code == 415  # form-urlencoded: not accepted
 
 
 def test_images_only_from_the_index(served):

@@ -265,7 +265,7 @@ def search(
             from lookalike.fetch import FetchError, fetch
 
             try:
-                queries.append(fetch(image))
+                queries.append(fetch(image, allow_private=True))  # the user's own URLs
             except FetchError as exc:
                 queries.append(b"")
                 fetch_errors[n] = str(exc)
@@ -497,6 +497,15 @@ def serve(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(min=0.1, help="Largest upload accepted.")] = 25.0,
     max_megapixels: Annotated[float, typer.Option(min=0.01)] = DEFAULT_MAX_MEGAPIXELS,
+    max_decode_megapixels: Annotated[
+        float, typer.Option(min=0.01, help="Largest image decoded whole (baseline JPEGs decode reduced).")
+    ] = 40.0,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="Another Host name (or name:port) to answer to; repeatable.")
+    ] = None,
+    allow_private_urls: Annotated[
+        bool, typer.Option(help="Let URL searches fetch loopback and private addresses.")
+    ] = False,
     runtime: Runtime = "auto",
 ) -> None:
     """Serve reverse image search over HTTP, with a web page at / and the API at /docs."""
@@ -512,9 +521,17 @@ def serve(
         token=token,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_megapixels=max_megapixels,
+        max_decode_megapixels=max_decode_megapixels,
         runtime=runtime,
+        host=host,
+        port=port,
+        allowed_hosts=allowed_host or (),
+        allow_private_urls=allow_private_urls,
     )
-    api = create_app(cfg)
+    try:
+        api = create_app(cfg)
+    except ValueError as exc:  # a malformed --allowed-host
+        raise _fail(str(exc)) from None
     err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
     uvicorn.run(api, host=host, port=port, log_level="warning")
 

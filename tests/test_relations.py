@@ -82,3 +82,11 @@ def test_copies_preset_leaves_a_recoloured_design_out(tmp_path):
         "/d/design-small.jpg": COPY,
         "/d/design-red.jpg": RECOLOURED,
     }
+
+
+def test_a_dark_and_a_light_version_are_not_copies():
+    light = _design(9, ("#7a7a7a", "#ffffff"))  # one wallpaper, light and dark themed
+    dark = _design(9, ("#000000", "#6e6e6e"))
+    assert relation(0.95, CUTOFFS, False, _signature(light), _signature(dark)) == RECOLOURED
+    brighter = ImageOps.autocontrast(light)  # a brightness/contrast edit stays a copy
+    assert relation(0.95, CUTOFFS, False, _signature(light), _signature(brighter)) == COPY

@@ -40,8 +40,8 @@ def _unpack(sig: bytes) -> np.ndarray:
 @dataclass(frozen=True)
 class ColourRelation:
     """How two signatures differ: ``chroma`` (0 same colour distribution .. 1 disjoint),
-    ``layout`` (correlation of the light/dark layout, as-is or mirrored, whichever is
-    stronger: -1 an
+    ``brightness`` (difference of mean luminance), ``layout`` (correlation of the light/dark
+    layout, as-is or mirrored, whichever is stronger: -1 an
     inverted light/dark version .. 1 the same), ``gray`` (one of them is grayscale, so
     colour cannot tell), ``faint`` (one has too little colour for hues to count)."""
 
@@ -49,6 +49,7 @@ class ColourRelation:
     layout: float
     gray: bool
     faint: bool = False
+    brightness: float = 0.0  # difference of mean luminance, 0..1: a light vs a dark version
 
 
 def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
@@ -85,4 +86,9 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
         layout=layout,
         gray=min(level_a, level_b) < GRAY_CHROMA,
         faint=min(level_a, level_b) < FAINT_CHROMA,
+        brightness=abs(_luminance(pa) - _luminance(pb)),
     )
+
+
+def _luminance(px: np.ndarray) -> float:
+    return float((px @ np.array([0.299, 0.587, 0.114], np.float32)).mean() / 255.0)

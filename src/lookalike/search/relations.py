@@ -21,6 +21,8 @@ RELATIONS = (EXACT, COPY, RECOLOURED, SIMILAR)
 
 RECOLOURED_CHROMA = 0.4  # hue-distribution distance: copies of 120 photos p95 0.37, recolourings p5 0.43
 INVERTED_LAYOUT = -0.8  # light/dark layout correlation: inversions -1.0, letterboxed copies down to -0.6
+DARK_LIGHT = 0.3  # mean-luminance gap of a dark and a light version (0.35 on GNOME's); copies <= 0.26
+SAME_LAYOUT = 0.6  # ... with their layout kept (letterboxed copies: darker, but their layout moves)
 
 
 def recoloured(a: bytes | None, b: bytes | None) -> bool:
@@ -29,7 +31,7 @@ def recoloured(a: bytes | None, b: bytes | None) -> bool:
     if not a or not b:
         return False
     rel = colour.compare(a, b)
-    if rel.layout <= INVERTED_LAYOUT:
+    if rel.layout <= INVERTED_LAYOUT or (rel.brightness >= DARK_LIGHT and rel.layout >= SAME_LAYOUT):
         return True
     return not rel.faint and rel.chroma >= RECOLOURED_CHROMA
 

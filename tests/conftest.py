@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import http.server
+import io
 import os
 import sys
 import threading
@@ -127,6 +128,23 @@ def make_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     arr = np.asarray(im, np.float32)
     arr += np.linspace(-20, 20, size[0])[None, :, None] + rng.normal(0, 4, arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def jpeg_bytes(seed: int) -> bytes:
+    """A synthetic photo (:func:`make_photo`) as JPEG bytes, e.g. an upload."""
+    buf = io.BytesIO()
+    make_photo(seed).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def index(tmp_path, photo_dir, tf2_model) -> Path:
+    """An index folder holding ``photo_dir``, made with the tiny TF2 model."""
+    from lookalike import Index, IndexOptions
+
+    folder = tmp_path / "ix"
+    Index(folder).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    return folder
 
 
 @pytest.fixture

@@ -13,13 +13,6 @@ from lookalike.storage import Store
 from tests.conftest import make_photo
 
 
-@pytest.fixture
-def index(tmp_path, photo_dir, tf2_model):
-    index = tmp_path / "ix"
-    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
-    return index
-
-
 def test_an_open_index_keeps_a_snapshot_until_the_catalogue_moves(index, tmp_path, monkeypatch):
     more = tmp_path / "more"
     more.mkdir()

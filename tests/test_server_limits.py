@@ -12,28 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 from PIL import Image
 
-from lookalike import Index, IndexOptions
+from lookalike import Index
 from lookalike.server import ServerConfig
-from tests.conftest import make_photo
+from tests.conftest import jpeg_bytes
 from tests.live import live_app, peak_rss_mb, png_bomb, reset_peak_rss, send_until_answered
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def index(tmp_path, photo_dir, tf2_model):
-    folder = tmp_path / "ix"
-    Index(folder).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
-    return folder
-
-
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    make_photo(seed).save(buf, "JPEG")
-    return buf.getvalue()
 
 
 def json_head(host: str) -> str:
@@ -89,10 +75,10 @@ def test_json_is_small_shallow_and_strictly_typed(index):
             r = post(f'{{"url": "{url}", "threshold": {threshold}}}'.encode())
             assert r.status_code == 422 and "threshold must be" in r.json()["detail"], threshold
         for k in ("1.5", "true", "1e1", "0x10", " "):
-            r = httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(1))}, data={"k": k})
+            r = httpx.post(f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(1))}, data={"k": k})
             assert r.status_code == 422, k
         r = httpx.post(
-            f"{base}/search", files={"image": ("q.jpg", _jpeg(1))}, data={"k": "+3", "threshold": "-1"}
+            f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(1))}, data={"k": "+3", "threshold": "-1"}
         )
         assert r.status_code == 200 and len(r.json()["results"]) == 3
 
@@ -117,7 +103,7 @@ def test_pixel_budget_bounds_memory(index):
     big.save(progressive, "JPEG", progressive=True)
     del big
     with live_app(ServerConfig(index=index)) as base:
-        httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(0))})  # warm
+        httpx.post(f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(0))})  # warm
         reset_peak_rss()
         before = peak_rss_mb()
         started = time.monotonic()
@@ -163,7 +149,7 @@ def test_decodes_in_flight_are_bounded(index):
                 answers = list(
                     pool.map(
                         lambda _: httpx.post(
-                            f"{base}/search", files={"image": ("q.jpg", _jpeg(1))}, timeout=30
+                            f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(1))}, timeout=30
                         ),
                         range(3),
                     )
@@ -184,11 +170,11 @@ def test_uploads_do_not_rewrite_the_faiss_checkpoint(index):
 
     before = checkpoints()
     assert before
-    new = _jpeg(900)
+    new = jpeg_bytes(900)
     with live_app(ServerConfig(index=index)) as base:
         ids = []
         for seed in (900, 901, 902):
-            r = httpx.post(f"{base}/index", files={"image": (f"n{seed}.jpg", _jpeg(seed))})
+            r = httpx.post(f"{base}/index", files={"image": (f"n{seed}.jpg", jpeg_bytes(seed))})
             assert r.status_code == 201, r.text
             ids.append(r.json()["id"])
         assert checkpoints() == before
@@ -229,7 +215,7 @@ def test_concurrent_uploads_checkpoint_every_n(index):
         errors: list[int] = []
 
         def upload(seed: int) -> None:
-            r = httpx.post(f"{base}/index", files={"image": (f"u{seed}.jpg", _jpeg(seed))}, timeout=60)
+            r = httpx.post(f"{base}/index", files={"image": (f"u{seed}.jpg", jpeg_bytes(seed))}, timeout=60)
             if r.status_code != 201:
                 errors.append(r.status_code)
 

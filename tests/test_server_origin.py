@@ -4,35 +4,19 @@ against the app under uvicorn."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import httpx
-import pytest
 from typer.testing import CliRunner
 
-from lookalike import Index, IndexOptions
 from lookalike.cli import app as cli_app
 from lookalike.server import ServerConfig
-from tests.conftest import make_photo
+from tests.conftest import jpeg_bytes
 from tests.live import Hostile, live_app, serve_bytes
 
 
-@pytest.fixture
-def index(tmp_path, photo_dir, tf2_model):
-    folder = tmp_path / "ix"
-    Index(folder).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
-    return folder
-
-
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    make_photo(seed).save(buf, "JPEG")
-    return buf.getvalue()
-
-
 def _an_id(base: str) -> int:
-    r = httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(0))}, data={"k": "1"})
+    r = httpx.post(f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(0))}, data={"k": "1"})
     return r.json()["results"][0]["id"]
 
 
@@ -45,7 +29,7 @@ def test_host_must_name_this_server(index):
         assert httpx.get(f"{base}/stats", headers=evil).status_code == 421
         assert httpx.get(f"{base}/images/{image_id}", headers=evil).status_code == 421
         assert httpx.get(f"{base}/images/{image_id}/thumbnail", headers=evil).status_code == 421
-        r = httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(0))}, headers=evil)
+        r = httpx.post(f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(0))}, headers=evil)
         assert r.status_code == 421
         assert httpx.delete(f"{base}/images/{image_id}", headers=evil).status_code == 421
         assert httpx.get(f"{base}/images/{image_id}").status_code == 200  # not deleted
@@ -89,7 +73,7 @@ def test_other_sites_pages_cannot_write_or_fetch(index, photo_dir):
             r = httpx.post(search, content=body, headers={**cross, "Content-Type": "application/json"})
             assert r.status_code == 403
             assert canary.seen == []  # nothing was fetched
-            upload = {"image": ("x.jpg", _jpeg(77))}
+            upload = {"image": ("x.jpg", jpeg_bytes(77))}
             assert httpx.post(f"{base}/index", files=upload, headers=cross).status_code == 403
             same_site = {"Origin": f"http://localhost:{canary.port}", "Sec-Fetch-Site": "same-site"}
             assert httpx.post(f"{base}/index", files=upload, headers=same_site).status_code == 403
@@ -112,7 +96,7 @@ def test_other_sites_pages_cannot_write_or_fetch(index, photo_dir):
             own = {"Origin": base, "Sec-Fetch-Site": "same-origin"}  # the server's own page
             r = httpx.post(f"{base}/search", json={"url": f"{canary.url}/p.jpg", "k": 1}, headers=own)
             assert r.status_code == 200 and len(canary.seen) == 1
-            r = httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(0))}, headers=own)
+            r = httpx.post(f"{base}/search", files={"image": ("q.jpg", jpeg_bytes(0))}, headers=own)
             assert r.status_code == 200
             r = httpx.post(f"{base}/index", files=upload)  # a script without Origin (curl, Python)
             assert r.status_code == 201
@@ -128,7 +112,7 @@ def test_token_only_in_the_header_except_on_image_urls(index):
             assert httpx.get(f"{base}{path}?token=s3cret").status_code == 401, path
         assert httpx.get(f"{base}/openapi.json", headers=auth).status_code == 200
         assert httpx.get(f"{base}/docs", headers=auth).status_code == 200
-        r = httpx.post(f"{base}/search?token=s3cret", files={"image": ("q.jpg", _jpeg(0))})
+        r = httpx.post(f"{base}/search?token=s3cret", files={"image": ("q.jpg", jpeg_bytes(0))})
         assert r.status_code == 401
         assert httpx.delete(f"{base}/images/{image_id}?token=s3cret").status_code == 401
         assert httpx.get(f"{base}/images/{image_id}?token=s3cret").status_code == 200  # <img src>
@@ -138,5 +122,6 @@ def test_token_only_in_the_header_except_on_image_urls(index):
 
 
 def _an_id_with(base: str, headers: dict) -> int:
-    r = httpx.post(f"{base}/search", files={"image": ("q.jpg", _jpeg(0))}, data={"k": "1"}, headers=headers)
+    upload = {"image": ("q.jpg", jpeg_bytes(0))}
+    r = httpx.post(f"{base}/search", files=upload, data={"k": "1"}, headers=headers)
     return r.json()["results"][0]["id"]

@@ -29,13 +29,6 @@ PRETEND_PUBLIC = ipaddress.ip_address("127.0.0.2")  # loopback, taken as public 
 
 
 @pytest.fixture
-def index(tmp_path, photo_dir, tf2_model):
-    folder = tmp_path / "ix"
-    Index(folder).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
-    return folder
-
-
-@pytest.fixture
 def photo(photo_dir) -> bytes:
     return (photo_dir / "photo0.jpg").read_bytes()
 

@@ -98,6 +98,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from quality import _resized, _thumbnail  # bench/quality.py's edits (run as a script: bench/ is on the path)
 
 from lookalike.search.calibration import crop_centre, letterbox
 
@@ -385,17 +386,6 @@ def is_blank(im: Image.Image) -> bool:
 
 def _small(im: Image.Image, size: tuple[int, int] = (64, 64)) -> np.ndarray:
     return np.asarray(im.resize(size, Image.Resampling.BOX), np.float32)
-
-
-def _resized(im: Image.Image, factor: float) -> Image.Image:
-    size = (max(1, round(im.width * factor)), max(1, round(im.height * factor)))
-    return im.resize(size, Image.Resampling.LANCZOS)
-
-
-def _thumbnail(im: Image.Image, side: int = 160) -> Image.Image:
-    out = im.copy()
-    out.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return out
 
 
 def _colours(change: Callable[[Image.Image], Image.Image]) -> Callable[[Image.Image], Image.Image]:

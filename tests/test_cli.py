@@ -270,3 +270,10 @@ def test_reindex_changes_the_index_type_and_keeps_results(indexed, photo_dir):
     assert bad.exit_code == 2 and "expected e.g. 2G" in bad.stderr
     run("reindex", "--index-type", "auto", "--max-memory", "none", "--nprobe", "0", "--index", indexed)
     assert json.loads(run("info", "--json", "--index", indexed).stdout)["index_kind"] == "flat"
+
+
+def test_a_mistyped_path_creates_no_index_and_loads_no_model(tmp_path):
+    args = ["index", str(tmp_path / "Picturs"), "--model", str(tmp_path / "no-model")]
+    res = runner.invoke(app, [*args, "--index", str(tmp_path / "ix")])
+    assert res.exit_code == 1 and "no such file or folder" in res.output and "Picturs" in res.output
+    assert not (tmp_path / "ix").exists()  # nothing tied to a model: the right photos are not refused later

@@ -8,6 +8,7 @@ generation (see :meth:`Index.refresh`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -197,6 +198,9 @@ class Index:
         """
         if descriptor is not None:
             get_descriptor(descriptor)  # a typo fails before any model is loaded
+        missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
+        if missing:  # before a model is loaded or an index is created, tied to that model
+            raise FileNotFoundError(errno.ENOENT, "no such file or folder", ", ".join(missing))
         if isinstance(model, Embedder):
             embedder = model
         elif self.exists and model is None:

@@ -139,3 +139,14 @@ def test_undo_survives_a_torn_journal_line(library, tmp_path):
     res = runner.invoke(app, ["undo", journal])
     assert "restored 2 files, 1 skipped" in res.stdout and "unreadable journal line" in res.output
     assert _tree(photos) == before
+
+
+def test_undo_last_takes_the_newest_journal_and_version_is_printed(library, tmp_path):
+    photos, index = library
+    before = _tree(photos)
+    _dupes(index, "--move-to", str(tmp_path / "aside"))
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 2 files" in res.stdout and _tree(photos) == before
+    assert runner.invoke(app, ["undo", "--index", str(index)]).exit_code == 2  # a journal or --last
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("lookalike ")

@@ -337,6 +337,11 @@ class Index:
             return find_duplicates(store, threshold, rules, is_ignored, include_recoloured)
 
     @property
+    def journals(self) -> Path:
+        """Where the undo journals of ``dupes`` actions go by default."""
+        return self.directory / "journals"
+
+    @property
     def uploads(self) -> Path:
         """Where the server keeps the images uploaded into this index."""
         return self.directory / "uploads"
@@ -363,7 +368,7 @@ class Index:
         below ``protect`` is touched, and nothing whose kept file is not there as indexed
         (see :mod:`lookalike.actions`).
         """
-        journal = journal or self.directory / "journals" / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        journal = journal or self.journals / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
         with self.store(writable=True) as store:
             report = actions.ActionReport(journal)
             try:

@@ -471,13 +471,42 @@ def dupes(
             out.print(line, highlight=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from lookalike import __version__
+
+        typer.echo(f"lookalike {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and stop.")
+    ] = False,
+) -> None:
+    """Find look-alike and duplicate images: index folders, search by image."""
+
+
 @app.command()
 def undo(
-    journal: Annotated[Path, typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.")],
+    journal: Annotated[
+        Path | None,
+        typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.", show_default=False),
+    ] = None,
+    last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
+    index: IndexDir = None,
 ) -> None:
     """Put back what a `dupes` action moved, trashed or hardlinked (newest first)."""
     from lookalike.actions import undo as undo_journal
 
+    if (journal is None) == (not last):
+        raise typer.BadParameter("give a JOURNAL or --last")
+    if last:
+        found = sorted(_open(index).journals.glob("dupes-*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+        if not found:
+            raise _fail(f"no journal in {_open(index).journals}")
+        journal = found[-1]
     if not journal.is_file():
         raise _fail(f"no journal at {journal}")
     report = undo_journal(journal)

@@ -216,14 +216,6 @@ def _print_skipped(items: list[tuple[str, str]]) -> None:
         err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
 
 
-def _known_error(exc: Exception) -> str:
-    """``exc``'s message if it is meant for a person, else ``exc`` again. Redundant since
-    :class:`Commands` reports errors in one place; left while ``search`` still calls it."""
-    if isinstance(exc, LookalikeError):
-        return str(exc)
-    raise exc
-
-
 @app.command()
 def search(
     images: Annotated[list[str], typer.Argument(help="Query images: files, http(s) URLs, or - for stdin.")],
@@ -251,7 +243,6 @@ def search(
     """Show the indexed images most similar to each query image.
 
     Dates are the EXIF capture time, else the file's modification time."""
-    from lookalike.errors import LookalikeError
     from lookalike.search import Filters
 
     idx = _open(index, runtime, db)
@@ -271,12 +262,7 @@ def search(
                 fetch_errors[n] = str(exc)
         else:
             queries.append(image)
-    try:
-        results = idx.search(queries, k, filters, threshold, min_probability, names=images)
-    except LookalikeError as exc:  # e.g. --min-probability on an index without calibration
-        raise _fail(str(exc)) from None
-    except Exception as exc:
-        raise _fail(_known_error(exc)) from None
+    results = idx.search(queries, k, filters, threshold, min_probability, names=images)
     for n, message in fetch_errors.items():
         results[n].error, results[n].hits = message, []
     failed = False

@@ -17,6 +17,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
+from lookalike.cli_options import Db, IndexDir, IndexType, MaxMemory, Runtime, index_settings, parse_range
 from lookalike.errors import LookalikeError
 from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
@@ -51,39 +52,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-IndexDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--index",
-        envvar="LOOKALIKE_INDEX",
-        help="Index folder (default: $LOOKALIKE_INDEX, else a per-user data folder).",
-        show_default=False,
-    ),
-]
-
-
-Db = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar="LOOKALIKE_DB",
-        help="Catalogue database URL, e.g. postgresql://host/name (default: SQLite in the index folder; "
-        "remembered by the folder, without password).",
-        show_default=False,
-    ),
-]
-
-
 def _fail(message: str) -> typer.Exit:
     """Print ``error: <message>`` on stderr; the exit (status 1) to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
-
-
-Runtime = Annotated[
-    str,
-    typer.Option(help="Inference runtime: tf, tflite (converted, checked against TF), or auto."),
-]
 
 
 def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
@@ -93,48 +65,6 @@ def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
     if runtime not in RUNTIMES:
         raise typer.BadParameter(f"--runtime must be one of {', '.join(RUNTIMES)}")
     return Index(index, runtime=runtime, db=db)
-
-
-IndexType = Annotated[
-    str | None,
-    typer.Option(
-        "--index-type",
-        help="auto (by size and --max-memory), flat (exact), ivf-flat, ivf-sq8 or ivf-pq. Recorded.",
-        show_default=False,
-    ),
-]
-MaxMemory = Annotated[
-    str | None,
-    typer.Option(
-        help="Memory budget of the vector index, e.g. 2G (none: no limit). Recorded.", show_default=False
-    ),
-]
-
-
-def _index_settings(index_type: str | None, max_memory: str | None, nprobe: int | None = None) -> dict:
-    from lookalike.storage.vectors import parse_memory
-
-    settings: dict = {}
-    if index_type is not None:
-        settings["type"] = index_type
-    if max_memory is not None:
-        try:
-            settings["max_memory"] = parse_memory(max_memory)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
-    if nprobe is not None:
-        settings["nprobe"] = nprobe or None
-    return settings
-
-
-def _parse_range(value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in value.split(","))
-    except ValueError:
-        raise typer.BadParameter("expected two numbers, e.g. 0,1 or -1,1") from None
-    return lo, hi
 
 
 @app.command()
@@ -201,8 +131,8 @@ def index(
             options=opts,
             progress=update,
             input_size=input_size,
-            input_range=_parse_range(input_range),
-            index_settings=_index_settings(index_type, max_memory),
+            input_range=parse_range(input_range),
+            index_settings=index_settings(index_type, max_memory),
             descriptor=descriptor,
         )
     out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
@@ -314,7 +244,7 @@ def reindex(
     ] = None,
 ) -> None:
     """Rebuild the vector index from the catalogue, e.g. as another --index-type."""
-    settings = _index_settings(index_type, max_memory, nprobe)
+    settings = index_settings(index_type, max_memory, nprobe)
     started = datetime.now()
     stats = _open(index, db=db).reindex(**settings)
     seconds = (datetime.now() - started).total_seconds()

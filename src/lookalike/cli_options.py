@@ -1,0 +1,80 @@
+"""The options several ``lookalike`` commands share, and the parsing of their values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+IndexDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        envvar="LOOKALIKE_INDEX",
+        help="Index folder (default: $LOOKALIKE_INDEX, else a per-user data folder).",
+        show_default=False,
+    ),
+]
+
+
+Db = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="LOOKALIKE_DB",
+        help="Catalogue database URL, e.g. postgresql://host/name (default: SQLite in the index folder; "
+        "remembered by the folder, without password).",
+        show_default=False,
+    ),
+]
+
+
+Runtime = Annotated[
+    str,
+    typer.Option(help="Inference runtime: tf, tflite (converted, checked against TF), or auto."),
+]
+
+
+IndexType = Annotated[
+    str | None,
+    typer.Option(
+        "--index-type",
+        help="auto (by size and --max-memory), flat (exact), ivf-flat, ivf-sq8 or ivf-pq. Recorded.",
+        show_default=False,
+    ),
+]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        help="Memory budget of the vector index, e.g. 2G (none: no limit). Recorded.", show_default=False
+    ),
+]
+
+
+def index_settings(index_type: str | None, max_memory: str | None, nprobe: int | None = None) -> dict:
+    """The vector index settings the options ask for (only those given)."""
+    from lookalike.storage.vectors import parse_memory
+
+    settings: dict = {}
+    if index_type is not None:
+        settings["type"] = index_type
+    if max_memory is not None:
+        try:
+            settings["max_memory"] = parse_memory(max_memory)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--max-memory") from None
+    if nprobe is not None:
+        settings["nprobe"] = nprobe or None
+    return settings
+
+
+def parse_range(value: str | None) -> tuple[float, float] | None:
+    """``--input-range`` as two numbers, e.g. ``0,1``."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter("expected two numbers, e.g. 0,1 or -1,1") from None
+    return lo, hi

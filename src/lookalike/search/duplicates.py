@@ -375,18 +375,23 @@ def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _
     the original but not against an edited copy kept by the rules is no longer dropped."""
     out = []
     left = list(members)
-    while len(left) > 1:
+    small = len(left) <= CENTRE_LIMIT
+    if small:  # similarities and same-bytes links of the whole component, computed once
         own = vectors[[position[m.id] for m in left]]
-        same = np.array([[a.content_hash is not None and a.content_hash == b.content_hash for b in left]
-                         for a in left]) if len(left) <= CENTRE_LIMIT else None  # fmt: skip
-        if same is None:  # a huge component: the best-ranked member stands for it
-            sims_to = own @ own[0]
-            centre = 0
-        else:
-            sims = own @ own.T
-            links = (sims >= threshold) | same
+        sims_all = own @ own.T
+        hashes = np.array([m.content_hash or "" for m in left])
+        same_all = (hashes[:, None] == hashes[None, :]) & (hashes != "")[:, None]
+        where = {m.id: n for n, m in enumerate(left)}
+    while len(left) > 1:
+        if small:
+            rows = [where[m.id] for m in left]
+            sims = sims_all[np.ix_(rows, rows)]
+            links = (sims >= threshold) | same_all[np.ix_(rows, rows)]
             centre = int(np.argmax(links.sum(axis=1) + sims.mean(axis=1) * 1e-3))
             sims_to = sims[centre]
+        else:  # a huge component: the best-ranked member stands for it
+            sims_to = vectors[[position[m.id] for m in left]] @ vectors[position[left[0].id]]
+            centre = 0
         star = [left[centre]]
         for j, m in enumerate(left):
             exact = m.content_hash is not None and m.content_hash == left[centre].content_hash

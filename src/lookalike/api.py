@@ -389,6 +389,47 @@ class Index:
                 raise NotIndexed(f"not in the index: {', '.join(missing)}")
             store.ignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
 
+    def unignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
+        """Forget that two files were marked as not duplicates (undoes :meth:`ignore`)."""
+        paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
+        with self.store(writable=True) as store:
+            known = store.catalogue.known(under=paths)
+            missing = [p for p in paths if p not in known or not known[p].content_hash]
+            if missing:
+                raise NotIndexed(f"not in the index: {', '.join(missing)}")
+            store.unignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
+
+    def ignored_pairs(self) -> set[tuple[str, str]]:
+        """The content-hash pairs (sorted within each pair) marked as not duplicates."""
+        with self._reading(sync=False) as store:
+            return store.catalogue.ignored_pairs()
+
+    def generation(self) -> int:
+        """The catalogue's generation: it moves whenever the set of indexed vectors changes."""
+        with self._reading(sync=False) as store:
+            return store.generation()
+
+    def similarities(self, ids: Sequence[int]) -> np.ndarray:
+        """Cosine similarities of the stored vectors of ``ids``, as a matrix in their order
+        (NaN for an id without a stored vector)."""
+        with self._reading(sync=False) as store:
+            found, vectors = store.catalogue.load_vectors(sorted(set(ids)))
+        where = {int(i): n for n, i in enumerate(found.tolist())}
+        own = np.full((len(ids), vectors.shape[1] if len(vectors) else 1), np.nan, np.float32)
+        for n, i in enumerate(ids):
+            if int(i) in where:
+                own[n] = vectors[where[int(i)]]
+        return np.clip(own @ own.T, -1.0, 1.0)
+
+    def undo(self, journal: Path) -> ActionReport:
+        """Put back what a duplicate action did (see :func:`lookalike.actions.undo`), and
+        index again the files it brought back (they left the index when they went)."""
+        report = actions.undo(Path(journal))
+        back = [p for p in report.done if os.path.isfile(p) and self.file_at(p) is None]
+        if back and self.exists:
+            self.add(back, options=IndexOptions(workers=0), calibrate=False)
+        return report
+
     def export(self, out: Path, fmt: str = "npy") -> list[Path]:
         """Write every vector with its path (see :func:`lookalike.export.export`)."""
         from lookalike.export import export

@@ -325,6 +325,12 @@ class Catalogue:
             if s.get(IgnoredPair, (a, b)) is None:
                 s.add(IgnoredPair(hash_a=a, hash_b=b))
 
+    def unignore_pair(self, hash_a: str, hash_b: str) -> None:
+        """Forget that two contents were marked as not duplicates (undoes :meth:`ignore_pair`)."""
+        a, b = sorted((hash_a, hash_b))
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(IgnoredPair).where(IgnoredPair.hash_a == a, IgnoredPair.hash_b == b))
+
     # --- vectors ---------------------------------------------------------------------
 
     def vector_ids(self) -> list[int]:
@@ -451,6 +457,11 @@ class Catalogue:
             "errors": by_status.get(STATUS_ERROR, 0),
             "labelled": labelled or 0,
         }
+
+    def last_indexed(self) -> datetime | None:
+        """When a file was last added or updated (UTC), None for an empty catalogue."""
+        with Session(self.engine) as s:
+            return s.scalar(select(func.max(File.indexed_at)))
 
     def exported_rows(self) -> list[tuple]:
         """(id, path, content_hash, width, height, captured_at) of files with vectors, by id."""

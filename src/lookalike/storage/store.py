@@ -386,6 +386,7 @@ class Store:
             "index_memory_bytes": self.vectors.spec.memory(self.vectors.ntotal, self.dim),
             "metric": self.manifest.metric,
             "generation": self.generation(),
+            "last_indexed": _iso(self.catalogue.last_indexed()),
             "size_bytes": size,
         }
 
@@ -434,3 +435,13 @@ class Store:
         """Remember that two contents are not duplicates of each other."""
         self.require_writable()
         self.catalogue.ignore_pair(hash_a, hash_b)
+
+    def unignore_pair(self, hash_a: str, hash_b: str) -> None:
+        """Forget a pair marked as not duplicates."""
+        self.require_writable()
+        self.catalogue.unignore_pair(hash_a, hash_b)
+
+
+def _iso(when) -> str | None:
+    """A catalogue time (naive UTC) as ISO 8601 with its offset, or None."""
+    return None if when is None else when.isoformat(timespec="seconds") + "+00:00"

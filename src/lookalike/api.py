@@ -381,23 +381,26 @@ class Index:
 
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Remember that two indexed files are not duplicates; later runs respect it."""
-        paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
-        with self.store(writable=True) as store:
-            known = store.catalogue.known(under=paths)
-            missing = [p for p in paths if p not in known or not known[p].content_hash]
-            if missing:
-                raise NotIndexed(f"not in the index: {', '.join(missing)}")
-            store.ignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
+        self.ignore_pairs([(a, b)])
 
     def unignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Forget that two files were marked as not duplicates (undoes :meth:`ignore`)."""
-        paths = [os.path.abspath(os.fspath(p)) for p in (a, b)]
+        self.ignore_pairs([(a, b)], forget=True)
+
+    def ignore_pairs(
+        self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], forget: bool = False
+    ) -> None:
+        """:meth:`ignore` (or, with ``forget``, :meth:`unignore`) each pair of files, in one write."""
+        pairs = [tuple(os.path.abspath(os.fspath(p)) for p in pair) for pair in pairs]
+        paths = sorted({p for pair in pairs for p in pair})
         with self.store(writable=True) as store:
             known = store.catalogue.known(under=paths)
             missing = [p for p in paths if p not in known or not known[p].content_hash]
             if missing:
                 raise NotIndexed(f"not in the index: {', '.join(missing)}")
-            store.unignore_pair(known[paths[0]].content_hash, known[paths[1]].content_hash)
+            for a, b in pairs:
+                hashes = known[a].content_hash, known[b].content_hash
+                (store.unignore_pair if forget else store.ignore_pair)(*hashes)
 
     def ignored_pairs(self) -> set[tuple[str, str]]:
         """The content-hash pairs (sorted within each pair) marked as not duplicates."""

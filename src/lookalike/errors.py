@@ -87,6 +87,12 @@ class CalibrationError(LookalikeError, ValueError):
     http_status = 409
 
 
+class ReviewOutdated(LookalikeError):
+    """A duplicate review acted on groups that have changed since they were shown."""
+
+    http_status = 409
+
+
 def http_status(exc: LookalikeError) -> int:
     """The HTTP status a service answers ``exc`` with."""
     return exc.http_status

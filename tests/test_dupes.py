@@ -118,12 +118,12 @@ def test_protected_and_preferred_folders(tmp_path):
     files = [_file("/archive/a.jpg", 50, 50), _file("/inbox/b.jpg", 500, 500), _file("/inbox/c.jpg", 40, 40)]
     index = _store(tmp_path, files, [v, _near(v, 0.99, 1), _near(v, 0.99, 2)])
     (g,) = _groups(index, rules=KeepRules(protect=["/archive"]))
-    assert g.keep.path == "/archive/a.jpg" and g.reasons[0] == "in a protected folder"
+    assert g.keep.path == "/archive/a.jpg" and g.reasons[0] == "the kept copy is in a protected folder"
     assert "/archive/a.jpg" not in [d.row.path for d in g.duplicates]
     (g,) = _groups(index, rules=KeepRules(protect=["/inbox"]))  # protected files are never removed
     assert all(not d.row.path.startswith("/inbox") for d in g.duplicates)
     (g,) = _groups(index, rules=KeepRules(prefer_folders=["/inbox/c.jpg"]))
-    assert g.keep.path == "/inbox/c.jpg" and g.reasons[0] == "in a preferred folder"
+    assert g.keep.path == "/inbox/c.jpg" and g.reasons[0] == "the kept copy is in a preferred folder"
 
 
 def test_burst_guard(tmp_path):

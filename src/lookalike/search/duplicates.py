@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 
 import faiss
 import numpy as np
 
 from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
-from lookalike.fsutil import identity, is_inside
+from lookalike.fsutil import identity
 from lookalike.search.calibration import Calibration
+from lookalike.search.keep import KeepRules
+from lookalike.search.provenance import group_facts
 from lookalike.search.relations import COPY, RECOLOURED, relation
-from lookalike.storage.catalogue import FileRow, is_under
+from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
 
 EXACT = "exact"
@@ -127,65 +128,6 @@ def resolve_threshold(
 
 
 @dataclass
-class KeepRules:
-    """How the kept image of a group is chosen, and what is never proposed for removal."""
-
-    protect: Sequence[str] = ()  # folders whose files are never duplicates to remove
-    prefer_folders: Sequence[str] = ()
-    prefer_formats: Sequence[str] = ()  # e.g. ("PNG",) to keep lossless copies
-    burst_seconds: float = 10.0  # same camera, capture times this close: a burst, not a copy
-    burst_threshold: float = 0.995  # ... unless the pixels are this close
-    kept_last: Sequence[str] = ()  # folders of copies lookalike made itself (the server's uploads)
-
-    def protected(self, row: FileRow) -> bool:
-        """In a protected folder: by folder identity, not spelling (see fsutil.is_inside)."""
-        return any(_inside(row.path, d) for d in self.protect)
-
-    def rank(self, row: FileRow) -> tuple:
-        """Sort key, best (to keep) first."""
-        fmt = (row.format or "").upper()
-        return (
-            not self.protected(row),
-            any(_inside(row.path, d) for d in self.kept_last),
-            not any(_inside(row.path, d) for d in self.prefer_folders),
-            fmt not in {f.upper() for f in self.prefer_formats},
-            -((row.width or 0) * (row.height or 0)),
-            -row.size,
-            row.captured_at or datetime.max,
-            row.path,
-        )
-
-    def reason(self, keep: FileRow, other: FileRow) -> str:
-        """Why ``keep`` is kept rather than ``other``: the first rule that tells them apart."""
-        if self.protected(keep) != self.protected(other):
-            return "in a protected folder"
-        a, b = self.rank(keep), self.rank(other)
-        labels = [
-            None,
-            "the other is a copy lookalike stored (an upload)",
-            "in a preferred folder",
-            "preferred format",
-            f"larger resolution ({keep.width}x{keep.height} vs {other.width}x{other.height})",
-            f"larger file ({keep.size:,} vs {other.size:,} bytes)",
-            "older capture time",
-            "path order (otherwise equal)",
-        ]
-        for label, x, y in zip(labels, a, b, strict=True):
-            if label and x != y:
-                return label
-        return "identical by every rule"
-
-    def is_burst(self, a: FileRow, b: FileRow) -> bool:
-        """Different shots of a burst: same camera, capture times a few seconds apart."""
-        if a.captured_at is None or b.captured_at is None or a.captured_at == b.captured_at:
-            return False
-        cam = ("Make", "Model")
-        if [(a.exif or {}).get(k) for k in cam] != [(b.exif or {}).get(k) for k in cam]:
-            return False
-        return abs((a.captured_at - b.captured_at).total_seconds()) <= self.burst_seconds
-
-
-@dataclass
 class Duplicate:
     row: FileRow
     score: float
@@ -288,11 +230,6 @@ def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [sorted(c) for c in comps.values() if len(c) > 1]
 
 
-def _inside(path: str, folder: str) -> bool:
-    """``path`` is in ``folder``: by spelling first (cheap), else by folder identity."""
-    return is_under(path, os.path.abspath(folder)) or is_inside(path, folder)
-
-
 def one_path_per_file(rows: Sequence[FileRow]) -> list[FileRow]:
     """``rows`` with every file once: paths that lead to the same file (a symbolic link and
     its target, a folder indexed under two spellings, hard links) are one file, never
@@ -344,12 +281,30 @@ def find_duplicates(
     position = dict(
         zip(members_ids.tolist(), order[np.searchsorted(ids[order], members_ids)].tolist(), strict=True)
     )
+    components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
+    rules = replace(rules, facts={**rules.facts, **_facts(components, vectors, position)})
     groups: list[Group] = []
-    for comp in comps:
-        members = sorted(one_path_per_file([rows[i] for i in comp if i in rows]), key=rules.rank)
+    for comp in components:
+        members = sorted(comp, key=rules.rank)
         groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored, judge))
     groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path))
     return groups
+
+
+def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[int, int]) -> dict:
+    """What the files say (see provenance) of the members that the rules before them
+    (resolution) cannot tell from another member of their component."""
+
+    def cosine(a: FileRow, b: FileRow) -> float:
+        return float(vectors[position[a.id]] @ vectors[position[b.id]])
+
+    facts: dict = {}
+    for members in components:
+        pixels = [(m.width or 0) * (m.height or 0) for m in members]
+        tied = [m for m, p in zip(members, pixels, strict=True) if pixels.count(p) > 1]
+        if len(tied) > 1:
+            facts.update(group_facts(tied, cosine))
+    return facts
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,194 @@
+"""Which copy of a duplicate group is kept, and why: the keep policy, as pure rules.
+
+The rules look at a file's catalogue row and at :class:`FileFacts`, what the file itself
+says beyond the catalogue (GPS, JPEG quality, whether it is a re-encode of another member);
+:mod:`lookalike.search.provenance` reads those from the files of group members. In order,
+the first rule that tells two copies apart decides:
+
+1. the user's folders and formats (``--protect``, ``--prefer-folder``, ``--prefer-format``);
+   copies lookalike stored itself (the server's uploads) come last;
+2. resolution (more pixels);
+3. camera metadata (EXIF make/model, capture time, GPS: more of them);
+4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
+   from that JPEG and is not better for being larger;
+5. JPEG quality (estimated from the quantisation tables); a lossless file counts above any
+   JPEG, and so does a phone's HEIC/AVIF original; other formats (WebP, GIF) below;
+6. file size;
+7. age: older capture time, then older file;
+8. the path, so that the choice never depends on the order files were found in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lookalike.fsutil import is_inside
+from lookalike.storage.catalogue import FileRow, is_under
+
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a camera JPEG with a multi-picture index
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "PPM", "TGA", "QOI"})
+CAMERA_FORMATS = frozenset({"HEIF", "HEIC", "AVIF"})  # phone originals; their quality is not measured
+LOSSLESS_QUALITY = 101.0  # above any JPEG
+CAMERA_QUALITY = 100.0
+UNKNOWN_QUALITY = 0.0  # WebP, GIF, ...: below any JPEG of the same resolution and metadata
+# The IJG (libjpeg) luminance table at quality 50; every encoder's "quality" scales it.
+_IJG_LUMA_SUM = 3688
+
+
+def jpeg_quality(tables: Mapping[int, Sequence[int]]) -> int | None:
+    """The IJG quality (1-100) a JPEG was most likely saved at, from its quantisation
+    tables (Pillow's ``im.quantization``): its luminance table against libjpeg's, scaled."""
+    luma = tables.get(0)
+    if not luma or len(luma) != 64:
+        return None
+    if max(luma) <= 1:
+        return 100
+    scale = sum(luma) * 100.0 / _IJG_LUMA_SUM
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(min(100, max(1, round(quality))))
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a file says beyond its catalogue row, for the keep rules."""
+
+    gps: bool = False
+    jpeg_quality: int | None = None
+    reencode_of: str | None = None  # the format of the member whose decode this file's pixels are
+
+
+NO_FACTS = FileFacts()
+
+
+def _fmt(row: FileRow) -> str:
+    return (row.format or "").upper()
+
+
+def camera_metadata(row: FileRow, facts: FileFacts = NO_FACTS) -> list[str]:
+    """The camera metadata a file has: its make/model, ``capture time``, ``GPS``."""
+    exif = row.exif or {}
+    found = []
+    make, model = str(exif.get("Make") or ""), str(exif.get("Model") or "")
+    camera = model if make and model.startswith(make) else f"{make} {model}".strip()
+    if camera:
+        found.append(camera)
+    if row.captured_at is not None:
+        found.append("capture time")
+    if facts.gps:
+        found.append("GPS")
+    return found
+
+
+def quality(row: FileRow, facts: FileFacts = NO_FACTS) -> float:
+    """How faithful a file's encoding is, for comparing copies of one resolution."""
+    fmt = _fmt(row)
+    if fmt in JPEG_FORMATS:
+        return float(facts.jpeg_quality) if facts.jpeg_quality is not None else UNKNOWN_QUALITY
+    if fmt in LOSSLESS_FORMATS:
+        return LOSSLESS_QUALITY
+    if fmt in CAMERA_FORMATS:
+        return CAMERA_QUALITY
+    return UNKNOWN_QUALITY
+
+
+def _quality_words(row: FileRow, facts: FileFacts) -> str:
+    fmt = _fmt(row) or "unknown format"
+    if fmt in JPEG_FORMATS:
+        return f"JPEG quality {facts.jpeg_quality}" if facts.jpeg_quality is not None else "a JPEG"
+    if fmt in LOSSLESS_FORMATS:
+        return f"lossless {fmt}"
+    return fmt
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is in ``folder``: by spelling first (cheap), else by folder identity."""
+    return is_under(path, os.path.abspath(folder)) or is_inside(path, folder)
+
+
+@dataclass
+class KeepRules:
+    """How the kept image of a group is chosen, and what is never proposed for removal."""
+
+    protect: Sequence[str] = ()  # folders whose files are never duplicates to remove
+    prefer_folders: Sequence[str] = ()
+    prefer_formats: Sequence[str] = ()  # e.g. ("PNG",) to keep lossless copies
+    burst_seconds: float = 10.0  # same camera, capture times this close: a burst, not a copy
+    burst_threshold: float = 0.995  # ... unless the pixels are this close
+    kept_last: Sequence[str] = ()  # folders of copies lookalike made itself (the server's uploads)
+    facts: Mapping[int, FileFacts] = field(default_factory=dict)  # by file id (see provenance)
+
+    def facts_of(self, row: FileRow) -> FileFacts:
+        return self.facts.get(row.id, NO_FACTS)
+
+    def protected(self, row: FileRow) -> bool:
+        """In a protected folder: by folder identity, not spelling (see fsutil.is_inside)."""
+        return any(_inside(row.path, d) for d in self.protect)
+
+    def rank(self, row: FileRow) -> tuple:
+        """Sort key, best (to keep) first."""
+        facts = self.facts_of(row)
+        return (
+            not self.protected(row),
+            any(_inside(row.path, d) for d in self.kept_last),
+            not any(_inside(row.path, d) for d in self.prefer_folders),
+            _fmt(row) not in {f.upper() for f in self.prefer_formats},
+            -((row.width or 0) * (row.height or 0)),
+            -len(camera_metadata(row, facts)),
+            facts.reencode_of is not None,
+            -quality(row, facts),
+            -row.size,
+            row.captured_at or datetime.max,
+            row.mtime_ns,
+            row.path,
+        )
+
+    def reason(self, keep: FileRow, other: FileRow) -> str:
+        """Why ``keep`` is kept rather than ``other``: the first rule that tells them apart."""
+        a, b = self.rank(keep), self.rank(other)
+        for n, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return self._words(n, keep, other)
+        return "identical by every rule"
+
+    def _words(self, rule: int, keep: FileRow, other: FileRow) -> str:
+        """The reason for rule number ``rule`` of :meth:`rank`, naming which copy it is about."""
+        fk, fo = self.facts_of(keep), self.facts_of(other)
+        if rule == 0:
+            return "the kept copy is in a protected folder"
+        if rule == 1:
+            return "this is a copy lookalike stored (an upload)"
+        if rule == 2:
+            return "the kept copy is in a preferred folder"
+        if rule == 3:
+            return f"the kept copy is in a preferred format ({_fmt(keep)})"
+        if rule == 4:
+            return f"larger resolution ({keep.width}x{keep.height} vs {other.width}x{other.height})"
+        if rule == 5:
+            lacks = [m for m in camera_metadata(keep, fk) if m not in camera_metadata(other, fo)]
+            return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"
+        if rule == 6:
+            return (
+                f"original {_fmt(keep)}: this {_fmt(other)} is a re-encode of a {fo.reencode_of} "
+                "(same pixels)"
+            )
+        if rule == 7:
+            return f"higher quality ({_quality_words(keep, fk)} vs {_quality_words(other, fo)})"
+        if rule == 8:
+            return f"larger file ({keep.size:,} vs {other.size:,} bytes)"
+        if rule == 9:
+            return "older capture time"
+        if rule == 10:
+            return "older file (modified earlier)"
+        return "path order (otherwise equal)"
+
+    def is_burst(self, a: FileRow, b: FileRow) -> bool:
+        """Different shots of a burst: same camera, capture times a few seconds apart."""
+        if a.captured_at is None or b.captured_at is None or a.captured_at == b.captured_at:
+            return False
+        cam = ("Make", "Model")
+        if [(a.exif or {}).get(k) for k in cam] != [(b.exif or {}).get(k) for k in cam]:
+            return False
+        return abs((a.captured_at - b.captured_at).total_seconds()) <= self.burst_seconds

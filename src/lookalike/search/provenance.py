@@ -1,0 +1,83 @@
+"""What the files of a duplicate group say about where they came from, for the keep rules
+(:mod:`lookalike.search.keep`): GPS, JPEG quality, and which files are re-encodes of a
+JPEG in the group. Read at decision time from group members only: the GPS and the JPEG
+tables come from the headers (no decode); a re-encode is checked by decoding a non-JPEG
+and the JPEG of the same resolution closest to it, once per non-JPEG member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from lookalike.search.keep import JPEG_FORMATS, NO_FACTS, FileFacts, jpeg_quality
+from lookalike.storage.catalogue import FileRow
+
+log = logging.getLogger(__name__)
+
+SAME_PIXELS_EXACT = 0.85  # share of channel values equal: a JPEG's decode saved losslessly
+SAME_PIXELS_MEAN = 0.25  # (a JPEG at quality 100 made *from* a lossless file: ~0.70 and ~0.33)
+CLOSE_COSINE = 0.95  # only members this alike are checked for being each other's re-encode
+MAX_COMPARE_MEGAPIXELS = 40.0
+
+
+def header_facts(path: str) -> FileFacts:
+    """GPS and JPEG quality from a file's header; nothing when it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            gps = False
+            with contextlib.suppress(KeyError, ValueError, TypeError, SyntaxError, OSError):
+                gps = bool(im.getexif().get_ifd(ExifTags.IFD.GPSInfo))
+            tables = getattr(im, "quantization", None) if im.format in JPEG_FORMATS else None
+            return FileFacts(gps=gps, jpeg_quality=jpeg_quality(tables) if tables else None)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        return NO_FACTS
+
+
+def _pixels(path: str) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_COMPARE_MEGAPIXELS * 1e6:
+                return None
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") and im.getchannel("A").getextrema()[0] < 255:
+                return None  # transparency: made from no JPEG
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        return None
+
+
+def same_pixels(a: str, b: str) -> bool:
+    """Whether two files decode to the same pixels, as a JPEG and a lossless save of its
+    decode do (decoders may differ by a level here and there)."""
+    pa, pb = _pixels(a), _pixels(b)
+    if pa is None or pb is None or pa.shape != pb.shape:
+        return False
+    diff = np.abs(pa.astype(np.int16) - pb.astype(np.int16))
+    return float((diff == 0).mean()) >= SAME_PIXELS_EXACT and float(diff.mean()) <= SAME_PIXELS_MEAN
+
+
+def group_facts(
+    members: Sequence[FileRow], cosine: Callable[[FileRow, FileRow], float]
+) -> dict[int, FileFacts]:
+    """:class:`FileFacts` of the members of one group (or component), by file id; a
+    non-JPEG is a re-encode when its pixels are the decode of the closest JPEG member of
+    its resolution (``cosine`` says how close two members are)."""
+    facts = {m.id: header_facts(m.path) for m in members}
+    jpegs = [m for m in members if (m.format or "").upper() in JPEG_FORMATS]
+    for m in members:
+        if (m.format or "").upper() in JPEG_FORMATS or not m.width:
+            continue
+        alike = [(cosine(m, j), j) for j in jpegs if (j.width, j.height) == (m.width, m.height)]
+        alike = [(c, j) for c, j in alike if c >= CLOSE_COSINE]
+        if not alike:
+            continue
+        _, source = max(alike, key=lambda cj: cj[0])
+        if same_pixels(m.path, source.path):
+            old = facts[m.id]
+            facts[m.id] = FileFacts(old.gps, old.jpeg_quality, (source.format or "JPEG").upper())
+    return facts

@@ -1,0 +1,81 @@
+"""Keep rules that keep originals: real files indexed, grouped and ranked."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+from PIL import Image
+
+from lookalike import Index, IndexOptions
+from lookalike.search.keep import jpeg_quality
+from lookalike.search.provenance import header_facts, same_pixels
+from tests.conftest import SHARED_PHOTOS, make_photo, needs_shared
+
+PARROT = SHARED_PHOTOS / "coral" / "parrot.jpg"  # a Canon EOS 50D JPEG with EXIF and GPS
+
+
+def _groups(tmp_path, folder, model):
+    ix = Index(tmp_path / "ix")
+    ix.add([folder], model=str(model), options=IndexOptions(workers=0))
+    return ix.duplicates(0.9)
+
+
+def _reasons(group) -> dict[str, str]:
+    return {d.row.path.rsplit("/", 1)[1]: why for d, why in zip(group.duplicates, group.reasons, strict=True)}
+
+
+@pytest.mark.parametrize("q", [30, 50, 75, 90, 95, 100])
+def test_jpeg_quality_is_read_back_from_the_quantisation_tables(q):
+    buf = io.BytesIO()
+    make_photo(q).save(buf, "JPEG", quality=q)
+    assert jpeg_quality(Image.open(buf).quantization) == q
+
+
+@needs_shared(PARROT)
+def test_the_camera_jpeg_is_kept_over_its_larger_png_reencode(tmp_path, tf2_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(PARROT, folder / "parrot.jpg")
+    Image.open(PARROT).save(folder / "parrot.png")  # what an editor's "export as PNG" does
+    assert (folder / "parrot.png").stat().st_size > (folder / "parrot.jpg").stat().st_size
+    assert header_facts(str(folder / "parrot.jpg")).gps and not header_facts(str(folder / "parrot.png")).gps
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("parrot.jpg")
+    assert _reasons(g) == {"parrot.png": "camera metadata this copy lacks (Canon EOS 50D, capture time, GPS)"}
+
+
+def test_without_metadata_a_jpeg_beats_a_png_made_from_it_and_a_png_beats_a_jpeg_made_from_it(
+    tmp_path, tf2_model
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_photo(1, (640, 480)).save(folder / "a.jpg", quality=85)
+    Image.open(folder / "a.jpg").save(folder / "a_export.png")  # the JPEG's decode, saved losslessly
+    make_photo(2, (640, 480)).save(folder / "b.png")  # a lossless original ...
+    Image.open(folder / "b.png").save(folder / "b_small.jpg", quality=100, subsampling=0)  # ... made lossy
+    Image.open(folder / "b.png").save(folder / "b_padded.jpg", quality=95, icc_profile=b"x" * 900_000)
+    assert same_pixels(str(folder / "a.jpg"), str(folder / "a_export.png"))
+    assert not same_pixels(str(folder / "b.png"), str(folder / "b_small.jpg"))
+    groups = {g.keep.path.rsplit("/", 1)[1]: _reasons(g) for g in _groups(tmp_path, folder, tf2_model)}
+    assert groups == {
+        "a.jpg": {"a_export.png": "original JPEG: this PNG is a re-encode of a JPEG (same pixels)"},
+        "b.png": {
+            "b_small.jpg": "higher quality (lossless PNG vs JPEG quality 100)",
+            "b_padded.jpg": "higher quality (lossless PNG vs JPEG quality 95)",
+        },
+    }
+    assert (folder / "b_padded.jpg").stat().st_size > (folder / "b.png").stat().st_size
+
+
+def test_jpeg_quality_before_size(tmp_path, tf2_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = make_photo(3, (640, 480))
+    photo.save(folder / "fine.jpg", quality=95)
+    photo.save(folder / "coarse_but_larger.jpg", quality=60, icc_profile=b"x" * 500_000)
+    assert (folder / "coarse_but_larger.jpg").stat().st_size > (folder / "fine.jpg").stat().st_size
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("fine.jpg")
+    assert _reasons(g) == {"coarse_but_larger.jpg": "higher quality (JPEG quality 95 vs JPEG quality 60)"}

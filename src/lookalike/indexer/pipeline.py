@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from lookalike import descriptors
 from lookalike.errors import InvalidArgument
@@ -19,6 +22,43 @@ from lookalike.storage.schema import STATUS_ERROR
 from lookalike.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
+
+
+@dataclass
+class Embedded:
+    """A file read, decoded and embedded elsewhere (a Ray worker): only written here."""
+
+    record: ImageFile  # its image without pixels (they stayed where they were embedded)
+    vector: np.ndarray  # float32 [dim], unit length
+    scores: np.ndarray | None = None  # class scores, for labels
+
+
+class RecordSource(Protocol):
+    """Where the files to index are read, hashed and decoded (and perhaps embedded).
+
+    Yields :class:`ImageFile` records for this process to embed, or :class:`Embedded`
+    ones; files whose hash is in ``known_hashes`` come back undecoded (``known_content``).
+    """
+
+    def __call__(
+        self,
+        paths: Sequence[str],
+        size: tuple[int, int],
+        opts: IndexOptions,
+        known_hashes: frozenset[str],
+        descriptor: str,
+    ) -> Iterable[ImageFile | Embedded]: ...
+
+
+def local_records(
+    paths: Sequence[str],
+    size: tuple[int, int],
+    opts: IndexOptions,
+    known_hashes: frozenset[str],
+    descriptor: str,
+) -> Iterator[ImageFile]:
+    """The default source: decoder processes on this machine (see :func:`decode_files`)."""
+    return decode_files(paths, size, opts.max_megapixels, opts.workers, None, known_hashes, descriptor)
 
 
 @dataclass
@@ -72,6 +112,7 @@ class _Run:
         self.store, self.embedder, self.opts, self.report = store, embedder, opts, report
         self.descriptor = descriptors.get_descriptor(store.descriptor)
         self.batch: list[ImageFile] = []
+        self.ready: list[Embedded] = []  # embedded by the source
         self.failed: list[ImageFile] = []
         self.moves: list[tuple[ImageFile, int]] = []
         self.copies: list[tuple[ImageFile, int]] = []
@@ -80,7 +121,8 @@ class _Run:
     @property
     def full(self) -> bool:
         n = self.opts.batch_size
-        return len(self.batch) >= n or len(self.failed) >= n or len(self.moves) + len(self.copies) >= n
+        embed, reuse = len(self.batch) + len(self.ready), len(self.moves) + len(self.copies)
+        return embed >= n or len(self.failed) >= n or reuse >= n
 
     def flush(self) -> None:
         # Reuse stored vectors first: a copy's source row must still exist when it is read.
@@ -94,20 +136,48 @@ class _Run:
                 (self.batch if fresh.ok else self.failed).append(fresh)
         if self.batch:
             emb = descriptors.embed(self.embedder, self.descriptor, [r.image.pixels for r in self.batch])
-            labels = None
-            if emb.scores is not None and self.opts.label_names is not None:
-                labels = top_k(emb.scores, self.opts.label_names)
-            self.store.add(self.batch, emb.vectors, labels)
-            self.report.indexed += len(self.batch)
+            self._write(self.batch, emb.vectors, emb.scores)
+        if self.ready:
+            scores = [e.scores for e in self.ready]
+            stacked = None if any(s is None for s in scores) else np.stack(scores)
+            self._write([e.record for e in self.ready], np.stack([e.vector for e in self.ready]), stacked)
         if self.failed:
             self.store.record_errors(self.failed)
             self.report.errors += len(self.failed)
             room = 20 - len(self.report.error_samples)
             self.report.error_samples.extend((r.path, r.error or "") for r in self.failed[:room])
-        self.batch, self.failed = [], []
+        self.batch, self.ready, self.failed = [], [], []
         if time.monotonic() - self.last_checkpoint > self.opts.checkpoint_seconds:
             self.store.checkpoint()
             self.last_checkpoint = time.monotonic()
+
+    def _write(self, records: Sequence[ImageFile], vectors: np.ndarray, scores: np.ndarray | None) -> None:
+        labels = None
+        if scores is not None and self.opts.label_names is not None:
+            labels = top_k(scores, self.opts.label_names)
+        self.store.add(records, vectors, labels)
+        self.report.indexed += len(records)
+
+    def take(self, item: ImageFile | Embedded, by_hash: dict, gone: set[str], claimed: set[int]) -> None:
+        """Queue one file read by the source: reuse, embed, write or record as failed."""
+        if isinstance(item, Embedded):
+            self.ready.append(item)
+            return
+        record = item
+        if record.known_content:
+            candidates = by_hash[record.content_hash]
+            here = [fid for fid, path in candidates if path == record.path]
+            moved = [fid for fid, path in candidates if path in gone and fid not in claimed]
+            if here or moved:
+                fid = (here or moved)[0]
+                claimed.add(fid)
+                self.moves.append((record, fid))
+            else:
+                self.copies.append((record, candidates[0][0]))
+        elif record.ok:
+            self.batch.append(record)
+        else:
+            self.failed.append(record)
 
 
 def index_paths(
@@ -116,6 +186,7 @@ def index_paths(
     roots: Sequence[str | os.PathLike],
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    source: RecordSource = local_records,
 ) -> IndexReport:
     """Bring ``store`` up to date with the images below ``roots``.
 
@@ -125,6 +196,8 @@ def index_paths(
     rest is decoded and embedded. Files that failed before are retried only when they
     changed; files that vanished from below a folder root are removed at the end.
     Each batch is committed on its own, so an interrupted run resumes where it stopped.
+    ``source`` reads, hashes and decodes the files (default: decoder processes here; see
+    :mod:`lookalike.indexer.ray_pipeline` for a Ray cluster, which embeds them too).
     """
     opts = options or IndexOptions()
     if embedder.info.has_labels and opts.label_names is None:
@@ -155,33 +228,12 @@ def index_paths(
     run = _Run(store, embedder, opts, report)
     if progress:
         progress(0, len(todo))
-    size = embedder.info.input_size
-    records = decode_files(
-        todo,
-        size,
-        opts.max_megapixels,
-        opts.workers,
-        known_hashes=frozenset(by_hash),
-        descriptor=store.descriptor,
-    )
+    records = source(todo, embedder.info.input_size, opts, frozenset(by_hash), store.descriptor)
     for e in changed:
         if e.error:
             run.failed.append(ImageFile(e.path, e.size, e.mtime_ns, error=e.error))
-    for done, record in enumerate(records, 1):
-        if record.known_content:
-            candidates = by_hash[record.content_hash]
-            here = [fid for fid, path in candidates if path == record.path]
-            moved = [fid for fid, path in candidates if path in gone and fid not in claimed]
-            if here or moved:
-                fid = (here or moved)[0]
-                claimed.add(fid)
-                run.moves.append((record, fid))
-            else:
-                run.copies.append((record, candidates[0][0]))
-        elif record.ok:
-            run.batch.append(record)
-        else:
-            run.failed.append(record)
+    for done, item in enumerate(records, 1):
+        run.take(item, by_hash, gone, claimed)
         if run.full:
             run.flush()
             if progress:

@@ -85,6 +85,7 @@ class TensorFlowEmbedder(Embedder):
     """A TF2 SavedModel or a TF1 hub module, loaded with ``hub.load``."""
 
     def __init__(self, src: ModelSource, input_size: int | None = None) -> None:
+        self.path = src.path  # the SavedModel or hub module folder
         tf = import_tensorflow()
         import tensorflow_hub as hub
 
@@ -212,13 +213,22 @@ class TFLiteEmbedder(Embedder):
         batch_size: int = 32,
         input_size: int | None = None,
         features_first: bool = False,
+        num_threads: int | None = None,
     ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         path = str(src.path)
         self._path = path
         self._one = None
-        self._threads = os.cpu_count() or 1
+        self._threads = num_threads or os.cpu_count() or 1
+        # What loads the same model elsewhere (a Ray worker): TFLiteEmbedder(src, **load_args).
+        self.load_args = dict(
+            input_range=tuple(input_range),
+            identity=identity,
+            batch_size=batch_size,
+            input_size=input_size,
+            features_first=features_first,
+        )
         try:
             probe = Interpreter(model_path=path)
         except Exception as exc:

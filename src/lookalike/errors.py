@@ -93,6 +93,18 @@ class ReviewOutdated(LookalikeError):
     http_status = 409
 
 
+class ClusterError(LookalikeError):
+    """A distributed run (``--ray``) cannot start or went wrong: Ray missing, unreachable..."""
+
+    http_status = 503
+
+
+class PathsNotVisible(ClusterError):
+    """A node of the cluster cannot read the photos at the paths the driver found them."""
+
+    http_status = 409
+
+
 def http_status(exc: LookalikeError) -> int:
     """The HTTP status a service answers ``exc`` with."""
     return exc.http_status

@@ -185,6 +185,7 @@ class Index:
         index_settings: dict | None = None,
         descriptor: str | None = None,
         calibrate: bool = True,
+        ray: str | None = None,
     ) -> IndexReport:
         """Index (or bring up to date) the images below ``paths``.
 
@@ -195,7 +196,15 @@ class Index:
         recorded first; the FAISS index is rebuilt on closing if they or the size call for it.
         ``descriptor`` (see :mod:`lookalike.descriptors`) is fixed when the index is created.
         Once it holds enough photos, the index calibrates its scores (see :meth:`calibrate`).
+        ``ray`` (``local``, ``auto``, ``ray://HOST:PORT``) reads, decodes and embeds on a Ray
+        cluster (``options.workers``: its embedding actors), this process still writing
+        (see :mod:`lookalike.indexer.ray_pipeline`; needs ``pip install 'lookalike[ray]'``).
         """
+        if ray is not None:  # before any model is loaded: Ray missing or a bad address
+            from lookalike.indexer import ray_pipeline
+
+            ray_pipeline.import_ray()
+            ray_pipeline.check_address(ray)
         if descriptor is not None:
             get_descriptor(descriptor)  # a typo fails before any model is loaded
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
@@ -217,7 +226,11 @@ class Index:
                 store.set_index_settings(**index_settings)
             if embedder.info.has_labels and opts.label_names is None:
                 opts.label_names = load_labels(labels or store.manifest.labels)
-            report = index_paths(store, embedder, paths, opts, progress)
+            if ray is None:
+                report = index_paths(store, embedder, paths, opts, progress)
+            else:
+                with ray_pipeline.ray_source(ray, embedder, paths, opts.workers) as source:
+                    report = index_paths(store, embedder, paths, opts, progress, source)
             if calibrate:
                 report.calibration = calibration.auto_calibrate(store, self.embed)
             return report

@@ -17,7 +17,16 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
-from lookalike.cli_options import Db, IndexDir, IndexType, MaxMemory, Runtime, index_settings, parse_range
+from lookalike.cli_options import (
+    Db,
+    IndexDir,
+    IndexType,
+    MaxMemory,
+    RayAddress,
+    Runtime,
+    index_settings,
+    parse_range,
+)
 from lookalike.errors import LookalikeError
 from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
@@ -85,7 +94,8 @@ def index(
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symlinked folders.")] = True,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="Decoder processes (default: one per core).")
+        int | None,
+        typer.Option(min=0, help="Decoder processes (default: one per core); with --ray, embedding actors."),
     ] = None,
     max_megapixels: Annotated[
         float, typer.Option(min=0.01, help="Refuse larger images (decompression bombs).")
@@ -107,6 +117,7 @@ def index(
     ] = None,
     index_type: IndexType = None,
     max_memory: MaxMemory = None,
+    ray: RayAddress = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index images below PATHS (again: only new and changed files are read)."""
@@ -134,6 +145,7 @@ def index(
             input_range=parse_range(input_range),
             index_settings=index_settings(index_type, max_memory),
             descriptor=descriptor,
+            ray=ray,
         )
     out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
     _print_skipped(report.error_samples[:10])

@@ -36,6 +36,17 @@ Runtime = Annotated[
 ]
 
 
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Read, decode and embed on a Ray cluster: local (a runtime on this machine), auto (the cluster "
+        "`ray start` set up) or ray://HOST:PORT; this process still writes. Needs lookalike[ray].",
+        show_default=False,
+    ),
+]
+
+
 IndexType = Annotated[
     str | None,
     typer.Option(

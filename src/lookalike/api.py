@@ -185,6 +185,7 @@ class Index:
         index_settings: dict | None = None,
         descriptor: str | None = None,
         calibrate: bool = True,
+        calibration_progress: Progress | None = None,
         ray: str | None = None,
     ) -> IndexReport:
         """Index (or bring up to date) the images below ``paths``.
@@ -195,7 +196,8 @@ class Index:
         ImageNet list, downloaded once). ``index_settings`` (type, max_memory, nprobe) are
         recorded first; the FAISS index is rebuilt on closing if they or the size call for it.
         ``descriptor`` (see :mod:`lookalike.descriptors`) is fixed when the index is created.
-        Once it holds enough photos, the index calibrates its scores (see :meth:`calibrate`).
+        Once it holds enough photos, the index calibrates its scores (see :meth:`calibrate`),
+        telling ``calibration_progress`` (photos done, photos) as it goes.
         ``ray`` (``local``, ``auto``, ``ray://HOST:PORT``) reads, decodes and embeds on a Ray
         cluster (``options.workers``: its embedding actors), this process still writing
         (see :mod:`lookalike.indexer.ray_pipeline`; needs ``pip install 'lookalike[ray]'``).
@@ -232,7 +234,9 @@ class Index:
                 with ray_pipeline.ray_source(ray, embedder, paths, opts.workers) as source:
                     report = index_paths(store, embedder, paths, opts, progress, source)
             if calibrate:
-                report.calibration = calibration.auto_calibrate(store, self.embed)
+                total = min(calibration.AUTO_SAMPLE, store.vectors.ntotal)
+                embed = _counted(self.embed, calibration_progress, total)
+                report.calibration = calibration.auto_calibrate(store, embed)
             return report
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
@@ -308,11 +312,14 @@ class Index:
                 raise
             return store.stats()
 
-    def calibrate(self, sample: int = calibration.DEFAULT_SAMPLE, seed: int = 0) -> calibration.Calibration:
+    def calibrate(
+        self, sample: int = calibration.DEFAULT_SAMPLE, seed: int = 0, progress: Progress | None = None
+    ) -> calibration.Calibration:
         """Fit and record the mapping of cosine to P(same photo) on this index's own photos."""
         self.model()
         with self.store(writable=True) as store:
-            return calibration.calibrate_store(store, self.embed, sample, seed)
+            embed = _counted(self.embed, progress, min(sample, store.vectors.ntotal))
+            return calibration.calibrate_store(store, embed, sample, seed)
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
         """Drop files, or everything below folders, from the index; returns how many."""
@@ -472,6 +479,22 @@ class Index:
         with self._reading(sync=False) as store:
             known = store.catalogue.known(under=[target]).get(target)
             return None if known is None else store.catalogue.rows([known.id]).get(known.id)
+
+
+def _counted(embed, progress: Progress | None, total: int):
+    """``embed``, telling ``progress`` (calls, ``total``): calibration embeds one photo's
+    edits per call."""
+    if progress is None:
+        return embed
+    calls = 0
+
+    def counted(queries):
+        nonlocal calls
+        calls += 1
+        progress(min(calls, total), total)
+        return embed(queries)
+
+    return counted
 
 
 __all__ = ["Index", "ModelError", "QueryResult", "StoreError"]

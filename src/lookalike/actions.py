@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -189,11 +189,14 @@ def _link_temporary(entry: dict) -> str:
     return tmp
 
 
-def undo(journal: Path) -> ActionReport:
-    """Reverse a journal, newest action first. Actions that did not happen are skipped."""
+def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> ActionReport:
+    """Reverse a journal, newest action first. Actions that did not happen are skipped.
+    ``progress`` hears (entries done, entries)."""
     report = ActionReport(journal)
-    lines = journal.read_text(encoding="utf-8").splitlines()
-    for line in reversed([x for x in lines if x.strip()]):
+    lines = [x for x in journal.read_text(encoding="utf-8").splitlines() if x.strip()]
+    for done, line in enumerate(reversed(lines)):
+        if progress:
+            progress(done, len(lines))
         try:
             entry = json.loads(line)
             path = entry["path"]
@@ -208,6 +211,8 @@ def undo(journal: Path) -> ActionReport:
             report.skipped.append((path, why))
         else:
             report.done.append(path)
+    if progress:
+        progress(len(lines), len(lines))
     return report
 
 

@@ -101,7 +101,16 @@ def _resolve_hub_handle(handle: str) -> Path:
     except ModelError:
         raise
     except Exception as exc:  # tensorflow_hub raises many kinds (URLError, tarfile, OSError)
-        raise ModelError(f"could not download {handle}: {exc}") from exc
+        raise ModelError(f"could not download {handle}: {exc}\n{offline_hint()}") from exc
+
+
+def offline_hint() -> str:
+    """What to do when a TF Hub module cannot be downloaded (offline, behind a proxy)."""
+    return (
+        "hint: without internet, give a model already on disk with --model PATH (a SavedModel "
+        "folder, a .tar.gz of one, or a .tflite file), or point TFHUB_CACHE_DIR at a TF Hub cache "
+        f"that holds it (now: {tfhub_cache_dir()})"
+    )
 
 
 def _check_saved_model_dir(path: Path) -> Path:

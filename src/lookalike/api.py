@@ -205,8 +205,7 @@ class Index:
         if ray is not None:  # before any model is loaded: Ray missing or a bad address
             from lookalike.indexer import ray_pipeline
 
-            ray_pipeline.import_ray()
-            ray_pipeline.check_address(ray)
+            ray_pipeline.prepare(ray)
         if descriptor is not None:
             get_descriptor(descriptor)  # a typo fails before any model is loaded
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]

@@ -30,6 +30,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,18 @@ INSTALL_HINT = "pip install 'lookalike[ray]'"
 BATCHES_PER_BLOCK = 4  # model batches per Ray task: amortises scheduling, keeps retries small
 VISIBILITY_SAMPLE = 16  # files each node is asked to read before the run
 log = logging.getLogger(__name__)
+
+
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
+
+
+def prepare(address: str):
+    """Check ``address`` and that Ray is installed, before anything else is done; returns
+    the ``ray`` module. A ``local`` runtime is for this machine only: it listens on
+    loopback (unless the environment says otherwise)."""
+    if check_address(address) == "local" and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
+    return import_ray()
 
 
 def import_ray():

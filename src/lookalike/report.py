@@ -1,7 +1,13 @@
-"""A static HTML page for duplicate groups: thumbnails side by side, scores, reasons.
+"""Duplicate groups as HTML: the markup of a group, shared by the review page of
+``lookalike serve`` and the static report of ``lookalike dupes --html``.
 
-The page and its thumbnails go in one folder that opens from disk anywhere: no server,
-no scripts, no files outside it referenced.
+Both show each group the same way (:func:`group_html`): the kept copy first and
+outlined, every member with its metadata, what differs from the kept copy marked, and
+what each duplicate is to it (relation, cosine, P(same photo), why the other is kept);
+the stylesheet is ``lookalike/web/lookalike.css`` for both. The review page adds the
+buttons; the static report is read-only and self-contained: the page and its
+thumbnails go in one folder that opens from disk anywhere (no server, no scripts, the
+stylesheet inlined; only links to the original files point outside it).
 """
 
 from __future__ import annotations
@@ -9,24 +15,125 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from lookalike.fsutil import printable
 from lookalike.images import ImageError, thumbnail_jpeg
+from lookalike.review import FACT_LABELS, GroupView, MemberView, Scoring, group_view
 from lookalike.search.duplicates import Group
 from lookalike.storage.catalogue import FileRow
 
-THUMB = 240
+THUMB = 360
+Link = Callable[[FileRow], str | None]
 
-_CSS = """
-body{font:14px system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
-h1{font-size:20px} .group{background:#fff;border:1px solid #ddd;border-radius:8px;margin:16px 0;padding:12px}
-.row{display:flex;gap:12px;flex-wrap:wrap} figure{margin:0;width:250px}
-figure img{width:240px;height:240px;object-fit:contain;background:#eee;border-radius:4px}
-figcaption{font-size:12px;word-break:break-all} .keep{outline:3px solid #2a7;border-radius:6px}
-.kind{font-weight:bold} .exact{color:#a40} .near{color:#06c} .missing{color:#999}
-"""
+
+def stylesheet() -> str:
+    """The pages' shared stylesheet."""
+    return resources.files("lookalike.web").joinpath("lookalike.css").read_text(encoding="utf-8")
+
+
+def _e(text: object) -> str:
+    return html.escape(printable(str(text)) if isinstance(text, str) else str(text), quote=True)
+
+
+def _similarity(m: MemberView) -> str:
+    if m.score is None:
+        return "unknown"
+    text = f"cosine {m.score:.3f}"
+    if m.probability is not None:
+        text += f" · P(same photo) {m.probability:.1%}"
+    return text
+
+
+def _alt(view: GroupView, n: int, m: MemberView) -> str:
+    what = "kept copy" if m.kept else f"{m.relation or 'duplicate'}"
+    return (
+        f"Group {view.number}, image {n} ({what}): {os.path.basename(m.row.path)}, "
+        f"{m.facts.resolution} {m.facts.format}"
+    )
+
+
+def _member(view: GroupView, n: int, m: MemberView, thumb: Link, full: Link, interactive: bool) -> str:
+    name, folder = os.path.basename(m.row.path), os.path.dirname(m.row.path)
+    src = thumb(m.row)
+    attr = "data-src" if interactive else "src"
+    if src:
+        img = f'<img {attr}="{_e(src)}" alt="{_e(_alt(view, n, m))}" loading="lazy" width="320" height="240">'
+    else:
+        img = f'<p class="hint">{_e(name)} could not be read</p>'
+    href = full(m.row)
+    target = ' target="_blank" rel="noopener"' if interactive else ""
+    picture = f'<a class="thumb" href="{_e(href)}"{target}>{img}</a>' if href else img
+    badge = (
+        '<span class="badge keep">keep</span>'
+        if m.kept
+        else f'<span class="badge rel-{_e(m.relation or "copy")}">{_e(m.relation or "duplicate")}</span>'
+    )
+    rows = []
+    for key, label in FACT_LABELS.items():
+        differs = key in m.differs
+        cls = ' class="differs"' if differs else ""
+        note = '<span class="sr-only"> (differs from the kept copy)</span>' if differs else ""
+        rows.append(f"<dt>{label}</dt><dd{cls}>{_e(getattr(m.facts, key))}{note}</dd>")
+    if not m.kept:
+        rows.append(f"<dt>Similarity</dt><dd>{_e(_similarity(m))}</dd>")
+        rows.append(f"<dt>Kept because</dt><dd>{_e(m.reason or '')}</dd>")
+    actions = ""
+    if interactive:
+        pressed = "true" if m.kept else "false"
+        key = f" <kbd>{n}</kbd>" if n <= 9 else ""
+        actions = (
+            '<div class="member-actions">'
+            f'<button type="button" class="pick" data-id="{m.row.id}" aria-pressed="{pressed}">'
+            f"Keep this{key}</button>"
+            f'<button type="button" class="compare" data-id="{m.row.id}" data-full="{_e(href or "")}" '
+            f'data-name="{_e(name)}">Compare</button></div>'
+        )
+    return (
+        f'<li class="member{" kept" if m.kept else ""}" data-id="{m.row.id}"><div class="member-grid">'
+        f'{picture}<div class="member-info"><p class="member-title"><span class="num">{n}</span>{badge}</p>'
+        f'<p class="name">{_e(name)}</p><p class="folder">{_e(folder)}</p>'
+        f'<dl class="facts">{"".join(rows)}</dl>{actions}</div></div></li>'
+    )
+
+
+def group_html(view: GroupView, thumb: Link, full: Link, interactive: bool = False) -> str:
+    """One group as an HTML ``<section>``; ``thumb`` and ``full`` give each file's image URLs.
+
+    ``interactive`` adds the review page's buttons (and leaves image URLs in ``data-src``
+    for the page to complete with its token).
+    """
+    n = view.number
+    ids = ",".join(str(m.row.id) for m in view.members)
+    keep = view.keep
+    resolved = " resolved" if view.status else ""
+    status = f'<p class="group-status">{_e(view.status)}: {_e(view.note)}</p>' if view.status else ""
+    members = "".join(
+        _member(view, i, m, thumb, full, interactive) for i, m in enumerate(view.members, 1)
+    )
+    actions = ""
+    if interactive and not view.status:
+        actions = (
+            f'<div class="group-actions" role="group" aria-label="Actions for group {n}">'
+            '<button type="button" class="danger" data-act="trash">Trash duplicates <kbd>t</kbd></button>'
+            '<button type="button" data-act="move">Move duplicates <kbd>m</kbd></button>'
+            '<button type="button" data-act="ignore">Not duplicates <kbd>i</kbd></button>'
+            f'<label class="field">Batch <select class="plan" aria-label="Batch decision for group {n}">'
+            '<option value="">not reviewed</option><option value="trash">trash duplicates</option>'
+            '<option value="move">move duplicates</option><option value="ignore">not duplicates</option>'
+            '</select></label><span class="planned" aria-live="polite"></span></div>'
+        )
+    count = len(view.members)
+    return (
+        f'<section class="group{resolved}" id="group-{n}" data-number="{n}" data-members="{ids}" '
+        f'data-keep="{keep.row.id}" data-rules-keep="{view.rules_keep}" tabindex="-1" '
+        f'aria-labelledby="group-{n}-title">'
+        f'<div class="group-head"><h2 id="group-{n}-title">Group {n}</h2>'
+        f"<p>{count} images · keeping <span class=\"name\">{_e(os.path.basename(keep.row.path))}</span></p>"
+        f"{status}</div><ol class=\"members\">{members}</ol>{actions}</section>"
+    )
 
 
 def _thumb(row: FileRow, folder: Path) -> str | None:
@@ -36,44 +143,49 @@ def _thumb(row: FileRow, folder: Path) -> str | None:
     if not target.exists():
         try:
             data = thumbnail_jpeg(row.path, THUMB)
-        except ImageError:
+        except (ImageError, OSError):
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return f"thumbs/{name}"
 
 
-def _figure(row: FileRow, folder: Path, caption: str, keep: bool = False) -> str:
-    src = _thumb(row, folder)
-    img = f'<img loading="lazy" src="{src}" alt="">' if src else '<div class="missing">unreadable</div>'
-    size = f"{row.width}x{row.height}, {row.size / 1e6:.2f} MB"
-    taken = f", taken {row.captured_at:%Y-%m-%d %H:%M:%S}" if row.captured_at else ""
-    cls = ' class="keep"' if keep else ""
+def _file_uri(row: FileRow) -> str | None:
+    try:
+        return Path(row.path).as_uri()
+    except ValueError:
+        return None
+
+
+def page(title: str, body: str, head: str = "", summary: str = "") -> str:
+    """A complete page around ``body`` with the shared stylesheet inlined."""
     return (
-        f"<figure{cls}>{img}<figcaption>{caption}<br>{html.escape(printable(row.path))}<br>{size}{taken}"
-        "</figcaption></figure>"
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{stylesheet()}</style>{head}</head><body>"
+        f'<header class="top"><h1>{_e(title)}</h1><p class="summary">{summary}</p></header>'
+        f"<main>{body}</main></body></html>"
     )
 
 
-def write_html(groups: Sequence[Group], folder: Path, title: str) -> Path:
-    """Write ``folder/index.html`` (and ``folder/thumbs/``); returns the page's path."""
+def write_html(
+    groups: Sequence[Group], folder: Path, title: str, scoring: Scoring | None = None
+) -> Path:
+    """Write ``folder/index.html`` (and ``folder/thumbs/``); returns the page's path.
+    ``scoring`` adds P(same photo) on a calibrated index."""
     folder.mkdir(parents=True, exist_ok=True)
+    scoring = scoring or Scoring((1.0, 1.0))
     total = sum(len(g.duplicates) for g in groups)
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p>{len(groups)} groups, {total} duplicates. The kept image is outlined in green.</p>",
+    sections = [
+        group_html(group_view(n, g, scoring), lambda r: _thumb(r, folder), _file_uri)
+        for n, g in enumerate(groups, 1)
     ]
-    for n, g in enumerate(groups, 1):
-        figs = [_figure(g.keep, folder, "<b>keep</b>", keep=True)]
-        for d, why in zip(g.duplicates, g.reasons, strict=True):
-            caption = (
-                f'<span class="kind {d.kind}">{d.relation}</span> score {d.score:.4f}<br>'
-                f"kept one wins: {html.escape(why)}"
-            )
-            figs.append(_figure(d.row, folder, caption))
-        parts.append(f'<div class="group"><div>group {n}</div><div class="row">{"".join(figs)}</div></div>')
-    parts.append("</body></html>")
-    page = folder / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
-    return page
+    intro = (
+        '<p class="hint">The kept copy of each group is outlined and listed first; what differs '
+        "from it is marked ≠. Read-only: act on duplicates with <code>lookalike dupes --trash</code> "
+        "or <code>--move-to</code>, or review them in <code>lookalike serve</code> at /dupes.</p>"
+    )
+    summary = f"{len(groups)} groups, {total} duplicates"
+    out = folder / "index.html"
+    out.write_text(page(title, intro + "".join(sections), summary=summary), encoding="utf-8")
+    return out

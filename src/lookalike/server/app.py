@@ -26,6 +26,7 @@ from lookalike.images import ImageError, ImageFile, decode, is_image_name, thumb
 from lookalike.models import load_labels
 from lookalike.models.labels import top_k
 from lookalike.search import QueryResult
+from lookalike.server import review
 from lookalike.server.config import HostPolicy, ServerConfig
 from lookalike.server.guard import Guard
 from lookalike.server.inputs import Gate, check_pixels, media_type, read_json, read_upload, search_params
@@ -59,6 +60,7 @@ class Service:
         self.write_lock = threading.Lock()
         self.unsaved = 0  # changes written to the catalogue since the last FAISS checkpoint
         self.thumbs: dict[tuple[int, int], bytes] = {}
+        self.review = None  # the duplicate review (lookalike.server.review)
 
     def search(self, data: bytes, name: str, params: tuple, from_url: bool) -> dict:
         """One query through :meth:`Index.search`, as JSON with image URLs on each hit.
@@ -197,6 +199,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     def page() -> str:
         return resources.files("lookalike.web").joinpath("index.html").read_text(encoding="utf-8")
 
+    app.include_router(review.router(svc))
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
@@ -207,8 +211,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
 
     @app.post("/search")
     async def search(request: Request) -> dict:
-        """Nearest indexed images: multipart `image` upload, or JSON `{"url": ...}`
-        (`Content-Type: application/json`).
+        """Nearest indexed images: multipart `image` upload, or JSON `{"url": ...}` or
+        `{"id": <an indexed image's id>}` (`Content-Type: application/json`).
 
         Optional, as for `lookalike search`: `k` (1-100, default 10), `label`, `under` (one
         or more absolute folders), `since` and `until` (YYYY-MM-DD or ISO datetime, capture
@@ -220,11 +224,17 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         kind = media_type(request)
         if kind == "multipart/form-data":
             data, fields = await read_upload(request, cfg)
+            name = fields["filename"]
         elif kind == "application/json":
             fields = await read_json(request)
-            url = fields.get("url")
-            if not isinstance(url, str):
-                raise HTTPException(422, "the JSON body must have a 'url' string")
+            url, image_id = fields.get("url"), fields.get("id")
+            if image_id is not None and url is None:  # search by an indexed image
+                if type(image_id) is not int:
+                    raise HTTPException(422, "id must be an integer")
+                row = await run_in_threadpool(row_or_404, image_id)
+                data, name = await run_in_threadpool(Path(row.path).read_bytes), row.path
+            elif not isinstance(url, str):
+                raise HTTPException(422, "the JSON body must have a 'url' string or an image 'id'")
         else:
             raise HTTPException(415, "send multipart/form-data (an 'image' file) or application/json")
         params = search_params(fields)  # parameters first: no fetch for a bad request
@@ -237,8 +247,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
                     log.info("URL search refused or failed: %s", exc)
                     raise HTTPException(422, GENERIC) from None
         async with svc.decodes.slot():
-            name = url or fields["filename"]
-            return await run_in_threadpool(svc.search, data, name, params, url is not None)
+            return await run_in_threadpool(svc.search, data, url or name, params, url is not None)
 
     def row_or_404(image_id: int) -> FileRow:
         """An indexed image whose file is still the one indexed (same size and mtime):

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.server.config import HostPolicy, ServerConfig, split_host
 
-PUBLIC_PATHS = frozenset({"/", "/healthz"})  # no data: open even with a token
+PUBLIC_PATHS = frozenset({"/", "/dupes", "/healthz"})  # no data: open even with a token
+PUBLIC_PREFIX = "/static/"  # the pages' stylesheet and scripts
 TOKEN_IN_QUERY = re.compile(r"/images/[0-9]+(/thumbnail)?")  # image URLs, for <img src>
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and part headers beside the image
@@ -113,7 +114,7 @@ class Guard:
         return self.cfg.max_json_bytes
 
     def _authorised(self, method: str, path: str, headers: Headers, scope: Scope) -> bool:
-        if self.token is None or path in PUBLIC_PATHS:
+        if self.token is None or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX):
             return True
         given = bearer(headers)
         if not given and method in ("GET", "HEAD") and TOKEN_IN_QUERY.fullmatch(path):

@@ -191,7 +191,7 @@ def test_html_report(tmp_path, photo_dir, tf2_model):
     res = runner.invoke(app, ["dupes", "--html", str(out), "--index", str(index)])
     assert res.exit_code == 0 and "report written" in res.output
     page = (out / "index.html").read_text()
-    assert page.count("<figure") == 2 and "copy &lt;0&gt;.jpg" in page and "exact" in page
+    assert page.count("<li class=\"member") == 2 and "copy &lt;0&gt;.jpg" in page and "exact" in page
     thumbs = list((out / "thumbs").iterdir())
     assert len(thumbs) == 2 and all(f'src="thumbs/{t.name}"' in page for t in thumbs)
     assert "http" not in page  # nothing outside the folder

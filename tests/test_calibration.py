@@ -151,7 +151,7 @@ def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(
         attempts.append(1)
         raise ValueError("calibration failed: copies score no higher than other photos here")
 
-    monkeypatch.setattr(calibration, "fit", refuse)
+    monkeypatch.setattr(calibration, "gather", refuse)
     idx = Index(tmp_path / "index")
     idx.add([photo_dir / "sub"], model=str(tf2_model))  # 4 photos: tried, refused, recorded
     assert attempts == [1] and idx.manifest().calibration["failed_at"] == 4
@@ -177,18 +177,18 @@ def test_the_collections_own_copies_are_never_different_photo_examples(tmp_path,
     index = Index(tmp_path / "index")
     index.add([photos], model=str(tf2_model), calibrate=False)
     seen: dict = {}
-    real_fit = calibration.fit
+    real_fit = calibration.fit_examples
 
-    def spy(sample, embed, neighbours):
-        seen["negatives"] = neighbours([i for i, _, _ in sample], np.stack([v for _, _, v in sample]), 10)
-        seen["sample"] = sample
-        return real_fit(sample, embed, neighbours)
+    def spy(examples, neighbours, space=None):
+        seen["negatives"] = neighbours(examples.ids, examples.stored, 10)
+        seen["sample"] = list(zip(examples.ids, examples.stored, strict=True))
+        return real_fit(examples, neighbours, space)
 
-    monkeypatch.setattr(calibration, "fit", spy)
+    monkeypatch.setattr(calibration, "fit_examples", spy)
     index.calibrate(sample=8)
     with index.store() as store:
         known = store.catalogue.known()
-        for (fid, _, vector), negatives in zip(seen["sample"], seen["negatives"], strict=True):
+        for (fid, vector), negatives in zip(seen["sample"], seen["negatives"], strict=True):
             path = next(p for p, k in known.items() if k.id == fid)
             stem = path.rsplit("/", 1)[1].split("-")[0].split(".")[0]
             copies = [k.id for p, k in known.items() if p.rsplit("/", 1)[1].startswith(stem) and k.id != fid]

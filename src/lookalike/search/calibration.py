@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from lookalike import colour
 from lookalike.errors import CalibrationError
+from lookalike.search import metric
 
 if TYPE_CHECKING:
     from lookalike.storage.catalogue import FileRow
@@ -96,6 +97,7 @@ class Calibration:
     positives: int
     negatives: int
     photos: int
+    space: str = "cosine"  # what was fitted: the raw "cosine", or "whitened" (see search.metric)
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
         z = self.a * np.asarray(cosine, np.float64) + self.b
@@ -124,7 +126,10 @@ class Calibration:
         (from older versions) a curve that falls with cosine."""
         if not d or "a" not in d:
             return None
-        cal = cls(**{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")})
+        cal = cls(
+            **{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")},
+            space=d.get("space", "cosine"),
+        )
         return cal if cal.usable else None
 
 
@@ -162,57 +167,85 @@ def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7)
     return float(theta[0]), float(theta[1])
 
 
-def fit(
-    sample: list[tuple[int, bytes, np.ndarray]],
-    embed: Callable[[list[bytes]], np.ndarray],
-    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
-) -> Calibration:
-    """Fit on ``sample``: (id, file bytes, stored vector) of indexed photos.
+@dataclass
+class Examples:
+    """Raw vectors of sampled photos (``stored``, as indexed) and of their edited copies
+    (``copies``, each of ``stored[owner]``): embedded once, scored in any space."""
 
-    ``embed`` gives unit vectors of image bytes (as the index makes them); ``neighbours``
-    gives, per (id, vector), the cosines of its nearest indexed photos of other content.
-    """
-    positives: list[float] = []
-    usable = []
-    for item in sample:
+    ids: list[int]
+    stored: np.ndarray
+    copies: np.ndarray
+    owner: np.ndarray
+
+
+Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores are cosines of
+
+
+def gather(
+    sample: list[tuple[int, bytes, np.ndarray]], embed: Callable[[list[bytes]], np.ndarray]
+) -> Examples:
+    """Embed the edits of ``sample``: (id, file bytes, stored vector) of indexed photos."""
+    ids, stored, copies, owner = [], [], [], []
+    for fid, data, vector in sample:
         try:
-            copies = edited_copies(item[1])
+            edits = edited_copies(data)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue  # a file that decodes no more (truncated since, ...): not an example
-        positives.extend((embed(copies) @ item[2]).tolist())
-        usable.append(item)
-    if len(usable) < MIN_SAMPLE:
+        vectors = embed(edits)
+        owner.extend([len(ids)] * len(vectors))
+        ids.append(fid)
+        stored.append(vector)
+        copies.append(vectors)
+    if len(ids) < MIN_SAMPLE:
         raise CalibrationError(
-            f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(usable)}"
+            f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
         )
-    stored = np.stack([v for _, _, v in usable])
-    negatives = [s for row in neighbours([i for i, _, _ in usable], stored, NEIGHBOURS) for s in row]
+    return Examples(ids, np.stack(stored), np.concatenate(copies), np.array(owner, np.int64))
+
+
+def fit_examples(
+    examples: Examples,
+    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
+    space: Space | None = None,
+) -> Calibration:
+    """Fit on ``examples``, scored in ``space`` (None: the raw cosine); ``neighbours``
+    gives, per (id, raw vector), the scores (in that space) of its nearest indexed photos
+    of other content."""
+    mapped = space or (lambda v: v)
+    stored, copies = mapped(examples.stored), mapped(examples.copies)
+    positives = np.einsum("ij,ij->i", copies, stored[examples.owner])
+    negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS) for s in row]
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
-    a, b = fit_logistic(np.array(positives), np.array(negatives))
+    a, b = fit_logistic(positives, np.array(negatives))
     if not a > 0:  # a falling curve would call the least similar pairs copies
         raise CalibrationError(
             f"calibration failed: copies score no higher than other photos here (edited copies: median "
             f"cosine {np.median(positives):.3f}; nearest other photos: {np.median(negatives):.3f}), so "
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
         )
-    return Calibration(a, b, len(positives), len(negatives), len(usable))
+    kind = "cosine" if space is None else "whitened"
+    return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind)
 
 
-def calibrate_store(
-    store: Store, embed: EmbedBytes, sample: int = DEFAULT_SAMPLE, seed: int = 0
+def fit(
+    sample: list[tuple[int, bytes, np.ndarray]],
+    embed: Callable[[list[bytes]], np.ndarray],
+    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
 ) -> Calibration:
-    """Fit the calibration of ``store`` on up to ``sample`` of its photos and record it.
+    """Fit on ``sample`` (see :func:`gather`) in the raw cosine."""
+    return fit_examples(gather(sample, embed), neighbours)
 
-    Photos are drawn at random (``seed``) among those still readable and unchanged since
-    they were indexed (same SHA-256), so an edit compares with the vector stored for it;
-    a photo's "different photo" examples are its nearest neighbours that are not copies
-    of it (see :func:`_own_copy`).
-    ``embed`` embeds image bytes as the index does (its model and descriptor).
-    """
+
+CANDIDATES = 50  # raw nearest neighbours re-scored in a learned space for "different photo" examples
+
+
+def _pick(store: Store, sample: int, seed: int) -> list[tuple[int, bytes, np.ndarray]]:
+    """Up to ``sample`` photos at random (``seed``), still readable and unchanged since
+    they were indexed (same SHA-256), so an edit compares with the vector stored for it."""
     known = store.catalogue.known().items()
     rows = [(k.id, path, k.content_hash) for path, k in known if k.status == "ok"]
-    picked: list[tuple[int, bytes, str | None]] = []
+    picked: list[tuple[int, bytes]] = []
     for i in np.random.default_rng(seed).permutation(len(rows)):  # unreadable files are skipped
         fid, path, digest = rows[i]
         try:
@@ -220,37 +253,74 @@ def calibrate_store(
         except OSError:
             continue
         if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-            continue  # changed since it was indexed: its edits are not copies of the stored vector
-        picked.append((fid, data, digest))
+            continue
+        picked.append((fid, data))
         if len(picked) == sample:
             break
-    ids, vecs = store.catalogue.load_vectors([fid for fid, _, _ in picked])
+    ids, vecs = store.catalogue.load_vectors([fid for fid, _ in picked])
     vector_of = dict(zip(ids.tolist(), vecs, strict=True))
-    picked = [p for p in picked if p[0] in vector_of]
+    return [(fid, data, vector_of[fid]) for fid, data in picked if fid in vector_of]
 
+
+def _neighbours(store: Store, space: Space | None):
+    """Per (id, raw vector): scores in ``space`` of its nearest indexed photos that are not
+    copies of it (see :func:`_own_copy`), among its raw nearest :data:`CANDIDATES`."""
+    mapped = space or (lambda v: v)
+
+    def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
+        _, found = store.vectors.search(vectors, CANDIDATES)
+        ids, raw = store.catalogue.load_vectors(np.unique(found[found >= 0]))
+        at = {int(i): n for n, i in enumerate(ids)}
+        scores = mapped(vectors) @ mapped(raw).T if len(ids) else np.zeros((len(fids), 0))
+        rows = store.catalogue.rows(set(at) | set(fids))
+        out = []
+        for q, (row_i, fid) in enumerate(zip(found, fids, strict=True)):
+            me = rows.get(fid)
+            cand = sorted(
+                ((float(scores[q, at[int(i)]]), int(i)) for i in row_i if int(i) in at), reverse=True
+            )
+            others = [sc for sc, i in cand if (them := rows.get(i)) is not None and not _own_copy(me, them)]
+            out.append(others[:k])
+        return out
+
+    return neighbours
+
+
+def calibrate_store(
+    store: Store, embed: EmbedBytes, sample: int = DEFAULT_SAMPLE, seed: int = 0
+) -> Calibration:
+    """Learn the collection's similarity and fit P(same photo) in it; record both.
+
+    The whitening (:mod:`lookalike.search.metric`) is learned from every stored vector once
+    the index holds :data:`~lookalike.search.metric.MIN_VECTORS`; the calibration is
+    fitted on up to ``sample`` photos (see :func:`_pick`): their edits are "same photo"
+    examples, their nearest neighbours that are not copies of them "different photo" ones.
+    When the whitened scores cannot be calibrated, the raw cosine is (and recorded so).
+    ``embed`` embeds image bytes as the index does (its model and descriptor).
+    """
+    examples = gather(_pick(store, sample, seed), _decodable(embed))
+    n = store.vectors.ntotal
+    whitening = None
+    if n >= metric.MIN_VECTORS:
+        ids = store.catalogue.vector_ids()
+        whitening = metric.learn((v for _, v in store.catalogue.iter_vectors(ids)), len(ids), seed)
+        try:
+            cal = fit_examples(examples, _neighbours(store, whitening.apply), whitening.apply)
+        except CalibrationError as exc:
+            log.warning("learned similarity not used: %s", exc)
+            whitening = None
+    if whitening is None:
+        cal = fit_examples(examples, _neighbours(store, None))
+    store.set_learned(whitening, cal.to_dict(), n)
+    return cal
+
+
+def _decodable(embed: EmbedBytes) -> Callable[[list[bytes]], np.ndarray]:
     def embed_decodable(datas: list[bytes]) -> np.ndarray:
         vectors, errors = embed(datas)
         return vectors[: len(datas) - sum(e is not None for e in errors)]
 
-    rows_of = store.catalogue.rows(vector_of)
-
-    def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
-        scores, found = store.search(vectors, 2 * k + 5)
-        rows = store.catalogue.rows(set(found[found >= 0].tolist()))
-        out = []
-        for row_s, row_i, fid in zip(scores, found, fids, strict=True):
-            me = rows_of.get(fid)
-            other = [
-                float(sc)
-                for sc, i in zip(row_s, row_i, strict=True)
-                if i >= 0 and (them := rows.get(int(i))) is not None and not _own_copy(me, them)
-            ]
-            out.append(other[:k])
-        return out
-
-    cal = fit([(fid, data, vector_of[fid]) for fid, data, _ in picked], embed_decodable, neighbours)
-    store.set_calibration(cal.to_dict())
-    return cal
+    return embed_decodable
 
 
 SAME_PICTURE_CHROMA, SAME_PICTURE_LAYOUT = 0.1, 0.9  # thumbnails this alike: a copy, whatever its cosine
@@ -271,22 +341,26 @@ def _own_copy(me: FileRow | None, them: FileRow) -> bool:
 
 
 def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
-    """The calibration an index makes of itself at the end of an indexing run.
+    """The learning and calibration an index makes of itself at the end of an indexing run.
 
     Once it holds :data:`AUTO_CALIBRATE` photos and has no usable calibration, whatever
     the run indexed (one killed during the calibration resumes with nothing to index,
-    and must calibrate still); a refusal is logged and recorded, and tried again
-    only when the index has doubled.
+    and must calibrate still), and again whenever the collection grew or shrank enough
+    for its learned similarity to be out of date (:func:`lookalike.search.metric.due`).
+    A refusal is logged and recorded, and tried again only when the index has doubled.
     """
     state = store.manifest.calibration or {}
     n = store.vectors.ntotal
-    if Calibration.from_dict(state) is not None:
+    calibrated = Calibration.from_dict(state) is not None
+    learned_on = (store.manifest.learned or {}).get("vectors")
+    if calibrated and not metric.due(learned_on, n):
         return None
-    if n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
+    if not calibrated and n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
         return None
     try:
         return calibrate_store(store, embed, AUTO_SAMPLE, 0)
     except (ValueError, OSError) as exc:  # CalibrationError, or the files changed meanwhile
         log.warning("score calibration skipped: %s", exc)
-        store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
+        if not calibrated:
+            store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
         return None

@@ -71,7 +71,8 @@ def presets_for(model_source: str, calibration: Calibration | None = None) -> tu
     """The presets for a model and what they rest on: ``measured`` on its family, else
     ``calibrated`` (probability levels through the index's calibration), else ``unmeasured``."""
     name = model_source.lower()
-    if any(family in name for family in MEASURED_FAMILIES):
+    learned = calibration is not None and calibration.space != "cosine"  # scores in a learned space
+    if any(family in name for family in MEASURED_FAMILIES) and not learned:
         return PRESETS, "measured"
     if calibration is None or not calibration.usable:
         return PRESETS, "unmeasured"
@@ -269,6 +270,8 @@ def find_duplicates(
     if view is None:
         view = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
     ids, vectors = view
+    if store.metric is not None:  # scores in the collection's learned space, as search gives them
+        vectors = store.metric.apply(vectors)
     in_snapshot = set(ids.tolist())  # the catalogue may have moved on meanwhile: keep to these vectors
     same = store.catalogue.same_content_pairs()
     edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}

@@ -126,6 +126,10 @@ class Catalogue:
             elif row.value != value:
                 row.value = value
 
+    def delete_meta(self, key: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(Meta).where(Meta.key == key))
+
     def initialise(self) -> None:
         """A writer's first-time state: the generation counter and the catalogue's id
         (a catalogue made before ids existed is marked: its checkpoints are untagged)."""

@@ -22,22 +22,29 @@ EXACT_SUBSET = 10_000  # filters leaving fewer ids are scored exactly from the r
 def search(
     store: Store, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (cosine, id) per query among ``allowed`` ids (None: all), padded with -1 ids."""
+    """Top-k (score, id) per query among ``allowed`` ids (None: all), padded with -1 ids.
+
+    The score is the cosine, in the collection's learned space when it has one
+    (:attr:`Store.metric`): FAISS holds the raw vectors and proposes candidates, which
+    are then scored exactly from the catalogue's raw vectors, whitened."""
     queries = np.ascontiguousarray(queries, np.float32)
     index = store.vectors
     spec = index.spec
+    metric = store.metric
+    space = (lambda v: v) if metric is None else metric.apply  # where scores are cosines
     nprobe = None
     if spec.kind != "flat" and allowed is not None:
         if len(allowed) <= EXACT_SUBSET:
             ids, raw = store.catalogue.load_vectors(allowed)
-            return top_k(queries @ raw.T, ids, k)
+            return top_k(space(queries) @ space(raw).T, ids, k)
         boost = max(1.0, index.ntotal / max(len(allowed), 1))  # more lists: as many allowed seen
         nprobe = min(spec.nlist, int((index.nprobe or index.default_nprobe()) * boost))
-    if index.exact:
+    if index.exact and metric is None:
         return index.search(queries, k, allowed, nprobe)
     _, cand = index.search(queries, max(RERANK_MIN, RERANK_FACTOR * k), allowed, nprobe)
     ids, raw = store.catalogue.load_vectors(np.unique(cand[cand >= 0]))
     where = {int(i): n for n, i in enumerate(ids)}
+    raw, queries = space(raw), space(queries)
     scores = np.full(cand.shape, -np.inf, np.float32)
     for q, row in enumerate(cand):
         keep = [(j, where[int(i)]) for j, i in enumerate(row) if int(i) in where]

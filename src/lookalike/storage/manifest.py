@@ -54,6 +54,7 @@ class Manifest:
     database: str | None = None  # where the catalogue lives, when not in the folder (no password)
     vector_index: IndexSettings | None = None  # None: never set (defaults apply)
     calibration: dict | None = None  # see lookalike.search.calibration
+    learned: dict | None = None  # the collection's whitening: version, vectors (see search.metric)
     extra: dict = field(default_factory=dict)  # keys written by newer releases, kept as they are
 
     @classmethod
@@ -91,6 +92,8 @@ class Manifest:
             out["vector_index"] = self.vector_index.to_dict()
         if self.calibration is not None:
             out["calibration"] = self.calibration
+        if self.learned is not None:
+            out["learned"] = self.learned
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
 
@@ -121,6 +124,7 @@ class Manifest:
             database=d.get("database"),
             vector_index=IndexSettings.from_dict(d["vector_index"]) if "vector_index" in d else None,
             calibration=d.get("calibration"),
+            learned=d.get("learned"),
             extra={k: v for k, v in d.items() if k not in known},
         )
 

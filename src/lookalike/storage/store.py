@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
@@ -30,6 +31,7 @@ from lookalike.errors import (
     IndexNotFound,
     IndexSettingsError,
     ReadOnlyIndex,
+    StoreError,
 )
 from lookalike.fsutil import atomic_write_text, remove_temporaries
 from lookalike.images import ImageFile
@@ -50,6 +52,9 @@ from lookalike.storage.vectors import (
     outgrown,
     remove_stale_temporaries,
 )
+
+if TYPE_CHECKING:
+    from lookalike.search.metric import Whitening
 
 
 class Store:
@@ -129,6 +134,7 @@ class Store:
         if self.writable:  # an interrupted checkpoint's predecessor (the next save may be far off)
             VectorIndex.remove_superseded(self.directory, self.catalogue_id or "", self._untagged)
         self._vectors: VectorIndex | None = None  # loaded on first use: it can be gigabytes
+        self._metric: Whitening | None = None
         self._dirty = False
         if sync:
             self.sync_vectors()
@@ -349,6 +355,39 @@ class Store:
         self.require_writable()
         self.manifest.calibration = calibration
         self._save_manifest()
+
+    @property
+    def metric(self) -> Whitening | None:
+        """The similarity learned on this collection (see :mod:`lookalike.search.metric`),
+        applied to vectors before they are scored; None: plain cosine."""
+        version = (self.manifest.learned or {}).get("whitening")
+        if version is None:
+            return None
+        if self._metric is None or self._metric.version != version:
+            text = self.catalogue.meta(f"whitening:{version}")
+            if text is None:
+                raise StoreError(f"{self.location.name}: learned whitening {version} is missing; "
+                                   "run `lookalike calibrate` to learn it again")  # fmt: skip
+            from lookalike.search.metric import Whitening  # search builds on storage
+
+            self._metric = Whitening.from_text(text)
+        return self._metric
+
+    def set_learned(self, whitening: Whitening | None, calibration: dict | None, vectors: int) -> None:
+        """Record a new learned similarity (None: plain cosine, e.g. refused) for a collection
+        of ``vectors``, with the calibration fitted in it, in one manifest write (the matrix
+        is stored first under its own key, the old one dropped after)."""
+        self.require_writable()
+        old = (self.manifest.learned or {}).get("whitening")
+        if whitening is not None:
+            self.catalogue.set_meta(f"whitening:{whitening.version}", whitening.to_text())
+        version = None if whitening is None else whitening.version
+        self.manifest.learned = {"whitening": version, "vectors": vectors}
+        self.manifest.calibration = calibration
+        self._save_manifest()
+        self._metric = whitening
+        if old is not None and (whitening is None or old != whitening.version):
+            self.catalogue.delete_meta(f"whitening:{old}")
 
     # --- reads that need both halves ----------------------------------------------------
 

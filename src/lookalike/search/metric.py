@@ -1,0 +1,106 @@
+"""A similarity learned on the collection itself: PCA whitening of its vectors.
+
+Raw MobileNet vectors share a few dominant directions (what most photos have in common),
+so two different pictures of one kind (the same design in two colours, two shots of a
+beach) already score high. Whitening with the collection's own statistics (centre on
+its mean, rotate onto its principal axes, scale each axis to unit variance, then
+normalise) spreads what the collection has in common, so a score means "as alike as
+copies are" in this collection, not "alike as photos go". It is the unsupervised half of
+Radenović et al.'s learned whitening (Fine-tuning CNN Image Retrieval with No Human
+Annotation, TPAMI 2018) and of Jégou and Chum's "negative evidences" whitening.
+
+Measured with bench/lookalikes.py (look-alikes as hard negatives, 1,130 indexed
+pictures): best pairwise F1 0.763 -> 0.838 and recall@1 0.952 -> 0.957 over the raw
+cosine (the supervised variant from generated edits lifted recall@1 as much but F1 only
+to 0.78; adding back part of the raw cosine kept recall and lost F1; see the README).
+
+The raw vectors stay in the catalogue and in FAISS; the whitening is a small matrix
+(dim x dim) kept with the index (:meth:`Whitening.to_text`) and applied when scores are
+computed. :func:`due` is the policy for learning it again as the collection changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_VECTORS = 200  # fewer photos estimate a 1024-d covariance too poorly to help
+SAMPLE = 50_000  # vectors the covariance is estimated from (ample for up to 1280 dims)
+SHRINK = 0.05  # added to every variance, as a share of the mean one: tames the smallest axes
+RELEARN_RATIO = 1.5  # learn again once the collection grew (or shrank) by this factor
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """x -> unit(P^T (x - mean)); ``vectors``: the collection's size when it was learned."""
+
+    mean: np.ndarray  # (dim,)
+    projection: np.ndarray  # (dim, rank)
+    vectors: int
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Unit vectors of ``x`` (rows) in the whitened space, float32."""
+        y = (np.asarray(x, np.float32) - self.mean) @ self.projection
+        norms = np.linalg.norm(y, axis=1, keepdims=True)
+        return np.ascontiguousarray(y / np.maximum(norms, 1e-12), np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def to_text(self) -> str:
+        """Compact text (base64 of a compressed .npz) for the catalogue's key/value table."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, mean=self.mean, projection=self.projection, vectors=np.int64(self.vectors))
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    @classmethod
+    def from_text(cls, text: str) -> Whitening:
+        with np.load(io.BytesIO(base64.b64decode(text))) as d:
+            return cls(d["mean"].astype(np.float32), d["projection"].astype(np.float32), int(d["vectors"]))
+
+    @property
+    def version(self) -> str:
+        """A short content hash: the key it is stored under, named by the manifest."""
+        h = hashlib.sha256(self.mean.tobytes())
+        h.update(self.projection.tobytes())
+        return h.hexdigest()[:16]
+
+
+def learn(chunks: Iterable[np.ndarray], total: int, seed: int = 0) -> Whitening:
+    """The whitening of a collection of ``total`` vectors, given as row chunks (so a large
+    collection is never held twice); estimated on up to :data:`SAMPLE` of them."""
+    rng = np.random.default_rng(seed)
+    keep = min(total, SAMPLE)
+    chosen = np.zeros(total, bool)
+    chosen[rng.choice(total, keep, replace=False)] = True
+    picked, at = [], 0
+    for chunk in chunks:
+        picked.append(np.asarray(chunk, np.float64)[chosen[at : at + len(chunk)]])
+        at += len(chunk)
+    x = np.concatenate(picked)
+    if len(x) < 2:
+        raise ValueError("whitening needs at least two vectors")
+    mean = x.mean(axis=0)
+    cov = np.cov((x - mean).T)
+    variances, axes = np.linalg.eigh(cov)
+    variances, axes = variances[::-1], axes[:, ::-1]
+    rank = int(np.sum(variances > 1e-6 * variances[0]))  # axes the sample spans
+    variances, axes = variances[:rank], axes[:, :rank]
+    projection = axes / np.sqrt(variances + SHRINK * variances.mean())
+    return Whitening(mean.astype(np.float32), projection.astype(np.float32), total)
+
+
+def due(learned_on: int | None, vectors: int) -> bool:
+    """Whether to learn the whitening (again): never learned and :data:`MIN_VECTORS`
+    reached, or the collection grew or shrank by :data:`RELEARN_RATIO` since."""
+    if vectors < MIN_VECTORS:
+        return False
+    if not learned_on:
+        return True
+    return vectors >= RELEARN_RATIO * learned_on or vectors * RELEARN_RATIO <= learned_on

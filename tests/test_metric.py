@@ -1,0 +1,96 @@
+"""The similarity learned on the collection (PCA whitening): math, storage, and relearning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.api import Index
+from lookalike.search import calibration, metric
+from lookalike.search.metric import Whitening, due, learn
+from tests.conftest import make_photo
+
+
+def _collection(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """Unit vectors sharing one dominant direction, as CNN features of photos do."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)) * np.linspace(3.0, 0.1, dim) + 8.0 * np.eye(dim)[0]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_whitened_collection_has_no_dominant_direction():
+    x = _collection(2000)
+    w = learn(np.array_split(x, 7), len(x))
+    y = (x - w.mean) @ w.projection
+    variances = y.var(axis=0)
+    assert variances.max() <= 1.01 and np.allclose(variances[:16], 1.0, rtol=0.1)  # strong axes evened
+    assert variances[-1] > 0.05  # the weakest axes are shrunk, not blown up
+    assert np.allclose(np.linalg.norm(w.apply(x), axis=1), 1.0, atol=1e-5)
+    raw_mean_cos = float((x @ x.T).mean())
+    white = w.apply(x)
+    assert raw_mean_cos > 0.3 and abs(float((white @ white.T).mean())) < 0.02  # unrelated pairs: ~0
+
+
+def test_fewer_vectors_than_dimensions_learns_on_the_axes_they_span():
+    x = _collection(10, dim=64)
+    w = learn([x], len(x))
+    assert w.projection.shape[1] <= 9  # no axis of zero variance is blown up
+    q = _collection(3, dim=64, seed=9)
+    out = w.apply(q)
+    assert np.all(np.isfinite(out)) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_text_round_trip_keeps_the_matrix_and_version():
+    w = learn([_collection(300)], 300)
+    back = Whitening.from_text(w.to_text())
+    assert back.version == w.version and back.vectors == 300
+    assert np.array_equal(back.projection, w.projection) and np.array_equal(back.mean, w.mean)
+
+
+@pytest.mark.parametrize(
+    ("learned_on", "now", "expected"),
+    [(None, 199, False), (None, 200, True), (1000, 1400, False), (1000, 1500, True), (1000, 666, True),
+     (1000, 700, False), (1000, 100, False)],
+)  # fmt: skip
+def test_relearning_policy(learned_on, now, expected):
+    assert due(learned_on, now) is expected
+
+
+def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_model, monkeypatch):
+    monkeypatch.setattr(metric, "MIN_VECTORS", 8)
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
+    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    first = index.manifest()
+    assert first.learned["vectors"] == 10 and first.calibration["space"] == "whitened"
+    version = first.learned["whitening"]
+    assert version is not None
+    with index.store() as store:
+        learned = store.metric
+        ids, raw = store.catalogue.load_vectors(store.catalogue.vector_ids())
+        assert learned is not None and learned.version == version
+    hits = index.search([photos / "p3.jpg"], k=3)[0].hits  # scores are cosines in the whitened space
+    expected = learned.apply(raw) @ learned.apply(raw[[list(ids).index(hits[0].id)]])[0]
+    assert hits[0].path.endswith("p3.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[1].score == pytest.approx(float(np.sort(expected)[-2]), abs=1e-5)
+
+    for i in range(10, 14):  # x1.4: not enough to learn again
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index.add([photos])
+    assert index.manifest().learned == first.learned
+
+    for i in range(14, 16):  # x1.6 since learning: learned again, and recalibrated in it
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index.add([photos])
+    after = index.manifest()
+    assert after.learned["vectors"] == 16
+    assert after.learned["whitening"] not in (None, version)
+    with index.store() as store:  # the old matrix is dropped, the new one readable
+        assert store.catalogue.meta(f"whitening:{version}") is None
+        assert store.metric.version == after.learned["whitening"]
+    assert after.calibration != first.calibration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 import socket
 import threading
@@ -46,6 +47,11 @@ def live_server(tmp_path, photo_dir, tf2_model):
     thread.join(timeout=10)
 
 
+def _status_is(page, text: str) -> None:
+    script = f"document.getElementById('status').textContent.startsWith({text!r})"
+    page.wait_for_function(script, timeout=30_000)
+
+
 def _first_result(page) -> str:
     page.wait_for_selector(".hit .path", timeout=30_000)
     return page.locator(".hit .path").first.inner_text()
@@ -62,8 +68,8 @@ def test_pick_and_drop_an_image_see_its_duplicate_first(live_server, tmp_path):
         page.set_input_files("#file", str(query))
         assert _first_result(page) == str(photos / "photo4.jpg")
         assert page.locator(".hit").count() == 8
-        score = float(page.locator(".hit .score").first.inner_text())
-        assert score > 0.98
+        score = float(page.locator(".hit .score").first.get_attribute("data-score"))
+        assert score > 0.98 and page.locator(".hit .score").first.inner_text().startswith("similarity ")
         page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")  # thumbnail
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
@@ -95,7 +101,10 @@ def test_non_image_shows_an_error(live_server, tmp_path):
         page.goto(url)
         page.set_input_files("#file", str(bad))
         page.wait_for_selector("#status.error", timeout=30_000)
-        assert "not a usable image" in page.locator("#status").inner_text()
+        assert "Could not search with “notes.jpg”: not a usable image" in page.locator("#status").inner_text()
+        assert page.locator("#query img").count() == 0  # no broken image icon
+        page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x"}])
+        page.wait_for_function("document.getElementById('status').textContent.includes('is not an image')")
         browser.close()
 
 
@@ -103,27 +112,24 @@ def test_folder_and_date_filters_restrict_the_results(live_server):
     url, photos = live_server
     sub = str(photos / "sub")
 
-    def status_is(page, text: str) -> None:
-        page.wait_for_function(f"document.getElementById('status').textContent === {text!r}", timeout=30_000)
-
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()
         page.goto(url)
         page.fill("#under", sub)  # a folder filter, set before choosing the image
         page.set_input_files("#file", str(photos / "photo0.jpg"))
-        status_is(page, "4 results")
+        _status_is(page, "4 results")
         found = page.locator(".hit .path").all_inner_texts()
         assert len(found) == 4 and all(f.startswith(sub + "/") for f in found)
         page.fill("#under", "")
         page.fill("#since", "2999-01-01")  # changing a date searches again
         page.click("#filters button[type=submit]")
-        status_is(page, "0 results")
+        _status_is(page, "0 results")
         assert page.locator(".hit").count() == 0
         page.fill("#since", "")
         page.fill("#until", "2999-01-01")
         page.click("#filters button[type=submit]")
-        status_is(page, "8 results")
+        _status_is(page, "8 results")
         assert _first_result(page) == str(photos / "photo0.jpg")
         browser.close()
 
@@ -160,3 +166,59 @@ def test_another_sites_page_can_neither_search_nor_index(tmp_path, photo_dir, tf
             browser.close()
         assert canary.seen == []  # the text/plain form did not make the server fetch
         assert httpx.get(f"{base}/stats").json()["files"] == 8  # the no-cors upload was not indexed
+
+
+def test_keyboard_paste_url_and_search_by_a_result(tmp_path, photo_dir, tf2_model):
+    """The picker is reached by keyboard, a pasted image and a URL are searched, a result
+    is searched by with a click; the page says what the index is and asks for no token
+    a loopback server does not need."""
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    buf = io.BytesIO()
+    Image.open(photo_dir / "photo6.jpg").save(buf, "PNG")
+    cfg = ServerConfig(index=index, allow_private_urls=True)  # the URL is served on loopback
+    served = Hostile(serve_bytes(buf.getvalue(), "image/png"))
+    with served as source, live_app(cfg) as base, playwright.sync_playwright() as p:
+        image_url = source.url + "/photo6.png"
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(base)
+        page.wait_for_function("document.getElementById('summary').textContent.includes('8 images')")
+        assert "model tiny_tf2" in page.locator("#summary").inner_text()
+        assert page.locator("#token").is_hidden()
+        page.keyboard.press("Tab")  # skip link
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")  # past the two page links: the picker
+        assert page.evaluate("document.activeElement.id") == "choose"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(photo_dir / "sub" / "photo3.jpg"))
+        assert _first_result(page) == str(photo_dir / "sub" / "photo3.jpg")
+
+        page.evaluate(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "image.png", { type: "image/png" }));
+                document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt }));
+            }""",
+            base64.b64encode(buf.getvalue()).decode(),
+        )
+        page.wait_for_function(
+            f"document.querySelector('.hit .path')?.textContent === {str(photo_dir / 'photo6.jpg')!r}"
+        )
+        page.fill("#url", image_url)
+        page.click("#by-url button")
+        _status_is(page, "8 results for " + image_url)
+        assert _first_result(page) == str(photo_dir / "photo6.jpg")
+        meta = page.locator(".hit .meta").first.inner_text()
+        assert meta.startswith("copy") or meta.startswith("exact")
+        second = page.locator(".hit .path").nth(1).inner_text()
+        page.locator(".hit .again").nth(1).click()  # search by the second result
+        _status_is(page, "8 results for " + os.path.basename(second))
+        assert _first_result(page) == second
+        assert page.locator(".hit .meta").first.inner_text().startswith("exact")
+        alts = page.locator(".hit img").evaluate_all("(imgs) => imgs.map((i) => i.alt)")
+        assert all(a.startswith("Result ") and ".jpg" in a for a in alts)
+        browser.close()

@@ -38,6 +38,11 @@ def _e(text: object) -> str:
     return html.escape(printable(str(text)) if isinstance(text, str) else str(text), quote=True)
 
 
+def _folder(path: str) -> str:
+    """A folder path, escaped, that may break after each slash (not inside names)."""
+    return "/<wbr>".join(_e(part) for part in path.split("/"))
+
+
 def _similarity(m: MemberView) -> str:
     if m.score is None:
         return "unknown"
@@ -94,7 +99,7 @@ def _member(view: GroupView, n: int, m: MemberView, thumb: Link, full: Link, int
     return (
         f'<li class="member{" kept" if m.kept else ""}" data-id="{m.row.id}"><div class="member-grid">'
         f'{picture}<div class="member-info"><p class="member-title"><span class="num">{n}</span>{badge}</p>'
-        f'<p class="name">{_e(name)}</p><p class="folder">{_e(folder)}</p>'
+        f'<p class="name">{_e(name)}</p><p class="folder">{_folder(folder)}</p>'
         f'<dl class="facts">{"".join(rows)}</dl>{actions}</div></div></li>'
     )
 

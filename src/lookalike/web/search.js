@@ -90,8 +90,12 @@ function hitCard(hit, n) {
   if (hit.labels && hit.labels.length) parts.push(hit.labels.slice(0, 3).join(", "));
   meta.textContent = parts.join(" · ");
   const path = document.createElement("p");
-  path.className = "path";
-  path.textContent = hit.path;
+  path.className = "path";  // its folders may break after a slash, the name is in bold
+  const parts = hit.path.split("/");
+  parts.forEach((part, i) => {
+    if (i === parts.length - 1) path.append(Object.assign(document.createElement("b"), { textContent: part }));
+    else path.append(part + "/", document.createElement("wbr"));
+  });
   const links = document.createElement("p");
   links.className = "links";
   const full = document.createElement("a");

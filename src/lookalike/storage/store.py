@@ -315,10 +315,24 @@ class Store:
         return True
 
     def rebuild_index(self, spec: IndexSpec | None = None) -> IndexSpec:
-        """Build the FAISS index afresh from the catalogue's vectors (trained on a sample)."""
+        """Build the FAISS index afresh from the catalogue's vectors (trained on a sample).
+
+        A writer lets go of its current index first: the catalogue holds every vector and
+        the last checkpoint stays on disk until the new one replaces it, so the memory peak
+        is one index plus the training sample, not two indexes. Should the build fail, the
+        index it had is built again, as it was, from the catalogue."""
         ids = self.catalogue.vector_ids()
         spec = spec or self.desired_spec(len(ids))
-        index = self._build(spec, ids)
+        before = None if self._vectors is None else self._vectors.spec
+        if self.writable:
+            self._vectors = None
+        try:
+            index = self._build(spec, ids)
+        except BaseException:
+            if self._vectors is None and before is not None:
+                self.vectors = self._build(before, ids)
+                self.vectors.generation, self._dirty = self.generation(), True
+            raise
         index.generation = self.generation()
         self.vectors = index
         self._dirty = True

@@ -349,13 +349,13 @@ class Review:
             start += n
 
     def summary(self, preset: str = "copies") -> dict:
-        """Counts of the groups: all, their duplicates, and those acted on."""
+        """Counts of the groups: all, their duplicates, those acted on; steps to undo."""
         with self._lock:
             slots = self._current(preset).slots
             return {
                 "preset": preset, "total": len(slots),
                 "duplicates": sum(len(s.group.duplicates) for s in slots),
-                "resolved": sum(s.status is not None for s in slots),
+                "resolved": sum(s.status is not None for s in slots), "undo": len(self.steps),
             }  # fmt: skip
 
     def page(self, preset: str = "copies", page: int = 1, size: int = 20) -> tuple[dict, list[GroupView]]:

@@ -80,6 +80,7 @@ function showSummary(data) {
   $("page-info").textContent = `page ${data.page} of ${data.pages}`;
   $("prev-page").disabled = data.page <= 1;
   $("next-page").disabled = data.page >= data.pages;
+  $("undo").disabled = !data.undo;
 }
 
 async function load(page, at) {

@@ -102,8 +102,9 @@ def test_labels_from_classification_module(tmp_path, photo_dir, tf1_module, labe
     res = run("search", photo_dir / "photo0.jpg", "--label", label, "--json", "--index", index)
     hits = json.loads(res.stdout)["results"]
     assert hits and all(label in h["labels"] for h in hits)
-    res = run("search", photo_dir / "photo0.jpg", "--label", "no such label", "--json", "--index", index)
-    assert json.loads(res.stdout)["results"] == []
+    query = photo_dir / "photo0.jpg"
+    res = run("search", query, "--label", "no such label", "--json", "--index", index, ok=False)
+    assert json.loads(res.stdout)["results"] == [] and res.exit_code == 3  # 3: nothing found
 
 
 def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
@@ -204,8 +205,10 @@ def test_search_filters_apply_inside_faiss(tmp_path, tf2_model):
     query = root / "2024" / "p01.jpg"
 
     def paths(*args):
-        res = run("search", query, "-k", "3", "--json", "--index", index, *args)
-        return [r["path"] for r in json.loads(res.stdout)["results"]]
+        res = run("search", query, "-k", "3", "--json", "--index", index, *args, ok=False)
+        found = [r["path"] for r in json.loads(res.stdout)["results"]]
+        assert res.exit_code == (0 if found else 3), res.output  # 3: nothing found
+        return found
 
     found = paths("--under", root / "2019")
     assert len(found) == 3 and all("/2019/" in p for p in found)

@@ -189,6 +189,9 @@ def _link_temporary(entry: dict) -> str:
     return tmp
 
 
+ALREADY_BACK = "already back in place"  # why undo skips what an earlier undo restored
+
+
 def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> ActionReport:
     """Reverse a journal, newest action first. Actions that did not happen are skipped.
     ``progress`` hears (entries done, entries)."""
@@ -239,7 +242,7 @@ def _undo_one(entry: dict) -> str | None:
             return "the original path is taken"
         st = os.lstat(path)
         if (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
-            return "already back in place"
+            return ALREADY_BACK
         return "never moved"
     if action == "move":
         if not os.path.exists(entry["dest"]):

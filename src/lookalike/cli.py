@@ -12,17 +12,19 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
+from lookalike.cli_io import EXIT_INTERRUPTED, EXIT_NOTHING, Output, path_shower, steps, tidy_help
 from lookalike.cli_options import (
+    HELP_EXTRAS,
     Db,
     IndexDir,
     IndexType,
     MaxMemory,
     RayAddress,
+    Relative,
     Runtime,
     index_settings,
     parse_range,
@@ -31,12 +33,18 @@ from lookalike.errors import LookalikeError
 from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
 
-out = Console()
-err = Console(stderr=True)
+out = Output()  # wraps on a terminal only: piped to grep, a path stays on its line
+err = Output(stderr=True)
 
 
 class Commands(TyperGroup):
     """The ``lookalike`` commands, with the one place errors meant for a person are reported."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tidy_help(self)
+        for name, command in self.commands.items():
+            tidy_help(command, HELP_EXTRAS.get(name))
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command. A :class:`LookalikeError`, or an ``OSError`` (a path that cannot be
@@ -51,6 +59,9 @@ class Commands(TyperGroup):
                 raise  # a closed pipe (`lookalike dupes --csv | head`): click quiets it
             message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
             raise _fail(message) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", highlight=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(
@@ -65,6 +76,12 @@ def _fail(message: str) -> typer.Exit:
     """Print ``error: <message>`` on stderr; the exit (status 1) to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def _nothing(message: str) -> typer.Exit:
+    """Print ``warning: <message>`` on stderr; the exit (status 3: nothing found or done) to raise."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_NOTHING)
 
 
 def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
@@ -83,7 +100,9 @@ def index(
     db: Db = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Catalogue name, TF Hub URL, SavedModel folder, .tar.gz or .tflite file."),
+        typer.Option(
+            help="Catalogue name, TF Hub URL, SavedModel folder, .tar.gz or .tflite file.", show_default=False
+        ),
     ] = None,
     labels: Annotated[
         str | None, typer.Option(help="Class names file or URL for classification models.")
@@ -110,8 +129,7 @@ def index(
     descriptor: Annotated[
         str | None,
         typer.Option(
-            help="How images become vectors, fixed when the index is created: squash (default), crop, "
-            "mirror, regions (see README).",
+            help="How images become vectors, fixed when the index is created:",
             show_default=False,
         ),
     ] = None,
@@ -133,24 +151,39 @@ def index(
         workers=workers,
         max_megapixels=max_megapixels,
     )
-    progress, update = render.index_progress(err, quiet)
-    with progress:
-        report = idx.add(
-            [str(p) for p in paths],
-            model=model,
-            labels=labels,
-            options=opts,
-            progress=update,
-            input_size=input_size,
-            input_range=parse_range(input_range),
-            index_settings=index_settings(index_type, max_memory),
-            descriptor=descriptor,
-            ray=ray,
+    progress, update, calibrating = render.index_progress(err, quiet)
+    before = idx.info()["vectors"] if idx.exists else 0
+    try:
+        with progress:
+            report = idx.add(
+                [str(p) for p in paths],
+                model=model,
+                labels=labels,
+                options=opts,
+                progress=update,
+                input_size=input_size,
+                input_range=parse_range(input_range),
+                index_settings=index_settings(index_type, max_memory),
+                descriptor=descriptor,
+                ray=ray,
+                calibration_progress=calibrating,
+            )
+    except KeyboardInterrupt:
+        committed = (idx.info()["vectors"] if idx.exists else 0) - before
+        err.print(
+            f"interrupted: {committed} images committed; run the same command again to resume",
+            highlight=False,
         )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
     _print_skipped(report.error_samples[:10])
     if report.errors > 10:
         err.print(f"  ... see `lookalike info --errors` for all {report.errors}", highlight=False)
+    if report.indexed + report.unchanged + report.reused == 0:
+        where = ", ".join(str(p) for p in paths)
+        if report.errors:
+            raise _fail(f"none of the {report.errors} image files below {where} could be indexed")
+        raise _nothing(f"no image files found below {where}")
 
 
 def _print_skipped(items: list[tuple[str, str]]) -> None:
@@ -178,13 +211,15 @@ def search(
         typer.Option(min=0.0, max=1.0, help="Only hits at least this likely the same photo (calibrated)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per query line.")] = False,
+    relative: Relative = False,
     index: IndexDir = None,
     db: Db = None,
     runtime: Runtime = "auto",
 ) -> None:
     """Show the indexed images most similar to each query image.
 
-    Dates are the EXIF capture time, else the file's modification time."""
+    Dates are the EXIF capture time, else the file's modification time. Exit status 3 when
+    no query found anything (filters matching nothing, a threshold nothing reaches)."""
     from lookalike.search import Filters
 
     idx = _open(index, runtime, db)
@@ -208,17 +243,20 @@ def search(
     for n, message in fetch_errors.items():
         results[n].error, results[n].hits = message, []
     failed = False
+    shown = path_shower(relative)
     for r in results:
         failed |= r.error is not None
         if as_json:
-            print(json.dumps(r.to_dict()), flush=True)
+            print(json.dumps(render.search_json(r, shown)), flush=True)
             continue
         if r.error:
-            err.print(f"[red]{r.query}: {r.error}[/]", highlight=False)
+            err.print(f"[red]{escape(r.query)}: {escape(r.error)}[/]", highlight=False)
             continue
-        out.print(render.search_table(r))
+        out.print(render.search_table(r, shown))
     if failed:
         raise typer.Exit(1)
+    if not any(r.hits for r in results):
+        raise _nothing(render.no_hits(label, under, since, until, threshold, min_probability))
 
 
 @app.command()
@@ -271,7 +309,8 @@ def calibrate(
     runtime: Runtime = "auto",
 ) -> None:
     """Fit the index's score calibration: cosine -> P(same photo), on its own photos."""
-    cal = _open(index, runtime, db).calibrate(sample)
+    with steps(err, "calibrating") as update:
+        cal = _open(index, runtime, db).calibrate(sample, progress=update)
     out.print(render.calibration_summary(cal), highlight=False, markup=False, soft_wrap=True)
 
 
@@ -283,6 +322,8 @@ def remove(
 ) -> None:
     """Drop files from the index (the files themselves are not touched)."""
     count = _open(index, db=db).remove([str(p) for p in paths])
+    if not count:
+        raise _nothing(f"nothing in the index below {', '.join(str(p) for p in paths)}; removed 0 files")
     out.print(f"removed {count} files from the index", highlight=False)
 
 
@@ -317,7 +358,7 @@ def _print_verify(report) -> None:
 def dupes(
     index: IndexDir = None,
     db: Db = None,
-    preset: Annotated[str, typer.Option(help="exact | copies | edited | similar (see README).")] = "copies",
+    preset: Annotated[str, typer.Option(help="How alike copies must be:")] = "copies",
     threshold: Annotated[
         float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
     ] = None,
@@ -349,12 +390,20 @@ def dupes(
         bool, typer.Option("--hardlink", help="Replace exact duplicates by hardlinks to the kept file.")
     ] = False,
     journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
+    relative: Relative = False,
 ) -> None:
-    """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors)."""
+    """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors).
+
+    Exit status 3 when there are none (nothing to act on)."""
+    from lookalike.cli_io import check_journal, check_move_target, check_report_folder
     from lookalike.errors import InvalidArgument
     from lookalike.search.calibration import Calibration
     from lookalike.search.duplicates import KeepRules, resolve_threshold
 
+    checks = ((html_dir, check_report_folder), (move_to, check_move_target), (journal, check_journal))
+    for given, check in checks:
+        if given is not None:  # before any work, and before anything moves or a journal is written
+            check(given)
     idx = _open(index, db=db)
     if ignore is not None:
         idx.ignore(*ignore)
@@ -379,24 +428,32 @@ def dupes(
         prefer_formats=prefer_format or (),
     )
     looks = preset == "similar" and threshold is None and min_probability is None  # look-alikes too
-    groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks)
+    with steps(err, "finding duplicates"):
+        groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks)
     if chosen:
+        if not groups:
+            raise _nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
         report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
         _print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
+        if not report.done:
+            raise _fail(f"{chosen[0]}: no file was acted on ({len(report.skipped)} skipped, see above)")
         return
+    shown = path_shower(relative)
     if html_dir is not None:
         from lookalike.report import write_html
 
         page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}")
         err.print(f"report written to {page}", highlight=False, markup=False)
     if as_json:
-        print(render.dupes_json(groups))
+        print(render.dupes_json(groups, shown))
     elif as_csv:
-        render.write_dupes_csv(groups, sys.stdout)
+        render.write_dupes_csv(groups, sys.stdout, shown)
     else:
-        for line in render.dupes_lines(groups, label):
+        for line in render.dupes_lines(groups, label, shown):
             out.print(line, highlight=False)
+    if not groups:
+        raise _nothing(f"no duplicates found ({label})")
 
 
 def _version(value: bool) -> None:
@@ -426,6 +483,7 @@ def undo(
     index: IndexDir = None,
 ) -> None:
     """Put back what a `dupes` action moved, trashed or hardlinked (newest first)."""
+    from lookalike.actions import ALREADY_BACK
     from lookalike.actions import undo as undo_journal
 
     if (journal is None) == (not last):
@@ -437,9 +495,14 @@ def undo(
         journal = found[-1]
     if not journal.is_file():
         raise _fail(f"no journal at {journal}")
-    report = undo_journal(journal)
+    with steps(err, "restoring") as update:
+        report = undo_journal(journal, update)
     _print_skipped(report.skipped)
     out.print(render.undo_summary(report), highlight=False, markup=False, soft_wrap=True)
+    if not report.done:
+        if any(why != ALREADY_BACK for _, why in report.skipped):
+            raise typer.Exit(1)
+        raise _nothing("nothing to restore: the journal's files are already back in place")
 
 
 @app.command()
@@ -468,6 +531,7 @@ def serve(
     """Serve reverse image search over HTTP, with a web page at / and the API at /docs."""
     import uvicorn
 
+    from lookalike.cli_io import bind
     from lookalike.server import ServerConfig, create_app, is_loopback
 
     if not is_loopback(host) and not token:
@@ -485,12 +549,14 @@ def serve(
         allowed_hosts=allowed_host or (),
         allow_private_urls=allow_private_urls,
     )
+    sock = bind(host, port)  # a busy port fails here, before the URL is announced
     try:
         api = create_app(cfg)
     except ValueError as exc:  # a malformed --allowed-host
+        sock.close()
         raise _fail(str(exc)) from None
     err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
-    uvicorn.run(api, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(api, log_level="warning")).run(sockets=[sock])
 
 
 @app.command()

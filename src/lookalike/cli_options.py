@@ -89,3 +89,41 @@ def parse_range(value: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise typer.BadParameter("expected two numbers, e.g. 0,1 or -1,1") from None
     return lo, hi
+
+
+Relative = Annotated[
+    bool, typer.Option("--relative", help="Show paths relative to the current folder.", show_default=False)
+]
+
+
+def _model_help() -> str:
+    from lookalike.models.known import DEFAULT_MODEL
+
+    return (
+        f"Default: {DEFAULT_MODEL} (MobileNet V1 0.75, 224 px; downloaded from TF Hub on first use, "
+        "about 10 MB, then cached); `lookalike models` lists the others."
+    )
+
+
+def _descriptor_help() -> str:
+    from lookalike.descriptors import DESCRIPTORS
+
+    return "; ".join(f"{d.name}: {d.help}" for d in DESCRIPTORS.values()) + "."
+
+
+def _preset_help() -> str:
+    from lookalike.search.duplicates import PRESETS
+
+    def cutoff(p) -> str:
+        return "" if p.threshold > 1 else f" (cosine >= {p.threshold:g})"
+
+    return "; ".join(f"{p.name}{cutoff(p)}: {p.meaning}" for p in PRESETS.values()) + (
+        ". The cosines are for MobileNet V1; calibrated indexes of other models use probability levels."
+    )
+
+
+# Help texts completed when the help is shown (see cli_io.tidy_help): command -> option -> text.
+HELP_EXTRAS = {
+    "index": {"model": _model_help, "descriptor": _descriptor_help},
+    "dupes": {"preset": _preset_help},
+}

@@ -44,10 +44,13 @@ VERIFY_FIELDS = (
 )
 
 
-def index_progress(console: Console, quiet: bool = False) -> tuple[Progress, Callable[[int, int], None]]:
-    """A progress bar for ``index`` and the ``(done, total)`` callback that moves it."""
+def index_progress(
+    console: Console, quiet: bool = False
+) -> tuple[Progress, Callable[[int, int], None], Callable[[int, int], None]]:
+    """A progress bar for ``index`` (on a terminal only), the ``(done, total)`` callback that
+    moves it, and the one of the calibration that may follow (a second bar, "calibrating")."""
     progress = Progress(
-        TextColumn("[bold]indexing"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} img/s"),
@@ -55,15 +58,22 @@ def index_progress(console: Console, quiet: bool = False) -> tuple[Progress, Cal
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=console,
-        disable=quiet,
+        disable=quiet or not console.is_terminal,
     )
-    task = progress.add_task("index", total=None, rate="-")
+    task = progress.add_task("indexing", total=None, rate="-")
+    calibration: list = []
 
     def update(done: int, total: int) -> None:
         speed = progress.tasks[task].speed
         progress.update(task, completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
 
-    return progress, update
+    def calibrating(done: int, total: int) -> None:
+        if not calibration:
+            calibration.append(progress.add_task("calibrating scores", total=total, rate="-"))
+        speed = progress.tasks[calibration[0]].speed
+        progress.update(calibration[0], completed=done, total=total, rate=f"{speed:.1f}" if speed else "-")
+
+    return progress, update, calibrating
 
 
 def index_summary(report: IndexReport, directory: Path) -> str:
@@ -75,8 +85,9 @@ def index_summary(report: IndexReport, directory: Path) -> str:
     )
 
 
-def search_table(result: QueryResult) -> Table:
-    """One query's hits: rank, score, P(same photo) when calibrated, relation, path, labels."""
+def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Table:
+    """One query's hits: rank, score, P(same photo) when calibrated, relation, path (as
+    ``shown``), labels."""
     table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
@@ -92,13 +103,40 @@ def search_table(result: QueryResult) -> Table:
     for rank, h in enumerate(result.hits, 1):
         p = "" if h.probability is None else f"{h.probability:.3f}"
         extra = ([p] if calibrated else []) + ([h.relation or ""] if related else [])
-        row = [str(rank), f"{h.score:.4f}", *extra, escape(h.path)]
+        row = [str(rank), f"{h.score:.4f}", *extra, escape(shown(h.path))]
         if h.labels:
             row.append(escape(", ".join(n for n, _ in h.labels[:3])))
         table.add_row(*row)
     if not result.hits:
         table.add_row("", "", "(no results)")
     return table
+
+
+def search_json(result: QueryResult, shown: Callable[[str], str] = str) -> dict:
+    """One line of ``search --json``, paths as ``shown``."""
+    doc = result.to_dict()
+    for hit in doc["results"]:
+        hit["path"] = shown(hit["path"])
+    return doc
+
+
+def no_hits(label, under, since, until, threshold, min_probability) -> str:
+    """Why a search found nothing, naming the options that narrowed it."""
+    given = [
+        f"{name} {value}"
+        for name, value in (
+            ("--label", label),
+            ("--under", ", ".join(map(str, under or ())) or None),
+            ("--since", since and f"{since:%Y-%m-%d}"),
+            ("--until", until and f"{until:%Y-%m-%d}"),
+            ("--threshold", threshold),
+            ("--min-probability", min_probability),
+        )
+        if value is not None
+    ]
+    if not given:
+        return "no results: the index holds no images"
+    return f"no results: no indexed image matches {' and '.join(given)}"
 
 
 def info_table(stats: dict) -> Table:
@@ -150,28 +188,35 @@ def verify_lines(report: VerifyReport) -> list[str]:
     return lines
 
 
-def dupes_json(groups: Iterable[Group]) -> str:
-    """Duplicate groups as one JSON document ``{"groups": [...]}``."""
-    return json.dumps({"groups": [g.to_dict() for g in groups]}, indent=2)
+def dupes_json(groups: Iterable[Group], shown: Callable[[str], str] = str) -> str:
+    """Duplicate groups as one JSON document ``{"groups": [...]}``, paths as ``shown``."""
+    docs = [g.to_dict() for g in groups]
+    for doc in docs:
+        doc["keep"] = shown(doc["keep"])
+        for d in doc["duplicates"]:
+            d["path"] = shown(d["path"])
+    return json.dumps({"groups": docs}, indent=2)
 
 
-def write_dupes_csv(groups: Iterable[Group], stream: TextIO) -> None:
+def write_dupes_csv(groups: Iterable[Group], stream: TextIO, shown: Callable[[str], str] = str) -> None:
     """Duplicate groups as CSV: a ``keep`` row, then a ``duplicate`` row per member."""
     writer = csv.writer(stream)
     writer.writerow(["group", "role", "path", "score", "kind", "relation", "reason"])
     for n, g in enumerate(groups, 1):
-        writer.writerow([n, "keep", g.keep.path, "", "", "", ""])
+        writer.writerow([n, "keep", shown(g.keep.path), "", "", "", ""])
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            writer.writerow([n, "duplicate", d.row.path, f"{d.score:.6f}", d.kind, d.relation, why])
+            writer.writerow([n, "duplicate", shown(d.row.path), f"{d.score:.6f}", d.kind, d.relation, why])
 
 
-def dupes_lines(groups: Sequence[Group], label: str) -> list[str]:
-    """Duplicate groups for a person (rich markup): kept file, its duplicates, a summary."""
+def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str] = str) -> list[str]:
+    """Duplicate groups for a person (rich markup): kept file, its duplicates (each with why
+    the kept one wins), a summary; paths as ``shown``."""
     lines = []
     for g in groups:
-        lines.append(f"[bold]keep[/] {escape(g.keep.path)}")
+        lines.append(f"[bold]keep[/] {escape(shown(g.keep.path))}")
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            lines.append(f"  {d.relation:10} {d.score:.4f}  {escape(d.row.path)}  [dim]({escape(why)})[/]")
+            path = escape(shown(d.row.path))
+            lines.append(f"  {d.relation:10} {d.score:.4f}  {path}  [dim]({escape(why)})[/]")
     total = sum(len(g.duplicates) for g in groups)
     lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")
     return lines

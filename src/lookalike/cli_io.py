@@ -1,0 +1,168 @@
+"""What the ``lookalike`` commands need around them: output that wraps only on a terminal,
+exit statuses, paths as shown, output paths checked before any work, progress on stderr
+(on a terminal only), a port bound before it is announced, and tidy help.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, ConsoleDimensions
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lookalike.errors import InvalidArgument
+
+# Exit statuses (README, "Exit statuses"): a script can tell "nothing to do" from a failure.
+EXIT_ERROR = 1  # something failed: an error message says what
+EXIT_USAGE = 2  # options that do not go together or a bad value (click's own)
+EXIT_NOTHING = 3  # it ran, and found or did nothing: no images, no match, no duplicates
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+UNWRAPPED = 1_000_000  # the width of output that is not a terminal: lines are never folded
+
+
+class Output(Console):
+    """A console that wraps at the terminal's width on a terminal, and never otherwise:
+    piped to ``grep`` or a file, a table row or a path stays on one line."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+def path_shower(relative: bool) -> Callable[[str], str]:
+    """How paths are shown: as stored (absolute), or relative to the current folder."""
+    if not relative:
+        return str
+    here = os.getcwd()
+
+    def shown(path: str) -> str:
+        try:
+            return os.path.relpath(path, here)
+        except ValueError:  # another drive (Windows)
+            return path
+
+    return shown
+
+
+def check_report_folder(folder: Path) -> None:
+    """``--html FOLDER``: a folder to write ``index.html`` and ``thumbs/`` into, never a file."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidArgument(
+            f"--html {folder}: a file is there; --html takes a folder (the page is written as "
+            "FOLDER/index.html, with its thumbnails beside it)"
+        )
+    if not folder.exists() and folder.suffix.lower() in (".html", ".htm"):
+        raise InvalidArgument(
+            f"--html {folder}: --html takes a folder (the page is written as FOLDER/index.html, "
+            f"with its thumbnails beside it), e.g. --html {folder.with_suffix('')}"
+        )
+
+
+def check_move_target(folder: Path) -> None:
+    """``--move-to FOLDER``: checked before anything moves and before a journal is written."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidArgument(f"--move-to {folder}: a file is there; --move-to takes a folder")
+    parent = next((p for p in folder.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidArgument(f"--move-to {folder}: {parent} is a file, not a folder")
+
+
+def check_journal(journal: Path) -> None:
+    """``--journal FILE``: a file to write, not a folder."""
+    if journal.is_dir():
+        raise InvalidArgument(f"--journal {journal}: a folder is there; --journal takes a file name")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or :class:`InvalidArgument` saying why not
+    (a port in use, an address not here), before anything is announced."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no obstacle
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = " (in use: another server is there; pick another --port)" if exc.errno == 98 else ""
+        raise InvalidArgument(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    return sock
+
+
+@contextmanager
+def steps(console: Console, label: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on ``console`` (stderr) for a step that takes a while, shown on a
+    terminal only; yields the ``(done, total)`` callback that moves it."""
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+        transient=True,
+    )
+    task = progress.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+def _tidy_type(param: Any, ctx: Any) -> str | None:
+    """The type column of ``--help``: nothing for flags; a list or pair by its element.
+    (Typer's parameters are its own copy of click's: they are looked at, not type-checked.)"""
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    shown = type(param).display_type_rich(param, ctx)
+    if shown is None:
+        return None
+    for old, new in (("list[", ""), ("]", ""), ("Path,Path", "path path"), ("Path", "path")):
+        shown = shown.replace(old, new)
+    return shown.replace("<str>", "<text>")
+
+
+def tidy_help(command: Any, extras: dict[str, Callable[[], str]] | None = None) -> None:
+    """Tidy ``command``'s help: no ``<bool>`` on flags, no ``<list[Path]>`` (the element type:
+    options repeat), and help texts completed by ``extras`` (option name -> function of the
+    text to append), called only when the help is shown, so no import is paid otherwise."""
+    for param in command.params:
+        param.display_type_rich = lambda ctx, p=param: _tidy_type(p, ctx)  # type: ignore[method-assign]
+    help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = help_option(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx, p=option: _tidy_type(p, ctx)
+        return option
+
+    command.get_help_option = get_help_option  # type: ignore[method-assign]
+    if not extras:
+        return
+    original = command.format_help
+
+    def format_help(ctx: Any, formatter: Any) -> None:
+        for param in command.params:
+            extra = extras.get(param.name or "")
+            if extra is not None and not getattr(param, "_tidied", False):
+                param.help = f"{param.help or ''} {extra()}".strip()
+                param._tidied = True  # type: ignore[attr-defined]
+        original(ctx, formatter)
+
+    command.format_help = format_help  # type: ignore[method-assign]

@@ -1,0 +1,264 @@
+"""The command line never leaves you guessing (issue 15): no-ops say so and exit 3, piped
+output is not wrapped, progress shows on a terminal only, Ctrl-C says how to resume,
+file/folder mix-ups and busy ports fail cleanly before any work, offline hints, tidy help."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.cli import app
+from lookalike.cli_io import EXIT_INTERRUPTED, EXIT_NOTHING
+
+runner = CliRunner()
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves
+CLI = [sys.executable, "-m", "lookalike.cli"]
+
+
+def run(*args, code: int = 0, env: dict | None = None):
+    result = runner.invoke(app, [str(a) for a in args], env=env)
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def in_terminal(args: list[str], cwd: Path, columns: int = 60) -> str:
+    """Run the command line on a pseudo-terminal ``columns`` wide; all it wrote, without
+    terminal escapes."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([*CLI, *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+
+def piped(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture
+def doubled(tmp_path, photo_dir, tf2_model):
+    """photo_dir plus an exact copy of photo0.jpg deep in a long-named folder, indexed."""
+    deep = photo_dir / ("a-folder-with-a-rather-long-name-" * 3) / "archive"
+    deep.mkdir(parents=True)
+    shutil.copy(photo_dir / "photo0.jpg", deep / "photo0-copy.jpg")
+    index = tmp_path / "ix"
+    run("index", photo_dir, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
+    return index, deep / "photo0-copy.jpg"
+
+
+# --- no-ops: a warning and exit status 3 ----------------------------------------------------
+
+
+def test_indexing_a_folder_without_images_warns_and_exits_3(tmp_path, tf2_model):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("no images here")
+    res = run("index", tmp_path / "docs", "--model", tf2_model, "--index", tmp_path / "ix", code=EXIT_NOTHING)
+    assert "warning: no image files found below" in res.stderr
+
+
+def test_remove_matching_nothing_and_search_filters_matching_nothing_exit_3(index, photo_dir):
+    res = run("remove", photo_dir / "nothing-here", "--index", index, code=EXIT_NOTHING)
+    assert "removed 0 files" in res.stderr
+    query = photo_dir / "photo0.jpg"
+    res = run("search", query, "--label", "tabby", "--index", index, code=EXIT_NOTHING)
+    assert "no indexed image matches --label tabby" in res.stderr
+    res = run("search", query, "--under", photo_dir / "nowhere", "--index", index, code=EXIT_NOTHING)
+    assert "no indexed image matches --under" in res.stderr
+    run("search", query, "--under", photo_dir / "sub", "--index", index)  # something found: 0
+
+
+def test_dupes_with_nothing_to_act_on_exits_3_and_writes_no_journal(index):
+    res = run("dupes", "--preset", "exact", "--index", index, code=EXIT_NOTHING)
+    assert "0 groups" in res.stdout and "warning: no duplicates found" in res.stderr
+    res = run("dupes", "--preset", "exact", "--trash", "--index", index, code=EXIT_NOTHING)
+    assert "nothing to trash" in res.stderr
+    assert not (index / "journals").exists() or not list((index / "journals").iterdir())
+
+
+def test_a_second_undo_restores_nothing_and_exits_3(doubled, tmp_path):
+    index, copy = doubled
+    run("dupes", "--preset", "exact", "--move-to", tmp_path / "aside", "--index", index)
+    assert not copy.exists() or not (Path(str(copy).replace("-copy", "")).exists())
+    run("undo", "--last", "--index", index)
+    res = run("undo", "--last", "--index", index, code=EXIT_NOTHING)
+    assert "already back in place" in res.stderr
+
+
+# --- file/folder mix-ups, busy ports: clean errors before any work -------------------------
+
+
+def test_html_report_path_mixups_fail_cleanly(index, tmp_path):
+    existing = tmp_path / "report.txt"
+    existing.write_text("mine")
+    res = run("dupes", "--html", existing, "--index", index, code=1)
+    assert "a file is there; --html takes a folder" in res.stderr and "Traceback" not in res.output
+    assert existing.read_text() == "mine"
+    res = run("dupes", "--html", tmp_path / "report.html", "--index", index, code=1)
+    assert "--html takes a folder" in res.stderr and not (tmp_path / "report.html").exists()
+
+
+def test_move_to_a_file_fails_before_anything_moves_or_a_journal_is_written(doubled, tmp_path):
+    index, copy = doubled
+    target = tmp_path / "not-a-folder"
+    target.write_text("x")
+    res = run("dupes", "--preset", "exact", "--move-to", target, "--index", index, code=1)
+    assert "a file is there; --move-to takes a folder" in res.stderr
+    assert copy.exists() and not (index / "journals").exists()
+
+
+def test_serve_on_a_busy_port_fails_before_announcing_the_url(index):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        res = run("serve", "--index", index, "--port", port, code=1)
+    finally:
+        busy.close()
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and "in use" in res.stderr
+    assert "serving" not in res.output
+
+
+def test_the_default_model_offline_says_what_to_do(tmp_path):
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "photos" / "a.jpg")
+    proxy = "http://127.0.0.1:9"  # nothing listens: as offline as it gets, at once
+    env = {"https_proxy": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "HTTP_PROXY": proxy}
+    res = run("index", tmp_path / "photos", "--index", tmp_path / "ix", "-q", env=env, code=1)
+    assert "could not download" in res.stderr
+    assert "--model PATH" in res.stderr and "TFHUB_CACHE_DIR" in res.stderr
+    assert not (tmp_path / "ix").exists()
+
+
+# --- help -----------------------------------------------------------------------------------
+
+
+def test_help_names_the_default_model_presets_with_thresholds_and_every_descriptor():
+    from lookalike.descriptors import DESCRIPTORS
+    from lookalike.models.known import DEFAULT_MODEL
+    from lookalike.search.duplicates import PRESETS
+
+    wide = {"COLUMNS": "400"}
+    index_help = run("index", "--help", env=wide).stdout
+    dupes_help = run("dupes", "--help", env=wide).stdout
+    for text in (index_help, dupes_help, run("search", "--help", env=wide).stdout):
+        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text
+    assert f"Default: {DEFAULT_MODEL}" in index_help and "about 10 MB" in index_help
+    assert all(f"{name}: " in index_help for name in DESCRIPTORS)
+    assert "exact: identical bytes only" in dupes_help
+    for p in PRESETS.values():
+        if p.threshold <= 1:
+            assert f"{p.name} (cosine >= {p.threshold:g})" in dupes_help
+
+
+# --- what is printed: no wrapping when piped, relative paths, the right reason --------------
+
+
+def test_piped_output_is_never_wrapped_a_terminal_wraps_at_its_width(doubled, tmp_path):
+    index, copy = doubled
+    args = ["dupes", "--preset", "exact", "--index", str(index)]
+    res = piped(args, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert any(str(copy) in line for line in res.stdout.splitlines())  # one line, grep finds it
+    shown = in_terminal(args, tmp_path, columns=60)
+    assert str(copy) not in shown and "1 groups, 1 duplicates" in shown  # folded at 60 columns for a person
+
+
+def test_relative_paths(doubled, tmp_path, monkeypatch):
+    index, copy = doubled
+    monkeypatch.chdir(copy.parent.parent)
+    res = run("dupes", "--preset", "exact", "--csv", "--relative", "--index", index)
+    assert "archive/photo0-copy.jpg" in res.stdout and str(copy) not in res.stdout
+    res = run("search", copy, "-k", "2", "--json", "--relative", "--index", index)
+    assert '"path": "archive/photo0-copy.jpg"' in res.stdout
+
+
+def test_a_protected_kept_copy_is_said_to_be_on_the_kept_copy(doubled):
+    index, copy = doubled
+    res = run("dupes", "--preset", "exact", "--protect", copy.parent, "--index", index)
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"keep {copy}"
+    assert "photo0.jpg" in lines[1] and lines[1].endswith("(the kept copy is in a protected folder)")
+
+
+# --- progress on stderr, on a terminal only -------------------------------------------------
+
+
+def test_undo_and_calibrate_show_progress_on_a_terminal_only(doubled, tmp_path, photo_dir):
+    index, _ = doubled
+    run("dupes", "--preset", "exact", "--move-to", tmp_path / "aside", "--index", index)
+    res = piped(["undo", "--last", "--index", str(index)], tmp_path)
+    assert res.returncode == 0 and "restoring" not in res.stderr and "restored 1 files" in res.stdout
+    run("index", photo_dir, "--index", index, "--workers", "0", "-q")
+    run("dupes", "--preset", "exact", "--move-to", tmp_path / "aside2", "--index", index)
+    assert "restoring" in in_terminal(["undo", "--last", "--index", str(index)], tmp_path)
+    shown = in_terminal(["calibrate", "--index", str(index), "--sample", "5"], tmp_path, columns=120)
+    assert "calibrating" in shown
+    res = piped(["calibrate", "--index", str(index), "--sample", "5"], tmp_path)
+    assert "calibrating" not in res.stderr and "━" not in res.stderr
+
+
+# --- Ctrl-C -----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_while_indexing_says_how_many_are_committed_and_how_to_resume(tmp_path, tf2_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i:04}.png")
+    index = tmp_path / "ix"
+    args = ["index", str(photos), "--model", str(tf2_model), "--index", str(index), "--workers", "0"]
+    proc = subprocess.Popen(
+        [*CLI, *args, "--batch-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+                if db.execute("SELECT count(*) FROM files").fetchone()[0] > 0:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err.decode()
+    message = err.decode()
+    assert "run the same command again to resume" in message
+    committed = int(message.split("interrupted: ")[1].split(" images committed")[0])
+    with sqlite3.connect(index / "catalog.sqlite") as db:
+        assert committed == db.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0] > 0
+    res = run("index", photos, "--index", index, "--workers", "0", "-q")
+    assert f"{committed} unchanged" in res.stdout

@@ -87,9 +87,12 @@ def _go_to(page, name: str) -> None:
 
 
 def _wait_status(page, text: str) -> None:
-    page.wait_for_function(
-        f"document.getElementById('status').textContent.includes({text!r})", timeout=60_000
-    )
+    try:
+        page.wait_for_function(
+            f"document.getElementById('status').textContent.includes({text!r})", timeout=60_000
+        )
+    except Exception:
+        raise AssertionError(f"status never said {text!r}: {page.locator('#status').inner_text()!r}") from None
 
 
 @needs_shared(TFLITE, UKBENCH, PARROT)
@@ -189,7 +192,7 @@ def _axe(page) -> list[dict]:
 @pytest.mark.skipif(not AXE.exists(), reason=f"no axe-core at {AXE} (npm install --prefix .ci/node axe-core)")
 def test_pages_pass_axe_light_dark_and_on_a_phone(tmp_path, photo_dir, tf2_model):
     """No serious or critical axe-core violation on the search page (with results), the
-    review page and the static report, in light and dark mode, at desktop and phone
+    review page (and its comparison) and the static report, in light and dark mode, at desktop and phone
     width. Screenshots of each go to $LOOKALIKE_SCREENSHOTS when it is set."""
     shutil.copy2(photo_dir / "photo0.jpg", photo_dir / "sub" / "exact_copy.jpg")
     Image.open(photo_dir / "photo2.jpg").save(photo_dir / "photo2.png")
@@ -208,13 +211,19 @@ def test_pages_pass_axe_light_dark_and_on_a_phone(tmp_path, photo_dir, tf2_model
                 page = context.new_page()
                 page.goto(base + "/")
                 page.set_input_files("#file", str(photo_dir / "photo4.jpg"))
-                page.wait_for_selector(".hit img", timeout=30_000)
+                _wait_status(page, "results")
                 page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")
                 pages = {"search": page}
                 review = context.new_page()
                 review.goto(base + "/dupes")
                 review.wait_for_selector("#groups .group .member img[src]", timeout=30_000)
                 pages["review"] = review
+                dialog = context.new_page()  # the side-by-side comparison, open
+                dialog.goto(base + "/dupes")
+                dialog.wait_for_selector("#groups .group")
+                dialog.keyboard.press("c")
+                dialog.wait_for_function("document.getElementById('right').naturalWidth > 0")
+                pages["compare"] = dialog
                 static = context.new_page()
                 static.goto(report.as_uri())
                 pages["report"] = static
@@ -226,3 +235,22 @@ def test_pages_pass_axe_light_dark_and_on_a_phone(tmp_path, photo_dir, tf2_model
                 context.close()
         browser.close()
     assert not problems, json.dumps(problems, indent=1)
+
+
+def test_review_page_asks_for_the_token_only_when_needed(tmp_path, photo_dir, tf2_model):
+    shutil.copy2(photo_dir / "photo0.jpg", photo_dir / "sub" / "exact_copy.jpg")
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0), calibrate=False)
+    with live_app(ServerConfig(index=index, token="s3cret")) as base, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(base + "/dupes")
+        _wait_status(page, "needs an access token")
+        page.fill("#token", "s3cret")
+        page.keyboard.press("Tab")  # change: the groups load with it
+        page.wait_for_function("document.querySelector('#groups .member img')?.naturalWidth > 0")
+        assert page.locator("#groups .group").count() == 1
+        page.goto(base + "/")  # the search page remembers it
+        assert page.locator("#token").is_visible()
+        page.wait_for_function("document.getElementById('summary').textContent.includes('9 images')")
+        browser.close()

@@ -114,7 +114,7 @@ def group_html(view: GroupView, thumb: Link, full: Link, interactive: bool = Fal
     ids = ",".join(str(m.row.id) for m in view.members)
     keep = view.keep
     resolved = " resolved" if view.status else ""
-    status = f'<p class="group-status">{_e(view.status)}: {_e(view.note)}</p>' if view.status else ""
+    status = f'<p class="group-status">Done: {_e(view.note)}</p>' if view.status else ""
     members = "".join(
         _member(view, i, m, thumb, full, interactive) for i, m in enumerate(view.members, 1)
     )

@@ -91,9 +91,9 @@ function hitCard(hit, n) {
   meta.textContent = parts.join(" · ");
   const path = document.createElement("p");
   path.className = "path";  // its folders may break after a slash, the name is in bold
-  const parts = hit.path.split("/");
-  parts.forEach((part, i) => {
-    if (i === parts.length - 1) path.append(Object.assign(document.createElement("b"), { textContent: part }));
+  const segments = hit.path.split("/");
+  segments.forEach((part, i) => {
+    if (i === segments.length - 1) path.append(Object.assign(document.createElement("b"), { textContent: part }));
     else path.append(part + "/", document.createElement("wbr"));
   });
   const links = document.createElement("p");

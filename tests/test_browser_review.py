@@ -121,6 +121,8 @@ def test_review_walk_on_real_photos(real_library, trash):
         page.wait_for_function("document.getElementById('right').naturalWidth > 0")
         page.click("[data-zoom='in']")
         assert page.locator("#right").evaluate("(i) => i.style.width").endswith("px")
+        page.keyboard.press("0")  # back to fit
+        assert page.locator("#right").evaluate("(i) => i.style.width") == ""
         assert page.locator("#left-name a").get_attribute("href").startswith("/images/")
         page.keyboard.press("Escape")
 

@@ -303,8 +303,17 @@ $("options").addEventListener("submit", (e) => e.preventDefault());
 $("move-to").value = localStorage.getItem("lookalike-move-to") || "";
 $("move-to").addEventListener("change", () => localStorage.setItem("lookalike-move-to", $("move-to").value.trim()));
 
+const shortcuts = $("shortcuts");
+shortcuts.checked = localStorage.getItem("lookalike-shortcuts") !== "off";
+shortcuts.addEventListener("change", () => localStorage.setItem("lookalike-shortcuts", shortcuts.checked ? "on" : "off"));
+
+dialog.addEventListener("keydown", (e) => {  // zoom keys in the comparison
+  const zoomKeys = { "+": "in", "=": "in", "-": "out", "0": "fit", "1": "1" };
+  if (!e.ctrlKey && !e.metaKey && zoomKeys[e.key]) { setZoom(zoomKeys[e.key]); e.preventDefault(); }
+});
+
 document.addEventListener("keydown", (e) => {
-  if (e.ctrlKey || e.metaKey || e.altKey || dialog.open) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || dialog.open || !shortcuts.checked) return;
   if (e.target.closest("input, select, textarea")) return;
   const section = current();
   const key = e.key;

@@ -442,8 +442,9 @@ def dupes(
     shown = path_shower(relative)
     if html_dir is not None:
         from lookalike.report import write_html
+        from lookalike.review import scoring_of
 
-        page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}")
+        page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(idx))
         err.print(f"report written to {page}", highlight=False, markup=False)
     if as_json:
         print(render.dupes_json(groups, shown))

@@ -153,6 +153,14 @@ class Scoring:
         return 0.0 if kind == RECOLOURED else float(self.calibration.probability(score))
 
 
+def scoring_of(index: Index) -> Scoring:
+    """The relation cutoffs and the calibration of ``index``."""
+    manifest = index.manifest()
+    cal = Calibration.from_dict(manifest.calibration)
+    presets, _ = presets_for(manifest.model.source, cal)
+    return Scoring((presets["copies"].threshold, presets["similar"].threshold), cal)
+
+
 def group_view(
     number: int,
     group: Group,
@@ -315,10 +323,7 @@ class Review:
         return self.index.generation(), ignored
 
     def scoring(self) -> Scoring:
-        manifest = self.index.manifest()
-        cal = Calibration.from_dict(manifest.calibration)
-        presets, _ = presets_for(manifest.model.source, cal)
-        return Scoring((presets["copies"].threshold, presets["similar"].threshold), cal)
+        return scoring_of(self.index)
 
     def _current(self, preset: str) -> _Groups:
         if preset not in PRESETS:

@@ -219,7 +219,7 @@ class TFLiteEmbedder(Embedder):
 
         path = str(src.path)
         self._path = path
-        self._one = None
+        self._twins: dict = {}  # batch size -> interpreter, for calls smaller than a batch
         self._threads = num_threads or os.cpu_count() or 1
         # What loads the same model elsewhere (a Ray worker): TFLiteEmbedder(src, **load_args).
         self.load_args = dict(
@@ -282,8 +282,10 @@ class TFLiteEmbedder(Embedder):
 
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = images.astype(np.uint8) if self._quantized_input else scale_pixels(images, self._range)
-        # A query of a few images must not pay for a padded full batch: use a batch-1 twin.
-        it, batch = (self._single(), 1) if len(x) <= self._batch // 8 else (self._it, self._batch)
+        # A call of a few images (a query; calibration's 8 edits of a photo) must not pay for
+        # a padded full batch: it runs on a twin sized to the next power of two.
+        batch = min(self._batch, 1 << max(len(x) - 1, 0).bit_length())
+        it = self._it if batch == self._batch else self._sized(batch)
         feats, scores = [], []
         for start in range(0, len(x), batch):
             chunk = x[start : start + batch]
@@ -297,16 +299,16 @@ class TFLiteEmbedder(Embedder):
                 scores.append(self._read(it, self._scores, n))
         return np.concatenate(feats), (np.concatenate(scores) if scores else None)
 
-    def _single(self):
-        """An interpreter of the same model at batch 1 (made on first use)."""
-        if getattr(self, "_one", None) is None:
+    def _sized(self, batch: int):
+        """An interpreter of the same model at ``batch`` images (made on first use)."""
+        if batch not in self._twins:
             it = self._make_interpreter(self._path)
             shape = list(self._it.get_input_details()[0]["shape"])
-            it.resize_tensor_input(self._input["index"], [1, *shape[1:]])
+            it.resize_tensor_input(self._input["index"], [batch, *shape[1:]])
             with native_stderr_silenced():
                 it.allocate_tensors()
-            self._one = it
-        return self._one
+            self._twins[batch] = it
+        return self._twins[batch]
 
     @staticmethod
     def _read(it, details: dict, n: int) -> np.ndarray:

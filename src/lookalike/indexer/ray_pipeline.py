@@ -49,7 +49,8 @@ from lookalike.models.runtimes import Embedder, ModelInfo, TensorFlowEmbedder, T
 from lookalike.models.sources import ModelSource
 
 INSTALL_HINT = "pip install 'lookalike[ray]'"
-BATCHES_PER_BLOCK = 4  # model batches per Ray task: amortises scheduling, keeps retries small
+BLOCKS_PER_ACTOR = 8  # at least: small runs still balance across actors
+MAX_BLOCK_ROWS = 4096  # files per Ray task at most: retries stay small, few objects for 100M files
 VISIBILITY_SAMPLE = 16  # files each node is asked to read before the run
 log = logging.getLogger(__name__)
 
@@ -329,11 +330,10 @@ class RaySource:
         if self._package is None:  # once per run: every actor loads it from the object store
             self._package = ray.put(ModelPackage.of(self.embedder))
         known = [ray.put(KnownHashes(known_hashes))] if known_hashes else None
-        block = opts.batch_size * BATCHES_PER_BLOCK
-        actors = min(self.workers or self.cluster_cpus(), -(-len(paths) // block))
-        ds = ray.data.from_items(
-            [{"path": os.fsencode(p)} for p in paths], override_num_blocks=-(-len(paths) // block)
-        )
+        actors = self.workers or self.cluster_cpus()
+        rows = block_rows(len(paths), actors, opts.batch_size)
+        actors = min(actors, -(-len(paths) // rows))
+        ds = ray.data.from_arrow(list(_path_tables(paths, rows)))
         ds = ds.map_batches(
             decode_batch,
             batch_size=opts.batch_size,
@@ -367,6 +367,23 @@ def ray_source(
     with connected(address) as ray:
         check_visible(ray, [os.path.abspath(os.fspath(r)) for r in roots])
         yield RaySource(ray, embedder, workers)
+
+
+def block_rows(files: int, actors: int, batch_size: int) -> int:
+    """Files per Ray task: whole model batches, enough tasks for every actor to take
+    several (balance), at most :data:`MAX_BLOCK_ROWS` (few objects for the driver)."""
+    per = -(-files // (actors * BLOCKS_PER_ACTOR))
+    batches = max(1, min(MAX_BLOCK_ROWS // batch_size, -(-per // batch_size)))
+    return batches * batch_size
+
+
+def _path_tables(paths: Sequence[str], rows: int):
+    """The paths as Arrow tables of ``rows`` (one per block): bytes, for names that are not UTF-8."""
+    import pyarrow as pa
+
+    for start in range(0, len(paths), rows):
+        encoded = [os.fsencode(p) for p in paths[start : start + rows]]
+        yield pa.table({"path": pa.array(encoded, pa.binary())})
 
 
 def _records(batch: dict) -> Iterator[ImageFile | Embedded]:

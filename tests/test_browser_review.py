@@ -92,7 +92,8 @@ def _wait_status(page, text: str) -> None:
             f"document.getElementById('status').textContent.includes({text!r})", timeout=60_000
         )
     except Exception:
-        raise AssertionError(f"status never said {text!r}: {page.locator('#status').inner_text()!r}") from None
+        said = page.locator("#status").inner_text()
+        raise AssertionError(f"status never said {text!r}: {said!r}") from None
 
 
 @needs_shared(TFLITE, UKBENCH, PARROT)

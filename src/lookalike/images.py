@@ -190,7 +190,8 @@ def _decode_open(
         side = int(max(h, w) * descriptor.decode_scale)
         im.draft("RGB", (side, side))
     im.load()
-    im = ImageOps.exif_transpose(im)
+    if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
+        im = ImageOps.exif_transpose(im)
     pixels = descriptor.cut(_to_rgb(im), size)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), colour.signature(pixels))
 

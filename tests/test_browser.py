@@ -49,11 +49,11 @@ def live_server(tmp_path, photo_dir, tf2_model):
 
 def _status_is(page, text: str) -> None:
     script = f"document.getElementById('status').textContent.startsWith({text!r})"
-    page.wait_for_function(script, timeout=30_000)
+    page.wait_for_function(script, timeout=60_000)
 
 
 def _first_result(page) -> str:
-    page.wait_for_selector(".hit .path", timeout=30_000)
+    page.wait_for_selector(".hit .path", timeout=60_000)
     return page.locator(".hit .path").first.inner_text()
 
 

@@ -296,7 +296,8 @@ def reindex(
     """Rebuild the vector index from the catalogue, e.g. as another --index-type."""
     settings = index_settings(index_type, max_memory, nprobe)
     started = datetime.now()
-    stats = _open(index, db=db).reindex(**settings)
+    with steps(err, "rebuilding"):
+        stats = _open(index, db=db).reindex(**settings)
     seconds = (datetime.now() - started).total_seconds()
     out.print(render.reindex_summary(stats, seconds), highlight=False, markup=False)
 
@@ -334,7 +335,8 @@ def verify(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what is found.")] = False,
 ) -> None:
     """Check that every catalogue row has its vector in FAISS and vice versa."""
-    found, after = _open(index, db=db).verify(repair=repair)
+    with steps(err, "repairing" if repair else "verifying"):
+        found, after = _open(index, db=db).verify(repair=repair)
     _print_verify(found)
     if found.ok:
         out.print("[green]ok[/]: catalogue and vectors agree")
@@ -433,7 +435,8 @@ def dupes(
     if chosen:
         if not groups:
             raise _nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
-        report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
+        with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
+            report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
         _print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
         if not report.done:
@@ -444,7 +447,8 @@ def dupes(
         from lookalike.report import write_html
         from lookalike.review import scoring_of
 
-        page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(idx))
+        with steps(err, "writing the report"):
+            page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(idx))
         err.print(f"report written to {page}", highlight=False, markup=False)
     if as_json:
         print(render.dupes_json(groups, shown))
@@ -568,7 +572,8 @@ def export(
     db: Db = None,
 ) -> None:
     """Write the index's vectors with their paths, for other tools."""
-    files = _open(index, db=db).export(out, fmt)
+    with steps(err, "exporting"):
+        files = _open(index, db=db).export(out, fmt)
     typer.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 
@@ -586,11 +591,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted; the index keeps everything committed so far")
-        sys.exit(130)
+    app()  # Ctrl-C: Commands.invoke says so (index: what was committed), exit status 130
 
 
 if __name__ == "__main__":

@@ -79,3 +79,17 @@ def test_jpeg_quality_before_size(tmp_path, tf2_model):
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("fine.jpg")
     assert _reasons(g) == {"coarse_but_larger.jpg": "higher quality (JPEG quality 95 vs JPEG quality 60)"}
+
+
+FORMATS = SHARED_PHOTOS / "ukbench-variants" / "formats_images"  # one photo as JPEG, PNG and WebP
+
+
+@needs_shared(FORMATS)
+def test_a_jpeg_is_kept_over_a_webp_of_it_of_the_same_resolution(tmp_path, tf2_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(FORMATS / "ukbench09380.jpeg", folder / "photo.jpeg")
+    shutil.copy(FORMATS / "ukbench09380.webp", folder / "photo.webp")
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("photo.jpeg")
+    assert _reasons(g) == {"photo.webp": "higher quality (JPEG quality 97 vs WEBP, quality not measured)"}

@@ -100,7 +100,9 @@ def _quality_words(row: FileRow, facts: FileFacts) -> str:
         return f"JPEG quality {facts.jpeg_quality}" if facts.jpeg_quality is not None else "a JPEG"
     if fmt in LOSSLESS_FORMATS:
         return f"lossless {fmt}"
-    return fmt
+    if fmt in CAMERA_FORMATS:
+        return f"{fmt}, a phone's original format"
+    return f"{fmt}, quality not measured"
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -10,6 +10,7 @@ and C together unless A~C (through the keeper) holds too.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -298,15 +299,15 @@ def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[
     """What the files say (see provenance) of the members that the rules before them
     (resolution) cannot tell from another member of their component."""
 
-    def cosine(a: FileRow, b: FileRow) -> float:
-        return float(vectors[position[a.id]] @ vectors[position[b.id]])
+    def vector(row: FileRow) -> np.ndarray:
+        return vectors[position[row.id]]
 
     facts: dict = {}
     for members in components:
-        pixels = [(m.width or 0) * (m.height or 0) for m in members]
-        tied = [m for m, p in zip(members, pixels, strict=True) if pixels.count(p) > 1]
+        pixels = Counter((m.width or 0) * (m.height or 0) for m in members)
+        tied = [m for m in members if pixels[(m.width or 0) * (m.height or 0)] > 1]
         if len(tied) > 1:
-            facts.update(group_facts(tied, cosine))
+            facts.update(group_facts(tied, vector))
     return facts
 
 

@@ -23,6 +23,7 @@ SAME_PIXELS_EXACT = 0.85  # share of channel values equal: a JPEG's decode saved
 SAME_PIXELS_MEAN = 0.25  # (a JPEG at quality 100 made *from* a lossless file: ~0.70 and ~0.33)
 CLOSE_COSINE = 0.95  # only members this alike are checked for being each other's re-encode
 MAX_COMPARE_MEGAPIXELS = 40.0
+CHUNK = 1024  # non-JPEG members scored against the JPEGs of their resolution at a time
 
 
 def header_facts(path: str) -> FileFacts:
@@ -62,22 +63,27 @@ def same_pixels(a: str, b: str) -> bool:
 
 
 def group_facts(
-    members: Sequence[FileRow], cosine: Callable[[FileRow, FileRow], float]
+    members: Sequence[FileRow], vector: Callable[[FileRow], np.ndarray]
 ) -> dict[int, FileFacts]:
     """:class:`FileFacts` of the members of one group (or component), by file id; a
-    non-JPEG is a re-encode when its pixels are the decode of the closest JPEG member of
-    its resolution (``cosine`` says how close two members are)."""
+    non-JPEG is a re-encode when its pixels are the decode of the JPEG member of its
+    resolution closest to it (``vector`` gives a member's unit vector)."""
     facts = {m.id: header_facts(m.path) for m in members}
-    jpegs = [m for m in members if (m.format or "").upper() in JPEG_FORMATS]
+    by_size: dict[tuple[int, int], tuple[list[FileRow], list[FileRow]]] = {}
     for m in members:
-        if (m.format or "").upper() in JPEG_FORMATS or not m.width:
+        if m.width and m.height:
+            jpegs, others = by_size.setdefault((m.width, m.height), ([], []))
+            (jpegs if (m.format or "").upper() in JPEG_FORMATS else others).append(m)
+    for jpegs, others in by_size.values():
+        if not jpegs or not others:
             continue
-        alike = [(cosine(m, j), j) for j in jpegs if (j.width, j.height) == (m.width, m.height)]
-        alike = [(c, j) for c, j in alike if c >= CLOSE_COSINE]
-        if not alike:
-            continue
-        _, source = max(alike, key=lambda cj: cj[0])
-        if same_pixels(m.path, source.path):
-            old = facts[m.id]
-            facts[m.id] = FileFacts(old.gps, old.jpeg_quality, (source.format or "JPEG").upper())
+        jv = np.stack([vector(j) for j in jpegs])
+        for start in range(0, len(others), CHUNK):
+            chunk = others[start : start + CHUNK]
+            sims = np.stack([vector(m) for m in chunk]) @ jv.T
+            for m, row in zip(chunk, sims, strict=True):
+                best = int(np.argmax(row))
+                if row[best] >= CLOSE_COSINE and same_pixels(m.path, jpegs[best].path):
+                    old = facts[m.id]
+                    facts[m.id] = FileFacts(old.gps, old.jpeg_quality, (jpegs[best].format or "JPEG").upper())
     return facts

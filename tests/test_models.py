@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,6 +218,27 @@ def test_tflite_runtime_converts_once_and_matches_tensorflow(tf2_model, tmp_path
     assert cached.stat().st_mtime_ns == stamp  # reused, not converted again
     cos, _, _ = _agree(tf_model, lite, _batch(tf_model, n=40, seed=3))
     assert cos >= 0.9999
+
+
+def test_checked_twin_loads_without_tensorflow(tf2_model):
+    from lookalike.models.convert import tflite_path
+
+    tf_model = load_model(str(tf2_model), runtime="tf")
+    first = load_model(str(tf2_model), runtime="tflite")  # converted, checked and recorded
+    code = (
+        "import sys; from lookalike.models import load_model; e = load_model(sys.argv[1]);"
+        "print(type(e).__name__, 'tensorflow' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(tf2_model)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["TFLiteEmbedder", "False"]
+    again = load_model(str(tf2_model))
+    x = _batch(tf_model, n=5)
+    assert again.info == first.info == tf_model.info
+    np.testing.assert_array_equal(again.embed(x).vectors, first.embed(x).vectors)
+    tflite_path(tf_model).unlink()  # the twin gone: converted and checked again, not a failure
+    assert isinstance(load_model(str(tf2_model), runtime="tflite"), TFLiteEmbedder)
+    assert tflite_path(tf_model).exists()
 
 
 def test_tflite_runtime_keeps_labels_of_tf1_classifiers(tf1_module):

@@ -62,13 +62,20 @@ def load_model(
     src = resolve_model(value)
     if src.is_tflite:
         return TFLiteEmbedder(src, input_range=input_range or SIGNED_RANGE, input_size=input_size)
+    wanted = input_size or (src.entry.input_size if src.entry else None)  # as TensorFlowEmbedder
+    if runtime != "tf":
+        from lookalike.models.convert import checked_twin
+
+        twin = checked_twin(src, wanted, batch_size)
+        if twin is not None:  # converted and checked before: no TensorFlow to import
+            return twin
     tf_model = TensorFlowEmbedder(src, input_size=input_size)
     if runtime == "tf":
         return tf_model
     from lookalike.models.convert import fast_embedder
 
     try:
-        return fast_embedder(tf_model, batch_size=batch_size)
+        return fast_embedder(tf_model, batch_size=batch_size, requested_size=wanted)
     except ModelError as exc:
         if runtime == "tflite":
             raise

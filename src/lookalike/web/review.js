@@ -168,8 +168,12 @@ async function submit(decisions) {
     refreshSummary();
     return data;
   } catch (err) {
+    if (err.status === 409) {  // the groups changed (another program, an undo): review them again
+      state.plans.clear();
+      updateApply();
+      await load(state.page);
+    }
     say(err.message, true);
-    if (err.status === 409) load(state.page);
   } finally {
     state.busy = false;
   }
@@ -207,7 +211,8 @@ async function undo() {
   state.busy = true;
   try {
     const data = await api("/dupes/undo", {});
-    $("undo").disabled = !data.undo;
+    state.plans.clear();  // the groups are computed again: their numbers may change
+    updateApply();
     await load(state.page);
     say(data.message);
   } catch (err) {

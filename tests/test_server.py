@@ -288,3 +288,20 @@ def test_writes_wait_for_another_writer_then_give_up(served):
     assert r.status_code == 201 and time.monotonic() - started >= 0.5
     hits = c.post("/search", files={"image": ("q.jpg", _jpeg(700))}, data={"k": "1"}).json()["results"]
     assert hits[0]["id"] == r.json()["id"]
+
+
+def test_search_by_an_indexed_image_and_the_index_summary(served):
+    """`{"id": N}` searches by an indexed image (the page's 'search by this result'); ids
+    that are not integers or not indexed are refused; /stats says when the index changed."""
+    _, index = served
+    with _client(index) as c:
+        first = c.post("/search", json={"id": 1, "k": 3})
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["query"] == body["results"][0]["path"] and body["results"][0]["relation"] == "exact"
+        assert c.post("/search", json={"id": "1"}).status_code == 422
+        assert c.post("/search", json={"id": True}).status_code == 422
+        assert c.post("/search", json={"id": 10**6}).status_code == 404
+        assert c.post("/search", json={}).status_code == 422
+        stats = c.get("/stats").json()
+        assert stats["last_indexed"].endswith("+00:00") and stats["files"] == 8

@@ -205,7 +205,7 @@ def gather(
 
 def fit_examples(
     examples: Examples,
-    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
+    neighbours: Callable[..., list[list[float]]],
     space: Space | None = None,
 ) -> Calibration:
     """Fit on ``examples``, scored in ``space`` (None: the raw cosine); ``neighbours``
@@ -214,7 +214,8 @@ def fit_examples(
     mapped = space or (lambda v: v)
     stored, copies = mapped(examples.stored), mapped(examples.copies)
     positives = np.einsum("ij,ij->i", copies, stored[examples.owner])
-    negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS) for s in row]
+    edits = [examples.copies[examples.owner == n] for n in range(len(examples.ids))]
+    negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(positives, np.array(negatives))
@@ -231,7 +232,7 @@ def fit_examples(
 def fit(
     sample: list[tuple[int, bytes, np.ndarray]],
     embed: Callable[[list[bytes]], np.ndarray],
-    neighbours: Callable[[list[int], np.ndarray, int], list[list[float]]],
+    neighbours: Callable[..., list[list[float]]],
 ) -> Calibration:
     """Fit on ``sample`` (see :func:`gather`) in the raw cosine."""
     return fit_examples(gather(sample, embed), neighbours)
@@ -240,13 +241,29 @@ def fit(
 CANDIDATES = 50  # raw nearest neighbours re-scored in a learned space for "different photo" examples
 
 
+EDIT_MIN_SIDE = 256  # photos edited for examples: a thumbnail's half size is no copy seen in the wild
+SCAN = 4  # files read per photo wanted, at most, looking for ones that large
+
+
+def _side(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return min(im.size)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
 def _pick(store: Store, sample: int, seed: int) -> list[tuple[int, bytes, np.ndarray]]:
     """Up to ``sample`` photos at random (``seed``), still readable and unchanged since
-    they were indexed (same SHA-256), so an edit compares with the vector stored for it."""
+    they were indexed (same SHA-256), so an edit compares with the vector stored for it;
+    photos of at least :data:`EDIT_MIN_SIDE` pixels first (thumbnails fill in)."""
     known = store.catalogue.known().items()
     rows = [(k.id, path, k.content_hash) for path, k in known if k.status == "ok"]
-    picked: list[tuple[int, bytes]] = []
-    for i in np.random.default_rng(seed).permutation(len(rows)):  # unreadable files are skipped
+    large: list[tuple[int, bytes]] = []
+    small: list[tuple[int, bytes]] = []
+    for n, i in enumerate(np.random.default_rng(seed).permutation(len(rows))):  # unreadable: skipped
+        if len(large) == sample or n >= SCAN * sample:
+            break
         fid, path, digest = rows[i]
         try:
             data = Path(path).read_bytes()
@@ -254,33 +271,50 @@ def _pick(store: Store, sample: int, seed: int) -> list[tuple[int, bytes, np.nda
             continue
         if digest is not None and hashlib.sha256(data).hexdigest() != digest:
             continue
-        picked.append((fid, data))
-        if len(picked) == sample:
-            break
+        (large if _side(data) >= EDIT_MIN_SIDE else small).append((fid, data))
+    picked = (large + small)[:sample]
     ids, vecs = store.catalogue.load_vectors([fid for fid, _ in picked])
     vector_of = dict(zip(ids.tolist(), vecs, strict=True))
     return [(fid, data, vector_of[fid]) for fid, data in picked if fid in vector_of]
 
 
+SAME_VECTOR = 0.995  # as alike as a re-save of one file: a copy, whatever else it is
+EXPLAINED = 0.5  # an edit of a photo closing this share of its gap to a neighbour: a copy of it
+
+
 def _neighbours(store: Store, space: Space | None):
     """Per (id, raw vector): scores in ``space`` of its nearest indexed photos that are not
-    copies of it (see :func:`_own_copy`), among its raw nearest :data:`CANDIDATES`."""
+    copies of it, among its raw nearest :data:`CANDIDATES`. A copy is the same bytes or
+    picture (:func:`_own_copy`), or a neighbour that one of the photo's generated ``edits``
+    matches much better than the photo itself does (the collection's own gray, cropped or
+    mirrored copy of it: the gray edit lands next to it)."""
     mapped = space or (lambda v: v)
 
-    def neighbours(fids: list[int], vectors: np.ndarray, k: int) -> list[list[float]]:
+    def neighbours(
+        fids: list[int], vectors: np.ndarray, k: int, edits: list[np.ndarray] | None = None
+    ) -> list[list[float]]:
         _, found = store.vectors.search(vectors, CANDIDATES)
         ids, raw = store.catalogue.load_vectors(np.unique(found[found >= 0]))
         at = {int(i): n for n, i in enumerate(ids)}
-        scores = mapped(vectors) @ mapped(raw).T if len(ids) else np.zeros((len(fids), 0))
+        candidates = mapped(raw)
+        scores = mapped(vectors) @ candidates.T if len(ids) else np.zeros((len(fids), 0))
         rows = store.catalogue.rows(set(at) | set(fids))
         out = []
         for q, (row_i, fid) in enumerate(zip(found, fids, strict=True)):
             me = rows.get(fid)
-            cand = sorted(
-                ((float(scores[q, at[int(i)]]), int(i)) for i in row_i if int(i) in at), reverse=True
+            explained = (
+                (mapped(edits[q]) @ candidates.T).max(axis=0) if edits is not None and len(edits[q]) else None
             )
-            others = [sc for sc, i in cand if (them := rows.get(i)) is not None and not _own_copy(me, them)]
-            out.append(others[:k])
+            others = []
+            for i in (int(i) for i in row_i if int(i) in at):
+                sc = float(scores[q, at[i]])
+                if sc >= SAME_VECTOR or (
+                    explained is not None and explained[at[i]] - sc >= EXPLAINED * (1.0 - sc)
+                ):
+                    continue
+                if (them := rows.get(i)) is not None and not _own_copy(me, them):
+                    others.append(sc)
+            out.append(sorted(others, reverse=True)[:k])
         return out
 
     return neighbours
@@ -329,7 +363,8 @@ SAME_PICTURE_CHROMA, SAME_PICTURE_LAYOUT = 0.1, 0.9  # thumbnails this alike: a 
 def _own_copy(me: FileRow | None, them: FileRow) -> bool:
     """Whether an indexed neighbour is a copy of a sampled photo, not a "different photo"
     example: the same bytes, or the same picture at thumbnail level (colours and light/dark
-    layout alike: a re-encode, resize or mirror already in the collection)."""
+    layout alike, or one of them grayscale with the same layout: a re-encode, resize, mirror
+    or grayscale version already in the collection)."""
     if me is None:
         return True
     if me.content_hash is not None and me.content_hash == them.content_hash:
@@ -337,7 +372,7 @@ def _own_copy(me: FileRow | None, them: FileRow) -> bool:
     if not me.colour or not them.colour:
         return False
     rel = colour.compare(me.colour, them.colour)
-    return rel.chroma <= SAME_PICTURE_CHROMA and rel.layout >= SAME_PICTURE_LAYOUT
+    return (rel.gray or rel.chroma <= SAME_PICTURE_CHROMA) and rel.layout >= SAME_PICTURE_LAYOUT
 
 
 def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:

@@ -66,6 +66,12 @@ MEASURED_FAMILIES = ("mobilenet_v1",)
 # (bench/quality.py): a little more inclusive than the measured cosine presets, which stay
 # in force for that family; precision there is >= 0.9999 from 0.81 up (README).
 PRESET_PROBABILITY = {"copies": 0.999, "edited": 0.99, "similar": 0.5}
+# ... and on an index scoring in its learned similarity (see search.metric), where the
+# calibration's upper levels vary with the collection (P 0.9 at 0.33 on the bench's search
+# index, 0.56 on its dupes library) while P 0.5 sits at 0.26-0.31 on both: there, copies
+# at P >= 0.5 (bench/lookalikes.py dupes library: pair precision 0.925, recall 0.686, vs
+# 0.901 / 0.583 of the raw-cosine preset, with recoloured variants left out either way).
+PRESET_PROBABILITY_LEARNED = {"copies": 0.5, "edited": 0.25, "similar": 0.1}
 
 
 def presets_for(model_source: str, calibration: Calibration | None = None) -> tuple[dict[str, Preset], str]:
@@ -78,7 +84,7 @@ def presets_for(model_source: str, calibration: Calibration | None = None) -> tu
     if calibration is None or not calibration.usable:
         return PRESETS, "unmeasured"
     out = dict(PRESETS)
-    for preset, level in PRESET_PROBABILITY.items():
+    for preset, level in (PRESET_PROBABILITY_LEARNED if learned else PRESET_PROBABILITY).items():
         cutoff = round(calibration.cosine_for(level), 4)
         out[preset] = Preset(preset, cutoff, f"{PRESETS[preset].meaning} (P(same photo) >= {level:g})")
     return out, "calibrated"

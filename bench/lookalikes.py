@@ -907,18 +907,21 @@ def summarize_search(rows: list[QueryRow], data: Dataset) -> dict:
 # --- dupes through the CLI ----------------------------------------------------------------
 
 
+NOTHING_FOUND = 3  # lookalike's exit status for "ran, found no duplicates"
+
+
 def run_dupes(
-    index_dir: Path, library: dict[str, tuple[str, str]], data: Dataset, preset: str | None
+    index_dir: Path, library: dict[str, tuple[str, str]], data: Dataset, preset: str | None, *extra: str
 ) -> dict:
-    cmd = [sys.executable, "-m", "lookalike.cli", "dupes", "--index", str(index_dir), "--json"]
+    cmd = [sys.executable, "-m", "lookalike.cli", "dupes", "--index", str(index_dir), "--json", *extra]
     if preset:
         cmd += ["--preset", preset]
     start = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if run.returncode != 0:
+    if run.returncode not in (0, NOTHING_FOUND):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stderr}")
-    groups = json.loads(run.stdout)["groups"]
+    groups = json.loads(run.stdout)["groups"] if run.stdout.strip() else []
 
     owner = {path: m for path, (m, _) in library.items()}
 
@@ -958,7 +961,7 @@ def run_dupes(
         per_kind[kind].append(g is not None and g == group_of.get(original))
     n_false = sum(false.values())
     return {
-        "preset": preset or "default",
+        "preset": " ".join([preset or "default", *extra]),
         "note": run.stderr.strip(),
         "groups": len(groups),
         "predicted_pairs": len(predicted),

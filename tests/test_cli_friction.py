@@ -134,6 +134,8 @@ def test_move_to_a_file_fails_before_anything_moves_or_a_journal_is_written(doub
     target.write_text("x")
     res = run("dupes", "--preset", "exact", "--move-to", target, "--index", index, code=1)
     assert "a file is there; --move-to takes a folder" in res.stderr
+    res = run("dupes", "--preset", "exact", "--trash", "--journal", tmp_path, "--index", index, code=1)
+    assert "a folder is there; --journal takes a file name" in res.stderr
     assert copy.exists() and not (index / "journals").exists()
 
 

@@ -174,8 +174,10 @@ def test_help_names_the_default_model_presets_with_thresholds_and_every_descript
     wide = {"COLUMNS": "400"}
     index_help = run("index", "--help", env=wide).stdout
     dupes_help = run("dupes", "--help", env=wide).stdout
-    for text in (index_help, dupes_help, run("search", "--help", env=wide).stdout):
-        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text
+    search_help = run("search", "--help", env=wide).stdout
+    for text in (index_help, dupes_help, search_help):
+        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text and "%Y" not in text
+    assert "--since" in search_help and "<YYYY-MM-DD[THH:MM:SS]>" in search_help
     assert f"Default: {DEFAULT_MODEL}" in index_help and "about 10 MB" in index_help
     assert all(f"{name}: " in index_help for name in DESCRIPTORS)
     assert "exact: identical bytes only" in dupes_help

@@ -133,7 +133,14 @@ def _tidy_type(param: Any, ctx: Any) -> str | None:
     shown = type(param).display_type_rich(param, ctx)
     if shown is None:
         return None
-    for old, new in (("list[", ""), ("]", ""), ("Path,Path", "path path"), ("Path", "path")):
+    replacements = (
+        ("list[", ""),
+        ("]", ""),
+        ("Path,Path", "path path"),
+        ("Path", "path"),
+        ("%Y-%m-%d|%Y-%m-%dT%H:%M:%S", "YYYY-MM-DD[THH:MM:SS]"),
+    )
+    for old, new in replacements:
         shown = shown.replace(old, new)
     return shown.replace("<str>", "<text>")
 

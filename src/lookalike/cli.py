@@ -152,7 +152,6 @@ def index(
         max_megapixels=max_megapixels,
     )
     progress, update, calibrating = render.index_progress(err, quiet)
-    before = idx.info()["vectors"] if idx.exists else 0
     try:
         with progress:
             report = idx.add(
@@ -168,8 +167,8 @@ def index(
                 ray=ray,
                 calibration_progress=calibrating,
             )
-    except KeyboardInterrupt:
-        committed = (idx.info()["vectors"] if idx.exists else 0) - before
+    except KeyboardInterrupt:  # the bar moves after each committed batch: its count is committed
+        committed = int(progress.tasks[0].completed)
         err.print(
             f"interrupted: {committed} images committed; run the same command again to resume",
             highlight=False,

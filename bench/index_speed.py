@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -212,7 +213,7 @@ def run_naive(paths: list[Path]) -> dict:
         start = time.perf_counter()
         out = _run([sys.executable, "-c", NAIVE, str(MODEL), listing.name])
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images": int(out.stdout.split()[-1]), "load": before}
+    return {"seconds": seconds, "images": int(out.stdout.split()[-1]), "cpu": out.cpu, "load": before}
 
 
 def run_lookalike(folders: list[Path], extra: list[str]) -> dict:
@@ -234,14 +235,20 @@ def run_lookalike(folders: list[Path], extra: list[str]) -> dict:
         "indexing": float(found.group(2)),
         "calibration": parts.get("calibration", 0.0),
         "model_load": parts.get("model_load", 0.0),
+        "cpu": out.cpu,
         "load": before,
     }
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ``cmd``; its CPU seconds (user + system, of it and every process it waited for:
+    decoder workers included) are set as ``cpu`` on the result."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{cmd[0]} {' '.join(cmd[3:])} failed:\n{out.stderr[-3000:]}")
+    out.cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # type: ignore[attr-defined]
     return out
 
 
@@ -261,24 +268,26 @@ def cold(name: str, folders: list[Path], repeat: int, extra: list[str]) -> dict:
 
 def print_cold(results: dict[str, dict]) -> None:
     print(
-        f"{'photos':9} {'files':>5} {'naive s':>8} {'img/s':>6} {'load':>5} | {'lookalike s':>11}"
-        f" {'img/s':>6} {'load':>5} {'indexing':>8} {'calib.':>6} {'other':>6} | {'ratio':>5}"
-        f" {'indexing only':>13}"
+        f"{'photos':9} {'files':>5} {'naive s':>8} {'img/s':>6} {'CPU s':>6} {'load':>5} |"
+        f" {'lookalike s':>11} {'img/s':>6} {'CPU s':>6} {'load':>5} {'indexing':>8} {'calib.':>6}"
+        f" {'other':>6} | {'ratio':>5} {'indexing only':>13} {'CPU ratio':>9}"
     )
     for name, r in results.items():
         n, o = best(r["naive"]), best(r["lookalike"])
         other = o["seconds"] - o["indexing"] - o["calibration"]
         print(
             f"{name:9} {r['files']:5d} {n['seconds']:8.1f} {n['images'] / n['seconds']:6.1f}"
-            f" {n['load']:5.1f} |"
-            f" {o['seconds']:11.1f} {o['images'] / o['seconds']:6.1f} {o['load']:5.1f} {o['indexing']:8.1f}"
-            f" {o['calibration']:6.1f} {other:6.1f} | {n['seconds'] / o['seconds']:4.2f}x"
-            f" {n['seconds'] / o['indexing']:12.2f}x"
+            f" {n['cpu']:6.1f} {n['load']:5.1f} | {o['seconds']:11.1f} {o['images'] / o['seconds']:6.1f}"
+            f" {o['cpu']:6.1f} {o['load']:5.1f} {o['indexing']:8.1f} {o['calibration']:6.1f} {other:6.1f} |"
+            f" {n['seconds'] / o['seconds']:4.2f}x {n['seconds'] / o['indexing']:12.2f}x"
+            f" {n['cpu'] / o['cpu']:8.2f}x"
         )
     print(
-        "seconds: best of the runs, wall time of a fresh process each; load: 1-min load average at the"
-        " start (2 cores);\nother = interpreter start, imports, model load, closing; 'indexing only' ="
-        " naive seconds / lookalike indexing seconds."
+        "seconds: best of the runs, wall time of a fresh process each; CPU s: user + system of the"
+        " process and its workers;\nload: 1-min load average at the start (2 cores); other ="
+        " interpreter start, imports, model load, closing;\n'indexing only' = naive seconds /"
+        " lookalike indexing seconds; CPU ratio = naive CPU s / lookalike CPU s (what the ratio"
+        " tends to on cores busy with other work)."
     )
 
 

@@ -241,6 +241,16 @@ def test_checked_twin_loads_without_tensorflow(tf2_model):
     assert tflite_path(tf_model).exists()
 
 
+def test_litert_calls_smaller_than_a_batch_run_unpadded_with_the_same_vectors(tf2_model):
+    lite = load_model(str(tf2_model), runtime="tflite")
+    x = _batch(lite, n=32, seed=5)
+    full = lite.embed(x).vectors
+    for n in (1, 3, 8, 17):
+        np.testing.assert_allclose(lite.embed(x[:n]).vectors, full[:n], atol=1e-6)
+    # 1, 3 and 8 images ran on interpreters of 1, 4 and 8 (17: the full batch of 32, padded)
+    assert sorted(lite._twins) == [1, 4, 8]
+
+
 def test_tflite_runtime_keeps_labels_of_tf1_classifiers(tf1_module):
     tf_model = load_model(str(tf1_module), runtime="tf")
     lite = load_model(str(tf1_module), runtime="tflite")

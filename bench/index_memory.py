@@ -9,9 +9,10 @@ catalogue of N synthetic unit vectors is built once (cached in the temp folder, 
 bench/ann_recall.py, whose vectors it uses), then each spec is built in a fresh child
 process that opens the store with no index loaded (a writer lets go of its old index
 before a rebuild) and reports its peak resident memory (VmHWM) and the baseline it had
-before the build. The model printed at the end gives the figure at --project N
-(10M by default) from the policy's own sizes: the training sample (64 vectors a list,
-at least 100,000), the index (bytes per vector of the spec) and the id list.
+before the build, and the growth by the end of training ("trained"). At the end, the
+policy's own sizes at --project N (10M by default): the training sample (64 vectors a
+list, at least 100,000), the index (bytes per vector of the spec) and the id list,
+from which the peak there is extrapolated. GB here are GiB.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ from lookalike.storage.vectors import choose_spec, parse_memory
 def hwm():  # peak resident bytes of this process (VmHWM: unlike ru_maxrss, not inherited across exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     return int(line.split()[1]) * 1024
+from lookalike.storage import vectors
+trained = {}
+build = vectors.VectorIndex.build.__func__
+def build_and_note(cls, *args, **kwargs):  # the peak so far once trained: the training phase's
+    index = build(cls, *args, **kwargs)
+    trained["peak"] = hwm()
+    return index
+vectors.VectorIndex.build = classmethod(build_and_note)
 folder, kind, budget = sys.argv[1], sys.argv[2], sys.argv[3]
 with Store(folder, writable=True, sync=False) as store:
     n = len(store.catalogue.vector_ids())
@@ -42,7 +51,7 @@ with Store(folder, writable=True, sync=False) as store:
     seconds = time.perf_counter() - started
     peak = hwm()
     print(json.dumps({"n": n, "spec": str(spec), "seconds": seconds, "base": base, "peak": peak,
-                      "index": spec.memory(n, store.dim)}))
+                      "trained": trained.get("peak", base), "index": spec.memory(n, store.dim)}))
 """
 
 
@@ -80,7 +89,8 @@ def main() -> None:
     args = ap.parse_args()
     specs = [[*s.split(":"), "-"][:2] for s in args.specs.split(",")]
     gb = 2**30
-    print(f"{'N':>10} {'index':<16}{'build s':>9}{'peak GB':>9}{'growth GB':>10}{'model GB':>9}")
+    print(f"{'N':>10} {'index':<16}{'build s':>9}{'peak GB':>9}{'growth GB':>10}{'trained GB':>11}"
+          f"{'sample GB':>10}{'index GB':>9}")  # fmt: skip
     for n in (int(x) for x in args.n.split(",")):
         started = time.perf_counter()
         folder = catalogue(n, args.dim)
@@ -88,16 +98,16 @@ def main() -> None:
         for kind, budget in specs:
             r = measure(folder, kind, budget)
             m = model(n, args.dim, kind, budget)
-            predicted = max(m["train"], m["index"]) + m["ids"]
+            training = r["trained"] - r["base"]  # growth by the end of training
             print(f"{n:>10,} {r['spec']:<16}{r['seconds']:>9.0f}{r['peak'] / gb:>9.2f}"
-                  f"{(r['peak'] - r['base']) / gb:>10.2f}{predicted / gb:>9.2f}", flush=True)  # fmt: skip
-    print(f"\nat {args.project:,} x {args.dim} (model: max(training sample, index) + ids):")
+                  f"{(r['peak'] - r['base']) / gb:>10.2f}{training / gb:>11.2f}"
+                  f"{m['train'] / gb:>10.2f}{m['index'] / gb:>9.2f}", flush=True)  # fmt: skip
+    print(f"\nthe policy's sizes at {args.project:,} x {args.dim} (the peak: the larger of the training"
+          " phase, 'trained GB / sample GB' above x the sample, and the filled index + ids):")  # fmt: skip
     for kind, budget in specs:
         m = model(args.project, args.dim, kind, budget)
-        growth = max(m["train"], m["index"]) + m["ids"]
-        print(f"  {m['spec']:<16} training {m['train'] / gb:.2f} GB, index {m['index'] / gb:.2f} GB, "
-              f"ids {m['ids'] / gb:.2f} GB -> peak growth {growth / gb:.2f} GB")  # fmt: skip
-
+        print(f"  {m['spec']:<16} training sample {m['train'] / gb:.2f} GB, index {m['index'] / gb:.2f} GB, "
+              f"ids {m['ids'] / gb:.2f} GB")  # fmt: skip
 
 if __name__ == "__main__":
     main()

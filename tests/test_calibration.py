@@ -78,7 +78,8 @@ def test_calibrate_an_index_then_scores_carry_probabilities(tmp_path, photo_dir,
         runner.invoke(app, ["search", str(query), "--json", "-k", "3", "--index", str(index)]).stdout
     )
     first, *rest = out["results"]
-    assert first["probability"] == pytest.approx(cal.probability(first["score"]), abs=1e-4)
+    own = cal.probability(first["score"])  # shared with the look-alikes among the hits, if any
+    assert own - 0.02 <= first["probability"] <= own + 1e-9
     assert all(r["probability"] <= first["probability"] for r in rest)
     res = runner.invoke(app, ["dupes", "--min-probability", "0.5", "--json", "--index", str(index)])
     assert res.exit_code == 0, res.output
@@ -200,3 +201,39 @@ def test_the_collections_own_copies_are_never_different_photo_examples(tmp_path,
             assert len(negatives) >= 5
             for score in copy_scores:  # no copy among them (the gray and mirrored ones score low)
                 assert all(abs(n - score) > 1e-5 for n in negatives), path
+
+
+def test_a_hits_probability_is_shared_with_its_rivals_not_with_its_own_copies():
+    p = np.array([0.99, 0.99, 0.2])
+    apart = np.eye(3)  # three different pictures
+    shared = calibration.among_rivals(p, apart)
+    assert shared[0] == pytest.approx(shared[1]) and 0.45 < shared[0] < 0.5  # two equal look-alikes
+    assert shared[2] < 0.01  # the weak one, beside two strong rivals
+    copies = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # hits 0 and 1: one picture
+    kept = calibration.among_rivals(p, copies)
+    assert kept[0] == pytest.approx(0.99 / 1.01 * 0.99 / (0.99 + 0.0025), rel=0.05) and kept[0] > 0.97
+    alone = calibration.among_rivals(np.array([0.9]), np.eye(1))
+    assert alone[0] == pytest.approx(0.9)
+
+
+def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
+    """Two indexed copies of the query's photo are no rivals: they keep their probability;
+    a distinct photo scoring as high would halve it (checked through among_rivals)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        make_photo(60 + i).save(photos / f"p{i}.jpg", quality=92)
+    make_photo(60).save(photos / "p0-again.png")
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    index.calibrate(sample=8)
+    cal = Calibration.from_dict(index.manifest().calibration)
+    hits = index.search([photos / "p0.jpg"], k=5)[0].hits
+    own = {h.path.rsplit("/", 1)[1]: h for h in hits}
+    assert {"p0.jpg", "p0-again.png"} <= set(own)
+    a, b = own["p0.jpg"], own["p0-again.png"]  # the same picture twice: no rivals of each other
+    assert min(cal.probability(a.score), cal.probability(b.score)) > 0.9
+    assert a.probability == pytest.approx(b.probability, abs=0.02) and b.probability > 0.75  # rivals: <= 0.5
+    others = [h for h in hits if not h.path.rsplit("/", 1)[1].startswith("p0")]
+    for h in others:  # and the rest never gain from the neighbourhood
+        assert h.probability <= cal.probability(h.score) + 1e-9

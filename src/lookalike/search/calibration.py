@@ -133,6 +133,23 @@ class Calibration:
         return cal if cal.usable else None
 
 
+def among_rivals(p: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """P(same photo) of each of one query's hits, given the others (the neighbourhood).
+
+    ``p`` is each hit's own calibrated probability (at even odds), ``same[i, j]`` the
+    probability that hits i and j are themselves one picture. Two hits that are not one
+    picture cannot both be the query's: they are rivals, and a hit's odds are shared with
+    its rivals' (o_i / (1 + o_i + sum_j o_j (1 - same_ij)), o = p / (1 - p)). Alone, or
+    among its own copies, a hit keeps its probability; beside an equally close look-alike
+    (the same design in another colour, the next frame) both fall towards 1/2.
+    """
+    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0 - 1e-12)
+    odds = p / (1.0 - p)
+    rivals = odds[None, :] * (1.0 - np.asarray(same, np.float64))
+    np.fill_diagonal(rivals, 0.0)
+    return odds / (1.0 + odds + rivals.sum(axis=1))
+
+
 EDIT_SIDE = 640  # edits are made on a reduced decode: ~3x the model input, enough for a 60% crop
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
-from lookalike.search.calibration import Calibration
+from lookalike.search.calibration import Calibration, among_rivals
 from lookalike.search.duplicates import presets_for
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.store import Store
@@ -125,7 +125,7 @@ def search_vectors(
         return [[] for _ in vectors]
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
-    scores, ids = store.search(vectors, k, allowed)
+    scores, ids = store.search(vectors, max(k, RIVALS), allowed)
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
     presets, _ = presets_for(store.manifest.model.source, cal)
     cutoffs = (presets["copies"].threshold, presets["similar"].threshold)
@@ -145,10 +145,41 @@ def search_vectors(
                 kind = relation(score, cutoffs, same, query.colour, row.colour)
                 if kind == RECOLOURED and p is not None:
                     p = 0.0  # another picture: P(same photo) does not follow its cosine
-            if (threshold is not None and score < threshold) or (
-                min_probability is not None and p is not None and p < min_probability
-            ):
-                continue
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind))
-        out.append(hits)
+        if cal is not None:
+            _share_with_rivals(store, cal, hits, rows)
+        out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def _passes(hit: Hit, threshold: float | None, min_probability: float | None) -> bool:
+    if threshold is not None and hit.score < threshold:
+        return False
+    return min_probability is None or hit.probability is None or hit.probability >= min_probability
+
+
+RIVALS = 10  # hits a probability is weighed against (the top ones, whatever k is)
+NOT_RIVAL = 0.01  # hits less likely than this to be the query's are nobody's rival
+
+
+def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: dict) -> None:
+    """Each hit's probability given the others (:func:`calibration.among_rivals`): hits
+    that are one picture (same bytes, or close in the index's own similarity) are no rivals."""
+    live = [h for h in hits if h.probability is not None and h.probability >= NOT_RIVAL]
+    if len(live) < 2:
+        return
+    ids, raw = store.catalogue.load_vectors([h.id for h in live])
+    if len(ids) != len(live):
+        return  # rows removed meanwhile: keep the probabilities as they are
+    at = {int(i): n for n, i in enumerate(ids)}
+    vecs = raw[[at[h.id] for h in live]]
+    if store.metric is not None:
+        vecs = store.metric.apply(vecs)
+    same = np.asarray(cal.probability(np.clip(vecs @ vecs.T, -1.0, 1.0)), np.float64)
+    digests = [rows[h.id].content_hash for h in live]
+    for i, a in enumerate(digests):
+        for j, b in enumerate(digests):
+            if a is not None and a == b:
+                same[i, j] = 1.0
+    for h, p in zip(live, among_rivals(np.array([h.probability for h in live]), same), strict=True):
+        h.probability = float(p)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MIN_SAMPLE = 5
 DEFAULT_SAMPLE = 200  # photos edited for `lookalike calibrate`
-AUTO_SAMPLE = 100  # ... and for the calibration an index makes of itself (~20 s)
+AUTO_SAMPLE = 50  # ... and for the calibration an index makes of itself (400 edits: ~10 s)
 AUTO_CALIBRATE = 200  # an index with this many photos calibrates itself once
 NEIGHBOURS = 10  # "different photo" examples per sampled photo: its nearest others
 log = logging.getLogger(__name__)

@@ -332,30 +332,81 @@ class RaySource:
         known = [ray.put(KnownHashes(known_hashes))] if known_hashes else None
         actors = self.workers or self.cluster_cpus()
         rows = block_rows(len(paths), actors, opts.batch_size)
-        actors = min(actors, -(-len(paths) // rows))
-        ds = ray.data.from_arrow(list(_path_tables(paths, rows)))
-        ds = ds.map_batches(
-            decode_batch,
-            batch_size=opts.batch_size,
-            batch_format="numpy",
-            fn_kwargs={
+        plan = _Plan(
+            tables=list(_path_tables(paths, rows)),
+            decode={
                 "size": tuple(size),
                 "max_megapixels": opts.max_megapixels,
                 "descriptor": descriptor,
                 "known": known,
             },
-        ).map_batches(
-            EmbedActor,
             batch_size=opts.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_args=([self._package], descriptor),
+            actors=min(actors, -(-len(paths) // rows)),
+            package=[self._package],
         )
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-                yield from _records(batch)
+            if _through_client(ray):  # Ray Data does not run over Ray Client: a pump on the cluster does
+                pump = ray.remote(num_cpus=0)(_Pump).remote(plan)
+                while batches := ray.get(pump.take.remote()):
+                    for batch in batches:
+                        yield from _records(batch)
+            else:
+                for batch in _batches(ray, plan):
+                    yield from _records(batch)
         except ray.exceptions.RayError as exc:
             raise ClusterError(f"the Ray run failed: {_first_line(exc)}") from exc
+
+
+@dataclass
+class _Plan:
+    """The dataset of a run, as arguments (it is built where it is iterated)."""
+
+    tables: list  # pyarrow tables of paths, one per block
+    decode: dict  # decode_batch's arguments
+    batch_size: int
+    actors: int
+    package: list  # the boxed ModelPackage ref
+
+
+def _batches(ray, plan: _Plan) -> Iterator[dict]:
+    """paths -> decode_batch -> EmbedActor pool, streamed as numpy batches."""
+    _quiet_data(ray)
+    ds = ray.data.from_arrow(plan.tables)
+    ds = ds.map_batches(
+        decode_batch, batch_size=plan.batch_size, batch_format="numpy", fn_kwargs=plan.decode
+    ).map_batches(
+        EmbedActor,
+        batch_size=plan.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        fn_constructor_args=(plan.package, plan.decode["descriptor"]),
+    )
+    return ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+
+
+class _Pump:
+    """Runs a plan's dataset on the cluster for a driver connected through Ray Client,
+    which takes its batches a few at a time."""
+
+    def __init__(self, plan: _Plan) -> None:
+        import ray
+
+        self.batches = iter(_batches(ray, plan))  # one pass: the iterable would start over each time
+
+    def take(self, n: int = 4) -> list[dict]:
+        out = []
+        for batch in self.batches:
+            out.append(batch)
+            if len(out) == n:
+                break
+        return out
+
+
+def _through_client(ray) -> bool:
+    try:
+        return bool(ray.util.client.ray.is_connected())
+    except AttributeError:
+        return False
 
 
 @contextmanager

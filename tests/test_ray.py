@@ -3,7 +3,7 @@
 
 Same vectors, errors and answers as a local run; a driver killed by SIGKILL resumes
 without losing or redoing a batch; a node dying mid-run is survived; PostgreSQL
-catalogues; nodes that cannot see the photos; lookalike without Ray installed.
+catalogues through Ray Client; nodes that cannot see the photos; lookalike without Ray.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +40,12 @@ NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
 def cluster():
     """A head and a second node, 1 CPU and 80 MB of object store each; this process is
     connected to it as a driver. Shut down (every Ray process gone) after the module."""
-    c = Cluster(initialize_head=True, connect=True, head_node_args={**NODE, "include_dashboard": False})
+    with socket.socket() as s:  # a free port for the head's Ray Client server
+        s.bind(("127.0.0.1", 0))
+        client_port = s.getsockname()[1]
+    head = {**NODE, "include_dashboard": False, "ray_client_server_port": client_port}
+    c = Cluster(initialize_head=True, connect=True, head_node_args=head)
+    c.client_address = f"ray://127.0.0.1:{client_port}"
     c.add_node(**NODE)
     c.wait_for_nodes()
     yield c
@@ -193,11 +199,14 @@ def test_a_node_dying_mid_run_is_survived(cluster, tmp_path, tflite_model):
     assert min(float(va[p] @ vb[p]) for p in va) >= 0.9999
 
 
-def test_postgresql_catalogue(cluster, tmp_path, photo_dir, tflite_model, pg_url):
-    result = runner.invoke(app, ["index", str(photo_dir), "--index", str(tmp_path / "ix"), "--db", pg_url,
-                                 "--model", str(tflite_model), "--ray", "auto", "--quiet"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "indexed 8 images" in result.output
+def test_postgresql_catalogue_through_ray_client(cluster, tmp_path, photo_dir, tflite_model, pg_url):
+    """`lookalike index --db postgresql://... --ray ray://HOST:PORT` in its own process: the
+    dataset runs on the cluster (Ray Data does not run over Ray Client), batches come back."""
+    cmd = [sys.executable, "-m", "lookalike.cli", "index", str(photo_dir), "--index", str(tmp_path / "ix"),
+           "--db", pg_url, "--model", str(tflite_model), "--ray", cluster.client_address, "-q"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "indexed 8 images" in result.stdout
     other = Index(tmp_path / "other", db=pg_url)  # another machine sharing the catalogue
     assert other.info()["vectors"] == 8 and other.verify()[0].ok
     hits = other.search([photo_dir / "sub" / "photo3.jpg"], k=1)[0].hits

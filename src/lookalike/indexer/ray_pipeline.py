@@ -16,6 +16,8 @@ loads it when it starts (the LiteRT file the driver validated, else the TensorFl
 SavedModel); the hashes already stored go the same way, so workers skip decoding them.
 Workers never touch the catalogue. Actors lost with a worker or a node are restarted and
 their tasks retried by Ray (Ray Data's actor pools default to unlimited restarts).
+A driver connected through Ray Client (``ray://``), where Ray Data does not run, has an
+actor on the cluster (:class:`_Pump`) run the dataset and takes its batches from it.
 
 Photos must be at the same path on every node: :func:`check_visible` asks each node
 before the run. Ray is imported lazily: lookalike works without it.

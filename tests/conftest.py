@@ -230,3 +230,16 @@ def backend(request):
 
     db = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     return partial(Store, db=db)
+
+
+@pytest.fixture
+def trash(tmp_path, monkeypatch) -> Path:
+    """This test's own freedesktop trash folder (send2trash reads its folders at import)."""
+    from send2trash import plat_other
+
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
+    return xdg / "Trash"

@@ -71,22 +71,15 @@ def test_move_to_and_undo(library, tmp_path):
     assert _tree(photos) == before
 
 
-def test_trash_and_undo(library, tmp_path, monkeypatch):
-    from send2trash import plat_other
-
-    xdg = tmp_path / "xdg"
-    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
+def test_trash_and_undo(library, trash):
     photos, index = library
     before = _tree(photos)
     res = _dupes(index, "--trash")
     assert "trash: 2 files" in res.stdout
-    assert sorted(p.name for p in (xdg / "Trash" / "files").iterdir()) == ["exact_copy.jpg", "smaller.jpg"]
+    assert sorted(p.name for p in (trash / "files").iterdir()) == ["exact_copy.jpg", "smaller.jpg"]
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
     assert "restored 2 files" in res.stdout and _tree(photos) == before
-    assert list((xdg / "Trash" / "info").iterdir()) == []
+    assert list((trash / "info").iterdir()) == []
 
 
 def test_hardlink_only_exact_copies_and_undo(library):

@@ -31,19 +31,6 @@ DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def trash(tmp_path, monkeypatch) -> Path:
-    """The freedesktop trash of this test (send2trash reads its folders at import)."""
-    from send2trash import plat_other
-
-    xdg = tmp_path / "xdg"
-    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
-    return xdg / "Trash"
-
-
-@pytest.fixture
 def real_library(tmp_path) -> tuple[Path, Path]:
     """Real photos from a camera folder and their copies in an export folder: a PNG
     re-encode, a JPEG recompressed at quality 40, an exact copy and a WebP; two photos

@@ -26,19 +26,6 @@ runner = CliRunner()
 OPTS = IndexOptions(workers=0)
 
 
-@pytest.fixture
-def trash(tmp_path, monkeypatch) -> Path:
-    """An isolated freedesktop trash for send2trash."""
-    from send2trash import plat_other
-
-    xdg = tmp_path / "xdg"
-    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
-    return xdg / "Trash"
-
-
 def _contents(*roots: Path) -> dict[str, int]:
     """sha256 -> number of regular files (not links) holding those bytes below ``roots``."""
     seen: dict[str, int] = {}

@@ -63,14 +63,7 @@ def test_another_kept_copy_changes_what_is_shown_not_the_order(library):
     assert "format" in png.differs and "size" in png.differs
 
 
-def test_trash_with_a_chosen_keep_is_journalled_and_undone(library, tmp_path, monkeypatch):
-    from send2trash import plat_other
-
-    xdg = tmp_path / "xdg"
-    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(xdg))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
+def test_trash_with_a_chosen_keep_is_journalled_and_undone(library, trash):
     photos, index = library
     idx = Index(index)
     review = Review(idx)

@@ -180,6 +180,7 @@ def test_help_names_the_default_model_presets_with_thresholds_and_every_descript
     assert "--since" in search_help and "<YYYY-MM-DD[THH:MM:SS]>" in search_help
     assert f"Default: {DEFAULT_MODEL}" in index_help and "about 10 MB" in index_help
     assert all(f"{name}: " in index_help for name in DESCRIPTORS)
+    assert "pip install lookalike[ray]" in index_help  # not swallowed as console markup
     assert "exact: identical bytes only" in dupes_help
     for p in PRESETS.values():
         if p.threshold <= 1:

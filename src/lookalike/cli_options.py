@@ -41,7 +41,8 @@ RayAddress = Annotated[
     typer.Option(
         "--ray",
         help="Read, decode and embed on a Ray cluster: local (a runtime on this machine), auto (the cluster "
-        "`ray start` set up) or ray://HOST:PORT; this process still writes. Needs lookalike[ray].",
+        "`ray start` set up) or ray://HOST:PORT; this process still writes. "
+        "Needs the ray extra: pip install lookalike\\[ray].",
         show_default=False,
     ),
 ]

@@ -287,7 +287,10 @@ def check_visible(ray, paths: Sequence[str]) -> None:
         for n in nodes
     }
     for ref, node in pending.items():
-        host, missing = ray.get(ref)
+        try:
+            host, missing = ray.get(ref)
+        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError):
+            continue  # listed alive, gone since (its death not yet noticed): it will run nothing
         if missing:
             more = f" (and {len(missing) - 1} more of {len(paths)} checked)" if len(missing) > 1 else ""
             raise PathsNotVisible(

@@ -26,6 +26,7 @@ import hashlib
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Whitening:
         with np.load(io.BytesIO(base64.b64decode(text))) as d:
             return cls(d["mean"].astype(np.float32), d["projection"].astype(np.float32), int(d["vectors"]))
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A short content hash: the key it is stored under, named by the manifest."""
         h = hashlib.sha256(self.mean.tobytes())

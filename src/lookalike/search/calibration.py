@@ -231,7 +231,7 @@ def fit_examples(
     mapped = space or (lambda v: v)
     stored, copies = mapped(examples.stored), mapped(examples.copies)
     positives = np.einsum("ij,ij->i", copies, stored[examples.owner])
-    edits = [examples.copies[examples.owner == n] for n in range(len(examples.ids))]
+    edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
@@ -303,8 +303,8 @@ def _neighbours(store: Store, space: Space | None):
     """Per (id, raw vector): scores in ``space`` of its nearest indexed photos that are not
     copies of it, among its raw nearest :data:`CANDIDATES`. A copy is the same bytes or
     picture (:func:`_own_copy`), or a neighbour that one of the photo's generated ``edits``
-    matches much better than the photo itself does (the collection's own gray, cropped or
-    mirrored copy of it: the gray edit lands next to it)."""
+    (already in ``space``) matches much better than the photo itself does (the collection's
+    own gray, cropped or mirrored copy of it: the gray edit lands next to it)."""
     mapped = space or (lambda v: v)
 
     def neighbours(
@@ -319,9 +319,7 @@ def _neighbours(store: Store, space: Space | None):
         out = []
         for q, (row_i, fid) in enumerate(zip(found, fids, strict=True)):
             me = rows.get(fid)
-            explained = (
-                (mapped(edits[q]) @ candidates.T).max(axis=0) if edits is not None and len(edits[q]) else None
-            )
+            explained = (edits[q] @ candidates.T).max(axis=0) if edits is not None and len(edits[q]) else None
             others = []
             for i in (int(i) for i in row_i if int(i) in at):
                 sc = float(scores[q, at[i]])

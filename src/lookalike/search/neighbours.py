@@ -176,10 +176,7 @@ def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: di
     if store.metric is not None:
         vecs = store.metric.apply(vecs)
     same = np.asarray(cal.probability(np.clip(vecs @ vecs.T, -1.0, 1.0)), np.float64)
-    digests = [rows[h.id].content_hash for h in live]
-    for i, a in enumerate(digests):
-        for j, b in enumerate(digests):
-            if a is not None and a == b:
-                same[i, j] = 1.0
+    digests = np.array([rows[h.id].content_hash or f"no hash {h.id}" for h in live])
+    same[digests[:, None] == digests[None, :]] = 1.0  # the same bytes: one picture
     for h, p in zip(live, among_rivals(np.array([h.probability for h in live]), same), strict=True):
         h.probability = float(p)

@@ -57,11 +57,11 @@ with Store(folder, writable=True, sync=False) as store:
 
 def catalogue(n: int, dim: int) -> Path:
     sys.path.insert(0, str(BENCH))
-    from ann_recall import build, make_vectors
+    from ann_recall import build, vector_chunks
 
     folder = Path(tempfile.gettempdir()) / f"lookalike-ann-{n}-{dim}"
     if not (folder / "ready").exists():
-        build(folder, make_vectors(n, dim, seed=0))
+        build(folder, vector_chunks(n, dim, seed=0))
     return folder
 
 
@@ -108,6 +108,7 @@ def main() -> None:
         m = model(args.project, args.dim, kind, budget)
         print(f"  {m['spec']:<16} training sample {m['train'] / gb:.2f} GB, index {m['index'] / gb:.2f} GB, "
               f"ids {m['ids'] / gb:.2f} GB")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

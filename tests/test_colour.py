@@ -42,3 +42,33 @@ def test_copies_keep_colour_and_layout_recolourings_do_not():
         assert colour.compare(original, _sig(variant)).chroma > 0.4
     dark = colour.compare(original, _sig(ImageOps.invert(photo)))
     assert dark.layout < -0.5  # a light/dark version
+
+
+def _gap(a: bytes, b: bytes) -> float:
+    return float(colour.pixel_gaps(colour.lab([a]), colour.lab([b]))[0])
+
+
+def test_pixel_gap_small_for_copies_large_for_the_design_in_other_colours():
+    from PIL import ImageDraw
+
+    photo = make_photo(5, (400, 300))
+    original = _sig(photo)
+    captioned = photo.copy()
+    ImageDraw.Draw(captioned).rectangle((0, 265, 400, 300), fill="white")  # a caption bar
+    copies = {
+        "resized": photo.resize((200, 150)),
+        "mirrored": ImageOps.mirror(photo),
+        "grayscale": ImageOps.grayscale(photo),
+        "captioned": captioned,
+        "re-encoded": photo,
+    }
+    for name, copy in copies.items():
+        assert _gap(original, _sig(copy)) < 6.0, name
+    for degrees in (60, 120, 180):
+        assert _gap(original, _sig(_hue(photo, degrees))) > 10.0, degrees
+    inverted = _gap(original, _sig(ImageOps.invert(photo)))
+    assert inverted > 20.0
+    # one against many gives the same as pair by pair
+    many = colour.lab([_sig(c) for c in copies.values()])
+    one = colour.pixel_gaps(colour.lab([original]), many)
+    assert list(one) == [_gap(original, _sig(c)) for c in copies.values()]

@@ -10,6 +10,7 @@ rotations do not count) and in light/dark layout. numpy only: decoder processes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,3 +93,49 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
 
 def _luminance(px: np.ndarray) -> float:
     return float((px @ np.array([0.299, 0.587, 0.114], np.float32)).mean() / 255.0)
+
+
+# CIE L*a*b* (D65) of sRGB: the space the pixel gap is measured in (a distance of ~2.3 is
+# a just-noticeable difference; a recolouring moves most cells by 20-100).
+_SRGB_TO_XYZ = np.array(
+    [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], np.float32
+)
+_WHITE = np.array([0.9505, 1.0, 1.089], np.float32)
+
+
+def lab(signatures: Sequence[bytes]) -> np.ndarray:
+    """L*a*b* cells of signatures: [n, SIDE * SIDE, 3] float32."""
+    rgb = np.frombuffer(b"".join(signatures), np.uint8).reshape(-1, SIDE * SIDE, 3) / np.float32(255)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = (linear @ _SRGB_TO_XYZ.T) / _WHITE
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    out = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+    return out.astype(np.float32)
+
+
+_MIRROR = np.arange(SIDE * SIDE).reshape(SIDE, SIDE)[:, ::-1].ravel()
+
+
+def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair of L*a*b* signatures (:func:`lab`, rows of ``a`` and ``b`` paired, or one
+    ``a`` against every ``b``): the median distance of their cells, as-is or mirrored,
+    whichever is smaller; lightness alone when either is grayscale. 0-1 for copies
+    (re-encoded, resized, blurred, captioned: the median ignores a caption bar), tens
+    for the same design in other colours, whatever their feature vectors say."""
+    a, b = np.broadcast_arrays(a, b)
+    gray = (_chroma(a) < GRAY_LAB) | (_chroma(b) < GRAY_LAB)
+    hue = (~gray).astype(np.float32)[:, None]  # chroma differences count for colour pairs only
+    out = None
+    for other in (b, b[:, _MIRROR]):
+        d = a - other
+        dist = np.sqrt(d[..., 0] ** 2 + hue * (d[..., 1] ** 2 + d[..., 2] ** 2))
+        med = np.median(dist, axis=-1)
+        out = med if out is None else np.minimum(out, med)
+    return out
+
+
+GRAY_LAB = 4.0  # mean L*a*b* chroma below which a signature counts as grayscale
+
+
+def _chroma(cells: np.ndarray) -> np.ndarray:
+    return np.hypot(cells[..., 1], cells[..., 2]).mean(-1)

@@ -7,6 +7,7 @@ import pytest
 
 from lookalike.api import Index
 from lookalike.search import calibration, metric
+from lookalike.search.calibration import Calibration
 from lookalike.search.metric import Whitening, due, learn
 from tests.conftest import make_photo
 
@@ -67,17 +68,23 @@ def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_mode
     index = Index(tmp_path / "index")
     index.add([photos], model=str(tf2_model))
     first = index.manifest()
-    assert first.learned["vectors"] == 10 and first.calibration["space"] == "whitened"
+    assert first.learned["vectors"] == 10 and first.calibration["space"] == metric.PIXELS
     version = first.learned["whitening"]
     assert version is not None
     with index.store() as store:
         learned = store.metric
         ids, raw = store.catalogue.load_vectors(store.catalogue.vector_ids())
+        rows = store.catalogue.rows(set(ids.tolist()))
         assert learned is not None and learned.version == version
-    hits = index.search([photos / "p3.jpg"], k=3)[0].hits  # scores are cosines in the whitened space
-    expected = learned.apply(raw) @ learned.apply(raw[[list(ids).index(hits[0].id)]])[0]
+    # scores are cosines in the whitened space, less PIXEL_WEIGHT x the pixel gap
+    hits = index.search([photos / "p3.jpg"], k=3)[0].hits
+    me = list(ids).index(hits[0].id)
+    cosines = learned.apply(raw) @ learned.apply(raw[[me]])[0]
+    gaps = metric.pixel_gaps([rows[hits[0].id].colour] * len(ids), [rows[int(i)].colour for i in ids])
+    expected = cosines - metric.PIXEL_WEIGHT * gaps
+    assert gaps.max() > 1.0  # the photos differ in colour: the weighing is seen
     assert hits[0].path.endswith("p3.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert hits[1].score == pytest.approx(float(np.sort(expected)[-2]), abs=1e-5)
+    assert [h.score for h in hits[1:]] == pytest.approx(list(np.sort(expected)[::-1][1:3]), abs=1e-5)
 
     for i in range(10, 14):  # x1.4: not enough to learn again
         make_photo(i).save(photos / f"p{i}.jpg", quality=92)
@@ -94,3 +101,24 @@ def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_mode
         assert store.catalogue.meta(f"whitening:{version}") is None
         assert store.metric.version == after.learned["whitening"]
     assert after.calibration != first.calibration
+
+
+def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path, tf2_model, monkeypatch):
+    monkeypatch.setattr(metric, "MIN_VECTORS", 8)
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
+    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    with index.store(writable=True) as store:  # as an earlier version left it
+        state = store.manifest.calibration
+        store.set_learned(store.metric, {**state, "space": "whitened"}, 10)
+    assert not Calibration.from_dict(index.manifest().calibration).pixels
+    index.add([photos])  # nothing to index; the older learned state is replaced
+    assert index.manifest().calibration["space"] == metric.PIXELS
+    index.add([photos])
+    assert index.manifest().calibration["space"] == metric.PIXELS
+

@@ -234,7 +234,7 @@ class Index:
                     report = index_paths(store, embedder, paths, opts, progress, source)
             if calibrate:
                 total = min(calibration.AUTO_SAMPLE, store.vectors.ntotal)
-                embed = _counted(self.embed, calibration_progress, total)
+                embed = _counted(self.embed_with_colours, calibration_progress, total)
                 report.calibration = calibration.auto_calibrate(store, embed)
             return report
 
@@ -242,6 +242,12 @@ class Index:
         """Vectors for query images: (vectors of the decodable ones, per-query error or None)."""
         vectors, problems = self.query_vectors(queries, max_megapixels)
         return vectors, [None if p is None else str(p) for p in problems]
+
+    def embed_with_colours(self, queries: Sequence[QuerySource]):
+        """As :meth:`embed`, plus the decodable ones' colour signatures (for calibration)."""
+        traits: list[QueryTraits] = []
+        vectors, problems = self.query_vectors(queries, traits=traits)
+        return vectors, [None if p is None else str(p) for p in problems], [t.colour for t in traits]
 
     def query_vectors(
         self,
@@ -317,7 +323,7 @@ class Index:
         """Fit and record the mapping of cosine to P(same photo) on this index's own photos."""
         self.model()
         with self.store(writable=True) as store:
-            embed = _counted(self.embed, progress, min(sample, store.vectors.ntotal))
+            embed = _counted(self.embed_with_colours, progress, min(sample, store.vectors.ntotal))
             return calibration.calibrate_store(store, embed, sample, seed)
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:

@@ -40,8 +40,11 @@ AUTO_SAMPLE = 50  # ... and for the calibration an index makes of itself (400 ed
 AUTO_CALIBRATE = 200  # an index with this many photos calibrates itself once
 NEIGHBOURS = 10  # "different photo" examples per sampled photo: its nearest others
 log = logging.getLogger(__name__)
-# Image bytes -> (unit vectors of the decodable ones, per-image error or None), as Index.embed.
-EmbedBytes = Callable[[list[bytes]], tuple[np.ndarray, list[str | None]]]
+# Image bytes -> (unit vectors of the decodable ones, per-image error or None[, their colour
+# signatures]), as Index.embed (Index.embed_with_colours).
+EmbedBytes = Callable[[list[bytes]], tuple]
+# Image bytes -> (vectors of the decodable ones, their colour signatures or None).
+EmbedDecodable = Callable[[list[bytes]], tuple[np.ndarray, list[bytes | None] | None]]
 
 
 # The edits, public: the benchmarks (bench/quality.py, bench/dupes_quality.py) make the same ones.
@@ -97,7 +100,12 @@ class Calibration:
     positives: int
     negatives: int
     photos: int
-    space: str = "cosine"  # what was fitted: the raw "cosine", or "whitened" (see search.metric)
+    space: str = "cosine"  # fitted on the raw "cosine", "whitened" or "whitened+pixels" (search.metric)
+
+    @property
+    def pixels(self) -> bool:
+        """Whether the scores it maps weigh the pixel gap (:data:`metric.PIXEL_WEIGHT`)."""
+        return self.space == metric.PIXELS
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
         z = self.a * np.asarray(cosine, np.float64) + self.b
@@ -193,22 +201,24 @@ class Examples:
     stored: np.ndarray
     copies: np.ndarray
     owner: np.ndarray
+    copy_colours: list[bytes | None] | None = None  # colour signatures of the copies ...
+    stored_colours: list[bytes | None] | None = None  # ... and of the photos, as indexed
 
 
 Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores are cosines of
 
 
-def gather(
-    sample: list[tuple[int, bytes, np.ndarray]], embed: Callable[[list[bytes]], np.ndarray]
-) -> Examples:
-    """Embed the edits of ``sample``: (id, file bytes, stored vector) of indexed photos."""
-    ids, stored, copies, owner = [], [], [], []
+def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -> Examples:
+    """Embed the edits of ``sample``: (id, file bytes, stored vector) of indexed photos.
+    ``embed`` gives the decodable edits' vectors, and their colour signatures or None."""
+    ids, stored, copies, owner, colours = [], [], [], [], []
     for fid, data, vector in sample:
         try:
             edits = edited_copies(data)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue  # a file that decodes no more (truncated since, ...): not an example
-        vectors = embed(edits)
+        vectors, signatures = embed(edits)
+        colours.extend(signatures if signatures is not None else [None] * len(vectors))
         owner.extend([len(ids)] * len(vectors))
         ids.append(fid)
         stored.append(vector)
@@ -217,20 +227,25 @@ def gather(
         raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
         )
-    return Examples(ids, np.stack(stored), np.concatenate(copies), np.array(owner, np.int64))
+    return Examples(ids, np.stack(stored), np.concatenate(copies), np.array(owner, np.int64), colours)
 
 
 def fit_examples(
     examples: Examples,
     neighbours: Callable[..., list[list[float]]],
     space: Space | None = None,
+    pixels: bool = False,
 ) -> Calibration:
-    """Fit on ``examples``, scored in ``space`` (None: the raw cosine); ``neighbours``
-    gives, per (id, raw vector), the scores (in that space) of its nearest indexed photos
-    of other content."""
+    """Fit on ``examples``, scored in ``space`` (None: the raw cosine), weighing the
+    pixel gap if ``pixels`` (see :data:`lookalike.search.metric.PIXEL_WEIGHT`);
+    ``neighbours`` gives, per (id, raw vector), the scores (the same way) of its nearest
+    indexed photos of other content."""
     mapped = space or (lambda v: v)
     stored, copies = mapped(examples.stored), mapped(examples.copies)
     positives = np.einsum("ij,ij->i", copies, stored[examples.owner])
+    if pixels and examples.copy_colours and examples.stored_colours:
+        owners = [examples.stored_colours[o] for o in examples.owner]
+        positives = metric.with_pixels(positives, metric.pixel_gaps(examples.copy_colours, owners))
     edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
     if not negatives:
@@ -242,7 +257,7 @@ def fit_examples(
             f"cosine {np.median(positives):.3f}; nearest other photos: {np.median(negatives):.3f}), so "
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
         )
-    kind = "cosine" if space is None else "whitened"
+    kind = "cosine" if space is None else metric.PIXELS if pixels else "whitened"
     return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind)
 
 
@@ -252,7 +267,7 @@ def fit(
     neighbours: Callable[..., list[list[float]]],
 ) -> Calibration:
     """Fit on ``sample`` (see :func:`gather`) in the raw cosine."""
-    return fit_examples(gather(sample, embed), neighbours)
+    return fit_examples(gather(sample, lambda datas: (embed(datas), None)), neighbours)
 
 
 CANDIDATES = 50  # raw nearest neighbours re-scored in a learned space for "different photo" examples
@@ -299,12 +314,13 @@ SAME_VECTOR = 0.995  # as alike as a re-save of one file: a copy, whatever else 
 EXPLAINED = 0.5  # an edit of a photo closing this share of its gap to a neighbour: a copy of it
 
 
-def _neighbours(store: Store, space: Space | None):
+def _neighbours(store: Store, space: Space | None, pixels: bool = False):
     """Per (id, raw vector): scores in ``space`` of its nearest indexed photos that are not
     copies of it, among its raw nearest :data:`CANDIDATES`. A copy is the same bytes or
     picture (:func:`_own_copy`), or a neighbour that one of the photo's generated ``edits``
     (already in ``space``) matches much better than the photo itself does (the collection's
-    own gray, cropped or mirrored copy of it: the gray edit lands next to it)."""
+    own gray, cropped or mirrored copy of it: the gray edit lands next to it). With
+    ``pixels``, the scores weigh the pixel gap of the two photos' colour signatures."""
     mapped = space or (lambda v: v)
 
     def neighbours(
@@ -328,6 +344,8 @@ def _neighbours(store: Store, space: Space | None):
                 ):
                     continue
                 if (them := rows.get(i)) is not None and not _own_copy(me, them):
+                    if pixels and me is not None:
+                        sc = float(metric.with_pixels(sc, metric.pixel_gaps([me.colour], [them.colour])[0]))
                     others.append(sc)
             out.append(sorted(others, reverse=True)[:k])
         return out
@@ -354,7 +372,10 @@ def calibrate_store(
         ids = store.catalogue.vector_ids()
         whitening = metric.learn((v for _, v in store.catalogue.iter_vectors(ids)), len(ids), seed)
         try:
-            cal = fit_examples(examples, _neighbours(store, whitening.apply), whitening.apply)
+            rows = store.catalogue.rows(set(examples.ids))
+            examples.stored_colours = [rows[i].colour if i in rows else None for i in examples.ids]
+            neighbours = _neighbours(store, whitening.apply, pixels=True)
+            cal = fit_examples(examples, neighbours, whitening.apply, pixels=True)
         except CalibrationError as exc:
             log.warning("learned similarity not used: %s", exc)
             whitening = None
@@ -364,10 +385,10 @@ def calibrate_store(
     return cal
 
 
-def _decodable(embed: EmbedBytes) -> Callable[[list[bytes]], np.ndarray]:
-    def embed_decodable(datas: list[bytes]) -> np.ndarray:
-        vectors, errors = embed(datas)
-        return vectors[: len(datas) - sum(e is not None for e in errors)]
+def _decodable(embed: EmbedBytes) -> EmbedDecodable:
+    def embed_decodable(datas: list[bytes]) -> tuple[np.ndarray, list[bytes | None] | None]:
+        vectors, errors, *colours = embed(datas)
+        return vectors[: len(datas) - sum(e is not None for e in errors)], (colours[0] if colours else None)
 
     return embed_decodable
 
@@ -396,14 +417,17 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
     Once it holds :data:`AUTO_CALIBRATE` photos and has no usable calibration, whatever
     the run indexed (one killed during the calibration resumes with nothing to index,
     and must calibrate still), and again whenever the collection grew or shrank enough
-    for its learned similarity to be out of date (:func:`lookalike.search.metric.due`).
+    for its learned similarity to be out of date (:func:`lookalike.search.metric.due`), or
+    when it was learned by a version whose scores did not weigh the pixels.
     A refusal is logged and recorded, and tried again only when the index has doubled.
     """
     state = store.manifest.calibration or {}
     n = store.vectors.ntotal
-    calibrated = Calibration.from_dict(state) is not None
+    cal = Calibration.from_dict(state)
+    calibrated = cal is not None
     learned_on = (store.manifest.learned or {}).get("vectors")
-    if calibrated and not metric.due(learned_on, n):
+    older = calibrated and cal.space == "whitened"  # learned before scores weighed the pixels
+    if calibrated and not older and not metric.due(learned_on, n):
         return None
     if not calibrated and n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
         return None

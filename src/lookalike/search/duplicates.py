@@ -19,6 +19,7 @@ import numpy as np
 
 from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
 from lookalike.fsutil import identity
+from lookalike.search import metric
 from lookalike.search.calibration import Calibration
 from lookalike.search.keep import KeepRules
 from lookalike.search.provenance import group_facts
@@ -271,8 +272,10 @@ def find_duplicates(
     Each duplicate says its relation to the kept image; recoloured variants (one design
     in other colours) are left out unless ``include_recoloured``."""
     rules = rules or KeepRules()
-    presets, _ = presets_for(store.manifest.model.source, Calibration.from_dict(store.manifest.calibration))
+    cal = Calibration.from_dict(store.manifest.calibration)
+    presets, _ = presets_for(store.manifest.model.source, cal)
     judge = _Judge((presets["copies"].threshold, presets["similar"].threshold), include_recoloured)
+    pixels = cal is not None and cal.pixels
     view = store.vectors.flat_view()  # no copy of a million vectors when FAISS holds them flat
     if view is None:
         view = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
@@ -283,7 +286,8 @@ def find_duplicates(
     same = store.catalogue.same_content_pairs()
     edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}
     if threshold <= 1.0:
-        edges |= candidate_pairs(ids, vectors, threshold)
+        near = candidate_pairs(ids, vectors, threshold)
+        edges |= _weigh_pixels(store, near, ids, vectors, threshold) if pixels else near
     comps = _components(edges)
     rows = store.catalogue.rows({i for c in comps for i in c})
     order = np.argsort(ids)
@@ -293,12 +297,56 @@ def find_duplicates(
     )
     components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
     rules = replace(rules, facts={**rules.facts, **_facts(components, vectors, position)})
+    scores = _Scores(vectors, position, pixels)
     groups: list[Group] = []
     for comp in components:
         members = sorted(comp, key=rules.rank)
-        groups.extend(_star_groups(members, vectors, position, threshold, rules, ignored, judge))
+        groups.extend(_star_groups(members, scores, threshold, rules, ignored, judge))
     groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path))
     return groups
+
+
+def _weigh_pixels(
+    store: Store, pairs: set[tuple[int, int]], ids: np.ndarray, vectors: np.ndarray, threshold: float
+) -> set[tuple[int, int]]:
+    """The ``pairs`` still at ``threshold`` once their score weighs their pixel gap."""
+    if not pairs:
+        return pairs
+    listed = sorted(pairs)
+    rows = store.catalogue.rows({i for pair in listed for i in pair})
+    listed = [(a, b) for a, b in listed if a in rows and b in rows]
+    at = {int(i): n for n, i in enumerate(ids)}
+    a = np.array([at[x] for x, _ in listed])
+    b = np.array([at[y] for _, y in listed])
+    cosine = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    gaps = metric.pixel_gaps([rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed])
+    return {pair for pair, s in zip(listed, metric.with_pixels(cosine, gaps), strict=True) if s >= threshold}
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Scores of member pairs as search gives them: the cosine (in the learned space, if
+    any), weighing the pixel gap when the index's calibration does (see search.metric)."""
+
+    vectors: np.ndarray
+    position: dict[int, int]
+    pixels: bool
+
+    def to(self, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
+        """Scores of ``members`` against ``one``."""
+        if not members:
+            return np.zeros(0, np.float32)
+        out = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
+        if self.pixels:
+            gaps = metric.pixel_gaps([one.colour] * len(members), [m.colour for m in members])
+            out = metric.with_pixels(out, gaps)
+        return out
+
+    def among(self, members: Sequence[FileRow]) -> np.ndarray:
+        """Scores between every two ``members``."""
+        own = self.vectors[[self.position[m.id] for m in members]]
+        out = own @ own.T
+        return metric.with_pixels(out, metric.gap_matrix([m.colour for m in members])) if self.pixels else out
 
 
 def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[int, int]) -> dict:
@@ -333,7 +381,7 @@ class _Judge:
 CENTRE_LIMIT = 2000  # members of one component up to which its centre is found exactly
 
 
-def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _Judge) -> list[Group]:
+def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Judge) -> list[Group]:
     """Groups of one connected component, without chaining: each is a centre (the member
     close to the most others, which best represents them) plus the members close to it;
     what to keep is chosen among them afterwards by ``rules``. A copy that passes against
@@ -342,8 +390,7 @@ def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _
     left = list(members)
     small = len(left) <= CENTRE_LIMIT
     if small:  # similarities and same-bytes links of the whole component, computed once
-        own = vectors[[position[m.id] for m in left]]
-        sims_all = own @ own.T
+        sims_all = scores.among(left)
         hashes = np.array([m.content_hash or "" for m in left])
         same_all = (hashes[:, None] == hashes[None, :]) & (hashes != "")[:, None]
         where = {m.id: n for n, m in enumerate(left)}
@@ -355,14 +402,14 @@ def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _
             centre = int(np.argmax(links.sum(axis=1) + sims.mean(axis=1) * 1e-3))
             sims_to = sims[centre]
         else:  # a huge component: the best-ranked member stands for it
-            sims_to = vectors[[position[m.id] for m in left]] @ vectors[position[left[0].id]]
+            sims_to = scores.to(left, left[0])
             centre = 0
         star = [left[centre]]
         for j, m in enumerate(left):
             exact = m.content_hash is not None and m.content_hash == left[centre].content_hash
             if j != centre and (exact or sims_to[j] >= threshold):
                 star.append(m)
-        group = _group(sorted(star, key=rules.rank), left[centre], vectors, position, rules, ignored, judge)
+        group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge)
         taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:
             out.append(group)
@@ -372,13 +419,12 @@ def _star_groups(members, vectors, position, threshold, rules, ignored, judge: _
     return out
 
 
-def _group(star, centre, vectors, position, rules, ignored, judge: _Judge) -> Group:
+def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge) -> Group:
     """The kept image (first by the rules) of a star and its duplicates, scored against
     it, with their reasons; a relation rests on the closer of the kept image and the centre."""
     keep, rest = star[0], star[1:]
-    ids = [position[m.id] for m in rest]
-    sims = vectors[ids] @ vectors[position[keep.id]] if rest else []
-    links = np.maximum(sims, vectors[ids] @ vectors[position[centre.id]]) if rest else []
+    sims = scores.to(rest, keep)
+    links = np.maximum(sims, scores.to(rest, centre))
     group = Group(keep)
     for m, s, link in zip(rest, sims, links, strict=True):
         exact = m.content_hash is not None and m.content_hash == keep.content_hash

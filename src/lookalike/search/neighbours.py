@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
+from lookalike.search import metric
 from lookalike.search.calibration import Calibration, among_rivals
 from lookalike.search.duplicates import presets_for
 from lookalike.search.relations import RECOLOURED, relation
@@ -129,14 +130,18 @@ def search_vectors(
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
     presets, _ = presets_for(store.manifest.model.source, cal)
     cutoffs = (presets["copies"].threshold, presets["similar"].threshold)
+    pixels = cal is not None and cal.pixels and traits is not None
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
+        found = [(rows[int(i)], float(s)) for s, i in zip(q_scores, q_ids, strict=True) if int(i) in rows]
+        if pixels and found:  # -1 pads short results; a row may vanish meanwhile
+            gaps = metric.pixel_gaps([traits[q].colour] * len(found), [row.colour for row, _ in found])
+            weighed = metric.with_pixels([s for _, s in found], gaps)
+            found = [(row, float(s)) for (row, _), s in zip(found, weighed, strict=True)]
+            found.sort(key=lambda f: -f[1])
         hits = []
-        for s, i in zip(q_scores, q_ids, strict=True):
-            row = rows.get(int(i))
-            if i < 0 or row is None:  # -1 pads short results; a row may vanish meanwhile
-                continue
-            score = float(min(1.0, max(-1.0, s)))
+        for row, s in found:
+            score = min(1.0, max(-1.0, s))
             p = None if cal is None else float(cal.probability(score))
             kind = None
             if traits is not None:
@@ -175,8 +180,12 @@ def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: di
     vecs = raw[[at[h.id] for h in live]]
     if store.metric is not None:
         vecs = store.metric.apply(vecs)
-    same = np.asarray(cal.probability(np.clip(vecs @ vecs.T, -1.0, 1.0)), np.float64)
+    scores = vecs @ vecs.T
+    if cal.pixels:
+        scores = metric.with_pixels(scores, metric.gap_matrix([rows[h.id].colour for h in live]))
+    same = np.asarray(cal.probability(np.clip(scores, -1.0, 1.0)), np.float64)
     digests = np.array([rows[h.id].content_hash or f"no hash {h.id}" for h in live])
     same[digests[:, None] == digests[None, :]] = 1.0  # the same bytes: one picture
     for h, p in zip(live, among_rivals(np.array([h.probability for h in live]), same), strict=True):
         h.probability = float(p)
+

@@ -85,6 +85,8 @@ def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_mode
     assert gaps.max() > 1.0  # the photos differ in colour: the weighing is seen
     assert hits[0].path.endswith("p3.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert [h.score for h in hits[1:]] == pytest.approx(list(np.sort(expected)[::-1][1:3]), abs=1e-5)
+    # the review page's scores between stored images (another kept copy) are the same scores
+    assert index.similarities([hits[0].id, hits[1].id])[0, 1] == pytest.approx(hits[1].score, abs=1e-5)
 
     for i in range(10, 14):  # x1.4: not enough to learn again
         make_photo(i).save(photos / f"p{i}.jpg", quality=92)

@@ -33,7 +33,7 @@ from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
-from lookalike.search.neighbours import QueryTraits
+from lookalike.search.neighbours import QueryTraits, scores_among
 from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
 from lookalike.storage.manifest import MANIFEST
 
@@ -438,16 +438,10 @@ class Index:
             return store.generation()
 
     def similarities(self, ids: Sequence[int]) -> np.ndarray:
-        """Cosine similarities of the stored vectors of ``ids``, as a matrix in their order
-        (NaN for an id without a stored vector)."""
+        """Scores between the stored images ``ids``, as a matrix in their order, as search
+        and duplicates score them (NaN for an id without a stored vector)."""
         with self._reading(sync=False) as store:
-            found, vectors = store.catalogue.load_vectors(sorted(set(ids)))
-        where = {int(i): n for n, i in enumerate(found.tolist())}
-        own = np.full((len(ids), vectors.shape[1] if len(vectors) else 1), np.nan, np.float32)
-        for n, i in enumerate(ids):
-            if int(i) in where:
-                own[n] = vectors[where[int(i)]]
-        return np.clip(own @ own.T, -1.0, 1.0)
+            return scores_among(store, ids)
 
     def undo(self, journal: Path) -> ActionReport:
         """Put back what a duplicate action did (see :func:`lookalike.actions.undo`), and

@@ -173,19 +173,31 @@ def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: di
     live = [h for h in hits if h.probability is not None and h.probability >= NOT_RIVAL]
     if len(live) < 2:
         return
-    ids, raw = store.catalogue.load_vectors([h.id for h in live])
-    if len(ids) != len(live):
+    scores = scores_among(store, [h.id for h in live], rows)
+    if np.isnan(scores).any():
         return  # rows removed meanwhile: keep the probabilities as they are
-    at = {int(i): n for n, i in enumerate(ids)}
-    vecs = raw[[at[h.id] for h in live]]
-    if store.metric is not None:
-        vecs = store.metric.apply(vecs)
-    scores = vecs @ vecs.T
-    if cal.pixels:
-        scores = metric.with_pixels(scores, metric.gap_matrix([rows[h.id].colour for h in live]))
-    same = np.asarray(cal.probability(np.clip(scores, -1.0, 1.0)), np.float64)
+    same = np.asarray(cal.probability(scores), np.float64)
     digests = np.array([rows[h.id].content_hash or f"no hash {h.id}" for h in live])
     same[digests[:, None] == digests[None, :]] = 1.0  # the same bytes: one picture
     for h, p in zip(live, among_rivals(np.array([h.probability for h in live]), same), strict=True):
         h.probability = float(p)
 
+
+def scores_among(store: Store, ids: Sequence[int], rows: dict | None = None) -> np.ndarray:
+    """Scores between every two of ``ids`` as search gives them: cosines in the learned
+    space, if any, weighing the pixel gap when the calibration does (see search.metric);
+    NaN for an id without a stored vector. ``rows``: their catalogue rows, if at hand."""
+    found, raw = store.catalogue.load_vectors(sorted(set(ids)))
+    where = {int(i): n for n, i in enumerate(found.tolist())}
+    own = np.full((len(ids), raw.shape[1] if len(raw) else 1), np.nan, np.float32)
+    for n, i in enumerate(ids):
+        if int(i) in where:
+            own[n] = raw[where[int(i)]]
+    if store.metric is not None and len(found):
+        own = store.metric.apply(own)
+    out = own @ own.T
+    cal = Calibration.from_dict(store.manifest.calibration)
+    if cal is not None and cal.pixels:
+        rows = rows if rows is not None else store.catalogue.rows({int(i) for i in ids})
+        out = metric.with_pixels(out, metric.gap_matrix([rows[i].colour if i in rows else None for i in ids]))
+    return np.clip(out, -1.0, 1.0)

@@ -27,7 +27,7 @@ import numpy as np
 
 from lookalike.errors import InvalidArgument, ReviewOutdated
 from lookalike.search.calibration import Calibration
-from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, presets_for, resolve_threshold
+from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, cutoffs_of, resolve_threshold
 from lookalike.search.provenance import header_facts
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow
@@ -155,10 +155,8 @@ class Scoring:
 
 def scoring_of(index: Index) -> Scoring:
     """The relation cutoffs and the calibration of ``index``."""
-    manifest = index.manifest()
-    cal = Calibration.from_dict(manifest.calibration)
-    presets, _ = presets_for(manifest.model.source, cal)
-    return Scoring((presets["copies"].threshold, presets["similar"].threshold), cal)
+    cutoffs, cal = cutoffs_of(index.manifest())
+    return Scoring(cutoffs, cal)
 
 
 def group_view(

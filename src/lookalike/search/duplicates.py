@@ -25,6 +25,7 @@ from lookalike.search.keep import KeepRules
 from lookalike.search.provenance import group_facts
 from lookalike.search.relations import COPY, RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow
+from lookalike.storage.manifest import Manifest
 from lookalike.storage.store import Store
 
 EXACT = "exact"
@@ -89,6 +90,14 @@ def presets_for(model_source: str, calibration: Calibration | None = None) -> tu
         cutoff = round(calibration.cosine_for(level), 4)
         out[preset] = Preset(preset, cutoff, f"{PRESETS[preset].meaning} (P(same photo) >= {level:g})")
     return out, "calibrated"
+
+
+def cutoffs_of(manifest: Manifest) -> tuple[tuple[float, float], Calibration | None]:
+    """An index's relation cutoffs (the scores of its ``copies`` and ``similar`` presets,
+    see relations) and its calibration, from its manifest."""
+    cal = Calibration.from_dict(manifest.calibration)
+    presets, _ = presets_for(manifest.model.source, cal)
+    return (presets["copies"].threshold, presets["similar"].threshold), cal
 
 
 UNMEASURED_NOTE = (
@@ -272,9 +281,8 @@ def find_duplicates(
     Each duplicate says its relation to the kept image; recoloured variants (one design
     in other colours) are left out unless ``include_recoloured``."""
     rules = rules or KeepRules()
-    cal = Calibration.from_dict(store.manifest.calibration)
-    presets, _ = presets_for(store.manifest.model.source, cal)
-    judge = _Judge((presets["copies"].threshold, presets["similar"].threshold), include_recoloured)
+    cutoffs, cal = cutoffs_of(store.manifest)
+    judge = _Judge(cutoffs, include_recoloured)
     pixels = cal is not None and cal.pixels
     view = store.vectors.flat_view()  # no copy of a million vectors when FAISS holds them flat
     if view is None:
@@ -449,8 +457,7 @@ def find_in_other(
     duplicate of itself; files in ``rules.protect`` are never proposed."""
     rules = rules or KeepRules()
     mine, theirs = store.manifest, other.manifest
-    presets, _ = presets_for(mine.model.source, Calibration.from_dict(mine.calibration))
-    judge = _Judge((presets["copies"].threshold, presets["similar"].threshold), False)
+    judge = _Judge(cutoffs_of(mine)[0], False)
     if not mine.same_model(theirs.model):
         raise IncompatibleIndex(
             f"{other.directory} was indexed with {theirs.model.source}, this index with "

@@ -11,7 +11,7 @@ import numpy as np
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search import metric
 from lookalike.search.calibration import Calibration, among_rivals
-from lookalike.search.duplicates import presets_for
+from lookalike.search.duplicates import cutoffs_of
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.store import Store
 
@@ -128,8 +128,7 @@ def search_vectors(
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, max(k, RIVALS), allowed)
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
-    presets, _ = presets_for(store.manifest.model.source, cal)
-    cutoffs = (presets["copies"].threshold, presets["similar"].threshold)
+    cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lookalike.api import Index
+from lookalike.errors import CalibrationError
 from lookalike.search import calibration, metric
 from lookalike.search.calibration import Calibration
 from lookalike.search.metric import Whitening, due, learn
@@ -124,3 +125,36 @@ def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path,
     index.add([photos])
     assert index.manifest().calibration["space"] == metric.PIXELS
 
+
+def test_failing_to_learn_again_is_not_retried_on_every_run(tmp_path, tf2_model, monkeypatch):
+    monkeypatch.setattr(metric, "MIN_VECTORS", 8)
+    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
+    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    first = index.manifest()
+    calls = []
+
+    def refuse(store, embed, sample=0, seed=0):
+        calls.append(store.vectors.ntotal)
+        raise CalibrationError("the sampled files changed meanwhile")
+
+    monkeypatch.setattr(calibration, "calibrate_store", refuse)
+    for i in range(10, 16):  # x1.6: due, and refused
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index.add([photos])
+    assert calls == [16]
+    after = index.manifest()  # the old state stays in force
+    assert after.calibration == first.calibration and after.learned["whitening"] == first.learned["whitening"]
+    assert after.learned["tried"] == 16
+    make_photo(16).save(photos / "p16.jpg", quality=92)
+    index.add([photos])
+    assert calls == [16]  # not tried again on the next run ...
+    for i in range(17, 24):  # ... but once the collection changed as much again (24 >= 1.5 x 16)
+        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
+    index.add([photos])
+    assert calls == [16, 24]

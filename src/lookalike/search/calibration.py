@@ -419,14 +419,18 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
     and must calibrate still), and again whenever the collection grew or shrank enough
     for its learned similarity to be out of date (:func:`lookalike.search.metric.due`), or
     when it was learned by a version whose scores did not weigh the pixels.
-    A refusal is logged and recorded, and tried again only when the index has doubled.
+    A refusal is logged and recorded, and tried again only when the index has doubled
+    (uncalibrated) or changed as much again as learning needs (calibrated: the old state
+    stays in force meanwhile).
     """
     state = store.manifest.calibration or {}
     n = store.vectors.ntotal
     cal = Calibration.from_dict(state)
     calibrated = cal is not None
-    learned_on = (store.manifest.learned or {}).get("vectors")
-    older = calibrated and cal.space == "whitened"  # learned before scores weighed the pixels
+    learned = store.manifest.learned or {}
+    learned_on = max(learned.get("vectors") or 0, learned.get("tried") or 0) or None
+    # learned before scores weighed the pixels (and not tried again since)
+    older = calibrated and cal.space == "whitened" and not learned.get("tried")
     if calibrated and not older and not metric.due(learned_on, n):
         return None
     if not calibrated and n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):
@@ -437,4 +441,6 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
         log.warning("score calibration skipped: %s", exc)
         if not calibrated:
             store.set_calibration({"failed_at": n, "reason": str(exc)})  # again at 2x
+        else:
+            store.note_learning_tried(n)  # not again on every run: when due from here
         return None

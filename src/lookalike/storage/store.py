@@ -403,6 +403,13 @@ class Store:
         if old is not None and (whitening is None or old != whitening.version):
             self.catalogue.delete_meta(f"whitening:{old}")
 
+    def note_learning_tried(self, vectors: int) -> None:
+        """Record that learning again failed at ``vectors`` (the old state stays in force;
+        the next attempt waits until the collection changed as much again from there)."""
+        self.require_writable()
+        self.manifest.learned = {**(self.manifest.learned or {}), "tried": vectors}
+        self._save_manifest()
+
     # --- reads that need both halves ----------------------------------------------------
 
     def search(

@@ -119,19 +119,48 @@ _MIRROR = np.arange(SIDE * SIDE).reshape(SIDE, SIDE)[:, ::-1].ravel()
 def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per pair of L*a*b* signatures (:func:`lab`, rows of ``a`` and ``b`` paired, or one
     ``a`` against every ``b``): the median distance of their cells, as-is or mirrored,
-    whichever is smaller; lightness alone when either is grayscale. 0-1 for copies
-    (re-encoded, resized, blurred, captioned: the median ignores a caption bar), tens
-    for the same design in other colours, whatever their feature vectors say."""
+    or either one's centre (:data:`ZOOMS`) against the other, whichever is smallest;
+    lightness alone when either is grayscale. 0-1 for copies (re-encoded, resized,
+    blurred, captioned: the median ignores a caption bar; cropped), tens for the same
+    design in other colours, whatever their feature vectors say."""
     a, b = np.broadcast_arrays(a, b)
     gray = (_chroma(a) < GRAY_LAB) | (_chroma(b) < GRAY_LAB)
     hue = (~gray).astype(np.float32)[:, None]  # chroma differences count for colour pairs only
-    out = None
-    for other in (b, b[:, _MIRROR]):
-        d = a - other
-        dist = np.sqrt(d[..., 0] ** 2 + hue * (d[..., 1] ** 2 + d[..., 2] ** 2))
-        med = np.median(dist, axis=-1)
-        out = med if out is None else np.minimum(out, med)
+
+    def gap(x: np.ndarray, y: np.ndarray, hue: np.ndarray) -> np.ndarray:
+        out = None
+        for other in (y, y[:, _MIRROR]):
+            d = x - other
+            med = np.median(np.sqrt(d[..., 0] ** 2 + hue * (d[..., 1] ** 2 + d[..., 2] ** 2)), axis=-1)
+            out = med if out is None else np.minimum(out, med)
+        return out
+
+    out = gap(a, b, hue)
+    far = np.flatnonzero(out > ZOOM_ABOVE)  # the others are copies as they are: no need to look closer
+    if len(far):
+        x, y, h = a[far], b[far], hue[far]
+        for share in ZOOMS:
+            closer = np.minimum(gap(_centre(x, share), y, h), gap(x, _centre(y, share), h))
+            out[far] = np.minimum(out[far], closer)
     return out
+
+
+ZOOMS = (0.8, 0.6)  # central crops (share of a side) compared too: a crop's signature is its source's centre
+ZOOM_ABOVE = 2.0  # ... when the whole pictures differ by more than this
+
+
+def _centre(cells: np.ndarray, share: float) -> np.ndarray:
+    """The central ``share`` of each side of signatures' cells, resampled to the full grid
+    (bilinear)."""
+    grid = cells.reshape(len(cells), SIDE, SIDE, 3)
+    at = (np.arange(SIDE) + 0.5) * share + (1 - share) * SIDE / 2 - 0.5  # cell centres sampled
+    lo = np.clip(np.floor(at).astype(int), 0, SIDE - 1)
+    hi = np.clip(lo + 1, 0, SIDE - 1)
+    w = (at - lo).astype(np.float32)[:, None]
+    rows = grid[:, lo] * (1 - w)[None, :, :, None] + grid[:, hi] * w[None, :, :, None]
+    w2 = (at - lo).astype(np.float32)
+    out = rows[:, :, lo] * (1 - w2)[None, None, :, None] + rows[:, :, hi] * w2[None, None, :, None]
+    return out.reshape(cells.shape)
 
 
 GRAY_LAB = 4.0  # mean L*a*b* chroma below which a signature counts as grayscale

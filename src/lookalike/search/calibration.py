@@ -100,7 +100,7 @@ class Calibration:
     positives: int
     negatives: int
     photos: int
-    space: str = "cosine"  # fitted on the raw "cosine", "whitened" or "whitened+pixels" (search.metric)
+    space: str = "cosine"  # fitted on the raw "cosine", "whitened" or metric.PIXELS (search.metric)
 
     @property
     def pixels(self) -> bool:
@@ -429,8 +429,8 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
     calibrated = cal is not None
     learned = store.manifest.learned or {}
     learned_on = max(learned.get("vectors") or 0, learned.get("tried") or 0) or None
-    # learned before scores weighed the pixels (and not tried again since)
-    older = calibrated and cal.space == "whitened" and not learned.get("tried")
+    # learned before scores weighed the pixels so (and not tried again since)
+    older = calibrated and cal.space not in ("cosine", metric.PIXELS) and not learned.get("tried")
     if calibrated and not older and not metric.due(learned_on, n):
         return None
     if not calibrated and n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):

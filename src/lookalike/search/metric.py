@@ -111,12 +111,13 @@ def due(learned_on: int | None, vectors: int) -> bool:
 
 # The learned score also weighs the pixels: whitened cosine - PIXEL_WEIGHT x the pixel gap
 # of the two images' colour signatures (median L*a*b* distance of their 16 x 16 cells, see
-# lookalike.colour.pixel_gaps). Copies differ by 0-6 (95%: 19), the same design in other
-# colours by 15-57 (median 29), while the features barely tell them apart. Chosen on
-# bench/lookalikes.py's stored vectors (top 5 re-scored): recall@1 0.957 -> 0.980 and best
-# F1 0.838 -> 0.887 at 0.01 (0.004: 0.977 / 0.869; 0.02: 0.979 / 0.890).
-PIXEL_WEIGHT = 0.01
-PIXELS = "whitened+pixels"  # Calibration.space of scores that weigh the pixel gap
+# lookalike.colour.pixel_gaps). Copies differ by 0-2.4 (95%: 14), the same design in other
+# colours by 13-53 (median 26), while the features barely tell them apart. Chosen on
+# bench/lookalikes.py's stored vectors (search: top 5 re-scored, recall@1 / best F1; dupes
+# library: best pair F1): none 0.957 / 0.838, 0.801; 0.01: 0.983 / 0.894, 0.893;
+# 0.02: 0.986 / 0.911, 0.907; 0.03: - , 0.911.
+PIXEL_WEIGHT = 0.02
+PIXELS = f"whitened+pixels{PIXEL_WEIGHT:g}"  # Calibration.space of scores weighing the pixel gap so
 
 
 def pixel_gaps(a: Sequence[bytes | None], b: Sequence[bytes | None]) -> np.ndarray:

@@ -237,3 +237,13 @@ def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
     others = [h for h in hits if not h.path.rsplit("/", 1)[1].startswith("p0")]
     for h in others:  # and the rest never gain from the neighbourhood
         assert h.probability <= cal.probability(h.score) + 1e-9
+
+
+def test_cleanly_separated_examples_do_not_make_the_curve_a_step():
+    rng = np.random.default_rng(0)
+    positives = rng.uniform(0.5, 1.0, 400)  # every edit above every other photo
+    negatives = rng.uniform(-0.5, 0.3, 500)
+    cal = Calibration(*fit_logistic(positives, negatives), 400, 500, 50)
+    assert 0.3 < cal.cosine_for(0.5) < 0.5  # between the two groups
+    # the targets are (N+ + 1) / (N+ + 2) and 1 / (N- + 2), not 1 and 0 (Platt): a slope, not a step
+    assert cal.a < 100 and cal.probability(0.5) < 0.99 and cal.probability(0.3) > 0.01

@@ -173,9 +173,20 @@ def edited_copies(data: bytes) -> list[bytes]:
 
 
 def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7) -> tuple[float, float]:
-    """(a, b) of a class-balanced logistic regression on one feature, by Newton's method."""
+    """(a, b) of a class-balanced logistic regression on one feature, by Newton's method.
+
+    The targets are Platt's, (N+ + 1) / (N+ + 2) and 1 / (N- + 2), not 1 and 0 (Platt,
+    Probabilistic Outputs for Support Vector Machines, 1999): a few hundred examples that
+    happen to separate cleanly do not make the curve a step. Measured on
+    bench/lookalikes.py (search index, 50 photos sampled): share true at P >= 0.99 0.961 ->
+    0.975, at [0.9, 0.99) 0.779 -> 0.915 (mean P 0.959), at [0.5, 0.9) 0.600 -> 0.797 (0.745)."""
     x = np.concatenate([positives, negatives]).astype(np.float64)
-    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    y = np.concatenate(
+        [
+            np.full(len(positives), (len(positives) + 1) / (len(positives) + 2)),
+            np.full(len(negatives), 1 / (len(negatives) + 2)),
+        ]
+    )
     w = np.concatenate(
         [np.full(len(positives), 0.5 / len(positives)), np.full(len(negatives), 0.5 / len(negatives))]
     )

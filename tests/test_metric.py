@@ -109,7 +109,8 @@ def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_mode
     assert after.calibration != first.calibration
 
 
-def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path, tf2_model, monkeypatch):
+def _learned_index(tmp_path, tf2_model, monkeypatch) -> tuple[Index, object]:
+    """An index of 10 photos that learned its similarity (thresholds lowered to 8)."""
     monkeypatch.setattr(metric, "MIN_VECTORS", 8)
     monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
     monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
@@ -119,6 +120,11 @@ def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path,
         make_photo(i).save(photos / f"p{i}.jpg", quality=92)
     index = Index(tmp_path / "index")
     index.add([photos], model=str(tf2_model))
+    return index, photos
+
+
+def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path, tf2_model, monkeypatch):
+    index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
     with index.store(writable=True) as store:  # as an earlier version left it
         state = store.manifest.calibration
         store.set_learned(store.metric, {**state, "space": "whitened"}, 10)
@@ -130,15 +136,7 @@ def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path,
 
 
 def test_failing_to_learn_again_is_not_retried_on_every_run(tmp_path, tf2_model, monkeypatch):
-    monkeypatch.setattr(metric, "MIN_VECTORS", 8)
-    monkeypatch.setattr(calibration, "AUTO_CALIBRATE", 8)
-    monkeypatch.setattr(calibration, "AUTO_SAMPLE", 6)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(10):
-        make_photo(i).save(photos / f"p{i}.jpg", quality=92)
-    index = Index(tmp_path / "index")
-    index.add([photos], model=str(tf2_model))
+    index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
     first = index.manifest()
     calls = []
 

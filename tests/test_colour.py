@@ -73,3 +73,11 @@ def test_pixel_gap_small_for_copies_large_for_the_design_in_other_colours():
     many = colour.lab([_sig(c) for c in copies.values()])
     one = colour.pixel_gaps(colour.lab([original]), many)
     assert list(one) == [_gap(original, _sig(c)) for c in copies.values()]
+
+
+def test_a_gray_copy_is_compared_in_the_lightness_image_tools_give_it():
+    photo = make_photo(5, (400, 300))
+    gray = ImageOps.grayscale(photo)  # Rec. 601 luma, as most tools make it
+    assert _gap(_sig(photo), _sig(gray)) < 1.0
+    for degrees in (60, 120, 180):  # the gray copy of the design in other colours is another picture
+        assert _gap(_sig(photo), _sig(ImageOps.grayscale(_hue(photo, degrees)))) > 10.0

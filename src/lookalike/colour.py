@@ -104,13 +104,19 @@ _WHITE = np.array([0.9505, 1.0, 1.089], np.float32)
 
 
 def lab(signatures: Sequence[bytes]) -> np.ndarray:
-    """L*a*b* cells of signatures: [n, SIDE * SIDE, 3] float32."""
+    """L*a*b* cells of signatures, and the L* of their grayscale version (as image tools
+    make it: Rec. 601 luma): [n, SIDE * SIDE, 4] float32."""
     rgb = np.frombuffer(b"".join(signatures), np.uint8).reshape(-1, SIDE * SIDE, 3) / np.float32(255)
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = np.concatenate([_lab(rgb), _lab(np.repeat(luma[..., None], 3, -1))[..., :1]], -1)
+    return out.astype(np.float32)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
     linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     xyz = (linear @ _SRGB_TO_XYZ.T) / _WHITE
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    out = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-    return out.astype(np.float32)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
 _MIRROR = np.arange(SIDE * SIDE).reshape(SIDE, SIDE)[:, ::-1].ravel()
@@ -120,7 +126,8 @@ def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per pair of L*a*b* signatures (:func:`lab`, rows of ``a`` and ``b`` paired, or one
     ``a`` against every ``b``): the median distance of their cells, as-is or mirrored,
     or either one's centre (:data:`ZOOMS`) against the other, whichever is smallest;
-    lightness alone when either is grayscale. 0-1 for copies (re-encoded, resized,
+    the lightness of their grayscale versions when either is grayscale (x :data:`GRAY_SCALE`).
+    0-1 for copies (re-encoded, resized,
     blurred, captioned: the median ignores a caption bar; cropped), tens for the same
     design in other colours, whatever their feature vectors say."""
     a, b = np.broadcast_arrays(a, b)
@@ -131,7 +138,8 @@ def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = None
         for other in (y, y[:, _MIRROR]):
             d = x - other
-            med = np.median(np.sqrt(d[..., 0] ** 2 + hue * (d[..., 1] ** 2 + d[..., 2] ** 2)), axis=-1)
+            colour = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2)
+            med = np.median(np.where(hue > 0, colour, np.abs(d[..., 3])), axis=-1)  # gray: gray lightness
             out = med if out is None else np.minimum(out, med)
         return out
 
@@ -142,7 +150,7 @@ def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for share in ZOOMS:
             closer = np.minimum(gap(_centre(x, share), y, h), gap(x, _centre(y, share), h))
             out[far] = np.minimum(out[far], closer)
-    return out
+    return np.where(gray, GRAY_SCALE * out, out)
 
 
 ZOOMS = (0.8, 0.6)  # central crops (share of a side) compared too: a crop's signature is its source's centre
@@ -152,7 +160,7 @@ ZOOM_ABOVE = 2.0  # ... when the whole pictures differ by more than this
 def _centre(cells: np.ndarray, share: float) -> np.ndarray:
     """The central ``share`` of each side of signatures' cells, resampled to the full grid
     (bilinear)."""
-    grid = cells.reshape(len(cells), SIDE, SIDE, 3)
+    grid = cells.reshape(len(cells), SIDE, SIDE, cells.shape[-1])
     at = (np.arange(SIDE) + 0.5) * share + (1 - share) * SIDE / 2 - 0.5  # cell centres sampled
     lo = np.clip(np.floor(at).astype(int), 0, SIDE - 1)
     hi = np.clip(lo + 1, 0, SIDE - 1)
@@ -163,6 +171,7 @@ def _centre(cells: np.ndarray, share: float) -> np.ndarray:
     return out.reshape(cells.shape)
 
 
+GRAY_SCALE = 4.0  # gray lightness is one channel of three, and finer: gray copies differ by <= 0.22
 GRAY_LAB = 4.0  # mean L*a*b* chroma below which a signature counts as grayscale
 
 

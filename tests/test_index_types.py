@@ -11,7 +11,14 @@ from lookalike.storage import StoreError
 from lookalike.storage import lookup as lookup_mod
 from lookalike.storage import vectors as vectors_mod
 from lookalike.storage.manifest import IndexSettings
-from lookalike.storage.vectors import FLAT_MAX_FLOATS, IndexSpec, choose_spec, nlist_for
+from lookalike.storage.vectors import (
+    FLAT_MAX_FLOATS,
+    IndexSpec,
+    choose_spec,
+    nlist_for,
+    outgrown,
+    two_level_centroids,
+)
 
 DIM = 32
 N = 3000
@@ -66,6 +73,34 @@ def test_choice_follows_size_and_memory_budget():
     assert nlist_for(1_000_000) == 4096 and nlist_for(3000) == 32  # enough vectors per list
 
 
+def test_many_lists_are_found_through_an_hnsw_graph():
+    """From HNSW_NLIST lists (a million vectors) the coarse quantizer is an HNSW graph, as
+    FAISS advises for 1M-100M vectors; smaller indexes keep scanning their centroids."""
+    dim = 768
+    assert choose_spec(500_000, dim) == IndexSpec("ivf-sq8", 2048)
+    assert choose_spec(1_000_000, dim) == IndexSpec("ivf-sq8", 4096, hnsw=32)
+    big = choose_spec(10_000_000, dim)
+    assert big.factory == "IVF16384_HNSW32,SQ8"
+    # the graph is in the memory estimate (measured: 272 bytes a node beside its centroid)
+    assert big.quantizer_bytes(dim) == 16384 * (768 * 4 + 272)
+    assert big.memory(10_000_000, dim) == 10_000_000 * (768 + vectors_mod.IVF_ID_BYTES) + 16384 * 3344
+    pq = choose_spec(10_000_000, dim, max_memory=2 * 2**30)
+    assert pq.factory == "IVF16384_HNSW32,PQ96" and pq.memory(10_000_000, dim) <= 2 * 2**30
+    assert choose_spec(1_000_000, dim, kind="ivf-flat").hnsw == 32
+    # an index saved with a flat quantizer is not rebuilt only to get the graph
+    assert outgrown(IndexSpec("ivf-sq8", 4096), 1_000_000, dim, None, "auto") is None
+    assert outgrown(IndexSpec("ivf-sq8", 16384), 10_000_000, dim, None, "auto") is None
+    assert outgrown(IndexSpec("ivf-sq8", 1024), 10_000_000, dim, None, "auto") == big
+
+
+def test_two_level_centroids_are_as_many_as_lists_and_unit_length():
+    vecs = _clustered(N)
+    for nlist in (32, 100, N):
+        centroids = two_level_centroids(vecs, nlist)
+        assert centroids.shape == (nlist, DIM)
+        np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["ivf-flat", "ivf-sq8", "ivf-pq"])
 def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
     directory, vecs, backend = filled
@@ -90,6 +125,27 @@ def test_forced_type_is_trained_searched_rescored_and_verified(filled, kind):
             for sc, i in zip(scores[q], found[q], strict=True):
                 assert sc == pytest.approx(float(exact[q, np.searchsorted(id_of, i)]), abs=1e-5)
         assert found[0][0] == id_of[0] and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ivf-sq8", "ivf-pq"])
+def test_hnsw_quantizer_is_built_saved_loaded_and_searched(filled, monkeypatch, kind):
+    monkeypatch.setattr(vectors_mod, "HNSW_NLIST", 16)  # 3,000 vectors: 32 lists
+    directory, vecs, backend = filled
+    with backend(directory, writable=True) as s:
+        s.set_index_settings(type=kind)
+        spec = s.rebuild_index()
+        assert spec.hnsw == 32 and s.vectors.spec == spec and "_HNSW32," in str(spec)
+    monkeypatch.setattr(vectors_mod, "HNSW_NLIST", 4096)  # a reader, a release later: kept as saved
+    with backend(directory) as s:
+        assert s.vectors.spec == spec and s.vectors.ntotal == N
+        assert s.verify().ok
+        ids = np.array([k.id for k in sorted(s.catalogue.known().values(), key=lambda k: k.id)])
+        queries = vecs[:50]
+        truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+        _, found = s.search(queries, 10)
+        recall = np.mean([len(set(found[q]) & set(ids[truth[q]])) / 10 for q in range(50)])
+        assert recall >= 0.9
+        assert s.vectors.remove(ids[:5]) == 5 and s.vectors.ntotal == N - 5
 
 
 def test_filters_inside_approximate_index(filled):
@@ -173,6 +229,8 @@ def test_too_few_vectors_for_a_forced_type_is_a_clear_error(tmp_path, backend):
 def test_spec_sizes():
     assert IndexSpec().factory == "Flat"
     assert IndexSpec("ivf-pq", 256, 16).factory == "IVF256,PQ16"
+    assert IndexSpec("ivf-pq", 4096, 16, 32).factory == "IVF4096_HNSW32,PQ16"
+    assert IndexSpec("ivf-sq8", 256).quantizer_bytes(64) == 256 * 64 * 4
     assert IndexSpec("ivf-sq8", 256).bytes_per_vector(64) == 64 + vectors_mod.IVF_ID_BYTES
 
 

@@ -8,13 +8,15 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from typer.testing import CliRunner
 
+from lookalike import colour
 from lookalike.api import Index
 from lookalike.cli import app
+from lookalike.images import decode
 from lookalike.search import calibration
-from lookalike.search.calibration import Calibration, edited_copies, fit_logistic
+from lookalike.search.calibration import EDITS, Calibration, edited_copies, fit_logistic
 from lookalike.search.duplicates import PRESETS, presets_for
 from tests.conftest import make_photo
 
@@ -247,3 +249,16 @@ def test_cleanly_separated_examples_do_not_make_the_curve_a_step():
     assert 0.3 < cal.cosine_for(0.5) < 0.5  # between the two groups
     # the targets are (N+ + 1) / (N+ + 2) and 1 / (N- + 2), not 1 and 0 (Platt): a slope, not a step
     assert cal.a < 100 and cal.probability(0.5) < 0.99 and cal.probability(0.3) > 0.01
+
+
+def test_edits_of_a_transparent_picture_are_flattened_as_the_indexer_flattens_it():
+    rgba = make_photo(3, (300, 200)).convert("RGBA")  # the photo's colours stay under the transparency
+    alpha = Image.new("L", rgba.size, 0)
+    ImageDraw.Draw(alpha).ellipse((50, 30, 250, 170), fill=255)
+    rgba.putalpha(alpha)
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    stored = decode(buf.getvalue(), (224, 224)).colour
+    half = edited_copies(buf.getvalue())[list(EDITS).index("half_size")]
+    gap = colour.pixel_gaps(colour.lab([stored]), colour.lab([decode(half, (224, 224)).colour]))[0]
+    assert gap < 3.0  # the same picture, seen the same way (not its hidden colours)

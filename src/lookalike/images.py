@@ -192,11 +192,13 @@ def _decode_open(
     im.load()
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
-    pixels = descriptor.cut(_to_rgb(im), size)
+    pixels = descriptor.cut(to_rgb(im), size)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), colour.signature(pixels))
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as RGB the way the indexer sees it: a transparent picture on the background
+    a screen would show it on, 16-bit and float images scaled to 8 bits."""
     mode = im.mode
     if mode == "RGB":
         return im

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from lookalike import colour
 from lookalike.errors import CalibrationError
+from lookalike.images import to_rgb
 from lookalike.search import metric
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def edited_copies(data: bytes) -> list[bytes]:
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (EDIT_SIDE, EDIT_SIDE))
         im.thumbnail((EDIT_SIDE, EDIT_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        base = ImageOps.exif_transpose(im).convert("RGB")
+        base = to_rgb(ImageOps.exif_transpose(im))  # transparency flattened as the indexer does
     return [edit(base) for edit in EDITS.values()]
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from lookalike import Index, IndexOptions
 from lookalike.search.keep import jpeg_quality
-from lookalike.search.provenance import header_facts, same_pixels
+from lookalike.search.provenance import header_facts, lossy_webp, same_pixels
 from tests.conftest import SHARED_PHOTOS, make_photo, needs_shared
 
 PARROT = SHARED_PHOTOS / "coral" / "parrot.jpg"  # a Canon EOS 50D JPEG with EXIF and GPS
@@ -93,3 +93,14 @@ def test_a_jpeg_is_kept_over_a_webp_of_it_of_the_same_resolution(tmp_path, tf2_m
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("photo.jpeg")
     assert _reasons(g) == {"photo.webp": "higher quality (JPEG quality 97 vs WEBP, quality not measured)"}
+
+
+def test_a_lossy_webp_is_known_from_its_chunks_and_never_decoded_to_compare(tmp_path):
+    im = make_photo(4, (64, 48))
+    im.save(tmp_path / "lossy.webp", "WEBP", quality=80)
+    im.save(tmp_path / "lossless.webp", "WEBP", lossless=True)
+    im.convert("RGBA").save(tmp_path / "alpha.webp", "WEBP", quality=80)  # VP8X, ALPH, then VP8
+    im.save(tmp_path / "a.png")
+    assert lossy_webp(str(tmp_path / "lossy.webp")) and lossy_webp(str(tmp_path / "alpha.webp"))
+    assert not lossy_webp(str(tmp_path / "lossless.webp")) and not lossy_webp(str(tmp_path / "a.png"))
+    assert not lossy_webp(str(tmp_path / "missing.webp"))

@@ -44,18 +44,46 @@ def _pixels(path: str) -> np.ndarray | None:
         with Image.open(path) as im:
             if im.width * im.height > MAX_COMPARE_MEGAPIXELS * 1e6:
                 return None
-            im = ImageOps.exif_transpose(im)
+            if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else no copy of a 14 MP image
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") and im.getchannel("A").getextrema()[0] < 255:
                 return None  # transparency: made from no JPEG
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
         return None
 
 
-def same_pixels(a: str, b: str) -> bool:
+def lossy_webp(path: str) -> bool:
+    """Whether a WebP file holds a lossy (VP8) picture, from its chunk headers: such a file
+    is no lossless save of anything, so it is never decoded to check."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            while chunk := f.read(8):
+                if len(chunk) < 8:
+                    return False
+                if chunk[:4] in (b"VP8 ", b"VP8L"):
+                    return chunk[:4] == b"VP8 "
+                f.seek(int.from_bytes(chunk[4:], "little") + (chunk[4] & 1), 1)  # chunks are padded to even
+    except OSError:
+        pass
+    return False
+
+
+def same_pixels(a: str, b: str, decoded: dict[str, np.ndarray | None] | None = None) -> bool:
     """Whether two files decode to the same pixels, as a JPEG and a lossless save of its
-    decode do (decoders may differ by a level here and there)."""
-    pa, pb = _pixels(a), _pixels(b)
+    decode do (decoders may differ by a level here and there). ``decoded`` keeps ``b``'s
+    pixels (one file at a time) for the next call comparing with it."""
+    pa = _pixels(a)
+    if decoded is not None and b in decoded:
+        pb = decoded[b]
+    else:
+        pb = _pixels(b)
+        if decoded is not None:
+            decoded.clear()
+            decoded[b] = pb
     if pa is None or pb is None or pa.shape != pb.shape:
         return False
     diff = np.abs(pa.astype(np.int16) - pb.astype(np.int16))
@@ -78,12 +106,16 @@ def group_facts(
         if not jpegs or not others:
             continue
         jv = np.stack([vector(j) for j in jpegs])
+        decoded: dict[str, np.ndarray | None] = {}  # the last JPEG decoded, for the next member
         for start in range(0, len(others), CHUNK):
             chunk = others[start : start + CHUNK]
             sims = np.stack([vector(m) for m in chunk]) @ jv.T
-            for m, row in zip(chunk, sims, strict=True):
-                best = int(np.argmax(row))
-                if row[best] >= CLOSE_COSINE and same_pixels(m.path, jpegs[best].path):
+            best_of = np.argmax(sims, axis=1)
+            for n in np.argsort(best_of, kind="stable"):  # members of one JPEG in a row
+                m, best = chunk[n], int(best_of[n])
+                if (m.format or "").upper() == "WEBP" and lossy_webp(m.path):
+                    continue
+                if sims[n, best] >= CLOSE_COSINE and same_pixels(m.path, jpegs[best].path, decoded):
                     old = facts[m.id]
                     facts[m.id] = FileFacts(old.gps, old.jpeg_quality, (jpegs[best].format or "JPEG").upper())
     return facts

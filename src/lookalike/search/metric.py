@@ -130,15 +130,23 @@ def pixel_gaps(a: Sequence[bytes | None], b: Sequence[bytes | None]) -> np.ndarr
 
 
 def gap_matrix(colours: Sequence[bytes | None]) -> np.ndarray:
-    """Pixel gaps between every two of ``colours`` (n x n; 0 where one is missing)."""
+    """Pixel gaps between every two of ``colours`` (n x n; 0 where one is missing): each
+    pair once, in blocks of :data:`PAIR_BLOCK`."""
     n = len(colours)
     out = np.zeros((n, n), np.float32)
-    known = [i for i, c in enumerate(colours) if c]
+    known = np.array([i for i, c in enumerate(colours) if c], np.int64)
     if len(known) > 1:
         cells = colour.lab([colours[i] for i in known])
-        for row, i in enumerate(known):
-            out[i, known] = colour.pixel_gaps(cells[row : row + 1], cells)
+        first, second = np.triu_indices(len(known), 1)
+        for at in range(0, len(first), PAIR_BLOCK):
+            a, b = first[at : at + PAIR_BLOCK], second[at : at + PAIR_BLOCK]
+            gaps = colour.pixel_gaps(cells[a], cells[b])
+            out[known[a], known[b]] = gaps
+            out[known[b], known[a]] = gaps
     return out
+
+
+PAIR_BLOCK = 4096  # pairs compared at once (~16 MB of cells)
 
 
 def with_pixels(scores: np.ndarray | float, gaps: np.ndarray | float) -> np.ndarray:

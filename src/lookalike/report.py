@@ -3,7 +3,7 @@
 
 Both show each group the same way (:func:`group_html`): the kept copy first and
 outlined, every member with its metadata, what differs from the kept copy marked, and
-what each duplicate is to it (relation, cosine, P(same photo), why the other is kept);
+what each duplicate is to it (relation, score, P(same photo), why the other is kept);
 the stylesheet is ``lookalike/web/lookalike.css`` for both. The review page adds the
 buttons; the static report is read-only and self-contained: the page and its
 thumbnails go in one folder that opens from disk anywhere (no server, no scripts, the
@@ -46,7 +46,7 @@ def _folder(path: str) -> str:
 def _similarity(m: MemberView) -> str:
     if m.score is None:
         return "unknown"
-    text = f"cosine {m.score:.3f}"
+    text = f"score {m.score:.3f}"  # the index's score: a cosine, in its learned space less the pixel gap
     if m.probability is not None:
         text += f" · P(same photo) {m.probability:.1%}"
     return text

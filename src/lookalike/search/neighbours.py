@@ -132,8 +132,9 @@ def search_vectors(
     pixels = cal is not None and cal.pixels and traits is not None
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
+        # -1 pads short results; a row may vanish meanwhile
         found = [(rows[int(i)], float(s)) for s, i in zip(q_scores, q_ids, strict=True) if int(i) in rows]
-        if pixels and found:  # -1 pads short results; a row may vanish meanwhile
+        if pixels and found:  # re-scored and re-ordered as the learned space weighs the pixels
             gaps = metric.pixel_gaps([traits[q].colour] * len(found), [row.colour for row, _ in found])
             weighed = metric.with_pixels([s for _, s in found], gaps)
             found = [(row, float(s)) for (row, _), s in zip(found, weighed, strict=True)]

@@ -293,11 +293,18 @@ def find_duplicates(
     in_snapshot = set(ids.tolist())  # the catalogue may have moved on meanwhile: keep to these vectors
     same = store.catalogue.same_content_pairs()
     edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}
+    rows = None
     if threshold <= 1.0:
         near = candidate_pairs(ids, vectors, threshold)
-        edges |= _weigh_pixels(store, near, ids, vectors, threshold) if pixels else near
+        if pixels:  # the rows read once: their colours now, the groups' members after
+            rows = store.catalogue.rows({i for pair in near | edges for i in pair})
+            near = _weigh_pixels(near, rows, ids, vectors, threshold)
+        edges |= near
     comps = _components(edges)
-    rows = store.catalogue.rows({i for c in comps for i in c})
+    if rows is None:
+        rows = store.catalogue.rows({i for c in comps for i in c})
+    else:
+        rows = {i: rows[i] for c in comps for i in c if i in rows}
     order = np.argsort(ids)
     members_ids = np.array(sorted(rows), np.int64)
     position = dict(
@@ -315,14 +322,17 @@ def find_duplicates(
 
 
 def _weigh_pixels(
-    store: Store, pairs: set[tuple[int, int]], ids: np.ndarray, vectors: np.ndarray, threshold: float
+    pairs: set[tuple[int, int]],
+    rows: dict[int, FileRow],
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    threshold: float,
 ) -> set[tuple[int, int]]:
-    """The ``pairs`` still at ``threshold`` once their score weighs their pixel gap."""
+    """The ``pairs`` still at ``threshold`` once their score weighs their pixel gap
+    (``rows``: the catalogue rows of their files)."""
     if not pairs:
         return pairs
-    listed = sorted(pairs)
-    rows = store.catalogue.rows({i for pair in listed for i in pair})
-    listed = [(a, b) for a, b in listed if a in rows and b in rows]
+    listed = [(a, b) for a, b in sorted(pairs) if a in rows and b in rows]
     at = {int(i): n for n, i in enumerate(ids)}
     a = np.array([at[x] for x, _ in listed])
     b = np.array([at[y] for _, y in listed])

@@ -127,26 +127,24 @@ def pixel_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ``a`` against every ``b``): the median distance of their cells, as-is or mirrored,
     or either one's centre (:data:`ZOOMS`) against the other, whichever is smallest;
     the lightness of their grayscale versions when either is grayscale (x :data:`GRAY_SCALE`).
-    0-1 for copies (re-encoded, resized,
-    blurred, captioned: the median ignores a caption bar; cropped), tens for the same
-    design in other colours, whatever their feature vectors say."""
+    0-1 for copies (re-encoded, resized, blurred, captioned: the median ignores a caption
+    bar; cropped), tens for the same design in other colours, whatever their features say."""
     a, b = np.broadcast_arrays(a, b)
     gray = (_chroma(a) < GRAY_LAB) | (_chroma(b) < GRAY_LAB)
-    hue = (~gray).astype(np.float32)[:, None]  # chroma differences count for colour pairs only
 
-    def gap(x: np.ndarray, y: np.ndarray, hue: np.ndarray) -> np.ndarray:
+    def gap(x: np.ndarray, y: np.ndarray, gray: np.ndarray) -> np.ndarray:
         out = None
         for other in (y, y[:, _MIRROR]):
             d = x - other
             colour = np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2 + d[..., 2] ** 2)
-            med = np.median(np.where(hue > 0, colour, np.abs(d[..., 3])), axis=-1)  # gray: gray lightness
+            med = np.median(np.where(gray[:, None], np.abs(d[..., 3]), colour), axis=-1)  # gray: luma L*
             out = med if out is None else np.minimum(out, med)
         return out
 
-    out = gap(a, b, hue)
+    out = gap(a, b, gray)
     far = np.flatnonzero(out > ZOOM_ABOVE)  # the others are copies as they are: no need to look closer
     if len(far):
-        x, y, h = a[far], b[far], hue[far]
+        x, y, h = a[far], b[far], gray[far]
         for share in ZOOMS:
             closer = np.minimum(gap(_centre(x, share), y, h), gap(x, _centre(y, share), h))
             out[far] = np.minimum(out[far], closer)
@@ -164,10 +162,9 @@ def _centre(cells: np.ndarray, share: float) -> np.ndarray:
     at = (np.arange(SIDE) + 0.5) * share + (1 - share) * SIDE / 2 - 0.5  # cell centres sampled
     lo = np.clip(np.floor(at).astype(int), 0, SIDE - 1)
     hi = np.clip(lo + 1, 0, SIDE - 1)
-    w = (at - lo).astype(np.float32)[:, None]
-    rows = grid[:, lo] * (1 - w)[None, :, :, None] + grid[:, hi] * w[None, :, :, None]
-    w2 = (at - lo).astype(np.float32)
-    out = rows[:, :, lo] * (1 - w2)[None, None, :, None] + rows[:, :, hi] * w2[None, None, :, None]
+    w = (at - lo).astype(np.float32)  # the same weights along rows and columns
+    rows = grid[:, lo] * (1 - w)[None, :, None, None] + grid[:, hi] * w[None, :, None, None]
+    out = rows[:, :, lo] * (1 - w)[None, None, :, None] + rows[:, :, hi] * w[None, None, :, None]
     return out.reshape(cells.shape)
 
 

@@ -35,6 +35,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -102,14 +103,30 @@ def connected(address: str, num_cpus: int | None = None):
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address == "local":
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as exc:  # ConnectionError, ValueError, grpc errors...
-        raise ClusterError(f"cannot connect to Ray at {address}: {exc}") from exc
+    _init(ray, address, kwargs)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+CLIENT_ATTEMPTS = 3  # a Ray Client server that fails to start one client's server process
+
+
+def _init(ray, address: str, kwargs: dict) -> None:
+    """``ray.init``; a Ray Client connection refused by the head while it starts the
+    client's server process (``ConnectionAbortedError``, seen under load) is tried again."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionAbortedError as exc:
+            ray.shutdown()
+            if attempt == CLIENT_ATTEMPTS:
+                raise ClusterError(f"cannot connect to Ray at {address} ({attempt} attempts): {exc}") from exc
+            time.sleep(attempt)
+        except Exception as exc:  # ConnectionError, ValueError, grpc errors...
+            raise ClusterError(f"cannot connect to Ray at {address}: {exc}") from exc
 
 
 def _quiet_data(ray) -> None:

@@ -175,13 +175,20 @@ def test_driver_killed_resumes_without_losing_or_redoing_a_batch(cluster, tmp_pa
     assert Index(folder).verify()[0].ok
 
 
+def _client_server_logs(cluster) -> str:
+    """The head's Ray Client server logs (why a client's server process did not start)."""
+    logs = Path(cluster.head_node.get_logs_dir_path())
+    return "".join(f"\n--- {f.name}\n{f.read_text(errors='replace')[-2000:]}"
+                   for f in sorted(logs.glob("ray_client_server*.err")))  # fmt: skip
+
+
 def test_postgresql_catalogue_through_ray_client(cluster, tmp_path, photo_dir, tflite_model, pg_url):
     """`lookalike index --db postgresql://... --ray ray://HOST:PORT` in its own process: the
     dataset runs on the cluster (Ray Data does not run over Ray Client), batches come back."""
     cmd = [sys.executable, "-m", "lookalike.cli", "index", str(photo_dir), "--index", str(tmp_path / "ix"),
            "--db", pg_url, "--model", str(tflite_model), "--ray", cluster.client_address, "-q"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + _client_server_logs(cluster)
     assert "indexed 8 images" in result.stdout
     other = Index(tmp_path / "other", db=pg_url)  # another machine sharing the catalogue
     assert other.info()["vectors"] == 8 and other.verify()[0].ok

@@ -159,3 +159,33 @@ def test_failing_to_learn_again_is_not_retried_on_every_run(tmp_path, tf2_model,
         make_photo(i).save(photos / f"p{i}.jpg", quality=92)
     index.add([photos])
     assert calls == [16, 24]
+
+
+def test_dupes_against_a_learned_index_scores_as_its_search_does(tmp_path, tf2_model, monkeypatch):
+    """`dupes --against ARCHIVE`: scores in the archive's space (its whitening and pixel
+    gap, as a search of it gives them), its calibration for --min-probability, and a
+    recoloured variant is no copy; the inbox itself has learned nothing."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    archive, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    Image.open(photos / "p3.jpg").resize((120, 90)).save(inbox / "smaller.jpg", quality=80)
+    rgb = np.asarray(Image.open(photos / "p5.jpg").convert("RGB"))
+    Image.fromarray(rgb[..., ::-1]).save(inbox / "recoloured.jpg", quality=92)  # red and blue swapped
+    Index(tmp_path / "inbox_ix").add([inbox], model=str(tf2_model))
+    assert Index(tmp_path / "inbox_ix").manifest().calibration is None
+    expected = Index(archive.directory).search([inbox / "smaller.jpg"], k=1)[0].hits[0]
+    res = CliRunner().invoke(app, ["dupes", "--against", str(archive.directory), "--min-probability", "0.5",
+                                   "--json", "--index", str(tmp_path / "inbox_ix")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.stdout)["groups"]
+    assert [(g["keep"], [d["path"] for d in g["duplicates"]]) for g in groups] == [
+        (str(photos / "p3.jpg"), [str(inbox / "smaller.jpg")])
+    ]
+    assert groups[0]["duplicates"][0]["score"] == pytest.approx(expected.score, abs=1e-4)

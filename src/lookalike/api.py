@@ -32,7 +32,8 @@ from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
 from lookalike.models.sources import ModelError
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
-from lookalike.search.duplicates import Group, KeepRules, find_duplicates, find_in_other
+from lookalike.search.against import find_in_other
+from lookalike.search.duplicates import Group, KeepRules, find_duplicates
 from lookalike.search.neighbours import QueryTraits, scores_among
 from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
 from lookalike.storage.manifest import MANIFEST

@@ -380,7 +380,8 @@ def dupes(
         Path | None, typer.Option("--html", help="Write a static report page (with thumbnails) here.")
     ] = None,
     against: Annotated[
-        Path | None, typer.Option(help="Another index: list this index's images already in it.")
+        Path | None,
+        typer.Option(help="Another index: this index's images already in it (scored as its searches are)."),
     ] = None,
     ignore: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
@@ -413,7 +414,7 @@ def dupes(
     chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
     if len(chosen) > 1:
         raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
-    manifest = idx.manifest()
+    manifest = (_open(against) if against else idx).manifest()  # --against: scores are the other's
     calibration = Calibration.from_dict(manifest.calibration)
     try:
         cutoff, label, note = resolve_threshold(

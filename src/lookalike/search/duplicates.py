@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import faiss
 import numpy as np
 
-from lookalike.errors import CalibrationError, IncompatibleIndex, InvalidArgument
+from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
 from lookalike.search import metric
 from lookalike.search.calibration import Calibration
@@ -457,58 +457,3 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge) -> Grou
         group.duplicates.append(Duplicate(m, score, EXACT if exact else NEAR, kind))
         group.reasons.append(rules.reason(keep, m))
     return group
-
-
-def find_in_other(
-    store: Store, other: Store, threshold: float, rules: KeepRules | None = None
-) -> list[Group]:
-    """Images of ``store`` already in ``other``: one group per file of ``other``. A file
-    that both indexes hold (the same file, reached by the same or another path) is no
-    duplicate of itself; files in ``rules.protect`` are never proposed."""
-    rules = rules or KeepRules()
-    mine, theirs = store.manifest, other.manifest
-    judge = _Judge(cutoffs_of(mine)[0], False)
-    if not mine.same_model(theirs.model):
-        raise IncompatibleIndex(
-            f"{other.directory} was indexed with {theirs.model.source}, this index with "
-            f"{mine.model.source}: their vectors cannot be compared"
-        )
-    if store.descriptor != other.descriptor:
-        raise IncompatibleIndex(
-            f"{other.directory} was indexed with descriptor {other.descriptor!r}, this index with "
-            f"{store.descriptor!r}: their vectors cannot be compared"
-        )
-    their_hashes = other.catalogue.vectors_by_hash()
-    my_hash = {fid: h for h, entries in store.catalogue.vectors_by_hash().items() for fid, _ in entries}
-    found: dict[int, list[tuple[int, float, str]]] = {}
-    all_ids = sorted(int(i) for i in store.vectors.ids())
-    for start in range(0, len(all_ids), QUERY_CHUNK):
-        ids, vecs = store.catalogue.load_vectors(all_ids[start : start + QUERY_CHUNK])
-        scores, nbrs = other.search(vecs, 1) if other.vectors.ntotal else (None, None)
-        for row, fid in enumerate(ids.tolist()):
-            same = their_hashes.get(my_hash.get(fid, ""))
-            if same:
-                found.setdefault(same[0][0], []).append((fid, 1.0, EXACT))
-            elif scores is not None and nbrs[row, 0] >= 0 and scores[row, 0] >= threshold:
-                found.setdefault(int(nbrs[row, 0]), []).append((fid, float(min(scores[row, 0], 1.0)), NEAR))
-    their_rows = other.catalogue.rows(found)
-    my_rows = store.catalogue.rows({fid for hits in found.values() for fid, _, _ in hits})
-    groups = []
-    for oid, hits in found.items():
-        if oid not in their_rows:
-            continue
-        group = Group(their_rows[oid])
-        kept = identity(group.keep.path)
-        for fid, score, kind in sorted(hits, key=lambda h: -h[1]):
-            row = my_rows.get(fid)
-            if row is None or rules.protected(row) or (kept is not None and identity(row.path) == kept):
-                continue
-            related = EXACT if kind == EXACT else judge.relation(group.keep, row, score)
-            if related is None:
-                continue
-            group.duplicates.append(Duplicate(row, score, kind, related))
-            group.reasons.append(f"already in {other.directory}")
-        if group.duplicates:
-            groups.append(group)
-    groups.sort(key=lambda g: g.keep.path)
-    return groups

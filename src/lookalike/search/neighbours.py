@@ -13,6 +13,7 @@ from lookalike.search import metric
 from lookalike.search.calibration import Calibration, among_rivals
 from lookalike.search.duplicates import cutoffs_of
 from lookalike.search.relations import RECOLOURED, relation
+from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
 
 
@@ -134,11 +135,8 @@ def search_vectors(
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         # -1 pads short results; a row may vanish meanwhile
         found = [(rows[int(i)], float(s)) for s, i in zip(q_scores, q_ids, strict=True) if int(i) in rows]
-        if pixels and found:  # re-scored and re-ordered as the learned space weighs the pixels
-            gaps = metric.pixel_gaps([traits[q].colour] * len(found), [row.colour for row, _ in found])
-            weighed = metric.with_pixels([s for _, s in found], gaps)
-            found = [(row, float(s)) for (row, _), s in zip(found, weighed, strict=True)]
-            found.sort(key=lambda f: -f[1])
+        if pixels and found:
+            found = weigh_pixels(found, traits[q].colour)
         hits = []
         for row, s in found:
             score = min(1.0, max(-1.0, s))
@@ -155,6 +153,14 @@ def search_vectors(
             _share_with_rivals(store, cal, hits, rows)
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def weigh_pixels(found: list[tuple[FileRow, float]], colour: bytes | None) -> list[tuple[FileRow, float]]:
+    """Hits (row, score) of a query whose colour signature is ``colour``, re-scored and
+    re-ordered as a learned space that weighs the pixels does (see search.metric)."""
+    gaps = metric.pixel_gaps([colour] * len(found), [row.colour for row, _ in found])
+    weighed = metric.with_pixels([s for _, s in found], gaps)
+    return sorted(((row, float(s)) for (row, _), s in zip(found, weighed, strict=True)), key=lambda f: -f[1])
 
 
 def _passes(hit: Hit, threshold: float | None, min_probability: float | None) -> bool:

@@ -86,7 +86,8 @@ def test_no_chaining(tmp_path):
     scores = {d.row.path: d.score for d in groups[0].duplicates}
     assert scores["/b.jpg"] == pytest.approx(float(a.dot(b)), abs=1e-5)  # scored against the keeper
     assert scores["/c.jpg"] == pytest.approx(float(a.dot(c)), abs=1e-5)
-    assert [x.relation for x in groups[0].duplicates] == ["copy", "copy"]  # c is a copy of b, the centre
+    # relations to the kept copy, as its score says; c is in the group as a copy of b, the centre
+    assert [(x.relation, x.via) for x in groups[0].duplicates] == [("copy", None), ("similar", "/b.jpg")]
     d = _near(c, 0.93, 3)  # a chain a~b~c~d: one hop from a centre at most, never a with d
     assert a.dot(d) < 0.9 and b.dot(d) < 0.9
     files.append(_file("/d.jpg", size=500))
@@ -164,10 +165,10 @@ def test_reports(tmp_path):
     doc = json.loads(res.stdout)
     assert doc == {"groups": [{"keep": "/a.jpg", "duplicates": [
         {"path": "/b.jpg", "score": pytest.approx(0.97, abs=1e-4), "kind": "near", "relation": "copy",
-         "reason": "larger file (2 vs 1 bytes)"}]}]}  # fmt: skip
+         "via": None, "reason": "larger file (2 vs 1 bytes)"}]}]}  # fmt: skip
     res = runner.invoke(app, ["dupes", "--csv", "--threshold", "0.9", "--index", str(index)])
     rows = list(csv.reader(io.StringIO(res.stdout)))
-    assert rows[0] == ["group", "role", "path", "score", "kind", "relation", "reason"]
+    assert rows[0] == ["group", "role", "path", "score", "kind", "relation", "reason", "via"]
     assert [r[1:3] for r in rows[1:]] == [["keep", "/a.jpg"], ["duplicate", "/b.jpg"]]
     res = runner.invoke(app, ["dupes", "--index", str(index)])
     assert "1 groups, 1 duplicates; preset copies" in res.stdout and "nothing was changed" in res.stdout

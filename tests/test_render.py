@@ -36,18 +36,22 @@ def test_search_table_prints_paths_as_they_are():
 
 
 def test_dupes_outputs():
-    group = Group(_row("/a [x].jpg"), [Duplicate(_row("/b.jpg"), 0.97, "near")], ["larger file"])
+    via_b = Duplicate(_row("/c.jpg"), 0.86, "near", "similar", "/b.jpg")  # grouped as a copy of b
+    dups = [Duplicate(_row("/b.jpg"), 0.97, "near"), via_b]
+    group = Group(_row("/a [x].jpg"), dups, ["larger file", "larger file"])
     doc = json.loads(render.dupes_json([group]))
     assert doc["groups"][0]["keep"] == "/a [x].jpg" and doc["groups"][0]["duplicates"][0]["path"] == "/b.jpg"
     buf = io.StringIO()
     render.write_dupes_csv([group], buf)
     assert buf.getvalue().splitlines()[1:] == [
-        "1,keep,/a [x].jpg,,,,",
-        "1,duplicate,/b.jpg,0.970000,near,copy,larger file",
+        "1,keep,/a [x].jpg,,,,,",
+        "1,duplicate,/b.jpg,0.970000,near,copy,larger file,",
+        "1,duplicate,/c.jpg,0.860000,near,similar,larger file,/b.jpg",
     ]
     text = "".join(_text(line) for line in render.dupes_lines([group], "preset copies (0.9)"))
     assert "keep /a [x].jpg" in text and "copy       0.9700  /b.jpg  (larger file)" in text
-    assert "1 groups, 1 duplicates; preset copies (0.9); nothing was changed" in text
+    assert "similar    0.8600  /c.jpg  (larger file; grouped as a copy of b.jpg)" in text
+    assert "1 groups, 2 duplicates; preset copies (0.9); nothing was changed" in text
 
 
 def test_info_table_and_verify_lines():

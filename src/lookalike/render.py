@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -201,11 +202,13 @@ def dupes_json(groups: Iterable[Group], shown: Callable[[str], str] = str) -> st
 def write_dupes_csv(groups: Iterable[Group], stream: TextIO, shown: Callable[[str], str] = str) -> None:
     """Duplicate groups as CSV: a ``keep`` row, then a ``duplicate`` row per member."""
     writer = csv.writer(stream)
-    writer.writerow(["group", "role", "path", "score", "kind", "relation", "reason"])
+    writer.writerow(["group", "role", "path", "score", "kind", "relation", "reason", "via"])
     for n, g in enumerate(groups, 1):
-        writer.writerow([n, "keep", shown(g.keep.path), "", "", "", ""])
+        writer.writerow([n, "keep", shown(g.keep.path), "", "", "", "", ""])
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            writer.writerow([n, "duplicate", shown(d.row.path), f"{d.score:.6f}", d.kind, d.relation, why])
+            via = shown(d.via) if d.via else ""
+            row = [n, "duplicate", shown(d.row.path), f"{d.score:.6f}", d.kind, d.relation, why, via]
+            writer.writerow(row)
 
 
 def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str] = str) -> list[str]:
@@ -216,6 +219,7 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
         lines.append(f"[bold]keep[/] {escape(shown(g.keep.path))}")
         for d, why in zip(g.duplicates, g.reasons, strict=True):
             path = escape(shown(d.row.path))
+            why = f"{why}; grouped as a copy of {os.path.basename(d.via)}" if d.via else why
             lines.append(f"  {d.relation:10} {d.score:.4f}  {path}  [dim]({escape(why)})[/]")
     total = sum(len(g.duplicates) for g in groups)
     lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")

@@ -49,6 +49,8 @@ def _similarity(m: MemberView) -> str:
     text = f"score {m.score:.3f}"  # the index's score: a cosine, in its learned space less the pixel gap
     if m.probability is not None:
         text += f" · P(same photo) {m.probability:.1%}"
+    if m.via:
+        text += f" · grouped as a copy of {os.path.basename(m.via)}"
     return text
 
 

@@ -108,12 +108,13 @@ class MemberView:
     probability: float | None = None  # P(same photo), calibrated indexes
     reason: str | None = None  # why the kept copy is kept rather than this one
     differs: tuple[str, ...] = ()  # the facts that differ from the kept copy's
+    via: str | None = None  # the group's centre, when this was grouped as a copy of it only
 
     def to_dict(self) -> dict:
         out: dict = {"id": self.row.id, "path": self.row.path, "kept": self.kept, **self.facts.__dict__}
         if not self.kept:
             out.update(relation=self.relation, score=None if self.score is None else round(self.score, 4),
-                       reason=self.reason, differs=list(self.differs))  # fmt: skip
+                       reason=self.reason, differs=list(self.differs), via=self.via)  # fmt: skip
             if self.probability is not None:
                 out["probability"] = round(self.probability, 4)
         return out
@@ -193,14 +194,15 @@ def group_view(
         differs = tuple(name for name in FACT_LABELS if getattr(mine, name) != getattr(kept_facts, name))
         if k == 0:  # the rules' kept copy: as the duplicate search said
             dup, reason = group.duplicates[n - 1], group.reasons[n - 1]
-            kind, score = dup.relation, dup.score
+            kind, score, via = dup.relation, dup.score, dup.via
         else:
+            via = None
             same = row.content_hash is not None and row.content_hash == kept.content_hash
             score = 1.0 if same else float(sims[k, n])
             kind = relation(score, scoring.cutoffs, same, kept.colour, row.colour)
             reason = "the rules would keep this one" if n == 0 else "your choice"
         prob = scoring.probability(score, kind)
-        members.append(MemberView(row, mine, False, kind, score, prob, reason, differs))
+        members.append(MemberView(row, mine, False, kind, score, prob, reason, differs, via))
     return GroupView(number, members, group.keep.id, status, note)
 
 

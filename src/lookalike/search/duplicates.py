@@ -151,6 +151,7 @@ class Duplicate:
     score: float
     kind: str  # EXACT or NEAR
     relation: str = COPY  # to the kept image: exact, copy, recoloured or similar (see relations)
+    via: str | None = None  # the group's centre, when this passes the threshold against it only
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Group:
                     "score": round(d.score, 6),
                     "kind": d.kind,
                     "relation": d.relation,
+                    "via": d.via,
                     "reason": r,
                 }
                 for d, r in zip(self.duplicates, self.reasons, strict=True)
@@ -427,7 +429,7 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             exact = m.content_hash is not None and m.content_hash == left[centre].content_hash
             if j != centre and (exact or sims_to[j] >= threshold):
                 star.append(m)
-        group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge)
+        group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge, threshold)
         taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:
             out.append(group)
@@ -437,12 +439,13 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
     return out
 
 
-def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge) -> Group:
+def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, threshold: float) -> Group:
     """The kept image (first by the rules) of a star and its duplicates, scored against
-    it, with their reasons; a relation rests on the closer of the kept image and the centre."""
+    it, with their reasons and relations to it (what the score and probability shown say);
+    a member that passes ``threshold`` against the centre only says so (``via``)."""
     keep, rest = star[0], star[1:]
     sims = scores.to(rest, keep)
-    links = np.maximum(sims, scores.to(rest, centre))
+    links = np.maximum(sims, scores.to(rest, centre))  # what grouped them: recoloured at it, not grouped
     group = Group(keep)
     for m, s, link in zip(rest, sims, links, strict=True):
         exact = m.content_hash is not None and m.content_hash == keep.content_hash
@@ -450,10 +453,11 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge) -> Grou
             continue
         if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
             continue
-        kind = EXACT if exact else judge.relation(keep, m, float(link))
-        if kind is None:
+        if not exact and judge.relation(keep, m, float(link)) is None:
             continue
+        kind = EXACT if exact else relation(float(s), judge.cutoffs, False, keep.colour, m.colour)
         score = 1.0 if exact else float(min(s, 1.0))
-        group.duplicates.append(Duplicate(m, score, EXACT if exact else NEAR, kind))
+        via = centre.path if not exact and s < threshold and centre.id != keep.id else None
+        group.duplicates.append(Duplicate(m, score, EXACT if exact else NEAR, kind, via))
         group.reasons.append(rules.reason(keep, m))
     return group

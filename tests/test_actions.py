@@ -143,3 +143,24 @@ def test_undo_last_takes_the_newest_journal_and_version_is_printed(library, tmp_
     assert runner.invoke(app, ["undo", "--index", str(index)]).exit_code == 2  # a journal or --last
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout.startswith("lookalike ")
+
+
+def test_a_member_grouped_only_through_one_that_goes_too_is_left(library, tmp_path):
+    """A duplicate in its group only as a copy of the group's centre (``via``), which is
+    removed too, is skipped: nothing it copies would stay. Through a member that stays
+    (not among the duplicates), it goes."""
+    photos, index = library
+    idx = Index(index)
+    groups = idx.duplicates(0.98)
+    exact = next(d for d in groups[0].duplicates if d.kind == "exact")
+    smaller = next(d for d in groups[0].duplicates if d.kind != "exact")
+    smaller.via = exact.row.path  # as the grouping says of a copy of the centre only
+    report = idx.act_on_duplicates(groups, "move", move_to=tmp_path / "aside")
+    assert report.done == [exact.row.path]
+    assert report.skipped == [(smaller.row.path, f"only a copy of {exact.row.path}, which goes too, "
+                                                 "not of the kept file: review it")]  # fmt: skip
+    assert (photos / "smaller.jpg").exists()
+    groups = idx.duplicates(0.98)
+    [only] = groups[0].duplicates
+    only.via = str(photos / "photo0.jpg")  # the kept file: it stays
+    assert idx.act_on_duplicates(groups, "move", move_to=tmp_path / "aside2").done == [only.row.path]

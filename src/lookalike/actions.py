@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lookalike.errors import InvalidArgument
 from lookalike.fsutil import identity, is_inside
-from lookalike.search.duplicates import EXACT, Group
+from lookalike.search.duplicates import EXACT, Duplicate, Group
 from lookalike.storage.catalogue import FileRow, Known
 
 ACTIONS = ("move", "trash", "hardlink")
@@ -86,6 +86,15 @@ def _not_a_second_copy(path: str, keep: FileRow, protect: Sequence[str]) -> str 
     return None
 
 
+def _alone(dup: Duplicate, going: set[str]) -> str | None:
+    """Why removing ``dup`` could lose a picture: it is in its group only as a copy of
+    another member (the group's centre, see search.duplicates) that goes too, and is no
+    copy of the kept file itself; or None."""
+    if dup.via and dup.via in going:
+        return f"only a copy of {dup.via}, which goes too, not of the kept file: review it"
+    return None
+
+
 def apply(
     groups: Sequence[Group],
     action: str,
@@ -109,10 +118,11 @@ def apply(
     with open(journal, "a", encoding="utf-8") as log:
         for group in groups:
             kept_problem = _kept_problem(group.keep)
+            going = {d.row.path for d in group.duplicates}
             for dup in group.duplicates:
                 path = dup.row.path
                 try:
-                    why = _not_a_second_copy(path, group.keep, protect) or kept_problem
+                    why = _not_a_second_copy(path, group.keep, protect) or kept_problem or _alone(dup, going)
                     if why is None:
                         why = _unchanged(path, known.get(path))
                     if why is None and action == "hardlink":

@@ -218,6 +218,11 @@ def test_against_another_index(tmp_path, photo_dir, tf2_model, tf1_feature_modul
         (str(photo_dir / "photo0.jpg"), str(inbox / "same.jpg"), "exact"),
         (str(photo_dir / "photo2.jpg"), str(inbox / "smaller.jpg"), "near"),
     }
+    (tmp_path / "nothing").mkdir()
+    Index(tmp_path / "empty").add([tmp_path / "nothing"], model=str(tf2_model))  # an index with no vectors
+    empty = ["dupes", "--against", str(tmp_path / "empty"), "--index", str(tmp_path / "inbox_ix")]
+    res = runner.invoke(app, empty)
+    assert res.exit_code == 3 and "no duplicates" in res.output, res.output  # 3: nothing to act on
     Index(tmp_path / "other_model").add([photo_dir], model=str(tf1_feature_module))
     res = runner.invoke(app, ["dupes", "--against", str(tmp_path / "other_model"), "--index", str(archive)])
     assert res.exit_code == 1 and "cannot be compared" in res.output

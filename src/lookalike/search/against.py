@@ -61,6 +61,8 @@ def find_in_other(
             if same:
                 found.setdefault(same[0][0], []).append((row, 1.0, EXACT, EXACT))
                 continue
+            if nbrs is None:
+                continue  # the other index holds no vectors: only the same bytes could be there
             pairs = zip(scores[n], nbrs[n], strict=True)
             hits = [(theirs[int(i)], float(s)) for s, i in pairs if int(i) in theirs]
             if pixels and hits:

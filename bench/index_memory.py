@@ -43,7 +43,7 @@ def build_and_note(cls, *args, **kwargs):  # the peak so far once trained: the t
 vectors.VectorIndex.build = classmethod(build_and_note)
 folder, kind, budget = sys.argv[1], sys.argv[2], sys.argv[3]
 with Store(folder, writable=True, sync=False) as store:
-    n = len(store.catalogue.vector_ids())
+    n = len(store.catalogue.vector_id_array())
     spec = choose_spec(n, store.dim, parse_memory(budget) if budget != "-" else None, kind)
     base = hwm()
     started = time.perf_counter()
@@ -72,12 +72,12 @@ def measure(folder: Path, kind: str, budget: str) -> dict:
 
 
 def model(n: int, dim: int, kind: str, budget: str) -> dict:
-    """The policy's sizes at ``n``: training sample, index, ids (Python list + arrays)."""
+    """The policy's sizes at ``n``: training sample, index, ids (int64) and their lists (int32)."""
     from lookalike.storage.vectors import choose_spec, parse_memory, training_size
 
     spec = choose_spec(n, dim, parse_memory(budget) if budget != "-" else None, kind)
     train = min(n, training_size(spec)) * dim * 4
-    return {"spec": str(spec), "train": train, "index": spec.memory(n, dim), "ids": n * 44}
+    return {"spec": str(spec), "train": train, "index": spec.memory(n, dim), "ids": n * 12}
 
 
 def main() -> None:

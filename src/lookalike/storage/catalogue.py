@@ -342,6 +342,15 @@ class Catalogue:
         with Session(self.engine) as s:
             return sorted(s.scalars(select(Vector.id)))
 
+    def vector_id_array(self) -> np.ndarray:
+        """Ids of every stored vector, ascending, as int64: 8 bytes an id (10M: 76 MiB),
+        streamed from the database instead of a list of Python ints (~40 bytes an id)."""
+        with self.engine.connect() as c:
+            rows = c.execution_options(stream_results=True, yield_per=100_000).execute(
+                select(Vector.id).order_by(Vector.id)
+            )
+            return np.fromiter(rows.scalars(), np.int64)
+
     def load_vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors for ``ids`` (in id order of what exists)."""
         rows: list[tuple[int, bytes]] = []
@@ -355,9 +364,9 @@ class Catalogue:
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
         return ids_arr, vecs.astype(np.float32)
 
-    def iter_vectors(self, ids: Sequence[int]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(self, ids: Sequence[int] | np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of ``ids`` in chunks, so that no copy of all of them is held."""
-        for chunk in chunks(list(ids), LOAD_CHUNK):
+        for chunk in chunks(ids if isinstance(ids, (list, np.ndarray)) else list(ids), LOAD_CHUNK):
             yield self.load_vectors(chunk)
 
     def vectors_by_hash(self) -> dict[str, list[tuple[int, str]]]:

@@ -321,7 +321,7 @@ class Store:
         the last checkpoint stays on disk until the new one replaces it, so the memory peak
         is one index plus the training sample, not two indexes. Should the build fail, the
         index it had is built again, as it was, from the catalogue."""
-        ids = self.catalogue.vector_ids()
+        ids = self.catalogue.vector_id_array()
         spec = spec or self.desired_spec(len(ids))
         before = None if self._vectors is None else self._vectors.spec
         if self.writable:
@@ -341,7 +341,7 @@ class Store:
             self._dirty = False
         return spec
 
-    def _build(self, spec: IndexSpec, ids: Sequence[int]) -> VectorIndex:
+    def _build(self, spec: IndexSpec, ids: Sequence[int] | np.ndarray) -> VectorIndex:
         """An index of ``spec`` holding the stored vectors ``ids`` (trained on a sample)."""
         return build_from(self.dim, spec, ids, self.catalogue.iter_vectors, self.index_settings.nprobe)
 

@@ -189,3 +189,11 @@ def test_dupes_against_a_learned_index_scores_as_its_search_does(tmp_path, tf2_m
         (str(photos / "p3.jpg"), [str(inbox / "smaller.jpg")])
     ]
     assert groups[0]["duplicates"][0]["score"] == pytest.approx(expected.score, abs=1e-4)
+    report = tmp_path / "report"  # its probabilities are the archive's, as the scores are
+    res = CliRunner().invoke(app, ["dupes", "--against", str(archive.directory), "--html", str(report),
+                                   "--index", str(tmp_path / "inbox_ix")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "P(same photo)" in (report / "index.html").read_text()
+    reverse = ["dupes", "--against", str(tmp_path / "inbox_ix"), "--min-probability", "0.5"]
+    res = CliRunner().invoke(app, [*reverse, "--index", str(archive.directory)])
+    assert res.exit_code == 1 and f"calibrate --index {tmp_path / 'inbox_ix'}`" in res.output, res.output

@@ -414,11 +414,13 @@ def dupes(
     chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
     if len(chosen) > 1:
         raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
-    manifest = (_open(against) if against else idx).manifest()  # --against: scores are the other's
+    scored = _open(against) if against else idx  # --against: the scores are the other index's
+    manifest = scored.manifest()
     calibration = Calibration.from_dict(manifest.calibration)
     try:
+        name = str(against) if against else "this index"
         cutoff, label, note = resolve_threshold(
-            preset, threshold, min_probability, manifest.model.source, calibration
+            preset, threshold, min_probability, manifest.model.source, calibration, name
         )
     except InvalidArgument as exc:  # options that do not go together: a usage error
         raise typer.BadParameter(str(exc)) from None
@@ -448,7 +450,7 @@ def dupes(
         from lookalike.review import scoring_of
 
         with steps(err, "writing the report"):
-            page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(idx))
+            page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(scored))
         err.print(f"report written to {page}", highlight=False, markup=False)
     if as_json:
         print(render.dupes_json(groups, shown))

@@ -272,3 +272,30 @@ def test_resolve_threshold():
         dup.resolve_threshold(threshold=0.9, min_probability=0.9, calibration=cal)
     with pytest.raises(InvalidArgument, match="strictly between 0 and 1"):
         dup.resolve_threshold(min_probability=1.0, calibration=cal)
+
+
+def test_via_names_a_centre_that_goes_and_carries_through_the_review(tmp_path):
+    """``via`` names a centre that is itself a duplicate (it goes); a person who keeps
+    another copy in the review keeps it, one who keeps the centre drops it."""
+    from lookalike.review import regroup
+
+    a = _unit(np.eye(DIM)[0])
+    b = _near(a, 0.93, 1)
+    c, d = _near(b, 0.93, 2), _near(b, 0.93, 3)  # copies of b, the centre, not of a (kept)
+    assert max(a.dot(c), a.dot(d)) < 0.9
+    files = [_file(f"/{n}.jpg", size=s) for n, s in (("a", 4000), ("b", 3000), ("c", 2000), ("d", 1000))]
+    index = _store(tmp_path, files, [a, b, c, d])
+    [group] = _groups(index)
+    vias = {x.row.path: x.via for x in group.duplicates}
+    assert vias == {"/b.jpg": None, "/c.jpg": "/b.jpg", "/d.jpg": "/b.jpg"}
+    ids = {x.row.path: x.row.id for x in group.duplicates}
+    sims = np.eye(4)  # the scores do not matter here
+    kept_c = regroup(group, ids["/c.jpg"], sims)
+    vias = {x.row.path: x.via for x in kept_c.duplicates}
+    assert vias == {"/a.jpg": None, "/b.jpg": None, "/d.jpg": "/b.jpg"}
+    assert all(x.via is None for x in regroup(group, ids["/b.jpg"], sims).duplicates)  # the centre kept
+    with Store(index, writable=True) as s:  # b is no duplicate of a: it stays, vouching for c and d
+        s.catalogue.ignore_pair(files[0].content_hash, files[1].content_hash)
+    for g in _groups(index):
+        going = {x.row.path for x in g.duplicates}
+        assert all(x.via in going for x in g.duplicates if x.via)

@@ -108,7 +108,7 @@ class MemberView:
     probability: float | None = None  # P(same photo), calibrated indexes
     reason: str | None = None  # why the kept copy is kept rather than this one
     differs: tuple[str, ...] = ()  # the facts that differ from the kept copy's
-    via: str | None = None  # the group's centre, when this was grouped as a copy of it only
+    via: str | None = None  # the centre this passes the threshold against, not the kept copy
 
     def to_dict(self) -> dict:
         out: dict = {"id": self.row.id, "path": self.row.path, "kept": self.kept, **self.facts.__dict__}
@@ -194,16 +194,23 @@ def group_view(
         differs = tuple(name for name in FACT_LABELS if getattr(mine, name) != getattr(kept_facts, name))
         if k == 0:  # the rules' kept copy: as the duplicate search said
             dup, reason = group.duplicates[n - 1], group.reasons[n - 1]
-            kind, score, via = dup.relation, dup.score, dup.via
+            kind, score = dup.relation, dup.score
         else:
-            via = None
             same = row.content_hash is not None and row.content_hash == kept.content_hash
             score = 1.0 if same else float(sims[k, n])
             kind = relation(score, scoring.cutoffs, same, kept.colour, row.colour)
             reason = "the rules would keep this one" if n == 0 else "your choice"
         prob = scoring.probability(score, kind)
+        via = _via(group, n, kept)
         members.append(MemberView(row, mine, False, kind, score, prob, reason, differs, via))
     return GroupView(number, members, group.keep.id, status, note)
+
+
+def _via(group: Group, n: int, kept: FileRow) -> str | None:
+    """The centre through which member ``n`` of ``group`` is in it (see search.duplicates;
+    0, the rules' kept copy: none), unless that centre is now the copy ``kept``."""
+    via = group.duplicates[n - 1].via if n else None
+    return via if via != kept.path else None
 
 
 def regroup(group: Group, keep: int, sims: np.ndarray) -> Group:
@@ -218,7 +225,7 @@ def regroup(group: Group, keep: int, sims: np.ndarray) -> Group:
         if n != k:
             same = row.content_hash is not None and row.content_hash == rows[k].content_hash
             score = 1.0 if same else float(sims[k, n])
-            out.duplicates.append(Duplicate(row, score, EXACT if same else NEAR))
+            out.duplicates.append(Duplicate(row, score, EXACT if same else NEAR, via=_via(group, n, rows[k])))
             out.reasons.append("chosen in the review")
     return out
 

@@ -155,7 +155,7 @@ class Duplicate:
     score: float
     kind: str  # EXACT or NEAR
     relation: str = COPY  # to the kept image: exact, copy, recoloured or similar (see relations)
-    via: str | None = None  # the group's centre, when this passes the threshold against it only
+    via: str | None = None  # the group's centre (a member), when this passes the threshold against it only
 
 
 @dataclass
@@ -461,7 +461,10 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
             continue
         kind = EXACT if exact else relation(float(s), judge.cutoffs, False, keep.colour, m.colour)
         score = 1.0 if exact else float(min(s, 1.0))
-        via = centre.path if not exact and s < threshold and centre.id != keep.id else None
+        via = centre.path if not exact and s < threshold and m.id != centre.id else None
         group.duplicates.append(Duplicate(m, score, EXACT if exact else NEAR, kind, via))
         group.reasons.append(rules.reason(keep, m))
+    if centre.id not in {d.row.id for d in group.duplicates}:  # kept, or left out (protected...)
+        for d in group.duplicates:
+            d.via = None  # ... it is no member that goes: the kept copy or a stayer vouches
     return group

@@ -157,8 +157,8 @@ def test_a_member_grouped_only_through_one_that_goes_too_is_left(library, tmp_pa
     smaller.via = exact.row.path  # as the grouping says of a copy of the centre only
     report = idx.act_on_duplicates(groups, "move", move_to=tmp_path / "aside")
     assert report.done == [exact.row.path]
-    assert report.skipped == [(smaller.row.path, f"only a copy of {exact.row.path}, which goes too, "
-                                                 "not of the kept file: review it")]  # fmt: skip
+    assert report.skipped == [(smaller.row.path, f"close only to {exact.row.path}, which goes too, "
+                                                 "not to the kept file: review it")]  # fmt: skip
     assert (photos / "smaller.jpg").exists()
     groups = idx.duplicates(0.98)
     [only] = groups[0].duplicates

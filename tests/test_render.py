@@ -36,7 +36,7 @@ def test_search_table_prints_paths_as_they_are():
 
 
 def test_dupes_outputs():
-    via_b = Duplicate(_row("/c.jpg"), 0.86, "near", "similar", "/b.jpg")  # grouped as a copy of b
+    via_b = Duplicate(_row("/c.jpg"), 0.86, "near", "similar", "/b.jpg")  # in the group through b
     dups = [Duplicate(_row("/b.jpg"), 0.97, "near"), via_b]
     group = Group(_row("/a [x].jpg"), dups, ["larger file", "larger file"])
     doc = json.loads(render.dupes_json([group]))
@@ -50,7 +50,9 @@ def test_dupes_outputs():
     ]
     text = "".join(_text(line) for line in render.dupes_lines([group], "preset copies (0.9)"))
     assert "keep /a [x].jpg" in text and "copy       0.9700  /b.jpg  (larger file)" in text
-    assert "similar    0.8600  /c.jpg  (larger file; grouped as a copy of b.jpg)" in text
+    assert "similar    0.8600  /c.jpg  (larger file; in the group through /b.jpg)" in text
+    doc = json.loads(render.dupes_json([group], lambda p: "rel" + p))
+    assert doc["groups"][0]["duplicates"][1]["via"] == "rel/b.jpg"  # as the paths are shown
     assert "1 groups, 2 duplicates; preset copies (0.9); nothing was changed" in text
 
 

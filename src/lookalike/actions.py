@@ -87,11 +87,11 @@ def _not_a_second_copy(path: str, keep: FileRow, protect: Sequence[str]) -> str 
 
 
 def _alone(dup: Duplicate, going: set[str]) -> str | None:
-    """Why removing ``dup`` could lose a picture: it is in its group only as a copy of
-    another member (the group's centre, see search.duplicates) that goes too, and is no
-    copy of the kept file itself; or None."""
+    """Why removing ``dup`` could lose a picture: it passes the group's threshold only
+    against another member (the group's centre, see search.duplicates) that goes too, not
+    against the kept file; or None."""
     if dup.via and dup.via in going:
-        return f"only a copy of {dup.via}, which goes too, not of the kept file: review it"
+        return f"close only to {dup.via}, which goes too, not to the kept file: review it"
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -196,6 +195,8 @@ def dupes_json(groups: Iterable[Group], shown: Callable[[str], str] = str) -> st
         doc["keep"] = shown(doc["keep"])
         for d in doc["duplicates"]:
             d["path"] = shown(d["path"])
+            if d["via"]:
+                d["via"] = shown(d["via"])
     return json.dumps({"groups": docs}, indent=2)
 
 
@@ -219,7 +220,7 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
         lines.append(f"[bold]keep[/] {escape(shown(g.keep.path))}")
         for d, why in zip(g.duplicates, g.reasons, strict=True):
             path = escape(shown(d.row.path))
-            why = f"{why}; grouped as a copy of {os.path.basename(d.via)}" if d.via else why
+            why = f"{why}; in the group through {shown(d.via)}" if d.via else why
             lines.append(f"  {d.relation:10} {d.score:.4f}  {path}  [dim]({escape(why)})[/]")
     total = sum(len(g.duplicates) for g in groups)
     lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")

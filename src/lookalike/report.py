@@ -50,7 +50,7 @@ def _similarity(m: MemberView) -> str:
     if m.probability is not None:
         text += f" · P(same photo) {m.probability:.1%}"
     if m.via:
-        text += f" · grouped as a copy of {os.path.basename(m.via)}"
+        text += f" · in the group through {m.via}"
     return text
 
 

@@ -126,6 +126,7 @@ def _init(ray, address: str, kwargs: dict) -> None:
                 raise ClusterError(f"cannot connect to Ray at {address} ({attempt} attempts): {exc}") from exc
             time.sleep(attempt)
         except Exception as exc:  # ConnectionError, ValueError, grpc errors...
+            ray.shutdown()  # nothing half set up (Ray Client mode) left in a long-lived process
             raise ClusterError(f"cannot connect to Ray at {address}: {exc}") from exc
 
 

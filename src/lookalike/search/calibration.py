@@ -344,11 +344,10 @@ def _neighbours(store: Store, space: Space | None, pixels: bool = False):
         candidates = mapped(raw)
         scores = mapped(vectors) @ candidates.T if len(ids) else np.zeros((len(fids), 0))
         rows = store.catalogue.rows(set(at) | set(fids))
-        out = []
+        owner, kept, pairs = [], [], []  # the "different photo" pairs: query, score, colours
         for q, (row_i, fid) in enumerate(zip(found, fids, strict=True)):
             me = rows.get(fid)
             explained = (edits[q] @ candidates.T).max(axis=0) if edits is not None and len(edits[q]) else None
-            others = []
             for i in (int(i) for i in row_i if int(i) in at):
                 sc = float(scores[q, at[i]])
                 if sc >= SAME_VECTOR or (
@@ -356,11 +355,16 @@ def _neighbours(store: Store, space: Space | None, pixels: bool = False):
                 ):
                     continue
                 if (them := rows.get(i)) is not None and not _own_copy(me, them):
-                    if pixels and me is not None:
-                        sc = float(metric.with_pixels(sc, metric.pixel_gaps([me.colour], [them.colour])[0]))
-                    others.append(sc)
-            out.append(sorted(others, reverse=True)[:k])
-        return out
+                    owner.append(q)
+                    kept.append(sc)
+                    pairs.append((me.colour if me is not None else None, them.colour))
+        weighed = np.asarray(kept, np.float32)
+        if pixels and pairs:  # every pair's pixel gap at once
+            weighed = metric.with_pixels(weighed, metric.pixel_gaps(*zip(*pairs, strict=True)))
+        out: list[list[float]] = [[] for _ in fids]
+        for q, sc in zip(owner, weighed.tolist(), strict=True):
+            out[q].append(sc)
+        return [sorted(others, reverse=True)[:k] for others in out]
 
     return neighbours
 

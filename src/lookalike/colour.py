@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -73,12 +74,18 @@ def _layout(px: np.ndarray) -> np.ndarray:
     return lum / norm if norm > 1e-3 else lum
 
 
+@lru_cache(maxsize=4096)  # one photo is compared with many (calibration, search hits, groups)
+def _traits(sig: bytes) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """A signature's hue histogram and mean chroma, light/dark layout and luminance (read only)."""
+    px = _unpack(sig)
+    hist, level = _chroma_histogram(px)
+    return hist, level, _layout(px), _luminance(px)
+
+
 def compare(a: bytes, b: bytes) -> ColourRelation:
     """How the pictures of signatures ``a`` and ``b`` differ in colour."""
-    pa, pb = _unpack(a), _unpack(b)
-    ha, level_a = _chroma_histogram(pa)
-    hb, level_b = _chroma_histogram(pb)
-    la, lb = _layout(pa), _layout(pb)
+    ha, level_a, la, lum_a = _traits(bytes(a))
+    hb, level_b, lb, lum_b = _traits(bytes(b))
     layout = max(float((la * lb).sum()), float((la * lb[:, ::-1]).sum()), key=abs)  # mirrored?
     if not la.any() or not lb.any():  # a flat picture has no layout to compare
         layout = 1.0
@@ -87,7 +94,7 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
         layout=layout,
         gray=min(level_a, level_b) < GRAY_CHROMA,
         faint=min(level_a, level_b) < FAINT_CHROMA,
-        brightness=abs(_luminance(pa) - _luminance(pb)),
+        brightness=abs(lum_a - lum_b),
     )
 
 

@@ -198,3 +198,18 @@ def test_known_under_many_roots(tmp_path, backend):
         s.add(_files("abc"), _vecs(3))
         roots = [f"/p/{n}" for n in "abc"] + [f"/elsewhere/{i}.jpg" for i in range(1500)]
         assert sorted(s.catalogue.known(under=roots)) == ["/p/a", "/p/b", "/p/c"]
+
+
+def test_equal_scores_come_in_path_order_whatever_the_indexing_order(tmp_path, backend):
+    """Copies with the same vector (the same bytes) tie: their order is by path, not by the
+    order files reached the index (a parallel or Ray run adds them in any order)."""
+    from lookalike.search.neighbours import search_vectors
+
+    v = _vecs(3)
+    same = np.stack([v[0], v[0], v[0]])
+    for n, names in enumerate(("cab", "bca")):
+        with backend(tmp_path / str(n), model=_info(), writable=True) as s:
+            s.add(_files(names), same)
+            s.add(_files("z"), v[1:2])
+            hits = search_vectors(s, v[:1], k=4)[0]
+        assert [h.path for h in hits[:3]] == ["/p/a", "/p/b", "/p/c"]

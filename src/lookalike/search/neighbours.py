@@ -135,8 +135,7 @@ def search_vectors(
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         # -1 pads short results; a row may vanish meanwhile
         found = [(rows[int(i)], float(s)) for s, i in zip(q_scores, q_ids, strict=True) if int(i) in rows]
-        if pixels and found:
-            found = weigh_pixels(found, traits[q].colour)
+        found = weigh_pixels(found, traits[q].colour) if pixels and found else sorted(found, key=_best_first)
         hits = []
         for row, s in found:
             score = min(1.0, max(-1.0, s))
@@ -160,7 +159,13 @@ def weigh_pixels(found: list[tuple[FileRow, float]], colour: bytes | None) -> li
     re-ordered as a learned space that weighs the pixels does (see search.metric)."""
     gaps = metric.pixel_gaps([colour] * len(found), [row.colour for row, _ in found])
     weighed = metric.with_pixels([s for _, s in found], gaps)
-    return sorted(((row, float(s)) for (row, _), s in zip(found, weighed, strict=True)), key=lambda f: -f[1])
+    return sorted(((row, float(s)) for (row, _), s in zip(found, weighed, strict=True)), key=_best_first)
+
+
+def _best_first(hit: tuple[FileRow, float]) -> tuple[float, str]:
+    """Higher scores first; equal ones (copies with the same bytes) by path, so the order
+    does not depend on the order files were indexed in."""
+    return -hit[1], hit[0].path
 
 
 def _passes(hit: Hit, threshold: float | None, min_probability: float | None) -> bool:

@@ -418,9 +418,8 @@ def dupes(
     manifest = scored.manifest()
     calibration = Calibration.from_dict(manifest.calibration)
     try:
-        name = str(against) if against else "this index"
         cutoff, label, note = resolve_threshold(
-            preset, threshold, min_probability, manifest.model.source, calibration, name
+            preset, threshold, min_probability, manifest.model.source, calibration, against and str(against)
         )
     except InvalidArgument as exc:  # options that do not go together: a usage error
         raise typer.BadParameter(str(exc)) from None

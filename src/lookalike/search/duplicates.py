@@ -112,7 +112,7 @@ def resolve_threshold(
     min_probability: float | None = None,
     model_source: str = "",
     calibration: Calibration | None = None,
-    index_name: str = "this index",
+    other_index: str | None = None,
 ) -> tuple[float, str, str | None]:
     """The cosine cutoff of a duplicate search, its description, and a note for the user.
 
@@ -120,8 +120,8 @@ def resolve_threshold(
     ``calibration``) override ``preset``, whose cosine depends on the index's model (see
     :func:`presets_for`); the note (else None) says when that cosine was never measured.
     Raises :class:`InvalidArgument` for values that do not go together, and
-    :class:`CalibrationError` for a probability asked of an uncalibrated index (named
-    ``index_name`` in the message).
+    :class:`CalibrationError` for a probability asked of an uncalibrated index (another
+    index than the one at hand, ``other_index``, is named in the message).
     """
     if preset not in PRESETS:
         raise InvalidArgument(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
@@ -130,16 +130,16 @@ def resolve_threshold(
     if threshold is not None:
         return threshold, f"threshold {threshold:g}", None
     if min_probability is not None:
+        name = other_index or "this index"
         if not 0.0 < min_probability < 1.0:
             raise InvalidArgument("a minimum probability must be strictly between 0 and 1")
         if calibration is None:
-            other = "" if index_name == "this index" else f" --index {index_name}"
-            how = f"`lookalike calibrate{other}`"
-            raise CalibrationError(f"{index_name} has no score calibration yet: run {how} first")
+            how = f"`lookalike calibrate --index {other_index}`" if other_index else "`lookalike calibrate`"
+            raise CalibrationError(f"{name} has no score calibration yet: run {how} first")
         cutoff = round(calibration.cosine_for(min_probability), 4)
         if cutoff > 1.0:
             raise CalibrationError(
-                f"on {index_name} P(same photo) never reaches {min_probability:g} (it would take cosine "
+                f"on {name} P(same photo) never reaches {min_probability:g} (it would take cosine "
                 f"{cutoff:.3f}, above 1): only identical files would match; ask a lower probability, a "
                 "--threshold, or recalibrate on more photos (`lookalike calibrate --sample 400`)"
             )

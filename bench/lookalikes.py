@@ -86,6 +86,7 @@ a missing or changed one).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -609,17 +610,25 @@ def build_dataset(families: tuple[Family, ...], work: Path) -> Dataset:
     return data
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def make_queries(data: Dataset, work: Path) -> None:
     """The 16 edits of every original (generated where missing, in parallel), plus the
     natural copies as ``other_size`` queries."""
     folder = work / QUERIES
     for name in EDITS:
         (folder / name).mkdir(parents=True, exist_ok=True)
+    made_from = folder / "made-from.json"  # member id -> digest of the original its edits show
+    known = json.loads(made_from.read_text()) if made_from.exists() else {}
+    digests = {m.id: _digest(data.original[m.id]) for m in data.members}
     jobs, total = {}, 0
     for m in data.members:
         clear = m.id in data.alpha
         targets = {name: folder / name / f"{m.id}.{e.ext(clear)}" for name, e in EDITS.items()}
-        missing = {name: str(p) for name, p in targets.items() if not p.exists()}
+        stale = known.get(m.id) != digests[m.id]  # FAMILIES named another file for this id
+        missing = {name: str(p) for name, p in targets.items() if stale or not p.exists()}
         if missing:
             jobs[str(data.original[m.id])] = missing
         data.queries.extend((name, p, m.id) for name, p in targets.items())
@@ -630,6 +639,7 @@ def make_queries(data: Dataset, work: Path) -> None:
         print(f"making edits of {len(jobs)} originals ...", file=sys.stderr)
         with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             made = sum(pool.map(_make_edits, jobs, jobs.values()))
+    _write(made_from, json.dumps({**known, **digests}, indent=0).encode())
     print(f"queries: {total} edits in {folder} ({made} generated, {total - made} cached)", file=sys.stderr)
 
 

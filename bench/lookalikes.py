@@ -10,10 +10,11 @@ pictures, and a tool that calls them copies cannot be trusted. This benchmark pr
 held-out set of that kind (78 large originals x 16 edits, 1,000 ImageNet distractors).
 
 Data: artwork and photos shipped in Debian packages, fetched at run time with
-``apt-get download`` (about 270 MB once; run ``apt-get update`` first) and read with
+``apt-get download`` (about 440 MB once; run ``apt-get update`` first) and read with
 ``dpkg-deb --fsys-tarfile`` into ``--work`` (default ``~/.cache/lookalike-bench``): only
 the files named in :data:`FAMILIES` are unpacked. Nothing is committed to the repository.
-The work folder grows to about 1.6 GB (the .debs, 2,080 full-size edits, two indexes).
+The work folder grows to about 2 GB (the .debs, 2,800 full-size edits, two indexes).
+Video frames are read with PyAV (``pip install -e '.[bench]'``).
 
 Families (the table :data:`FAMILIES`; every rule is checked when the files are read):
   * A *family* is one design; its *members* are the distinct pictures of that design. Two
@@ -28,7 +29,14 @@ Families (the table :data:`FAMILIES`; every rule is checked when the files are r
     without logo), ``overlay`` (a login screen drawn over the theme background), ``design``
     (two renderings of one theme: boot splash vs boot menu), ``frame`` (animation frames:
     the earth with and without its glow), ``label`` / ``state`` (a disc's label, the
-    bars of a wireless icon).
+    bars of a wireless icon), ``shot`` (near-identical shots of one scene, as bursts and
+    retakes fill photo libraries: frames 20 or more apart of OpenCV's sample videos,
+    a street seen from a fixed camera as people walk, a film scene, a tree in the wind;
+    OpenCV's stereo, viewpoint, lighting and retouched-photo pairs; frames of ViSP's
+    camera sequences, grayscale. Indexed as PNG files made from the frame or the Netpbm
+    image, under ``--work``/converted). Two shots must differ by more than a re-save:
+    4/255 at 64 x 64 left after fitting exposure (gain and offset per channel); a JPEG q15
+    copy differs by 1-4.
   * One file per member is indexed (the *original*). Other files of the same picture in
     the packages (another resolution, the same image shipped by a second package; checked
     to agree with the original within 2/255 per pixel at 64x64) are *natural copies*: extra
@@ -76,7 +84,7 @@ which the search index alone cannot show (it has no copies of a photo to compete
 
 Run time on 2 CPU cores (measured while other jobs loaded the machine, load average 3-4):
 about 5 minutes with the data and edits cached, plus about 5 minutes the first time
-(download, unpack, making the 2,080 edits of up to 16 MP pictures, in parallel);
+(download, unpack, making the 2,784 edits of up to 16 MP pictures, in parallel);
 --quick (48 originals, 250 distractors) under 3 minutes. Deterministic: fixed file lists
 and edits, no sampling except the index's own seeded calibration; the package versions
 used are in the JSON (a Debian point release could change a file: the checks above catch
@@ -126,7 +134,7 @@ class Member:
     family: str
     label: str  # "" for a singleton
     package: str
-    path: str  # inside the package: the file indexed
+    path: str  # inside the package: the file indexed ("FILE#N": frame N of a video)
     copies: tuple[tuple[str, str], ...] = ()  # (package, path): the same picture elsewhere
 
     @property
@@ -134,8 +142,23 @@ class Member:
         return f"{self.family}.{self.label}" if self.label else self.family
 
     @property
+    def file(self) -> str:
+        """The file in the package (a video for a frame)."""
+        return self.path.split("#")[0]
+
+    @property
+    def frame(self) -> int | None:
+        return int(self.path.split("#")[1]) if "#" in self.path else None
+
+    @property
     def ext(self) -> str:
-        return Path(self.path).suffix.lower()
+        return ".png" if self.converted else Path(self.path).suffix.lower()
+
+    @property
+    def converted(self) -> bool:
+        """Indexed as a PNG made from the package file: a video frame, or a Netpbm image
+        (a format image tools export to PNG before anyone collects it)."""
+        return self.frame is not None or Path(self.path).suffix.lower() in NETPBM
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,9 @@ EDU_HOMEWORLD = "debian-edu-artwork-homeworld", "usr/share/"
 EDU_BUSTER = "debian-edu-artwork-buster", "usr/share/"
 EDU_SOFTWAVES = "debian-edu-artwork-softwaves", "usr/share/"
 OXYGEN = "oxygen-icon-theme", "usr/share/icons/oxygen/base/256x256/"
+OPENCV = "opencv-doc", "usr/share/doc/opencv-doc/examples/data/"
+VISP = "visp-images-data", "usr/share/visp-images-data/ViSP-images/"
+NETPBM = (".pgm", ".ppm")
 
 
 def _m(source: tuple[str, str], path: str, label: str = "", *copies: tuple[tuple[str, str], str]) -> tuple:
@@ -175,6 +201,12 @@ def _single(name: str, source: tuple[str, str], path: str, *copies: tuple[tuple[
 
 def _light_dark(name: str, source: tuple[str, str], light: str, dark: str) -> Family:
     return _family(name, "light/dark", _m(source, light, "light"), _m(source, dark, "dark"))
+
+
+def _shots(name: str, source: tuple[str, str], *paths: str) -> Family:
+    """Near-identical shots of one scene: frames of a video or an image sequence, a stereo
+    pair, the same scene from another viewpoint or in other light."""
+    return _family(name, "shot", *(_m(source, p, f"s{i}") for i, p in enumerate(paths, 1)))
 
 
 _PL = "{}/contents/images/{}"
@@ -230,6 +262,23 @@ FAMILIES: tuple[Family, ...] = (
                                       for n in ("dvd", "audio", "blu-ray"))),
     _family("oxygen-wireless", "state", *(_m(OXYGEN, f"devices/network-wireless-connected-{n}.png", n)
                                           for n in ("25", "75"))),
+    # -- near-identical shots (hard negatives of photo libraries: bursts, sequences) --
+    _shots("street", OPENCV, "vtest.avi#0", "vtest.avi#30", "vtest.avi#300", "vtest.avi#600"),
+    _shots("megamind-table", OPENCV, "Megamind.avi#10", "Megamind.avi#30"),
+    _shots("megamind-face", OPENCV, "Megamind.avi#200", "Megamind.avi#225"),
+    _shots("tree", OPENCV, "tree.avi#0", "tree.avi#45", "tree.avi#60"),
+    _shots("aloe", OPENCV, "aloeL.jpg", "aloeR.jpg"),
+    _shots("suzanne", OPENCV, "Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"),
+    _shots("aero", OPENCV, "aero1.jpg", "aero3.jpg"),
+    _shots("graffiti", OPENCV, "graf1.png", "graf3.png"),
+    _shots("leuven", OPENCV, "leuvenA.jpg", "leuvenB.jpg"),
+    _shots("ela", OPENCV, "ela_original.jpg", "ela_modified.jpg"),
+    _shots("stereo", OPENCV, "left.jpg", "right.jpg"),
+    _shots("basketball", OPENCV, "basketball1.png", "basketball2.png"),
+    _shots("castel", VISP, *(f"mbt-depth/castel/castel/image_{i:04d}.pgm" for i in (0, 10, 20))),
+    _shots("cube-desk", VISP, *(f"mbt/cube/image{i:04d}.pgm" for i in (0, 30, 100, 130))),
+    _shots("target", VISP, "mire-2/image.0001.pgm", "mire-2/image.0020.pgm"),
+    _shots("castle-simu", VISP, *(f"mbt-depth/Castle-simu/Images/Image_{i:04d}.pgm" for i in (1, 5, 12))),
     # -- singletons: unrelated artwork and photos --
     _single("mate-elephants", MATE, "abstract/Elephants_3840x2160.jpg",
             (MATE, "abstract/Elephants.jpg"), (MATE, "abstract/Elephants_5640x3172.jpg")),
@@ -267,6 +316,13 @@ FAMILIES: tuple[Family, ...] = (
             (EDU_EMERALD, "desktop-base/debian-edu-emerald-theme/grub/grub-16x9.png")),
     _single("emerald-logo", DEBIAN, "plymouth/themes/emerald/logo+emerald.png"),
     _single("spacefun-swirl", DEBIAN, "plymouth/themes/spacefun/swirlaxy.png"),
+    _single("klimt", VISP, "Klimt/Klimt.png", (VISP, "Klimt/Klimt.jpeg")),
+    _single("solvay", VISP, "Solvay/Solvay_conference_1927_Version2_2126x1463.png",
+            *((VISP, f"Solvay/Solvay_conference_1927_Version2_{n}")
+              for n in ("1024x705.jpg", "640x440.png"))),
+    _single("fruits", OPENCV, "fruits.jpg"),
+    _single("baboon", OPENCV, "baboon.jpg"),
+    _single("starry-night", OPENCV, "starry_night.jpg"),
     *(_single(f"oxygen-{Path(n).stem}", OXYGEN, n)
       for n in ("devices/computer.png", "devices/camera-photo.png", "devices/printer.png",
                 "status/user-trash-full.png", "apps/digikam.png")),
@@ -295,7 +351,7 @@ def fetch(families: tuple[Family, ...], work: Path) -> dict[str, str]:
     wanted: dict[str, set[str]] = defaultdict(set)
     for fam in families:
         for m in fam.members:
-            wanted[m.package].add(m.path)
+            wanted[m.package].add(m.file)
             for pkg, path in m.copies:
                 wanted[pkg].add(path)
     debs = work / "debs"
@@ -579,7 +635,9 @@ def build_dataset(families: tuple[Family, ...], work: Path) -> Dataset:
     data = Dataset(families, members, {}, {}, set())
     small: dict[str, np.ndarray] = {}
     for m in members:
-        src = pkgs / m.package / m.path
+        src = pkgs / m.package / m.file
+        if m.converted:
+            src = _converted(m, src, work / "converted")
         pic = load_picture(src)
         if is_blank(pic.rgb):
             raise SystemExit(f"{m.id}: {m.path} is blank (on white and on black): leave it out")
@@ -607,7 +665,52 @@ def build_dataset(families: tuple[Family, ...], work: Path) -> Dataset:
             diff = float(np.abs(small[a.id] - small[b.id]).mean())
             if diff < 0.3:
                 raise SystemExit(f"siblings {a.id} and {b.id} are the same picture (diff {diff:.2f}/255)")
+            if fam.relation == "shot" and (diff := _unexplained(small[a.id], small[b.id])) < SHOT_DIFF:
+                raise SystemExit(f"shots {a.id} and {b.id} differ by {diff:.1f}/255 beyond exposure, less "
+                                 f"than {SHOT_DIFF}: a re-save, not another shot")
     return data
+
+
+def _converted(m: Member, src: Path, folder: Path) -> Path:
+    """``folder/ID.png``: frame ``m.frame`` of the video ``src`` (read with PyAV), or the
+    Netpbm image ``src``; made once."""
+    dst = folder / f"{m.id}-{hashlib.sha256(m.path.encode()).hexdigest()[:8]}.png"  # per source
+    if dst.exists():
+        return dst
+    folder.mkdir(parents=True, exist_ok=True)
+    if m.frame is None:
+        with Image.open(src) as im:
+            picture = im.convert("RGB" if im.mode not in ("L", "I;16") else "L")
+    else:
+        try:
+            import av
+        except ImportError:
+            sys.exit("the video frames of the 'shot' families need PyAV: pip install -e '.[bench]'")
+        with av.open(str(src)) as video:
+            frames = (f for i, f in enumerate(video.decode(video=0)) if i == m.frame)
+            found = next(frames, None)
+            if found is None:
+                raise SystemExit(f"{m.id}: {m.file} has no frame {m.frame}: fix FAMILIES")
+            picture = found.to_image()
+    buf = io.BytesIO()
+    picture.save(buf, "PNG")
+    _write(dst, buf.getvalue())
+    return dst
+
+
+SHOT_DIFF = 4.0  # /255: two shots differ beyond exposure by more than a JPEG q15 re-save (1-4)
+
+
+def _unexplained(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference left after fitting ``b`` from ``a`` by a gain and an offset
+    per channel (exposure, white balance): what tells another shot from a brighter copy."""
+    left = []
+    for c in range(a.shape[-1]):
+        x, y = a[..., c].ravel(), b[..., c].ravel()
+        design = np.c_[x, np.ones_like(x)]
+        coef = np.linalg.lstsq(design, y, rcond=None)[0]
+        left.append(np.abs(design @ coef - y).mean())
+    return float(np.mean(left))
 
 
 def _digest(path: Path) -> str:

@@ -587,6 +587,8 @@ EDITS: dict[str, Edit] = {
     "webp": Edit(_same, "WEBP", 80),
 }
 OTHER_SIZE = "other_size"  # query kind of the natural copies (not an edit)
+WRONG = ("sibling", "shot", "artwork", "distractor")  # what a hit that is not the original can be
+LOOKALIKES = ("sibling", "shot")  # the hard negatives
 # The copies in the dupes library: the kinds the default preset promises to find (re-encoded,
 # resized, mirrored, captioned: see lookalike.search.duplicates) and two of the "edited" ones.
 DUPES_EDITS = ("jpeg_q50", "webp", "half_size", "thumbnail", "mirror", "text", "crop_80", "gray")
@@ -619,6 +621,7 @@ class Dataset:
     queries: list[tuple[str, Path, str]] = field(default_factory=list)  # (edit, file, member id)
     member_of: dict[str, str] = field(default_factory=dict)  # indexed path -> member id
     family_of: dict[str, str] = field(default_factory=dict)  # member id -> family
+    shot_families: set[str] = field(default_factory=set)  # families of near-identical shots
     distractors: list[Path] = field(default_factory=list)
 
 
@@ -660,6 +663,7 @@ def build_dataset(families: tuple[Family, ...], work: Path) -> Dataset:
         data.original[m.id] = dst.resolve()
         data.member_of[str(dst.resolve())] = m.id
         data.family_of[m.id] = m.family
+    data.shot_families = {f.name for f in families if f.relation == "shot"}
     for fam in families:
         for a, b in combinations(fam.members, 2):
             diff = float(np.abs(small[a.id] - small[b.id]).mean())
@@ -831,7 +835,16 @@ def _kind(data: Dataset, member: str, path: str, owner: dict | None = None) -> s
         return "distractor"
     if hit == member:
         return "original"
-    return "sibling" if data.family_of[hit] == data.family_of[member] else "artwork"
+    return _relative(data, hit, member)
+
+
+def _relative(data: Dataset, a: str, b: str) -> str:
+    """What member ``a`` is to another member ``b``: a look-alike ``sibling`` (one design),
+    a ``shot`` (near-identical shots of one scene) or unrelated ``artwork``."""
+    family = data.family_of[a]
+    if family != data.family_of[b]:
+        return "artwork"
+    return "shot" if family in data.shot_families else "sibling"
 
 
 def run_search(
@@ -877,7 +890,7 @@ def sibling_cosines(data: Dataset, index_dir: Path) -> dict:
     for m, result in zip(multi, results, strict=True):
         for h in result.hits:
             kind = _kind(data, m.id, h.path)
-            if kind == "sibling":
+            if kind in LOOKALIKES:
                 key = tuple(sorted((m.id, data.member_of[h.path])))
                 pairs[key] = max(pairs.get(key, -1.0), h.score)
             elif kind != "original" and m.id not in nearest_other:
@@ -922,8 +935,8 @@ def best_f1(rows: list[QueryRow]) -> dict:
         "precision": float(precision[i]),
         "recall": float(recall[i]),
         "false_pairs": n_false,
-        "false_by_kind": {k: false.get(k, 0) for k in ("sibling", "artwork", "distractor")},
-        "sibling_share_of_false": false.get("sibling", 0) / n_false if n_false else 0.0,
+        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
+        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n_false if n_false else 0.0,
         "exact": bool(not kth or threshold > max(kth)),
     }
 
@@ -940,8 +953,8 @@ def false_pairs_at(rows: list[QueryRow], threshold: float) -> dict:
         "precision": tp / max(tp + n, 1),
         "recall": tp / max(len(rows), 1),
         "false_pairs": n,
-        "false_by_kind": {k: false.get(k, 0) for k in ("sibling", "artwork", "distractor")},
-        "sibling_share_of_false": false.get("sibling", 0) / n if n else 0.0,
+        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
+        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n if n else 0.0,
     }
 
 
@@ -962,7 +975,7 @@ def reliability(rows: list[QueryRow]) -> dict:
             "range": [lo, hi], "pairs": n, "true": int(np.sum(inside & true)),
             "share_true": float(true[inside].mean()) if n else float("nan"),
             "mean_probability": float(prob[inside].mean()) if n else float("nan"),
-            "false_siblings": int(np.sum(inside & (kinds == "sibling"))),
+            "false_siblings": int(np.sum(inside & np.isin(kinds, LOOKALIKES))),
         })  # fmt: skip
     out["true_pairs_below_0.5"] = int(np.sum(true & (prob < 0.5)))
     out["originals_not_in_top_k"] = int(sum(r.rank == 0 for r in rows))
@@ -991,7 +1004,7 @@ def summarize_search(rows: list[QueryRow], data: Dataset) -> dict:
         per_edit[name] = {
             "queries": len(sel),
             "recall_at_1": float(np.mean([r.rank == 1 for r in sel])),
-            "top1_wrong": {k: wrong.get(k, 0) for k in ("sibling", "artwork", "distractor")},
+            "top1_wrong": {k: wrong.get(k, 0) for k in WRONG},
             "recall_at_threshold": float(np.mean([r.score >= pairs["threshold"] for r in sel])),
             "min_cosine": float(min(r.score for r in sel)),
         }
@@ -1004,7 +1017,7 @@ def summarize_search(rows: list[QueryRow], data: Dataset) -> dict:
     return {
         "per_edit": per_edit,
         "recall_at_1": float(np.mean(ranks == 1)),
-        "top1_wrong": {k: wrong.get(k, 0) for k in ("sibling", "artwork", "distractor")},
+        "top1_wrong": {k: wrong.get(k, 0) for k in WRONG},
         "map": float(np.mean(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0))),
         "not_in_top_k": int(np.sum(ranks == 0)),
         "best_f1": pairs,
@@ -1067,7 +1080,7 @@ def run_dupes(
         elif la.startswith("distractor:") or lb.startswith("distractor:"):
             false["distractor"] += 1
         else:
-            false["sibling" if data.family_of[la] == data.family_of[lb] else "artwork"] += 1
+            false[_relative(data, la, lb)] += 1
     # per copy kind: share of (original, copy) pairs put in one group
     group_of = {}
     for n, g in enumerate(groups):
@@ -1090,14 +1103,18 @@ def run_dupes(
         "true_pairs": truth,
         "precision": tp / len(predicted) if predicted else 1.0,
         "recall": tp / truth if truth else 0.0,
-        "false_by_kind": {k: false.get(k, 0) for k in ("sibling", "artwork", "distractor")},
-        "sibling_share_of_false": false.get("sibling", 0) / n_false if n_false else 0.0,
+        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
+        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n_false if n_false else 0.0,
         "grouped_with_original": {k: float(np.mean(v)) for k, v in per_kind.items()},
         "seconds": seconds,
     }
 
 
 # --- output -----------------------------------------------------------------------------
+
+
+def _wrong(counts: dict) -> str:
+    return "/".join(str(counts[k]) for k in WRONG)
 
 
 def print_report(out: dict) -> None:
@@ -1115,18 +1132,18 @@ def print_report(out: dict) -> None:
         f"{out['search_index']['calibration']['how']}\n"
     )
     n = data["originals"]
-    print(f"{'edit (' + str(n) + ' queries each)':<30}{'recall@1':>9}{'  wrong top-1 sib/art/dis':>26}"
+    print(f"{'edit (' + str(n) + ' queries each)':<30}{'recall@1':>9}{'  wrong top-1 sib/shot/art/dis':>26}"
           f"{'pair recall@thr':>17}{'min cos':>9}")  # fmt: skip
     print("-" * 91)
     for name, e in s["per_edit"].items():
         w = e["top1_wrong"]
         label = name if name in EDITS else f"{name} ({e['queries']}, not in totals)"
-        print(f"  {label:<28}{e['recall_at_1']:>9.3f}{w['sibling']:>14}/{w['artwork']}/{w['distractor']:<8}"
+        print(f"  {label:<28}{e['recall_at_1']:>9.3f}{_wrong(w):>22}    "
               f"{e['recall_at_threshold']:>15.3f}{e['min_cosine']:>9.3f}")  # fmt: skip
     print("-" * 91)
     w = s["top1_wrong"]
     print(
-        f"{'recall@1 overall':<30}{s['recall_at_1']:>9.3f}{w['sibling']:>14}/{w['artwork']}/{w['distractor']}"
+        f"{'recall@1 overall':<30}{s['recall_at_1']:>9.3f}{_wrong(w):>22}"
     )
     print(f"{'mAP (AP = 1/rank, top ' + str(out['k']) + ')':<30}{s['map']:>9.3f}")
     print(f"{'original not in top ' + str(out['k']):<30}{s['not_in_top_k']:>9}")
@@ -1137,15 +1154,14 @@ def print_report(out: dict) -> None:
     print(
         f"best single-threshold F1 {b['f1']:.3f} at cosine {b['threshold']:.4f}: "
         f"precision {b['precision']:.3f}, recall {b['recall']:.3f}; {b['false_pairs']} false pairs, "
-        f"{b['sibling_share_of_false']:.0%} of them "
-        f"siblings (siblings/other artwork/distractors {b['false_by_kind']['sibling']}/"
-        f"{b['false_by_kind']['artwork']}/{b['false_by_kind']['distractor']})"
+        f"{b['sibling_share_of_false']:.0%} of them look-alikes (siblings/shots/other artwork/distractors "
+        f"{_wrong(b['false_by_kind'])})"
         + ("" if b["exact"] else f" [threshold within some query's top-{out['k']} tail: optimistic]")
     )
     c = s["at_copies_preset"]
     print(
         f"at cosine 0.90 (the copies preset): precision {c['precision']:.3f}, recall {c['recall']:.3f}; "
-        f"{c['false_pairs']} false pairs, {c['sibling_share_of_false']:.0%} siblings"
+        f"{c['false_pairs']} false pairs, {c['sibling_share_of_false']:.0%} look-alikes"
     )
     sib = out["siblings"]
     top = list(sib["pairs"].items())[:6]
@@ -1175,7 +1191,7 @@ def print_report(out: dict) -> None:
             f"dupes --preset {d['preset']}: {d['groups']} groups, {d['predicted_pairs']} pairs; "
             "pair precision "
             f"{d['precision']:.3f}, recall {d['recall']:.3f} (of {d['true_pairs']}); false pairs siblings/"
-            f"other artwork/distractors {fk['sibling']}/{fk['artwork']}/{fk['distractor']}"
+            f"shots/other artwork/distractors {_wrong(fk)}"
         )
         if d["preset"] == "default":
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in d["grouped_with_original"].items())
@@ -1194,12 +1210,12 @@ def _print_reliability(rel: dict) -> None:
     if not rel.get("calibrated"):
         print("  the index is not calibrated: no probabilities")
         return
-    print(f"  {'P bucket':<14}{'pairs':>7}{'true':>7}{'share true':>12}{'mean P':>9}{'false siblings':>16}")
+    print(f"  {'P bucket':<14}{'pairs':>7}{'true':>7}{'share true':>12}{'mean P':>9}{'false lookalikes':>18}")
     for bk in rel["buckets"]:
         lo, hi = bk["range"]
         rng = f"[{lo:g},{hi:g}" + ("]" if hi >= 1 else ")")
         print(f"  {rng:<14}{bk['pairs']:>7}{bk['true']:>7}{bk['share_true']:>12.3f}"
-              f"{bk['mean_probability']:>9.4f}{bk['false_siblings']:>16}")  # fmt: skip
+              f"{bk['mean_probability']:>9.4f}{bk['false_siblings']:>18}")  # fmt: skip
     print(f"  true pairs below P 0.5: {rel['true_pairs_below_0.5']}")
 
 

@@ -179,9 +179,10 @@ NOT_RIVAL = 0.01  # hits less likely than this to be the query's are nobody's ri
 
 
 def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: dict) -> None:
-    """Each hit's probability given the others (:func:`calibration.among_rivals`): hits
-    that are one picture (same bytes, or close in the index's own similarity) are no rivals."""
-    live = [h for h in hits if h.probability is not None and h.probability >= NOT_RIVAL]
+    """Each of the top :data:`RIVALS` hits' probability given the others there
+    (:func:`calibration.among_rivals`): hits that are one picture (same bytes, or close in
+    the index's own similarity) are no rivals. Hits further down keep their own."""
+    live = [h for h in hits[:RIVALS] if h.probability is not None and h.probability >= NOT_RIVAL]
     if len(live) < 2:
         return
     scores = scores_among(store, [h.id for h in live], rows)

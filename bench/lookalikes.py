@@ -676,8 +676,8 @@ def build_dataset(families: tuple[Family, ...], work: Path) -> Dataset:
 
 
 def _converted(m: Member, src: Path, folder: Path) -> Path:
-    """``folder/ID.png``: frame ``m.frame`` of the video ``src`` (read with PyAV), or the
-    Netpbm image ``src``; made once."""
+    """A PNG in ``folder`` of frame ``m.frame`` of the video ``src`` (read with PyAV), or
+    of the Netpbm image ``src``; made once per member id and source (both in its name)."""
     dst = folder / f"{m.id}-{hashlib.sha256(m.path.encode()).hexdigest()[:8]}.png"  # per source
     if dst.exists():
         return dst

@@ -935,9 +935,17 @@ def best_f1(rows: list[QueryRow]) -> dict:
         "precision": float(precision[i]),
         "recall": float(recall[i]),
         "false_pairs": n_false,
-        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
-        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n_false if n_false else 0.0,
+        **_false_kinds(false),
         "exact": bool(not kth or threshold > max(kth)),
+    }
+
+
+def _false_kinds(false: Counter) -> dict:
+    """False pairs by kind (:data:`WRONG`), and the share of them that are look-alikes."""
+    n = sum(false.values())
+    return {
+        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
+        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n if n else 0.0,
     }
 
 
@@ -953,8 +961,7 @@ def false_pairs_at(rows: list[QueryRow], threshold: float) -> dict:
         "precision": tp / max(tp + n, 1),
         "recall": tp / max(len(rows), 1),
         "false_pairs": n,
-        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
-        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n if n else 0.0,
+        **_false_kinds(false),
     }
 
 
@@ -1094,7 +1101,6 @@ def run_dupes(
         original = original_of[m]
         g = group_of.get(path)
         per_kind[kind].append(g is not None and g == group_of.get(original))
-    n_false = sum(false.values())
     return {
         "preset": " ".join([preset or "default", *extra]),
         "note": run.stderr.strip(),
@@ -1103,8 +1109,7 @@ def run_dupes(
         "true_pairs": truth,
         "precision": tp / len(predicted) if predicted else 1.0,
         "recall": tp / truth if truth else 0.0,
-        "false_by_kind": {k: false.get(k, 0) for k in WRONG},
-        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n_false if n_false else 0.0,
+        **_false_kinds(false),
         "grouped_with_original": {k: float(np.mean(v)) for k, v in per_kind.items()},
         "seconds": seconds,
     }

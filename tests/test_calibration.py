@@ -15,7 +15,7 @@ from lookalike import colour
 from lookalike.api import Index
 from lookalike.cli import app
 from lookalike.images import decode
-from lookalike.search import calibration
+from lookalike.search import calibration, neighbours
 from lookalike.search.calibration import EDITS, Calibration, edited_copies, fit_logistic
 from lookalike.search.duplicates import PRESETS, presets_for
 from tests.conftest import make_photo
@@ -239,6 +239,25 @@ def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
     others = [h for h in hits if not h.path.rsplit("/", 1)[1].startswith("p0")]
     for h in others:  # and the rest never gain from the neighbourhood
         assert h.probability <= cal.probability(h.score) + 1e-9
+
+
+def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
+    """Hits below the top RIVALS keep their own probability (the rivals' matrix stays
+    RIVALS x RIVALS whatever k is); the top ones still share theirs."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        make_photo(80 + i).save(photos / f"p{i}.jpg", quality=92)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    index.calibrate(sample=8)
+    cal = Calibration.from_dict(index.manifest().calibration)
+    monkeypatch.setattr(neighbours, "RIVALS", 3)
+    hits = index.search([photos / "p0.jpg"], k=8)[0].hits
+    assert len(hits) == 8
+    own = [float(cal.probability(h.score)) for h in hits]
+    assert [h.probability for h in hits[3:]] == pytest.approx(own[3:], abs=1e-9)
+    assert any(h.probability < p - 1e-6 for h, p in zip(hits[:3], own[:3], strict=True))  # still shared
 
 
 def test_cleanly_separated_examples_do_not_make_the_curve_a_step():

@@ -27,7 +27,8 @@ def _hue(im: Image.Image, degrees: int) -> Image.Image:
 
 def test_signature_is_a_small_thumbnail_of_the_whole_picture():
     sig = _sig(make_photo(1))
-    assert isinstance(sig, bytes) and len(sig) == colour.SIGNATURE_BYTES
+    assert isinstance(sig, bytes) and len(sig) > colour.SIGNATURE_BYTES  # then lookalike.detail's grid
+    assert colour.detail_grid(sig) == sig[colour.SIGNATURE_BYTES :]
 
 
 def test_copies_keep_colour_and_layout_recolourings_do_not():

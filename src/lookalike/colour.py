@@ -5,7 +5,9 @@ are nearly as close as those of a copy and its original. What tells them apart i
 colour, which the model is built to ignore: so each image also keeps a 16 x 16 RGB
 thumbnail of its whole picture (768 bytes), and :func:`compare` measures how two of
 them differ in colour distribution (alignment-free, so crops, mirrors and small
-rotations do not count) and in light/dark layout. numpy only: decoder processes use it.
+rotations do not count) and in light/dark layout. The signature then carries a finer
+luma grid (:mod:`lookalike.detail`: another shot of one scene is no copy). numpy only:
+decoder processes use it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,21 @@ FAINT_CHROMA = 15.0  # ... below which its hues are too faint to compare
 _BINS = 12  # hue sectors of the chroma-weighted hue histogram
 
 
-def signature(pixels: np.ndarray) -> bytes:
+def signature(pixels: np.ndarray, fine: bytes = b"") -> bytes:
     """The signature of model-input pixels ([h, w, 3] uint8, or [views, h, w, 3]: the
-    first view is the whole picture): a 16 x 16 box-filtered RGB thumbnail."""
+    first view is the whole picture): a 16 x 16 box-filtered RGB thumbnail (the first
+    :data:`SIGNATURE_BYTES`), then ``fine``, the picture's :func:`lookalike.detail.grid`
+    (signatures stored before it existed are the thumbnail alone)."""
     view = pixels if pixels.ndim == 3 else pixels[0]
+    return _thumbnail(view) + fine
+
+
+def detail_grid(sig: bytes | None) -> bytes | None:
+    """The :mod:`lookalike.detail` grid of a signature (None for one stored without it)."""
+    return bytes(sig[SIGNATURE_BYTES:]) if sig and len(sig) > SIGNATURE_BYTES + 2 else None
+
+
+def _thumbnail(view: np.ndarray) -> bytes:
     h, w = view.shape[:2]
     ys = np.linspace(0, h, SIDE + 1).astype(int)
     xs = np.linspace(0, w, SIDE + 1).astype(int)
@@ -36,7 +49,7 @@ def signature(pixels: np.ndarray) -> bytes:
 
 
 def _unpack(sig: bytes) -> np.ndarray:
-    return np.frombuffer(sig, np.uint8).reshape(SIDE, SIDE, 3).astype(np.float32)
+    return np.frombuffer(sig[:SIGNATURE_BYTES], np.uint8).reshape(SIDE, SIDE, 3).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,8 @@ _WHITE = np.array([0.9505, 1.0, 1.089], np.float32)
 def lab(signatures: Sequence[bytes]) -> np.ndarray:
     """L*a*b* cells of signatures, and the L* of their grayscale version (as image tools
     make it: Rec. 601 luma): [n, SIDE * SIDE, 4] float32."""
-    rgb = np.frombuffer(b"".join(signatures), np.uint8).reshape(-1, SIDE * SIDE, 3) / np.float32(255)
+    thumbnails = b"".join(bytes(s[:SIGNATURE_BYTES]) for s in signatures)
+    rgb = np.frombuffer(thumbnails, np.uint8).reshape(-1, SIDE * SIDE, 3) / np.float32(255)
     luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
     out = np.concatenate([_lab(rgb), _lab(np.repeat(luma[..., None], 3, -1))[..., :1]], -1)
     return out.astype(np.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from lookalike import colour
+from lookalike import colour, detail
 from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
@@ -192,8 +192,10 @@ def _decode_open(
     im.load()
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
-    pixels = descriptor.cut(to_rgb(im), size)
-    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), colour.signature(pixels))
+    rgb = to_rgb(im)
+    pixels = descriptor.cut(rgb, size)
+    signature = colour.signature(pixels, detail.grid(rgb))
+    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -1,0 +1,209 @@
+"""How much of two pictures still differs once a copy's edit is undone.
+
+Near-identical shots of one scene (a burst, a retake, a stereo pair, frames of a video)
+score as high as copies in the features and in the 16 x 16 colour signature: their
+differences are small and local (people who moved, parallax at edges, another light).
+Copies differ by what an edit does to the whole picture: a re-encode, resize or blur,
+a change of brightness, contrast or colour, a crop, a mirror, a small rotation, black or
+white bars, a caption across the picture. So each image keeps a luma grid of its picture
+(:data:`SIDE` cells on the longer side, its aspect kept; appended to its colour
+signature, see lookalike.colour), and :func:`residuals` compares two grids as a copy
+would be compared with its original: letterbox bars trimmed; the best of as-is,
+mirrored, one's centre (80% or 60% of a side) against the other, or one turned back by
+a small angle; a gain and offset fitted for brightness and contrast; rows that differ
+across most of their width (caption bars) left out. What is left is the residual: ~0-2
+for copies, tens for another shot of the same scene.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+SIDE = 64  # cells on the longer side of the grid kept (luma, one byte each; 2 header bytes)
+FINE = 64  # grids are compared resampled to FINE x FINE ...
+POOL = 2  # ... then averaged POOL x POOL: a crop's cells, resampled from the finer grid, match
+ZOOMS = (0.8, 0.6)  # central crops (share of a side) tried: a crop's grid is its source's centre
+ANGLES = (8.0, -8.0, 5.0, -5.0)  # small rotations (degrees, canvas expanded) tried
+BAR_LEVELS = (16.0, 240.0)  # a letterbox bar is darker or lighter than these (0-255)
+BAR_FLAT = 3.0  # ... and this flat (standard deviation along it)
+WIDE = 20.0  # a pixel differing by more than this (0-255) ...
+WIDE_ROW = 0.6  # ... in this share of a row makes it an overlay row (a caption bar) ...
+WIDE_MAX = 0.25  # ... left out of the fit when at most this share of rows are such
+BLOCK = 512  # pairs compared at once (~100 MB)
+
+
+def grid(image: Image.Image) -> bytes:
+    """The luma grid of a picture: its longer side reduced to :data:`SIDE` cells (box
+    filter), rows and columns in the first two bytes."""
+    w, h = image.size
+    scale = SIDE / max(w, h, 1)
+    cols, rows = max(1, min(SIDE, round(w * scale))), max(1, min(SIDE, round(h * scale)))
+    small = image.convert("L").resize((cols, rows), Image.Resampling.BOX, reducing_gap=3.0)
+    return bytes((rows, cols)) + small.tobytes()
+
+
+def _unpack(data: bytes) -> np.ndarray | None:
+    rows, cols = data[0], data[1]
+    if rows * cols != len(data) - 2 or not rows or not cols:
+        return None
+    return np.frombuffer(data, np.uint8, offset=2).reshape(rows, cols).astype(np.float32)
+
+
+def _flat(line: np.ndarray) -> bool:
+    mean = float(line.mean())
+    return float(line.std()) < BAR_FLAT and not BAR_LEVELS[0] <= mean <= BAR_LEVELS[1]
+
+
+def _bars(lines: np.ndarray) -> int:
+    """How many of ``lines`` (rows, or columns transposed) are a letterbox bar at each end:
+    bars on both ends, about as thick (a letterbox is centred), or none."""
+    n = len(lines)
+    head = next((i for i in range(n) if not _flat(lines[i])), n)
+    tail = next((i for i in range(n) if not _flat(lines[n - 1 - i])), n)
+    if head + tail >= n * 2 // 3 or abs(head - tail) > 1 + n // 50:
+        return 0
+    return min(head, tail)
+
+
+def _content(cells: np.ndarray) -> np.ndarray:
+    """The cells inside letterbox bars."""
+    rows, cols = _bars(cells), _bars(cells.T)
+    return cells[rows : cells.shape[0] - rows, cols : cells.shape[1] - cols]
+
+
+def _square(cells: np.ndarray, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """``cells`` (or the ``box`` of them: left, top, right, bottom) resampled to FINE x FINE."""
+    im = Image.fromarray(cells.astype(np.float32))
+    return np.asarray(im.resize((FINE, FINE), Image.Resampling.BILINEAR, box=box), np.float32)
+
+
+def _turned_back(cells: np.ndarray, angle: float) -> np.ndarray | None:
+    """The picture that, turned by ``angle`` with its canvas expanded, gave ``cells``."""
+    rows, cols = cells.shape
+    c, s = np.cos(np.radians(abs(angle))), np.sin(np.radians(abs(angle)))
+    width, height = np.linalg.solve([[c, s], [s, c]], [cols, rows])  # the canvas of a turned w x h
+    if width < 4 or height < 4:
+        return None
+    back = Image.fromarray(cells).rotate(-angle, Image.Resampling.BILINEAR)
+    box = ((cols - width) / 2, (rows - height) / 2, (cols + width) / 2, (rows + height) / 2)
+    return _square(np.asarray(back, np.float32), box)
+
+
+@lru_cache(maxsize=8192)  # one photo is compared with many (search hits, groups, calibration)
+def _views(data: bytes) -> np.ndarray | None:
+    """A grid's views, compared at (FINE / POOL)^2 cells: [VIEWS, s, s] read only (None for a
+    grid that cannot be read). In order: the picture, its centre (each of :data:`ZOOMS`),
+    the picture inside letterbox bars, then turned back by each of :data:`ANGLES`."""
+    cells = _unpack(data)
+    if cells is None:
+        return None
+    whole = _square(cells)
+    views = [whole]
+    for share in ZOOMS:
+        lo, hi = FINE * (1 - share) / 2, FINE * (1 + share) / 2
+        views.append(_square(whole, (lo, lo, hi, hi)))
+    inside = _content(cells)
+    views.append(whole if inside.shape == cells.shape else _square(inside))
+    for angle in ANGLES:
+        back = _turned_back(cells, angle)
+        views.append(whole if back is None else back)
+    out = _pool(_soften(np.stack(views)))
+    out.setflags(write=False)
+    return out
+
+
+WHOLE, INSIDE, TURNED = 0, 1 + len(ZOOMS), 2 + len(ZOOMS)  # positions in _views
+
+
+def _soften(cells: np.ndarray) -> np.ndarray:
+    """A [1, 2, 1] / 4 blur along both axes of [..., s, s] grids (edges repeated): what
+    resampling moves by a fraction of a cell hardly shows, what differs still does."""
+    for axis in (-2, -1):
+        padded = np.concatenate([np.take(cells, [0], axis), cells, np.take(cells, [-1], axis)], axis)
+        n = cells.shape[axis]
+        before, at, after = (np.take(padded, range(k, n + k), axis) for k in range(3))
+        cells = (before + 2 * at + after) / 4
+    return cells
+
+
+def _pool(cells: np.ndarray) -> np.ndarray:
+    n = FINE // POOL
+    return cells.reshape(*cells.shape[:-2], n, POOL, n, POOL).mean(axis=(-3, -1))
+
+
+def _fit(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """|y - (g x + o)| ([n, s, s]), g and o least squares over the ``keep`` rows ([n, s])."""
+    w = keep[..., None].astype(np.float32)
+    total = w.sum(axis=(1, 2)) * x.shape[-1]
+    mx = (w * x).sum(axis=(1, 2)) / total
+    my = (w * y).sum(axis=(1, 2)) / total
+    dx = x - mx[:, None, None]
+    var = np.maximum((w * dx * dx).sum(axis=(1, 2)), 1e-3)
+    gain = (w * dx * (y - my[:, None, None])).sum(axis=(1, 2)) / var
+    return np.abs(y - my[:, None, None] - gain[:, None, None] * dx)
+
+
+def _explained(x: np.ndarray, y: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How y is left unexplained by x: the residual ([n, s, s]) and the rows kept ([n, s]),
+    overlay rows left out. ``first``: the residual of a fit over every row; a second fit
+    leaves out the quarter of rows that one explains worst, the rows that differ across
+    their width then are left out of the last."""
+    n, side = len(x), x.shape[-1]
+    worst = np.argsort(first.mean(axis=2), axis=1)[:, -side // 4 :]
+    keep = np.ones((n, side), bool)
+    np.put_along_axis(keep, worst, False, axis=1)
+    wide = (_fit(x, y, keep) > WIDE).mean(axis=2) >= WIDE_ROW
+    keep = ~wide
+    keep[wide.sum(axis=1) > WIDE_MAX * side] = True  # not a few bars: the picture differs
+    return _fit(x, y, keep), keep
+
+
+def _candidates(a: np.ndarray, b: np.ndarray):
+    """(x, y) pairs of views ([n, VIEWS, s, s] each), one per way a copy can be related
+    to its original."""
+    for x in (a, a[..., ::-1]):
+        yield x[:, WHOLE], b[:, WHOLE]
+        for k in range(1, 1 + len(ZOOMS)):
+            yield x[:, WHOLE], b[:, k]
+            yield x[:, k], b[:, WHOLE]
+        yield x[:, INSIDE], b[:, INSIDE]
+    for k in range(TURNED, a.shape[1]):
+        yield a[:, k], b[:, WHOLE]
+        yield a[:, WHOLE], b[:, k]
+
+
+def residuals(a: Sequence[bytes | None], b: Sequence[bytes | None]) -> np.ndarray:
+    """Per pair of grids (``None``, or one that cannot be read: 0, no evidence), the 90th
+    percentile luma difference (0-255) left once the edit that explains the pair best (the
+    lowest mean residual) is undone."""
+    out = np.zeros(len(a), np.float32)
+    pairs = enumerate(zip(a, b, strict=True))
+    views = [(n, _views(bytes(x)), _views(bytes(y))) for n, (x, y) in pairs if x and y]
+    known = [(n, va, vb) for n, va, vb in views if va is not None and vb is not None]
+    for at in range(0, len(known), BLOCK):
+        part = known[at : at + BLOCK]
+        va, vb = np.stack([p[1] for p in part]), np.stack([p[2] for p in part])
+        everything = np.ones(va.shape[:1] + va.shape[-1:], bool)
+        best = np.full(len(part), np.inf, np.float32)
+        residual = np.zeros((len(part), *va.shape[-2:]), np.float32)
+        kept = everything.copy()
+        for x, y in _candidates(va, vb):
+            r, keep = _explained(x, y, _fit(x, y, everything))
+            mean = (r * keep[..., None]).sum(axis=(1, 2)) / (keep.sum(axis=1) * r.shape[-1])
+            better = mean < best
+            best[better], residual[better], kept[better] = mean[better], r[better], keep[better]
+        out[[p[0] for p in part]] = _quantile(residual, kept, 0.9)
+    return out
+
+
+def _quantile(r: np.ndarray, keep: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile of each residual ([n, s, s]) over its kept rows ([n, s])."""
+    n, side = len(r), r.shape[-1]
+    ordered = np.sort(np.where(keep[..., None], r, -1.0).reshape(n, -1), axis=1)  # left out first
+    left_out = (~keep).sum(axis=1) * side
+    at = left_out + np.floor(q * (side * side - left_out - 1)).astype(int)
+    return ordered[np.arange(n), at]

@@ -1,0 +1,124 @@
+"""The detail residual: copies explain each other once their edit is undone, other shots
+of one scene do not."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from lookalike import colour, detail
+from lookalike.images import decode
+from lookalike.search import metric
+from lookalike.search.calibration import crop_centre, letterbox
+
+SIZE = (224, 224)
+
+
+def _scene(seed: int = 7, size: tuple[int, int] = (960, 720)) -> Image.Image:
+    """A textured 'scene': blobs of colour, shading and grain."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (18, 24, 3), dtype=np.uint8)
+    im = Image.fromarray(blocks, "RGB").resize(size, Image.Resampling.BICUBIC)
+    arr = np.asarray(im, np.float32) + np.linspace(-25, 25, size[0])[None, :, None]
+    arr += rng.normal(0, 3, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _sig(im: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return decode(buf.getvalue(), SIZE).colour
+
+
+def _walker(im: Image.Image, x: int, y: int) -> Image.Image:
+    """The scene with a figure (a dark upright shape, 4% of the picture) at x, y."""
+    out = im.copy()
+    w, h = im.size
+    ImageDraw.Draw(out).rounded_rectangle((x, y, x + w // 12, y + h // 3), radius=20, fill=(30, 25, 40))
+    return out
+
+
+def _captioned(im: Image.Image) -> Image.Image:
+    out = im.copy()
+    w, h = im.size
+    draw = ImageDraw.Draw(out)
+    for top in (round(h * 0.05), round(h * 0.48), round(h * 0.91)):
+        draw.rectangle((0, top, w, top + round(h * 0.04)), fill="white")
+        draw.text((w // 30, top + 4), "shared with friends", fill="black")
+    return out
+
+
+def _residual(a: bytes, b: bytes) -> float:
+    return float(detail.residuals([colour.detail_grid(a)], [colour.detail_grid(b)])[0])
+
+
+@pytest.fixture(scope="module")
+def scene() -> Image.Image:
+    return _walker(_scene(), 200, 300)
+
+
+def test_grid_keeps_the_aspect_and_comes_after_the_colour_thumbnail(scene):
+    sig = _sig(scene)
+    grid = colour.detail_grid(sig)
+    assert sig[: colour.SIGNATURE_BYTES] == sig[: len(sig) - len(grid)]
+    assert (grid[0], grid[1]) == (48, 64) and len(grid) == 2 + 48 * 64  # rows, columns of 960 x 720
+    assert colour.detail_grid(sig[: colour.SIGNATURE_BYTES]) is None  # stored before the grid existed
+
+
+def test_copies_explain_each_other_other_shots_do_not(scene):
+    original = _sig(scene)
+    w, h = scene.size
+    copies = {
+        "jpeg q20": _sig(scene, quality=20),
+        "half size": _sig(scene.resize((w // 2, h // 2))),
+        "crop 80%": _sig(crop_centre(scene, 0.8)),
+        "crop 60%": _sig(crop_centre(scene, 0.6)),
+        "mirror": _sig(ImageOps.mirror(scene)),
+        "gray": _sig(ImageOps.grayscale(scene)),
+        "brighter": _sig(ImageEnhance.Contrast(ImageEnhance.Brightness(scene).enhance(1.2)).enhance(1.2)),
+        "caption": _sig(_captioned(scene)),
+        "letterbox": _sig(letterbox(scene)),
+        "rotated 8": _sig(scene.rotate(8, Image.Resampling.BICUBIC, expand=True)),
+    }
+    base = _scene()
+    shots = {  # (a change of under ~6% of the picture stays below the 90th percentile: a copy)
+        "the figure walked on": _sig(_walker(base, 560, 320)),
+        "the camera moved": _sig(_walker(_scene(size=(1000, 750)), 200, 300).crop((30, 20, 990, 740))),
+    }
+    explained = {name: _residual(original, sig) for name, sig in copies.items()}
+    left = {name: _residual(original, sig) for name, sig in shots.items()}
+    assert max(explained.values()) < 2 * metric.DETAIL_FREE, explained  # ~0-8: JPEG, resampling, clipping
+    assert min(left.values()) > 3 * metric.DETAIL_FREE, left
+    assert sum(v < metric.DETAIL_FREE for v in explained.values()) >= 6  # most copies: no penalty at all
+    # the other way round too: the copy as the indexed picture, the original as the query
+    assert _residual(copies["crop 80%"], original) < 2 * metric.DETAIL_FREE
+    assert _residual(shots["the figure walked on"], original) > 3 * metric.DETAIL_FREE
+
+
+def test_the_residual_is_weighed_as_pixel_gap_only_when_both_grids_are_known(scene):
+    original, shot = _sig(scene), _sig(_walker(_scene(), 560, 320))
+    colour_only = float(colour.pixel_gaps(colour.lab([original]), colour.lab([shot]))[0])
+    gap = float(metric.pixel_gaps([original], [shot])[0])
+    excess = metric.DETAIL_WEIGHT * (_residual(original, shot) - metric.DETAIL_FREE)
+    assert gap == pytest.approx(colour_only + excess, abs=1e-3)
+    old = shot[: colour.SIGNATURE_BYTES]  # a signature stored before the grid existed
+    assert float(metric.pixel_gaps([original], [old])[0]) == pytest.approx(colour_only, abs=1e-3)
+    matrix = metric.gap_matrix([original, shot, old])
+    assert matrix[0, 1] == pytest.approx(gap, abs=1e-3)
+    assert matrix[0, 2] == pytest.approx(colour_only, abs=1e-3)
+
+
+def test_a_matrix_measures_the_residual_among_its_first_members_only(scene, monkeypatch):
+    original, shot = _sig(scene), _sig(_walker(_scene(), 560, 320))
+    colour_only = float(colour.pixel_gaps(colour.lab([original]), colour.lab([shot]))[0])
+    monkeypatch.setattr(metric, "DETAIL_AMONG", 2)
+    matrix = metric.gap_matrix([original, shot, shot])
+    assert matrix[0, 1] > colour_only + 10  # both among the first two
+    assert matrix[0, 2] == pytest.approx(colour_only, abs=1e-3) == pytest.approx(matrix[2, 0], abs=1e-3)
+
+
+def test_unreadable_or_missing_grids_are_no_evidence():
+    assert detail.residuals([None, b"\x05\x05abc"], [b"\x01\x01x", b"\x01\x01x"]).tolist() == [0.0, 0.0]

@@ -122,3 +122,11 @@ def test_a_matrix_measures_the_residual_among_its_first_members_only(scene, monk
 
 def test_unreadable_or_missing_grids_are_no_evidence():
     assert detail.residuals([None, b"\x05\x05abc"], [b"\x01\x01x", b"\x01\x01x"]).tolist() == [0.0, 0.0]
+
+
+def test_caption_bars_are_left_out_with_their_blurred_edge_rows():
+    """On a wide picture a 4% bar covers one or two rows of the grid and blurs into the next:
+    those edge rows are left out with the bar (they were ~8-9 without, a penalised residual)."""
+    wide = _walker(_scene(3, (1600, 900)), 100, 100)
+    assert _residual(_sig(wide), _sig(_captioned(wide))) < 1.0
+    assert _residual(_sig(wide), _sig(_walker(_scene(3, (1600, 900)), 900, 400))) > 2 * metric.DETAIL_FREE

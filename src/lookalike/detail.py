@@ -157,8 +157,12 @@ def _explained(x: np.ndarray, y: np.ndarray, first: np.ndarray) -> tuple[np.ndar
     keep = np.ones((n, side), bool)
     np.put_along_axis(keep, worst, False, axis=1)
     wide = (_fit(x, y, keep) > WIDE).mean(axis=2) >= WIDE_ROW
-    keep = ~wide
-    keep[wide.sum(axis=1) > WIDE_MAX * side] = True  # not a few bars: the picture differs
+    few = wide.sum(axis=1) <= WIDE_MAX * side  # more than a few bars: the picture differs
+    edges = wide.copy()  # a bar's edge rows, blurred with the picture, are left out with it
+    edges[:, 1:] |= wide[:, :-1]
+    edges[:, :-1] |= wide[:, 1:]
+    keep = ~edges
+    keep[~few] = True
     return _fit(x, y, keep), keep
 
 

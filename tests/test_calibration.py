@@ -44,12 +44,41 @@ def test_probability_and_threshold_are_inverse():
         cal.cosine_for(1.0)
 
 
-def test_edited_copies_are_decodable_images():
+def test_edited_copies_and_shots_are_decodable_images_made_the_same_each_time():
     buf = io.BytesIO()
     make_photo(0, (200, 120)).save(buf, "JPEG")
-    copies = edited_copies(buf.getvalue())
-    assert len(copies) == len(calibration.EDITS)
-    assert all(Image.open(io.BytesIO(c)).size[0] > 0 for c in copies)
+    copies, shots = edited_copies(buf.getvalue())
+    assert len(copies) == len(calibration.EDITS) and len(shots) == len(calibration.SHOTS)
+    assert all(Image.open(io.BytesIO(c)).size[0] > 0 for c in copies + shots)
+    assert edited_copies(buf.getvalue()) == (copies, shots)  # seeded by the bytes
+
+
+def test_near_identical_shots_are_different_photo_examples(monkeypatch):
+    """A photo's generated shots (the scene with things moved, from a turned camera) are
+    "different photo" examples beside its nearest other photos where scores weigh the
+    pixels: a pair as close as a shot is less likely the same photo than by a curve fitted
+    on the distant neighbours alone. On the cosine alone (shots score as copies) they are not."""
+    copy, shot = np.array([0.97, np.sqrt(1 - 0.97**2)]), np.array([0.9, np.sqrt(1 - 0.81)])
+
+    def embed(datas):  # the edits come first, then the shots (gather embeds them together)
+        shots = len(datas) - len(calibration.EDITS)
+        return np.array([copy] * len(calibration.EDITS) + [shot] * shots, np.float32)
+
+    def neighbours(ids, vectors, k, edits=None):  # other photos: unrelated
+        return [[0.3] * k for _ in ids]
+
+    buf = io.BytesIO()
+    make_photo(0, (64, 48)).save(buf, "JPEG")
+    sample = [(i, buf.getvalue(), np.array([1.0, 0.0], np.float32)) for i in range(6)]
+    examples = calibration.gather(sample, lambda datas: (embed(datas), None))
+    cal = calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True)
+    assert cal.negatives == 6 * (calibration.NEIGHBOURS + len(calibration.SHOTS))
+    assert calibration.fit_examples(examples, neighbours).negatives == 6 * calibration.NEIGHBOURS  # cosine
+    monkeypatch.setattr(calibration, "SHOTS", {})
+    distant_only = calibration.fit(sample, embed, neighbours)
+    assert distant_only.negatives == 6 * calibration.NEIGHBOURS
+    assert cal.probability(0.9) < distant_only.probability(0.9) - 0.2
+    assert cal.probability(0.97) > 0.8  # copies stay likely
 
 
 def test_presets_follow_the_calibration_for_unmeasured_models():
@@ -278,6 +307,6 @@ def test_edits_of_a_transparent_picture_are_flattened_as_the_indexer_flattens_it
     buf = io.BytesIO()
     rgba.save(buf, "PNG")
     stored = decode(buf.getvalue(), (224, 224)).colour
-    half = edited_copies(buf.getvalue())[list(EDITS).index("half_size")]
+    half = edited_copies(buf.getvalue())[0][list(EDITS).index("half_size")]
     gap = colour.pixel_gaps(colour.lab([stored]), colour.lab([decode(half, (224, 224)).colour]))[0]
     assert gap < 3.0  # the same picture, seen the same way (not its hidden colours)

@@ -5,7 +5,9 @@ photos gets the edits of :data:`EDITS` (what a copy of a photo typically went th
 the cosine between an edit and its original is a "same photo" example, the cosine
 between a photo and its nearest *other* indexed photos a "different photo" example -
 leaving out the collection's own copies of it (the same bytes, or the same picture at
-thumbnail level), which a real library has and which would teach that copies differ.
+thumbnail level), which a real library has and which would teach that copies differ -
+and, where scores weigh the pixels, near-identical shots made of it (:data:`SHOTS`: the
+bursts and retakes a library holds, which its nearest other photos rarely are).
 A logistic curve p = 1 / (1 + exp(-(a cosine + b))) is fitted with both kinds weighted
 equally, so p is the probability of "same photo" at even prior odds.
 Duplicate presets are then probability levels (``dupes --min-probability``) that mean
@@ -159,18 +161,66 @@ def among_rivals(p: np.ndarray, same: np.ndarray) -> np.ndarray:
     return odds / (1.0 + odds + rivals.sum(axis=1))
 
 
+def moved(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Another shot of the same scene where a few things moved: 3-5 patches (each 14-24%
+    of a side) replaced by the picture 10-30% of a side away (people walking, a branch in
+    the wind); the rest of the picture is the same."""
+    out = im.convert("RGB")
+    w, h = out.size
+    for _ in range(int(rng.integers(3, 6))):
+        pw, ph = (max(1, int(side * rng.uniform(0.14, 0.24))) for side in (w, h))
+        x, y = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
+        dx, dy = (int(side * rng.uniform(0.1, 0.3)) * int(rng.choice((-1, 1))) for side in (w, h))
+        sx, sy = min(max(0, x + dx), w - pw), min(max(0, y + dy), h - ph)
+        out.paste(im.convert("RGB").crop((sx, sy, sx + pw, sy + ph)), (x, y))
+    return out
+
+
+def panned(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Another shot of the same scene from a camera turned a little: the corners move by
+    1.5-3.5% of a side each way (a homography, as between two views of a flat scene), and
+    the frame keeps its size."""
+    out = im.convert("RGB")
+    w, h = out.size
+    corners = np.array([(0, 0), (0, h), (w, h), (w, 0)], np.float64)
+    moved_to = corners + rng.uniform(0.015, 0.035, (4, 2)) * rng.choice((-1, 1), (4, 2)) * (w, h)
+    coeffs = _homography(corners, moved_to)
+    return out.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
+
+
+def _homography(out_pts: np.ndarray, in_pts: np.ndarray) -> tuple[float, ...]:
+    """The 8 coefficients PIL's PERSPECTIVE transform maps output points to input points by."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(out_pts, in_pts, strict=True):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    return tuple(np.linalg.solve(np.array(rows), np.array(rhs)).tolist())
+
+
+# Near-identical shots made of a photo: "different photo" examples as close as the hardest a
+# library holds (its bursts and retakes), which its nearest other photos rarely are. Used
+# where scores weigh the pixels (the detail residual tells them from copies): on the cosine
+# alone they score as copies do, and a curve fitted with them would call no pair a copy.
+SHOTS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
+    "moved": moved,
+    "panned": panned,
+}
+
+
 EDIT_SIDE = 640  # edits are made on a reduced decode: ~3x the model input, enough for a 60% crop
 
 
-def edited_copies(data: bytes) -> list[bytes]:
-    """The :data:`EDITS` of one image file's bytes (EXIF orientation applied first), made
-    on a copy reduced to :data:`EDIT_SIDE` (JPEGs decoded reduced by libjpeg): a 14 MP
-    wallpaper costs what a photo does."""
+def edited_copies(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The :data:`EDITS` of one image file's bytes (EXIF orientation applied first), and
+    its :data:`SHOTS` (re-saved as JPEG q90), made on a copy reduced to :data:`EDIT_SIDE`
+    (JPEGs decoded reduced by libjpeg): a 14 MP wallpaper costs what a photo does. The
+    shots are random, seeded by the bytes: the same file gives the same examples."""
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (EDIT_SIDE, EDIT_SIDE))
         im.thumbnail((EDIT_SIDE, EDIT_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
         base = to_rgb(ImageOps.exif_transpose(im))  # transparency flattened as the indexer does
-    return [edit(base) for edit in EDITS.values()]
+    rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+    return [edit(base) for edit in EDITS.values()], [jpeg(shot(base, rng)) for shot in SHOTS.values()]
 
 
 def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7) -> tuple[float, float]:
@@ -215,6 +265,9 @@ class Examples:
     owner: np.ndarray
     copy_colours: list[bytes | None] | None = None  # colour signatures of the copies ...
     stored_colours: list[bytes | None] | None = None  # ... and of the photos, as indexed
+    shots: np.ndarray | None = None  # vectors of near-identical shots made of the photos ...
+    shot_owner: np.ndarray | None = None  # ... each of stored[shot_owner] ...
+    shot_colours: list[bytes | None] | None = None  # ... and their colour signatures
 
 
 Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores are cosines of
@@ -223,23 +276,29 @@ Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores
 def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -> Examples:
     """Embed the edits of ``sample``: (id, file bytes, stored vector) of indexed photos.
     ``embed`` gives the decodable edits' vectors, and their colour signatures or None."""
-    ids, stored, copies, owner, colours = [], [], [], [], []
+    ids, stored, made, owner, colours, kinds = [], [], [], [], [], []
     for fid, data, vector in sample:
         try:
-            edits = edited_copies(data)
+            edits, shots = edited_copies(data)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue  # a file that decodes no more (truncated since, ...): not an example
-        vectors, signatures = embed(edits)
+        vectors, signatures = embed(edits + shots)  # all decodable: made here
         colours.extend(signatures if signatures is not None else [None] * len(vectors))
         owner.extend([len(ids)] * len(vectors))
+        kinds.extend([True] * len(edits) + [False] * len(shots))
         ids.append(fid)
         stored.append(vector)
-        copies.append(vectors)
+        made.append(vectors)
     if len(ids) < MIN_SAMPLE:
         raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
         )
-    return Examples(ids, np.stack(stored), np.concatenate(copies), np.array(owner, np.int64), colours)
+    vectors, of, copy = np.concatenate(made), np.array(owner, np.int64), np.array(kinds, bool)
+    return Examples(
+        ids, np.stack(stored), vectors[copy], of[copy], [c for c, k in zip(colours, kinds, strict=True) if k],
+        shots=vectors[~copy], shot_owner=of[~copy],
+        shot_colours=[c for c, k in zip(colours, kinds, strict=True) if not k],
+    )  # fmt: skip
 
 
 def fit_examples(
@@ -254,12 +313,14 @@ def fit_examples(
     indexed photos of other content."""
     mapped = space or (lambda v: v)
     stored, copies = mapped(examples.stored), mapped(examples.copies)
-    positives = np.einsum("ij,ij->i", copies, stored[examples.owner])
-    if pixels and examples.copy_colours and examples.stored_colours:
-        owners = [examples.stored_colours[o] for o in examples.owner]
-        positives = metric.with_pixels(positives, metric.pixel_gaps(examples.copy_colours, owners))
+    positives = _scores(copies, examples.owner, examples.copy_colours, stored, examples, pixels)
     edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
+    if pixels and examples.shots is not None and len(examples.shots):  # (see SHOTS)
+        shots = mapped(examples.shots)
+        negatives += _scores(
+            shots, examples.shot_owner, examples.shot_colours, stored, examples, pixels
+        ).tolist()
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(positives, np.array(negatives))
@@ -271,6 +332,23 @@ def fit_examples(
         )
     kind = "cosine" if space is None else metric.PIXELS if pixels else "whitened"
     return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind)
+
+
+def _scores(
+    made: np.ndarray,
+    owner: np.ndarray,
+    colours: list | None,
+    stored: np.ndarray,
+    examples: Examples,
+    pixels: bool,
+) -> np.ndarray:
+    """Scores of pictures made of sampled photos against their photo (``stored[owner]``)."""
+    scores = np.einsum("ij,ij->i", made, stored[owner])
+    if pixels and colours and examples.stored_colours:
+        scores = metric.with_pixels(
+            scores, metric.pixel_gaps(colours, [examples.stored_colours[o] for o in owner])
+        )
+    return scores
 
 
 def fit(

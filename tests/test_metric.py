@@ -135,6 +135,18 @@ def test_a_space_learned_before_scores_weighed_pixels_is_learned_again(tmp_path,
     assert index.manifest().calibration["space"] == metric.PIXELS
 
 
+def test_a_calibration_from_before_the_detail_residual_weighs_pixels_and_is_learned_again(
+    tmp_path, tf2_model, monkeypatch
+):
+    index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
+    with index.store(writable=True) as store:  # as the version before the detail residual left it
+        state = store.manifest.calibration
+        store.set_learned(store.metric, {**state, "space": metric.PIXELS_BEFORE_DETAIL}, 10)
+    assert Calibration.from_dict(index.manifest().calibration).pixels  # searched with pixel gaps meanwhile
+    index.add([photos])  # nothing to index; learned again in today's space
+    assert index.manifest().calibration["space"] == metric.PIXELS != metric.PIXELS_BEFORE_DETAIL
+
+
 def test_failing_to_learn_again_is_not_retried_on_every_run(tmp_path, tf2_model, monkeypatch):
     index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
     first = index.manifest()

@@ -108,7 +108,7 @@ class Calibration:
     @property
     def pixels(self) -> bool:
         """Whether the scores it maps weigh the pixel gap (:data:`metric.PIXEL_WEIGHT`)."""
-        return self.space == metric.PIXELS
+        return self.space in (metric.PIXELS, metric.PIXELS_BEFORE_DETAIL)
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
         z = self.a * np.asarray(cosine, np.float64) + self.b

@@ -117,7 +117,7 @@ def due(learned_on: int | None, vectors: int) -> bool:
 # library: best pair F1): none 0.957 / 0.838, 0.801; 0.01: 0.983 / 0.894, 0.893;
 # 0.02: 0.986 / 0.911, 0.907; 0.03: - , 0.911.
 PIXEL_WEIGHT = 0.02
-PIXELS = f"whitened+pixels{PIXEL_WEIGHT:g}"  # Calibration.space of scores weighing the pixel gap so
+PIXELS_BEFORE_DETAIL = f"whitened+pixels{PIXEL_WEIGHT:g}"  # the space's name before the detail residual
 
 
 # ... and so does the detail residual (lookalike.detail: the 90th percentile luma difference,
@@ -130,6 +130,9 @@ DETAIL_WEIGHT = 2.0
 DETAIL_CAP = np.inf  # full bench, weight / cap: 2 / inf F1 0.894, dupes P/R 0.765/0.945; 2 / 16 0.894,
 # 0.768/0.925; 2 / 8 0.883, 0.759/0.886; 1 / 16 0.881, 0.785/0.884; 1 / 8 0.869, 0.799/0.869
 # (none: 0.845, 0.812/0.848), each with the calibration of the time (no near-shot negatives)
+# Calibration.space of scores weighing the pixel gap so (an index calibrated in the space
+# before the residual existed weighs the pixels still, and learns again on its next run)
+PIXELS = f"{PIXELS_BEFORE_DETAIL}+detail{DETAIL_WEIGHT:g}"
 
 
 def pixel_gaps(a: Sequence[bytes | None], b: Sequence[bytes | None]) -> np.ndarray:

@@ -246,18 +246,22 @@ def test_ctrl_c_while_indexing_says_how_many_are_committed_and_how_to_resume(tmp
     proc = subprocess.Popen(
         [*CLI, *args, "--batch-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
+    start = time.monotonic()
+    seen, tries = None, []
+    while time.monotonic() < start + 120 and proc.poll() is None:
         try:
             with sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, timeout=1) as db:
                 if db.execute("SELECT count(*) FROM files").fetchone()[0] > 0:
+                    seen = time.monotonic() - start
                     break
-        except sqlite3.Error:
-            pass
+        except sqlite3.Error as exc:
+            tries.append(f"{time.monotonic() - start:.2f}: {exc}")
         time.sleep(0.05)
+    running = proc.poll() is None
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == EXIT_INTERRUPTED, err.decode()
+    out, err = proc.communicate(timeout=60)
+    why = f"files seen at {seen} s; running when signalled: {running}; reads: {tries[-3:]}; {out.decode()}"
+    assert proc.returncode == EXIT_INTERRUPTED, f"{why}\n{err.decode()}"
     message = err.decode()
     assert "run the same command again to resume" in message
     committed = int(message.split("interrupted: ")[1].split(" images committed")[0])

@@ -105,6 +105,8 @@ def make_mix(work: Path) -> list[Path]:
     originals, edits = folder / "originals", folder / "edits"
     jobs = {}
     for n, m in enumerate(m for f in lookalikes.FAMILIES for m in f.members):
+        if m.converted:  # a video frame or Netpbm image (under 1 MP): indexed as a PNG made of it
+            continue
         src = work / "pkgs" / m.package / m.path
         with Image.open(src) as im:
             megapixels = im.width * im.height / 1e6

@@ -310,3 +310,10 @@ def test_edits_of_a_transparent_picture_are_flattened_as_the_indexer_flattens_it
     half = edited_copies(buf.getvalue())[0][list(EDITS).index("half_size")]
     gap = colour.pixel_gaps(colour.lab([stored]), colour.lab([decode(half, (224, 224)).colour]))[0]
     assert gap < 3.0  # the same picture, seen the same way (not its hidden colours)
+
+
+def test_the_detail_is_measured_for_each_photos_nearest_others_only():
+    owner = np.array([1, 0, 1, 1, 0, 2, 1])
+    score = np.array([0.5, 0.1, 0.9, 0.7, 0.3, 0.2, -0.4])
+    assert calibration._nearest(owner, score, 2).tolist() == [1, 2, 3, 4, 5]  # photo 1: 0.9 and 0.7
+    assert calibration._nearest(owner, score, 9).tolist() == list(range(7))

@@ -441,14 +441,29 @@ def _neighbours(store: Store, space: Space | None, pixels: bool = False):
                     kept.append(sc)
                     pairs.append((me.colour if me is not None else None, them.colour))
         weighed = np.asarray(kept, np.float32)
-        if pixels and pairs:  # every pair's pixel gap at once
-            weighed = metric.with_pixels(weighed, metric.pixel_gaps(*zip(*pairs, strict=True)))
+        if pixels and pairs:  # every pair's colour gap at once, then the detail of the nearest
+            mine, theirs = zip(*pairs, strict=True)
+            rough = metric.with_pixels(weighed, metric.pixel_gaps(mine, theirs, fine=False))
+            near = _nearest(np.asarray(owner), rough, DETAILED * k)  # the detail only lowers a score
+            owner = [owner[i] for i in near]
+            gaps = metric.pixel_gaps([mine[i] for i in near], [theirs[i] for i in near])
+            weighed = metric.with_pixels(weighed[near], gaps)
         out: list[list[float]] = [[] for _ in fids]
         for q, sc in zip(owner, weighed.tolist(), strict=True):
             out[q].append(sc)
         return [sorted(others, reverse=True)[:k] for others in out]
 
     return neighbours
+
+
+DETAILED = 2  # x the examples wanted: a photo's nearest others (by colour gap) whose detail is measured
+
+
+def _nearest(owner: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest ``score`` of each ``owner`` (ascending)."""
+    order = np.lexsort((-score, owner))
+    starts = np.searchsorted(owner[order], owner[order], side="left")
+    return np.sort(order[np.arange(len(order)) - starts < n])
 
 
 def calibrate_store(

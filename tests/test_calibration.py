@@ -57,7 +57,8 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     """A photo's generated shots (the scene with things moved, from a turned camera) are
     "different photo" examples beside its nearest other photos where scores weigh the
     pixels: a pair as close as a shot is less likely the same photo than by a curve fitted
-    on the distant neighbours alone. On the cosine alone (shots score as copies) they are not."""
+    on the distant neighbours alone. On the cosine alone (shots score as copies), or against a
+    photo indexed before the luma grid existed (no detail residual), they are not."""
     copy, shot = np.array([0.97, np.sqrt(1 - 0.97**2)]), np.array([0.9, np.sqrt(1 - 0.81)])
 
     def embed(datas):  # the edits come first, then the shots (gather embeds them together)
@@ -70,9 +71,13 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     buf = io.BytesIO()
     make_photo(0, (64, 48)).save(buf, "JPEG")
     sample = [(i, buf.getvalue(), np.array([1.0, 0.0], np.float32)) for i in range(6)]
-    examples = calibration.gather(sample, lambda datas: (embed(datas), None))
+    sig = decode(buf.getvalue(), (224, 224)).colour  # one signature for all: every pixel gap 0
+    examples = calibration.gather(sample, lambda datas: (embed(datas), [sig] * len(datas)))
+    examples.stored_colours = [sig] * 6
     cal = calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True)
     assert cal.negatives == 6 * (calibration.NEIGHBOURS + len(calibration.SHOTS))
+    examples.stored_colours = [sig[: colour.SIGNATURE_BYTES]] * 6  # indexed before the luma grid
+    assert calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True).negatives == 60
     assert calibration.fit_examples(examples, neighbours).negatives == 6 * calibration.NEIGHBOURS  # cosine
     monkeypatch.setattr(calibration, "SHOTS", {})
     distant_only = calibration.fit(sample, embed, neighbours)

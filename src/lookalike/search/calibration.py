@@ -320,11 +320,11 @@ def fit_examples(
     positives = _scores(copies, examples.owner, examples.copy_colours, stored, examples, pixels)
     edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
-    if pixels and examples.shots is not None and len(examples.shots):  # (see SHOTS)
-        shots = mapped(examples.shots)
-        negatives += _scores(
-            shots, examples.shot_owner, examples.shot_colours, stored, examples, pixels
-        ).tolist()
+    told = _told_apart(examples) if pixels else []
+    if told:  # (see SHOTS)
+        shots, owner = mapped(examples.shots[told]), examples.shot_owner[told]
+        colours = [examples.shot_colours[i] for i in told]
+        negatives += _scores(shots, owner, colours, stored, examples, pixels).tolist()
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(positives, np.array(negatives))
@@ -336,6 +336,20 @@ def fit_examples(
         )
     kind = "cosine" if space is None else metric.PIXELS if pixels else "whitened"
     return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind)
+
+
+def _told_apart(examples: Examples) -> list[int]:
+    """The shots whose detail residual against their photo can be measured: both carry the
+    luma grid (a photo indexed before it existed has none, and its shots would score as
+    copies do)."""
+    if examples.shots is None or not examples.shot_colours or not examples.stored_colours:
+        return []
+    owners = examples.stored_colours
+    return [
+        i
+        for i, (sig, o) in enumerate(zip(examples.shot_colours, examples.shot_owner, strict=True))
+        if colour.detail_grid(sig) and colour.detail_grid(owners[o])
+    ]
 
 
 def _scores(

@@ -260,8 +260,9 @@ def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7)
 
 @dataclass
 class Examples:
-    """Raw vectors of sampled photos (``stored``, as indexed) and of their edited copies
-    (``copies``, each of ``stored[owner]``): embedded once, scored in any space."""
+    """Raw vectors of sampled photos (``stored``, as indexed), of their edited copies
+    (``copies``, each of ``stored[owner]``) and of the shots made of them (``shots``):
+    embedded once, scored in any space."""
 
     ids: list[int]
     stored: np.ndarray
@@ -278,15 +279,17 @@ Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores
 
 
 def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -> Examples:
-    """Embed the edits of ``sample``: (id, file bytes, stored vector) of indexed photos.
-    ``embed`` gives the decodable edits' vectors, and their colour signatures or None."""
+    """Embed the edits and shots of ``sample``: (id, file bytes, stored vector) of indexed
+    photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None."""
     ids, stored, made, owner, colours, kinds = [], [], [], [], [], []
     for fid, data, vector in sample:
         try:
             edits, shots = edited_copies(data)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue  # a file that decodes no more (truncated since, ...): not an example
-        vectors, signatures = embed(edits + shots)  # all decodable: made here
+        vectors, signatures = embed(edits + shots)
+        if len(vectors) != len(edits) + len(shots):  # made here, so decodable: but not a guess
+            continue
         colours.extend(signatures if signatures is not None else [None] * len(vectors))
         owner.extend([len(ids)] * len(vectors))
         kinds.extend([True] * len(edits) + [False] * len(shots))

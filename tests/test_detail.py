@@ -61,9 +61,11 @@ def scene() -> Image.Image:
 
 
 def test_grid_keeps_the_aspect_and_comes_after_the_colour_thumbnail(scene):
-    sig = _sig(scene)
-    grid = colour.detail_grid(sig)
-    assert sig[: colour.SIGNATURE_BYTES] == sig[: len(sig) - len(grid)]
+    buf = io.BytesIO()
+    scene.save(buf, "JPEG", quality=90)
+    decoded = decode(buf.getvalue(), SIZE)
+    sig, grid = decoded.colour, colour.detail_grid(decoded.colour)
+    assert sig == colour.signature(decoded.pixels) + grid  # the thumbnail as before, then the grid
     assert (grid[0], grid[1]) == (48, 64) and len(grid) == 2 + 48 * 64  # rows, columns of 960 x 720
     assert colour.detail_grid(sig[: colour.SIGNATURE_BYTES]) is None  # stored before the grid existed
 
@@ -130,3 +132,9 @@ def test_caption_bars_are_left_out_with_their_blurred_edge_rows():
     wide = _walker(_scene(3, (1600, 900)), 100, 100)
     assert _residual(_sig(wide), _sig(_captioned(wide))) < 1.0
     assert _residual(_sig(wide), _sig(_walker(_scene(3, (1600, 900)), 900, 400))) > 2 * metric.DETAIL_FREE
+
+
+def test_a_picture_smaller_than_the_grid_is_kept_as_it_is():
+    grid = detail.grid(Image.new("RGB", (3, 2), "gray"))
+    assert (grid[0], grid[1]) == (2, 3) and len(grid) == 2 + 6
+    assert detail.residuals([grid], [detail.grid(Image.new("RGB", (300, 200), "gray"))]).tolist() == [0.0]

@@ -38,9 +38,9 @@ BLOCK = 512  # pairs compared at once (~100 MB)
 
 def grid(image: Image.Image) -> bytes:
     """The luma grid of a picture: its longer side reduced to :data:`SIDE` cells (box
-    filter), rows and columns in the first two bytes."""
+    filter; a smaller picture as it is), rows and columns in the first two bytes."""
     w, h = image.size
-    scale = SIDE / max(w, h, 1)
+    scale = min(1.0, SIDE / max(w, h, 1))  # a picture smaller than the grid is kept as it is
     cols, rows = max(1, min(SIDE, round(w * scale))), max(1, min(SIDE, round(h * scale)))
     small = image.convert("L").resize((cols, rows), Image.Resampling.BOX, reducing_gap=3.0)
     return bytes((rows, cols)) + small.tobytes()
@@ -93,7 +93,7 @@ def _turned_back(cells: np.ndarray, angle: float) -> np.ndarray | None:
     return _square(np.asarray(back, np.float32), box)
 
 
-@lru_cache(maxsize=8192)  # one photo is compared with many (search hits, groups, calibration)
+@lru_cache(maxsize=2048)  # one photo is compared with many (search hits, groups, calibration): 64 MB
 def _views(data: bytes) -> np.ndarray | None:
     """A grid's views, compared at (FINE / POOL)^2 cells: [VIEWS, s, s] read only (None for a
     grid that cannot be read). In order: the picture, its centre (each of :data:`ZOOMS`),

@@ -138,3 +138,28 @@ def test_a_picture_smaller_than_the_grid_is_kept_as_it_is():
     grid = detail.grid(Image.new("RGB", (3, 2), "gray"))
     assert (grid[0], grid[1]) == (2, 3) and len(grid) == 2 + 6
     assert detail.residuals([grid], [detail.grid(Image.new("RGB", (300, 200), "gray"))]).tolist() == [0.0]
+
+
+def test_a_group_larger_than_the_matrix_detail_weighs_each_members_detail_against_its_centre(
+    scene, monkeypatch
+):
+    """Beyond its first DETAIL_AMONG members a group's score matrix has the colour gap only:
+    a member joins the centre's star only if it passes with its detail measured too."""
+    from lookalike.search import duplicates
+    from lookalike.search.keep import KeepRules
+    from lookalike.storage.catalogue import FileRow
+
+    w, h = scene.size
+    pictures = [scene, scene.resize((w // 2, h // 2)), ImageOps.mirror(scene), _walker(_scene(), 560, 320)]
+    sigs = [_sig(p) for p in pictures[:3]] + [_sig(pictures[3], quality=80)]
+    members = [
+        FileRow(n, f"/photos/{n}.jpg", 10_000 - n, 0, None, w - n, h, "JPEG", None, colour=sig)
+        for n, sig in enumerate(sigs)
+    ]
+    vectors = np.full((len(members), 4), 0.5, np.float32)  # the features cannot tell them apart
+    scores = duplicates._Scores(vectors, {m.id: m.id for m in members}, pixels=True)
+    monkeypatch.setattr(metric, "DETAIL_AMONG", 2)  # the shot (last) is beyond the matrix's detail
+    judge = duplicates._Judge((0.8, 0.5), False)
+    groups = duplicates._star_groups(members, scores, 0.8, KeepRules(), None, judge)
+    grouped = {g.keep.id for g in groups} | {d.row.id for g in groups for d in g.duplicates}
+    assert grouped == {0, 1, 2}

@@ -343,8 +343,12 @@ def _weigh_pixels(
     a = np.array([at[x] for x, _ in listed])
     b = np.array([at[y] for _, y in listed])
     cosine = np.einsum("ij,ij->i", vectors[a], vectors[b])
-    gaps = metric.pixel_gaps([rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed])
-    return {pair for pair, s in zip(listed, metric.with_pixels(cosine, gaps), strict=True) if s >= threshold}
+    first, second = [rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed]
+    rough = metric.with_pixels(cosine, metric.pixel_gaps(first, second, fine=False))
+    near = np.flatnonzero(rough >= threshold)  # the detail residual only lowers a score: measured for these
+    gaps = metric.pixel_gaps([first[i] for i in near], [second[i] for i in near])
+    weighed = metric.with_pixels(cosine[near], gaps)
+    return {listed[i] for i, s in zip(near, weighed, strict=True) if s >= threshold}
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,19 @@ def test_a_lossy_webp_is_known_from_its_chunks_and_never_decoded_to_compare(tmp_
     assert lossy_webp(str(tmp_path / "lossy.webp")) and lossy_webp(str(tmp_path / "alpha.webp"))
     assert not lossy_webp(str(tmp_path / "lossless.webp")) and not lossy_webp(str(tmp_path / "a.png"))
     assert not lossy_webp(str(tmp_path / "missing.webp"))
+
+
+def test_a_pngs_gps_is_read_from_its_header_without_decoding_its_pixels(tmp_path, monkeypatch):
+    from PIL import PngImagePlugin
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8825)[2] = (52.0, 31.0, 0.0)  # GPSLatitude
+    with_gps, plain = tmp_path / "gps.png", tmp_path / "plain.png"
+    make_photo(1).save(with_gps, exif=exif.tobytes())  # Pillow writes eXIf before the pixels
+    make_photo(1).save(plain)
+
+    def no_decoding(self):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    assert header_facts(str(with_gps)).gps and not header_facts(str(plain)).gps

@@ -31,8 +31,12 @@ def header_facts(path: str) -> FileFacts:
     try:
         with Image.open(path) as im:
             gps = False
+            # a PNG's EXIF after its pixels is found only by decoding them all (Pillow loads the
+            # picture for it): 11 of 38 s of `dupes` on bench/lookalikes.py's library; GPS in
+            # PNGs is rare, and Pillow and exiftool write it before the pixels
+            before_pixels = im.format != "PNG" or "exif" in im.info
             with contextlib.suppress(KeyError, ValueError, TypeError, SyntaxError, OSError):
-                gps = bool(im.getexif().get_ifd(ExifTags.IFD.GPSInfo))
+                gps = before_pixels and bool(im.getexif().get_ifd(ExifTags.IFD.GPSInfo))
             tables = getattr(im, "quantization", None) if im.format in JPEG_FORMATS else None
             return FileFacts(gps=gps, jpeg_quality=jpeg_quality(tables) if tables else None)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):

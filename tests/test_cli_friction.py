@@ -243,8 +243,11 @@ def test_ctrl_c_while_indexing_says_how_many_are_committed_and_how_to_resume(tmp
         Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"{i:04}.png")
     index = tmp_path / "ix"
     args = ["index", str(photos), "--model", str(tf2_model), "--index", str(index), "--workers", "0"]
-    proc = subprocess.Popen(
-        [*CLI, *args, "--batch-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    proc = subprocess.Popen(  # Ctrl-C as on a terminal, also when the tests run as a background job (whose
+        [*CLI, *args, "--batch-size", "8"],  # shell ignores SIGINT for them and so for their children)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     start = time.monotonic()
     seen, tries = None, []

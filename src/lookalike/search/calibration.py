@@ -20,7 +20,9 @@ import hashlib
 import io
 import logging
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,6 +229,13 @@ def edited_copies(data: bytes) -> tuple[list[bytes], list[bytes]]:
     return [edit(base) for edit in EDITS.values()], [jpeg(shot(small, rng)) for shot in SHOTS.values()]
 
 
+def _edited_or_none(data: bytes) -> tuple[list[bytes], list[bytes]] | None:
+    try:
+        return edited_copies(data)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7) -> tuple[float, float]:
     """(a, b) of a class-balanced logistic regression on one feature, by Newton's method.
 
@@ -282,11 +291,12 @@ def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -
     """Embed the edits and shots of ``sample``: (id, file bytes, stored vector) of indexed
     photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None."""
     ids, stored, made, owner, colours, kinds = [], [], [], [], [], []
-    for fid, data, vector in sample:
-        try:
-            edits, shots = edited_copies(data)
-        except (OSError, ValueError, Image.DecompressionBombError):
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow lets go of the GIL: edits are
+        pictures = list(pool.map(_edited_or_none, [data for _, data, _ in sample]))  # made in parallel
+    for (fid, _, vector), made_of in zip(sample, pictures, strict=True):
+        if made_of is None:
             continue  # a file that decodes no more (truncated since, ...): not an example
+        edits, shots = made_of
         vectors, signatures = embed(edits + shots)
         if len(vectors) != len(edits) + len(shots):  # made here, so decodable: but not a guess
             continue

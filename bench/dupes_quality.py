@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from lookalike.search.calibration import caption, crop_centre, jpeg, letterbox
+from lookalike.search.edits import caption, crop_centre, jpeg, letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -114,7 +114,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 from quality import _resized, _thumbnail  # bench/quality.py's edits (run as a script: bench/ is on the path)
 
-from lookalike.search.calibration import crop_centre, letterbox
+from lookalike.search.edits import crop_centre, letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

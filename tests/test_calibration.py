@@ -15,9 +15,10 @@ from lookalike import colour
 from lookalike.api import Index
 from lookalike.cli import app
 from lookalike.images import decode
-from lookalike.search import calibration, neighbours
-from lookalike.search.calibration import EDITS, Calibration, edited_copies, fit_logistic
+from lookalike.search import calibration, edits, neighbours
+from lookalike.search.calibration import Calibration, fit_logistic
 from lookalike.search.duplicates import PRESETS, presets_for
+from lookalike.search.edits import EDITS, SHOTS, edited_copies
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -48,7 +49,7 @@ def test_edited_copies_and_shots_are_decodable_images_made_the_same_each_time():
     buf = io.BytesIO()
     make_photo(0, (200, 120)).save(buf, "JPEG")
     copies, shots = edited_copies(buf.getvalue())
-    assert len(copies) == len(calibration.EDITS) and len(shots) == len(calibration.SHOTS)
+    assert len(copies) == len(EDITS) and len(shots) == len(SHOTS)
     assert all(Image.open(io.BytesIO(c)).size[0] > 0 for c in copies + shots)
     assert edited_copies(buf.getvalue()) == (copies, shots)  # seeded by the bytes
 
@@ -62,8 +63,8 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     copy, shot = np.array([0.97, np.sqrt(1 - 0.97**2)]), np.array([0.9, np.sqrt(1 - 0.81)])
 
     def embed(datas):  # the edits come first, then the shots (gather embeds them together)
-        shots = len(datas) - len(calibration.EDITS)
-        return np.array([copy] * len(calibration.EDITS) + [shot] * shots, np.float32)
+        shots = len(datas) - len(EDITS)
+        return np.array([copy] * len(EDITS) + [shot] * shots, np.float32)
 
     def neighbours(ids, vectors, k, edits=None):  # other photos: unrelated
         return [[0.3] * k for _ in ids]
@@ -75,11 +76,11 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     examples = calibration.gather(sample, lambda datas: (embed(datas), [sig] * len(datas)))
     examples.stored_colours = [sig] * 6
     cal = calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True)
-    assert cal.negatives == 6 * (calibration.NEIGHBOURS + len(calibration.SHOTS))
+    assert cal.negatives == 6 * (calibration.NEIGHBOURS + len(SHOTS))
     examples.stored_colours = [sig[: colour.SIGNATURE_BYTES]] * 6  # indexed before the luma grid
     assert calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True).negatives == 60
     assert calibration.fit_examples(examples, neighbours).negatives == 6 * calibration.NEIGHBOURS  # cosine
-    monkeypatch.setattr(calibration, "SHOTS", {})
+    monkeypatch.setattr(edits, "SHOTS", {})
     distant_only = calibration.fit(sample, embed, neighbours)
     assert distant_only.negatives == 6 * calibration.NEIGHBOURS
     assert cal.probability(0.9) < distant_only.probability(0.9) - 0.2
@@ -176,7 +177,7 @@ def test_photos_changed_or_unreadable_since_indexing_are_not_examples(tmp_path, 
     (photo_dir / "photo2.jpg").write_bytes(b"\xff\xd8 truncated")
     (photo_dir / "photo4.jpg").unlink()
     cal = Index(index).calibrate(sample=8)
-    assert cal.photos == 5 and cal.positives == 5 * len(calibration.EDITS)
+    assert cal.photos == 5 and cal.positives == 5 * len(EDITS)
 
 
 def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(

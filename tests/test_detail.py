@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from lookalike import colour, detail
 from lookalike.images import decode
 from lookalike.search import metric
-from lookalike.search.calibration import crop_centre, letterbox
+from lookalike.search.edits import crop_centre, letterbox
 
 SIZE = (224, 224)
 

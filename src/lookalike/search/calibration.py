@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -180,32 +180,48 @@ Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores
 def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -> Examples:
     """Embed the edits and shots of ``sample``: (id, file bytes, stored vector) of indexed
     photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None."""
-    ids, stored, made, owner, colours, kinds = [], [], [], [], [], []
+    ids, stored = [], []
+    copies, shots = _Made(), _Made()
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow lets go of the GIL: edits are
         pictures = list(pool.map(_edited_or_none, [data for _, data, _ in sample]))  # made in parallel
     for (fid, _, vector), made_of in zip(sample, pictures, strict=True):
         if made_of is None:
             continue  # a file that decodes no more (truncated since, ...): not an example
-        edits, shots = made_of
-        vectors, signatures = embed(edits + shots)
-        if len(vectors) != len(edits) + len(shots):  # made here, so decodable: but not a guess
+        edits, generated = made_of
+        vectors, signatures = embed(edits + generated)
+        if len(vectors) != len(edits) + len(generated):  # made here, so decodable: but not a guess
             continue
-        colours.extend(signatures if signatures is not None else [None] * len(vectors))
-        owner.extend([len(ids)] * len(vectors))
-        kinds.extend([True] * len(edits) + [False] * len(shots))
+        signatures = signatures if signatures is not None else [None] * len(vectors)
+        copies.add(len(ids), vectors[: len(edits)], signatures[: len(edits)])
+        shots.add(len(ids), vectors[len(edits) :], signatures[len(edits) :])
         ids.append(fid)
         stored.append(vector)
-        made.append(vectors)
     if len(ids) < MIN_SAMPLE:
         raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
         )
-    vectors, of, copy = np.concatenate(made), np.array(owner, np.int64), np.array(kinds, bool)
+    shot_vectors, shot_owner = shots.arrays()
     return Examples(
-        ids, np.stack(stored), vectors[copy], of[copy], [c for c, k in zip(colours, kinds, strict=True) if k],
-        shots=vectors[~copy], shot_owner=of[~copy],
-        shot_colours=[c for c, k in zip(colours, kinds, strict=True) if not k],
+        ids, np.stack(stored), *copies.arrays(), copy_colours=copies.colours,
+        shots=shot_vectors, shot_owner=shot_owner, shot_colours=shots.colours,
     )  # fmt: skip
+
+
+@dataclass
+class _Made:
+    """Pictures made of sampled photos, as they are embedded: vectors, owners, signatures."""
+
+    vectors: list[np.ndarray] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    colours: list[bytes | None] = field(default_factory=list)
+
+    def add(self, of: int, vectors: np.ndarray, colours: list[bytes | None]) -> None:
+        self.vectors.append(vectors)
+        self.owner.extend([of] * len(vectors))
+        self.colours.extend(colours)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.vectors), np.array(self.owner, np.int64)
 
 
 def fit_examples(
@@ -219,15 +235,15 @@ def fit_examples(
     ``neighbours`` gives, per (id, raw vector), the scores (the same way) of its nearest
     indexed photos of other content."""
     mapped = space or (lambda v: v)
-    stored, copies = mapped(examples.stored), mapped(examples.copies)
-    positives = _scores(copies, examples.owner, examples.copy_colours, stored, examples, pixels)
+    stored, copies, known = mapped(examples.stored), mapped(examples.copies), examples.stored_colours
+    positives = _scores(copies, examples.owner, examples.copy_colours, stored, known, pixels)
     edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
     told = _told_apart(examples) if pixels else []
     if told:  # (see edits.SHOTS)
         shots, owner = mapped(examples.shots[told]), examples.shot_owner[told]
         colours = [examples.shot_colours[i] for i in told]
-        negatives += _scores(shots, owner, colours, stored, examples, pixels).tolist()
+        negatives += _scores(shots, owner, colours, stored, known, pixels).tolist()
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
     a, b = fit_logistic(positives, np.array(negatives))
@@ -255,20 +271,13 @@ def _told_apart(examples: Examples) -> list[int]:
     ]
 
 
-def _scores(
-    made: np.ndarray,
-    owner: np.ndarray,
-    colours: list | None,
-    stored: np.ndarray,
-    examples: Examples,
-    pixels: bool,
-) -> np.ndarray:
-    """Scores of pictures made of sampled photos against their photo (``stored[owner]``)."""
+def _scores(made: np.ndarray, owner: np.ndarray, colours: list | None, stored: np.ndarray,
+            stored_colours: list | None, pixels: bool) -> np.ndarray:  # fmt: skip
+    """Scores of pictures made of sampled photos against their photo (``stored[owner]``),
+    weighing the pixel gap of their signatures if ``pixels``."""
     scores = np.einsum("ij,ij->i", made, stored[owner])
-    if pixels and colours and examples.stored_colours:
-        scores = metric.with_pixels(
-            scores, metric.pixel_gaps(colours, [examples.stored_colours[o] for o in owner])
-        )
+    if pixels and colours and stored_colours:
+        scores = metric.with_pixels(scores, metric.pixel_gaps(colours, [stored_colours[o] for o in owner]))
     return scores
 
 

@@ -155,8 +155,8 @@ def _detail(a: Sequence[bytes], b: Sequence[bytes]) -> np.ndarray:
 def gap_matrix(colours: Sequence[bytes | None]) -> np.ndarray:
     """Pixel gaps between every two of ``colours`` (n x n; 0 where one is missing): each
     pair once, in blocks of :data:`PAIR_BLOCK`; the detail residual between the first
-    :data:`DETAIL_AMONG` only (give them best first: rivals among search hits, a group's
-    centre and closest members), the colour gap between all."""
+    :data:`DETAIL_AMONG` only (give them best first, as search gives its top hits; `dupes`
+    measures it against a larger group's centre itself), the colour gap between all."""
     n = len(colours)
     out = np.zeros((n, n), np.float32)
     known = np.array([i for i, c in enumerate(colours) if c], np.int64)

@@ -945,7 +945,7 @@ def _false_kinds(false: Counter) -> dict:
     n = sum(false.values())
     return {
         "false_by_kind": {k: false.get(k, 0) for k in WRONG},
-        "sibling_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n if n else 0.0,
+        "lookalike_share_of_false": sum(false.get(k, 0) for k in LOOKALIKES) / n if n else 0.0,
     }
 
 
@@ -982,7 +982,7 @@ def reliability(rows: list[QueryRow]) -> dict:
             "range": [lo, hi], "pairs": n, "true": int(np.sum(inside & true)),
             "share_true": float(true[inside].mean()) if n else float("nan"),
             "mean_probability": float(prob[inside].mean()) if n else float("nan"),
-            "false_siblings": int(np.sum(inside & np.isin(kinds, LOOKALIKES))),
+            "false_lookalikes": int(np.sum(inside & np.isin(kinds, LOOKALIKES))),
         })  # fmt: skip
     out["true_pairs_below_0.5"] = int(np.sum(true & (prob < 0.5)))
     out["originals_not_in_top_k"] = int(sum(r.rank == 0 for r in rows))
@@ -1159,14 +1159,14 @@ def print_report(out: dict) -> None:
     print(
         f"best single-threshold F1 {b['f1']:.3f} at cosine {b['threshold']:.4f}: "
         f"precision {b['precision']:.3f}, recall {b['recall']:.3f}; {b['false_pairs']} false pairs, "
-        f"{b['sibling_share_of_false']:.0%} of them look-alikes (siblings/shots/other artwork/distractors "
+        f"{b['lookalike_share_of_false']:.0%} of them look-alikes (siblings/shots/other artwork/distractors "
         f"{_wrong(b['false_by_kind'])})"
         + ("" if b["exact"] else f" [threshold within some query's top-{out['k']} tail: optimistic]")
     )
     c = s["at_copies_preset"]
     print(
         f"at cosine 0.90 (the copies preset): precision {c['precision']:.3f}, recall {c['recall']:.3f}; "
-        f"{c['false_pairs']} false pairs, {c['sibling_share_of_false']:.0%} look-alikes"
+        f"{c['false_pairs']} false pairs, {c['lookalike_share_of_false']:.0%} look-alikes"
     )
     sib = out["siblings"]
     top = list(sib["pairs"].items())[:6]
@@ -1220,7 +1220,7 @@ def _print_reliability(rel: dict) -> None:
         lo, hi = bk["range"]
         rng = f"[{lo:g},{hi:g}" + ("]" if hi >= 1 else ")")
         print(f"  {rng:<14}{bk['pairs']:>7}{bk['true']:>7}{bk['share_true']:>12.3f}"
-              f"{bk['mean_probability']:>9.4f}{bk['false_siblings']:>18}")  # fmt: skip
+              f"{bk['mean_probability']:>9.4f}{bk['false_lookalikes']:>18}")  # fmt: skip
     print(f"  true pairs below P 0.5: {rel['true_pairs_below_0.5']}")
 
 

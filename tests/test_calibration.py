@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 from typer.testing import CliRunner
 
 from lookalike import colour
@@ -203,9 +203,20 @@ def test_a_failed_automatic_calibration_waits_for_the_collection_to_double(
     assert Calibration.from_dict(stored) is None
 
 
+def _signed(im: Image.Image) -> Image.Image:
+    """``im`` with a caption unlike the calibration's own text edit: other words, at the top."""
+    out = im.copy()
+    font = ImageFont.load_default(size=im.height // 6)
+    draw = ImageDraw.Draw(out)
+    draw.text((8, 4), "holiday 07", fill="yellow", font=font, stroke_width=3, stroke_fill="black")
+    return out
+
+
 def test_the_collections_own_copies_are_never_different_photo_examples(tmp_path, tf2_model, monkeypatch):
-    """A library of originals plus their re-encoded, resized and mirrored copies: the
-    copies are the nearest neighbours, yet none is taken as a "different photo"."""
+    """A library of originals plus their re-encoded, resized, mirrored, captioned and cropped
+    copies: the copies are the nearest neighbours, yet none is taken as a "different photo".
+    The caption and the crop are not the calibration's own edits (no edit explains them); the
+    crop's thumbnail differs too, only its pixels (colour gap, detail residual) tell it."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(8):
@@ -215,6 +226,8 @@ def test_the_collections_own_copies_are_never_different_photo_examples(tmp_path,
         im.resize((160, 120)).save(photos / f"p{i}-small.jpg", quality=80)
         ImageOps.grayscale(im).save(photos / f"p{i}-gray.jpg", quality=90)  # colours differ: the
         ImageOps.mirror(im).save(photos / f"p{i}-mirror.jpg", quality=90)  # gray, mirror edits tell
+        _signed(im).save(photos / f"p{i}-signed.jpg", quality=90)  # pixels tell these two
+        edits.crop_centre(im, 0.6).save(photos / f"p{i}-cut.jpg", quality=90)
     index = Index(tmp_path / "index")
     index.add([photos], model=str(tf2_model), calibrate=False)
     seen: dict = {}

@@ -136,14 +136,15 @@ def _softened_pool(cells: np.ndarray) -> np.ndarray:
 
 def _fit(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """|y - (g x + o)| ([n, s, s]), g and o least squares over the ``keep`` rows ([n, s])."""
-    w = keep[..., None].astype(np.float32)
-    total = w.sum(axis=(1, 2)) * x.shape[-1]
-    mx = (w * x).sum(axis=(1, 2)) / total
-    my = (w * y).sum(axis=(1, 2)) / total
+    w = keep.astype(np.float32)
+    total = w.sum(axis=1) * x.shape[-1]
+    mx = np.einsum("nr,nrc->n", w, x) / total
+    my = np.einsum("nr,nrc->n", w, y) / total
     dx = x - mx[:, None, None]
-    var = np.maximum((w * dx * dx).sum(axis=(1, 2)), 1e-3)
-    gain = (w * dx * (y - my[:, None, None])).sum(axis=(1, 2)) / var
-    return np.abs(y - my[:, None, None] - gain[:, None, None] * dx)
+    dy = y - my[:, None, None]
+    var = np.maximum(np.einsum("nr,nrc->n", w, dx * dx), 1e-3)
+    dy -= (np.einsum("nr,nrc->n", w, dx * dy) / var)[:, None, None] * dx
+    return np.abs(dy, out=dy)
 
 
 def _explained(x: np.ndarray, y: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -62,9 +62,11 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     photo indexed before the luma grid existed (no detail residual), they are not."""
     copy, shot = np.array([0.97, np.sqrt(1 - 0.97**2)]), np.array([0.9, np.sqrt(1 - 0.81)])
 
-    def embed(datas):  # the edits come first, then the shots (gather embeds them together)
-        shots = len(datas) - len(EDITS)
-        return np.array([copy] * len(EDITS) + [shot] * shots, np.float32)
+    def embed(datas):  # per photo, the edits come first, then the shots (gather embeds them together)
+        shots = len(SHOTS) if edits.SHOTS else 0
+        assert len(datas) % (len(EDITS) + shots) == 0
+        photos = len(datas) // (len(EDITS) + shots)
+        return np.array(([copy] * len(EDITS) + [shot] * shots) * photos, np.float32)
 
     def neighbours(ids, vectors, k, edits=None):  # other photos: unrelated
         return [[0.3] * k for _ in ids]

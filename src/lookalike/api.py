@@ -198,7 +198,7 @@ class Index:
         recorded first; the FAISS index is rebuilt on closing if they or the size call for it.
         ``descriptor`` (see :mod:`lookalike.descriptors`) is fixed when the index is created.
         Once it holds enough photos, the index calibrates its scores (see :meth:`calibrate`),
-        telling ``calibration_progress`` (photos done, photos) as it goes.
+        telling ``calibration_progress`` (pictures embedded, pictures) as it goes.
         ``ray`` (``local``, ``auto``, ``ray://HOST:PORT``) reads, decodes and embeds on a Ray
         cluster (``options.workers``: its embedding actors), this process still writing
         (see :mod:`lookalike.indexer.ray_pipeline`; needs ``pip install 'lookalike[ray]'``).
@@ -234,7 +234,7 @@ class Index:
                 with ray_pipeline.ray_source(ray, embedder, paths, opts.workers) as source:
                     report = index_paths(store, embedder, paths, opts, progress, source)
             if calibrate:
-                total = min(calibration.AUTO_SAMPLE, store.vectors.ntotal)
+                total = min(calibration.AUTO_SAMPLE, store.vectors.ntotal) * calibration.pictures_per_photo()
                 embed = _counted(self.embed_with_colours, calibration_progress, total)
                 report.calibration = calibration.auto_calibrate(store, embed)
             return report
@@ -324,7 +324,8 @@ class Index:
         """Fit and record the mapping of cosine to P(same photo) on this index's own photos."""
         self.model()
         with self.store(writable=True) as store:
-            embed = _counted(self.embed_with_colours, progress, min(sample, store.vectors.ntotal))
+            total = min(sample, store.vectors.ntotal) * calibration.pictures_per_photo()
+            embed = _counted(self.embed_with_colours, progress, total)
             return calibration.calibrate_store(store, embed, sample, seed)
 
     def remove(self, paths: Sequence[str | os.PathLike]) -> int:
@@ -482,17 +483,17 @@ class Index:
 
 
 def _counted(embed, progress: Progress | None, total: int):
-    """``embed``, telling ``progress`` (calls, ``total``): calibration embeds one photo's
-    edits per call."""
+    """``embed``, telling ``progress`` (pictures embedded, ``total``) after each call."""
     if progress is None:
         return embed
-    calls = 0
+    done = 0
 
     def counted(queries):
-        nonlocal calls
-        calls += 1
-        progress(min(calls, total), total)
-        return embed(queries)
+        nonlocal done
+        out = embed(queries)
+        done += len(queries)
+        progress(min(done, total), total)
+        return out
 
     return counted
 

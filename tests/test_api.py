@@ -87,3 +87,19 @@ def test_search_arguments_are_checked(index, photo_dir):
     bad = idx.search([b"not an image"])[0]
     assert bad.hits == [] and bad.error and bad.problem.http_status == 415
     assert bad.to_dict() == {"query": "<bytes>", "results": [], "error": bad.error}
+
+
+def test_queries_decoded_together_keep_their_order_and_their_own_errors(index, photo_dir, tmp_path):
+    """Several queries are decoded in parallel: each result is still its own query's."""
+    photos = sorted(photo_dir.glob("photo*.jpg"))[:3]
+    queries = [photos[0], b"not an image", photos[1], tmp_path / "gone.jpg", photos[2].read_bytes()]
+    results = Index(index).search(queries, k=1)
+    assert [r.query for r in results] == [
+        str(photos[0]),
+        "<bytes>",
+        str(photos[1]),
+        str(tmp_path / "gone.jpg"),
+        "<bytes>",
+    ]
+    assert [r.hits[0].path for r in results if r.error is None] == [str(p) for p in photos]
+    assert "not a recognised image" in results[1].error and "cannot read" in results[3].error

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -260,19 +261,30 @@ class Index:
         ``traits``, if given, receives each decodable query's bytes hash and colour."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
-        pixels, problems = [], []
-        for q in queries:
+
+        def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
                 image = decode(data, size, max_megapixels, name)
-                pixels.append(image.pixels)
-                problems.append(None)
-                if traits is not None:
-                    traits.append(QueryTraits(hashlib.sha256(data).hexdigest(), image.colour))
+                digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
+                return image.pixels, QueryTraits(digest, image.colour)
             except OSError as exc:
-                problems.append(ImageError(f"cannot read: {exc.strerror or exc}"))
+                return ImageError(f"cannot read: {exc.strerror or exc}")
             except ImageError as exc:
-                problems.append(exc)
+                return exc
+
+        if len(queries) > 1:  # Pillow lets go of the GIL: decoded on every core
+            with ThreadPoolExecutor(min(len(queries), os.cpu_count() or 1)) as pool:
+                read_all = list(pool.map(read, queries))
+        else:
+            read_all = [read(q) for q in queries]
+        pixels, problems = [], []
+        for got in read_all:
+            problems.append(got if isinstance(got, ImageError) else None)
+            if not isinstance(got, ImageError):
+                pixels.append(got[0])
+                if traits is not None:
+                    traits.append(got[1])
         return descriptors.embed(embedder, self._descriptor, pixels).vectors, problems
 
     def search(

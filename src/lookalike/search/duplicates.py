@@ -68,12 +68,13 @@ MEASURED_FAMILIES = ("mobilenet_v1",)
 # (bench/quality.py): a little more inclusive than the measured cosine presets, which stay
 # in force for that family; precision there is >= 0.9999 from 0.81 up (README).
 PRESET_PROBABILITY = {"copies": 0.999, "edited": 0.99, "similar": 0.5}
-# ... and on an index scoring in its learned similarity (see search.metric), where the
-# calibration's upper levels vary with the collection (P 0.9 at 0.33 on the bench's search
-# index, 0.56 on its dupes library) while P 0.5 sits at 0.26-0.31 on both: there, copies
-# at P >= 0.5 (bench/lookalikes.py dupes library: pair precision 0.925, recall 0.686, vs
-# 0.901 / 0.583 of the raw-cosine preset, with recoloured variants left out either way).
-PRESET_PROBABILITY_LEARNED = {"copies": 0.5, "edited": 0.25, "similar": 0.1}
+# ... and on an index scoring in its learned similarity (see search.metric), measured with
+# bench/lookalikes.py's dupes library (originals beside 8 copies each, look-alikes, 1,000
+# distinct photos; pair precision / recall of `dupes`): P 0.5 0.824 / 0.942, 0.6 0.863 /
+# 0.921, 0.7 0.907 / 0.889, 0.8 0.931 / 0.730; 0.45 0.813 / 0.946, 0.35 0.745 / 0.950,
+# 0.25 0.704 / 0.952, 0.15 0.651 / 0.960. Copies at P >= 0.7: a deletion wants odds better
+# than even (the calibration's prior), and its F1 is the best of these.
+PRESET_PROBABILITY_LEARNED = {"copies": 0.7, "edited": 0.35, "similar": 0.15}
 
 
 def presets_for(model_source: str, calibration: Calibration | None = None) -> tuple[dict[str, Preset], str]:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from lookalike import Index
+from lookalike import Index, colour
 from lookalike.cli import app
 from lookalike.images import DecodedImage, ImageFile, decode
 from lookalike.models.runtimes import ModelInfo
@@ -90,3 +90,36 @@ def test_a_dark_and_a_light_version_are_not_copies():
     assert relation(0.95, CUTOFFS, False, _signature(light), _signature(dark)) == RECOLOURED
     brighter = ImageOps.autocontrast(light)  # a brightness/contrast edit stays a copy
     assert relation(0.95, CUTOFFS, False, _signature(light), _signature(brighter)) == COPY
+
+
+def _png_signature(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return decode(buf.getvalue(), (64, 64)).colour
+
+
+def test_a_transparent_designs_light_and_dark_versions_are_not_copies_though_they_show_alike():
+    """A dark overlay (black stripes, nearly opaque) goes on white, a light one (white, faint)
+    on black: flattened, both look dark, but they are one design's two versions. Copies kept
+    transparent stay copies; an opaque copy (a screenshot, a JPEG) is no evidence either way."""
+    stripes = np.zeros((90, 120), np.uint8)
+    stripes[:, ::12] = stripes[:, 1::12] = stripes[:, 2::12] = 1
+    dark = np.zeros((90, 120, 4), np.uint8)
+    dark[..., 3] = np.where(stripes, 240, 200)  # black, nearly opaque
+    light = np.full((90, 120, 4), 255, np.uint8)
+    light[..., 3] = np.where(stripes, 40, 10)  # white, faint
+    dark_im, light_im = Image.fromarray(dark, "RGBA"), Image.fromarray(light, "RGBA")
+    shown = shown_dark, shown_light = _png_signature(dark_im), _png_signature(light_im)
+    thumbs = [np.frombuffer(s[: colour.SIGNATURE_BYTES], np.uint8).astype(int) for s in shown]
+    assert np.abs(thumbs[0] - thumbs[1]).mean() < 30  # as the indexer flattens them, they look alike
+    assert relation(0.95, CUTOFFS, False, shown_dark, shown_light) == RECOLOURED
+    smaller = _png_signature(dark_im.resize((60, 45)))  # a copy kept transparent
+    assert relation(0.95, CUTOFFS, False, shown_dark, smaller) == COPY
+    flat = Image.new("RGB", dark_im.size, "white")
+    flat.paste(dark_im, mask=dark_im.getchannel("A"))
+    assert relation(0.95, CUTOFFS, False, shown_dark, _signature(flat)) == COPY
+    opaque = dark.copy()
+    opaque[..., 3] = 255  # an RGBA picture nothing shows through is opaque
+    assert colour.flattened_on(_png_signature(Image.fromarray(opaque, "RGBA"))) is None
+    assert colour.flattened_on(shown_dark) == colour.ON_WHITE
+    assert colour.flattened_on(shown_light) == colour.ON_BLACK

@@ -25,18 +25,40 @@ FAINT_CHROMA = 15.0  # ... below which its hues are too faint to compare
 _BINS = 12  # hue sectors of the chroma-weighted hue histogram
 
 
-def signature(pixels: np.ndarray, fine: bytes = b"") -> bytes:
+ON_WHITE, ON_BLACK = b"W", b"B"  # what a transparent picture was flattened on (images.flatten)
+
+
+def signature(pixels: np.ndarray, fine: bytes = b"", flattened_on: bytes = b"") -> bytes:
     """The signature of model-input pixels ([h, w, 3] uint8, or [views, h, w, 3]: the
     first view is the whole picture): a 16 x 16 box-filtered RGB thumbnail (the first
     :data:`SIGNATURE_BYTES`), then ``fine``, the picture's :func:`lookalike.detail.grid`
-    (signatures stored before it existed are the thumbnail alone)."""
+    (signatures stored before it existed are the thumbnail alone), then for a transparent
+    picture the background it was flattened on (:data:`ON_WHITE`, :data:`ON_BLACK`; none
+    for an opaque one, or one stored before this byte existed)."""
     view = pixels if pixels.ndim == 3 else pixels[0]
-    return _thumbnail(view) + fine
+    return _thumbnail(view) + fine + (flattened_on if fine else b"")
 
 
 def detail_grid(sig: bytes | None) -> bytes | None:
     """The :mod:`lookalike.detail` grid of a signature (None for one stored without it)."""
-    return bytes(sig[SIGNATURE_BYTES:]) if sig and len(sig) > SIGNATURE_BYTES + 2 else None
+    rest = sig[SIGNATURE_BYTES:] if sig else b""
+    return bytes(rest[: 2 + rest[0] * rest[1]]) if len(rest) > 2 else None
+
+
+def flattened_on(sig: bytes | None) -> bytes | None:
+    """The background a transparent picture's signature says it was flattened on, else None."""
+    rest = sig[SIGNATURE_BYTES:] if sig else b""
+    return bytes(rest[-1:]) if len(rest) > 2 and len(rest) == 3 + rest[0] * rest[1] else None
+
+
+def light_and_dark(a: bytes | None, b: bytes | None) -> bool:
+    """Whether two transparent pictures were flattened on opposite backgrounds: one's
+    visible part is pale (white shapes, a light overlay), the other's is not. As shown on
+    a screen they may look alike (a light overlay on black, a dark one on white), yet they
+    are one design's light and dark versions, not copies: a copy kept transparent keeps
+    its colours, and a flattened copy (a screenshot, a JPEG) is opaque, so no evidence."""
+    on_a, on_b = flattened_on(a), flattened_on(b)
+    return on_a is not None and on_b is not None and on_a != on_b
 
 
 def _thumbnail(view: np.ndarray) -> bytes:

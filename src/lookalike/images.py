@@ -192,18 +192,24 @@ def _decode_open(
     im.load()
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
-    rgb = to_rgb(im)
+    rgb, background = flatten(im)
     pixels = descriptor.cut(rgb, size)
-    signature = colour.signature(pixels, detail.grid(rgb))
+    on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
+    signature = colour.signature(pixels, detail.grid(rgb), on)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """``im`` as RGB the way the indexer sees it: a transparent picture on the background
     a screen would show it on, 16-bit and float images scaled to 8 bits."""
+    return flatten(im)[0]
+
+
+def flatten(im: Image.Image) -> tuple[Image.Image, tuple[int, int, int] | None]:
+    """:func:`to_rgb`, and the background a transparent picture was put on (None: opaque)."""
     mode = im.mode
     if mode == "RGB":
-        return im
+        return im, None
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(im, dtype=np.float32)
         peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
@@ -214,10 +220,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
         mode = im.mode
     if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         rgba = im.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, _background_for(rgba))
+        if rgba.getchannel("A").getextrema()[0] == 255:  # nothing shows through: opaque
+            return rgba.convert("RGB"), None
+        background = _background_for(rgba)
+        canvas = Image.new("RGB", rgba.size, background)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+        return canvas, background
+    return im.convert("RGB"), None  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
 def _background_for(rgba: Image.Image) -> tuple[int, int, int]:

@@ -422,9 +422,11 @@ OWN_COPY_GAP = 10.0
 
 def _own_copies(mine: list[bytes | None], theirs: list[bytes | None], gaps: np.ndarray) -> np.ndarray:
     """Which pairs of colour signatures, ``gaps`` apart in pixels, are the same picture: the
-    gap is no more than copies show (:data:`OWN_COPY_GAP`). Where a signature is missing
-    the gap is no evidence (0), and the pair is not called a copy by it."""
-    told = np.array([bool(a) and bool(b) for a, b in zip(mine, theirs, strict=True)], bool)
+    gap is no more than copies show (:data:`OWN_COPY_GAP`), and they are not a transparent
+    design's light and dark versions. Where a signature is missing the gap is no evidence
+    (0), and the pair is not called a copy by it."""
+    pairs = zip(mine, theirs, strict=True)
+    told = np.array([bool(a) and bool(b) and not colour.light_and_dark(a, b) for a, b in pairs], bool)
     return told & (np.asarray(gaps) <= OWN_COPY_GAP)
 
 
@@ -490,7 +492,7 @@ def _own_copy(me: FileRow | None, them: FileRow) -> bool:
         return True
     if me.content_hash is not None and me.content_hash == them.content_hash:
         return True
-    if not me.colour or not them.colour:
+    if not me.colour or not them.colour or colour.light_and_dark(me.colour, them.colour):
         return False
     rel = colour.compare(me.colour, them.colour)
     return (rel.gray or rel.chroma <= SAME_PICTURE_CHROMA) and rel.layout >= SAME_PICTURE_LAYOUT

@@ -30,6 +30,8 @@ def recoloured(a: bytes | None, b: bytes | None) -> bool:
     when either is missing: rows indexed before signatures existed)."""
     if not a or not b:
         return False
+    if colour.light_and_dark(a, b):
+        return True
     rel = colour.compare(a, b)
     if rel.layout <= INVERTED_LAYOUT or (rel.brightness >= DARK_LIGHT and rel.layout >= SAME_LAYOUT):
         return True

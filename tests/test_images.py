@@ -172,3 +172,32 @@ def test_light_coloured_icons_stay_on_white_like_their_flattened_copies():
     flat.paste(icon, mask=icon.getchannel("A"))
     seen = decode(_save(icon, "PNG"), SIZE).pixels.astype(int)
     assert np.abs(seen - decode(_save(flat, "JPEG", quality=95), SIZE).pixels).mean() < 8
+
+
+def test_a_large_png_is_reduced_once_and_seen_as_the_full_picture_is():
+    """A PNG many times the model's input is box-reduced once after decoding (as JPEGs are
+    while decoding): its views, luma grid and colour signature match the full picture's,
+    transparent ones included (reduced premultiplied: hidden colours do not bleed)."""
+    from lookalike import colour
+    from lookalike.images import _reduced
+    from lookalike.search import metric
+
+    photo = make_photo(5, (1600, 1200))
+    rgba = photo.convert("RGBA")
+    alpha = Image.new("L", rgba.size, 0)
+    alpha.paste(255, (200, 150, 1400, 1050))
+    rgba.putalpha(alpha)
+    for im in (photo, rgba):
+        small = _reduced(im, max(SIZE)).size
+        assert small == (178, 134) and min(small) >= 2 * max(SIZE)  # by 9: the shorter side stays >= 2 x 64
+        seen = decode(_save(im, "PNG"), SIZE)
+        full = im.convert("RGBA")
+        flat = Image.new("RGB", full.size, (255, 255, 255))
+        flat.paste(full, mask=full.getchannel("A"))
+        expected = np.asarray(flat.resize(SIZE[::-1], Image.Resampling.BILINEAR), np.float32)
+        assert np.abs(seen.pixels - expected).mean() < 1.5
+        unreduced = decode(_save(flat.resize((120, 90), Image.Resampling.LANCZOS), "PNG"), SIZE)
+        assert metric.pixel_gaps([seen.colour], [unreduced.colour])[0] < 2.0
+        assert colour.detail_grid(seen.colour) is not None
+    palette = photo.convert("P")  # a mode reduce would average indices of: left whole
+    assert _reduced(palette, max(SIZE)) is palette

@@ -190,6 +190,7 @@ def _decode_open(
         side = int(max(h, w) * descriptor.decode_scale)
         im.draft("RGB", (side, side))
     im.load()
+    im = _reduced(im, max(h, w) * descriptor.decode_scale)
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
     rgb, background = flatten(im)
@@ -197,6 +198,19 @@ def _decode_open(
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)
+
+
+REDUCING_GAP = 2.0  # as the views' resize: box-reduced while both sides stay this x what they need
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA")  # modes Image.reduce averages as they mean (RGBA premultiplied)
+
+
+def _reduced(im: Image.Image, side: float) -> Image.Image:
+    """A large picture (a PNG, TIFF, WebP...: JPEGs are reduced as they decode) box-reduced
+    by the integer factor that keeps its shorter side >= :data:`REDUCING_GAP` x ``side``,
+    the model's input side: what resizing to the views does first anyway, done once, before
+    flattening, the luma grid and the views each go over the whole picture."""
+    factor = int(min(im.size) / (side * REDUCING_GAP))
+    return im.reduce(factor) if factor >= 2 and im.mode in _REDUCIBLE else im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -1052,6 +1052,26 @@ def summarize_search(rows: list[QueryRow], data: Dataset) -> dict:
 NOTHING_FOUND = 3  # lookalike's exit status for "ran, found no duplicates"
 
 
+LARGER_VERSION = "other_size"  # a package's larger rendering of the picture: rightly kept
+
+
+def _kept(groups: list[dict], library: dict[str, tuple[str, str]], original_of: dict[str, str]) -> dict:
+    """What each group keeps, where it holds the original of the picture most of its
+    members are copies of: that original (or the picture's larger version), or which copy."""
+    kept: Counter = Counter()
+    for g in groups:
+        files = [os.path.realpath(p) for p in [g["keep"], *(d["path"] for d in g["duplicates"])]]
+        pictures = Counter(library[f][0] for f in files if f in library)
+        if not pictures:
+            continue
+        picture = pictures.most_common(1)[0][0]
+        if original_of.get(picture) not in files:
+            continue
+        _, kind = library.get(files[0], (None, "a distractor"))
+        kept["original" if kind in ("original", LARGER_VERSION) else kind] += 1
+    return {"kept": dict(kept.most_common())}
+
+
 def run_dupes(
     index_dir: Path, library: dict[str, tuple[str, str]], data: Dataset, preset: str | None, *extra: str
 ) -> dict:
@@ -1102,6 +1122,7 @@ def run_dupes(
         g = group_of.get(path)
         per_kind[kind].append(g is not None and g == group_of.get(original))
     return {
+        **_kept(groups, library, original_of),
         "preset": " ".join([preset or "default", *extra]),
         "note": run.stderr.strip(),
         "groups": len(groups),
@@ -1201,6 +1222,11 @@ def print_report(out: dict) -> None:
         if d["preset"] == "default":
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in d["grouped_with_original"].items())
             print(f"  copies grouped with their original: {kinds}")
+            kept = dict(d["kept"])
+            held = sum(kept.values())
+            instead = ", ".join(f"{k} {v}" for k, v in kept.items() if k != "original") or "none"
+            print(f"  kept the original (or its larger version) in {kept.pop('original', 0)} of {held} groups"
+                  f" holding it; else kept: {instead}")  # fmt: skip
     lib = out["dupes_index"]
     print(f"  library: {out['data']['library_files']} files + {data['distractors']} distractors")
     t = out["seconds"]

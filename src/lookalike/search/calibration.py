@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import logging
 import math
 import os
@@ -178,9 +177,6 @@ class Examples:
 Space = Callable[[np.ndarray], np.ndarray]  # vectors -> the unit vectors scores are cosines of
 
 
-GROUP = 4  # photos whose edits and shots are embedded in one call: the model runs full batches
-
-
 def pictures_per_photo() -> int:
     """How many pictures calibration makes of each sampled photo (its edits and shots)."""
     return len(EDITS) + len(SHOTS)
@@ -188,19 +184,23 @@ def pictures_per_photo() -> int:
 
 def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -> Examples:
     """Embed the edits and shots of ``sample``: (id, file bytes, stored vector) of indexed
-    photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None;
-    it is given the pictures of :data:`GROUP` photos at a time."""
+    photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None."""
     ids, stored = [], []
     copies, shots = _Made(), _Made()
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow lets go of the GIL: edits are
         made = pool.map(_edited_or_none, [data for _, data, _ in sample])  # made in parallel, and
-        readable = ((photo, m) for photo, m in zip(sample, made, strict=True) if m is not None)
-        while group := list(itertools.islice(readable, GROUP)):  # embedded as the next are made
-            for (fid, _, vector), n_edits, (vectors, signatures) in _embedded(group, embed):
-                copies.add(len(ids), vectors[:n_edits], signatures[:n_edits])
-                shots.add(len(ids), vectors[n_edits:], signatures[n_edits:])
-                ids.append(fid)
-                stored.append(vector)
+        for (fid, _, vector), made_of in zip(sample, made, strict=True):  # while a photo's embed
+            if made_of is None:
+                continue  # a file that decodes no more (truncated since, ...): not an example
+            edits, generated = made_of
+            vectors, signatures = embed(edits + generated)
+            if len(vectors) != len(edits) + len(generated):  # made here, so decodable: but not a guess
+                continue
+            signatures = signatures if signatures is not None else [None] * len(vectors)
+            copies.add(len(ids), vectors[: len(edits)], signatures[: len(edits)])
+            shots.add(len(ids), vectors[len(edits) :], signatures[len(edits) :])
+            ids.append(fid)
+            stored.append(vector)
     if len(ids) < MIN_SAMPLE:
         raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
@@ -210,23 +210,6 @@ def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -
         ids, np.stack(stored), *copies.arrays(), copy_colours=copies.colours,
         shots=shot_vectors, shot_owner=shot_owner, shot_colours=shots.colours,
     )  # fmt: skip
-
-
-def _embedded(group: list, embed: EmbedDecodable) -> list:
-    """(photo, its number of edits, its pictures' vectors and signatures) of each photo in
-    ``group`` (photo, (edits, shots)) whose pictures all embed: at once, else (one picture
-    failed) photo by photo."""
-    datas = [d for _, (edits, generated) in group for d in edits + generated]
-    vectors, signatures = embed(datas)
-    if len(vectors) != len(datas):  # made here, so decodable: but not a guess
-        return [out for one in group for out in _embedded([one], embed)] if len(group) > 1 else []
-    signatures = signatures if signatures is not None else [None] * len(vectors)
-    out, at = [], 0
-    for photo, (edits, generated) in group:
-        n = len(edits) + len(generated)
-        out.append((photo, len(edits), (vectors[at : at + n], signatures[at : at + n])))
-        at += n
-    return out
 
 
 @dataclass

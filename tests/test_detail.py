@@ -41,6 +41,14 @@ def _walker(im: Image.Image, x: int, y: int) -> Image.Image:
     return out
 
 
+def _ball(x: int, y: int) -> Image.Image:
+    """The scene with a ball (0.4% of the picture) at x, y."""
+    out = _scene()
+    w, h = out.size
+    ImageDraw.Draw(out).ellipse((x, y, x + w // 20, y + h // 12), fill=(30, 25, 40))
+    return out
+
+
 def _captioned(im: Image.Image) -> Image.Image:
     out = im.copy()
     w, h = im.size
@@ -51,8 +59,8 @@ def _captioned(im: Image.Image) -> Image.Image:
     return out
 
 
-def _residual(a: bytes, b: bytes) -> float:
-    return float(detail.residuals([colour.detail_grid(a)], [colour.detail_grid(b)])[0])
+def _residual(a: bytes, b: bytes, local: bool = False) -> float:
+    return float(detail.residuals([colour.detail_grid(a)], [colour.detail_grid(b)], local)[0])
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +106,16 @@ def test_copies_explain_each_other_other_shots_do_not(scene):
     # the other way round too: the copy as the indexed picture, the original as the query
     assert _residual(copies["crop 80%"], original) < 2 * metric.DETAIL_FREE
     assert _residual(shots["the figure walked on"], original) > 3 * metric.DETAIL_FREE
+
+
+def test_a_small_thing_that_moved_is_another_shot_though_most_of_the_picture_matches():
+    """A ball (0.4% of the picture) in two places: 99% of the cells match, so the 90th
+    percentile calls it a copy; its worst patch does not."""
+
+    one, other = _sig(_ball(200, 300)), _sig(_ball(600, 350))
+    assert _residual(one, other, local=True) > 4 * metric.DETAIL_FREE
+    assert _residual(one, _sig(_ball(200, 300).resize((480, 360))), local=True) < metric.DETAIL_FREE  # a copy
+    assert _residual(one, other) < metric.DETAIL_FREE  # what search weighs
 
 
 def test_the_residual_is_weighed_as_pixel_gap_only_when_both_grids_are_known(scene):
@@ -163,3 +181,23 @@ def test_a_group_larger_than_the_matrix_detail_weighs_each_members_detail_agains
     groups = duplicates._star_groups(members, scores, 0.8, KeepRules(), None, judge)
     grouped = {g.keep.id for g in groups} | {d.row.id for g in groups for d in g.duplicates}
     assert grouped == {0, 1, 2}
+
+
+def test_dupes_weighs_a_difference_in_one_place_search_does_not():
+    """Two shots of a scene where only a ball moved: search ranks them as alike as copies
+    (its calibration is fitted so); dupes, which deletes, scores them apart."""
+    from lookalike.search.duplicates import _Scores
+    from lookalike.search.neighbours import weigh_pixels
+    from lookalike.storage.catalogue import FileRow
+
+    one, other, copy = _sig(_ball(200, 300)), _sig(_ball(600, 350)), _sig(_ball(200, 300), quality=60)
+    rows = [
+        FileRow(n, f"/{n}.jpg", 1, 0, None, 960, 720, "JPEG", None, colour=c)
+        for n, c in enumerate((one, other, copy))
+    ]
+    scores = _Scores(np.ones((3, 4), np.float32) / 2, {0: 0, 1: 1, 2: 2}, pixels=True)  # one vector: cosine 1
+    dupes = scores.to(rows[1:], rows[0])
+    assert dupes[1] > 0.95 and dupes[0] < dupes[1] - 0.5  # the copy; the other shot
+    assert scores.among(rows)[0, 1] == pytest.approx(dupes[0], abs=1e-4)
+    search = dict((row.id, s) for row, s in weigh_pixels([(rows[1], 1.0), (rows[2], 1.0)], one))
+    assert search[1] > 0.95 and search[2] > 0.95

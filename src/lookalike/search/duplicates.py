@@ -347,15 +347,16 @@ def _weigh_pixels(
     first, second = [rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed]
     rough = metric.with_pixels(cosine, metric.pixel_gaps(first, second, fine=False))
     near = np.flatnonzero(rough >= threshold)  # the detail residual only lowers a score: measured for these
-    gaps = metric.pixel_gaps([first[i] for i in near], [second[i] for i in near])
+    gaps = metric.pixel_gaps([first[i] for i in near], [second[i] for i in near], local=True)
     weighed = metric.with_pixels(cosine[near], gaps)
     return {listed[i] for i, s in zip(near, weighed, strict=True) if s >= threshold}
 
 
 @dataclass(frozen=True)
 class _Scores:
-    """Scores of member pairs as search gives them: the cosine (in the learned space, if
-    any), weighing the pixel gap when the index's calibration does (see search.metric)."""
+    """Scores of member pairs: the cosine (in the learned space, if any), weighing the pixel
+    gap when the index's calibration does, as search does, and a difference in one place
+    too (another shot of the scene is no duplicate, see search.metric)."""
 
     vectors: np.ndarray
     position: dict[int, int]
@@ -367,7 +368,7 @@ class _Scores:
             return np.zeros(0, np.float32)
         out = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
         if self.pixels:
-            gaps = metric.pixel_gaps([one.colour] * len(members), [m.colour for m in members])
+            gaps = metric.pixel_gaps([one.colour] * len(members), [m.colour for m in members], local=True)
             out = metric.with_pixels(out, gaps)
         return out
 
@@ -375,7 +376,9 @@ class _Scores:
         """Scores between every two ``members``."""
         own = self.vectors[[self.position[m.id] for m in members]]
         out = own @ own.T
-        return metric.with_pixels(out, metric.gap_matrix([m.colour for m in members])) if self.pixels else out
+        if not self.pixels:
+            return out
+        return metric.with_pixels(out, metric.gap_matrix([m.colour for m in members], local=True))
 
 
 def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[int, int]) -> dict:

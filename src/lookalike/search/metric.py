@@ -130,33 +130,42 @@ DETAIL_WEIGHT = 2.0
 DETAIL_CAP = np.inf  # full bench, weight / cap: 2 / inf F1 0.894, dupes P/R 0.765/0.945; 2 / 16 0.894,
 # 0.768/0.925; 2 / 8 0.883, 0.759/0.886; 1 / 16 0.881, 0.785/0.884; 1 / 8 0.869, 0.799/0.869
 # (none: 0.845, 0.812/0.848), each with the calibration of the time (no near-shot negatives)
+# `dupes` asks more of a pair than search does: its residual weighs a difference in one place
+# too (lookalike.detail.PATCH_FREE: another shot of the scene, where someone moved), so near-
+# identical shots are not grouped as copies; search still ranks them as alike as they look, and
+# the calibration is fitted on search's scores (weighing it there lost captioned copies: text
+# recall@1 0.960 -> 0.822 on bench/lookalikes.py, and the fit failed).
 # Calibration.space of scores weighing the pixel gap so (an index calibrated in the space
 # before the residual existed weighs the pixels still, and learns again on its next run)
 PIXELS = f"{PIXELS_BEFORE_DETAIL}+detail{DETAIL_WEIGHT:g}"
 
 
-def pixel_gaps(a: Sequence[bytes | None], b: Sequence[bytes | None], fine: bool = True) -> np.ndarray:
+def pixel_gaps(
+    a: Sequence[bytes | None], b: Sequence[bytes | None], fine: bool = True, local: bool = False
+) -> np.ndarray:
     """Pixel gaps of paired colour signatures, with their detail residual unless not
-    ``fine`` (a lower bound, ~200x cheaper); 0 where either is missing: no evidence."""
+    ``fine`` (a lower bound, ~200x cheaper); 0 where either is missing: no evidence.
+    ``local``: the residual weighs a difference in one place too, as `dupes` does."""
     known = [n for n, (x, y) in enumerate(zip(a, b, strict=True)) if x and y]
     out = np.zeros(len(a), np.float32)
     if known:
         out[known] = colour.pixel_gaps(colour.lab([a[n] for n in known]), colour.lab([b[n] for n in known]))
         if fine:
-            out[known] += _detail([a[n] for n in known], [b[n] for n in known])
+            out[known] += _detail([a[n] for n in known], [b[n] for n in known], local)
     return out
 
 
-def _detail(a: Sequence[bytes], b: Sequence[bytes]) -> np.ndarray:
-    left = detail.residuals([colour.detail_grid(x) for x in a], [colour.detail_grid(y) for y in b])
+def _detail(a: Sequence[bytes], b: Sequence[bytes], local: bool = False) -> np.ndarray:
+    left = detail.residuals([colour.detail_grid(x) for x in a], [colour.detail_grid(y) for y in b], local)
     return np.float32(DETAIL_WEIGHT) * np.clip(left - np.float32(DETAIL_FREE), 0, DETAIL_CAP)
 
 
-def gap_matrix(colours: Sequence[bytes | None]) -> np.ndarray:
+def gap_matrix(colours: Sequence[bytes | None], local: bool = False) -> np.ndarray:
     """Pixel gaps between every two of ``colours`` (n x n; 0 where one is missing): each
-    pair once, in blocks of :data:`PAIR_BLOCK`; the detail residual between the first
-    :data:`DETAIL_AMONG` only (give them best first, as search gives its top hits; `dupes`
-    measures it against a larger group's centre itself), the colour gap between all."""
+    pair once, in blocks of :data:`PAIR_BLOCK`; the detail residual (weighing a difference
+    in one place if ``local``) between the first :data:`DETAIL_AMONG` only (give them best
+    first, as search gives its top hits; `dupes` measures it against a larger group's centre
+    itself), the colour gap between all."""
     n = len(colours)
     out = np.zeros((n, n), np.float32)
     known = np.array([i for i, c in enumerate(colours) if c], np.int64)
@@ -167,7 +176,8 @@ def gap_matrix(colours: Sequence[bytes | None]) -> np.ndarray:
             a, b = first[at : at + PAIR_BLOCK], second[at : at + PAIR_BLOCK]
             gaps = colour.pixel_gaps(cells[a], cells[b])
             near = np.flatnonzero(known[b] < DETAIL_AMONG)  # known is ascending: a < b
-            gaps[near] += _detail([colours[known[i]] for i in a[near]], [colours[known[i]] for i in b[near]])
+            left, right = [colours[known[i]] for i in a[near]], [colours[known[i]] for i in b[near]]
+            gaps[near] += _detail(left, right, local)
             out[known[a], known[b]] = gaps
             out[known[b], known[a]] = gaps
     return out

@@ -6,7 +6,7 @@ import io
 import json
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from typer.testing import CliRunner
 
 from lookalike import Index, colour
@@ -123,3 +123,22 @@ def test_a_transparent_designs_light_and_dark_versions_are_not_copies_though_the
     assert colour.flattened_on(_png_signature(Image.fromarray(opaque, "RGBA"))) is None
     assert colour.flattened_on(shown_dark) == colour.ON_WHITE
     assert colour.flattened_on(shown_light) == colour.ON_BLACK
+
+
+def test_a_black_logo_is_not_the_gray_copy_of_a_red_one():
+    """One side without colour is no evidence by hue (a gray copy has none); its luma is: a
+    gray copy keeps its original's, a black version of a red logo does not."""
+
+    def logo(fill: str) -> Image.Image:
+        im = Image.new("RGB", (320, 240), "white")
+        draw = ImageDraw.Draw(im)
+        draw.ellipse((60, 30, 260, 210), outline=fill, width=28)
+        draw.rectangle((140, 100, 180, 140), fill=fill)
+        return im
+
+    red = logo("#a80030")
+    assert relation(0.95, CUTOFFS, False, _signature(red), _signature(ImageOps.grayscale(red))) == COPY
+    assert relation(0.95, CUTOFFS, False, _signature(red), _signature(logo("black"))) == RECOLOURED
+    assert relation(0.95, CUTOFFS, False, _signature(logo("black")), _signature(red)) == RECOLOURED
+    small_gray = ImageOps.grayscale(red).resize((160, 120))
+    assert relation(0.95, CUTOFFS, False, _signature(small_gray), _signature(red)) == COPY

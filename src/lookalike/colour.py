@@ -80,13 +80,15 @@ class ColourRelation:
     ``brightness`` (difference of mean luminance), ``layout`` (correlation of the light/dark
     layout, as-is or mirrored, whichever is stronger: -1 an
     inverted light/dark version .. 1 the same), ``gray`` (one of them is grayscale, so
-    colour cannot tell), ``faint`` (one has too little colour for hues to count)."""
+    colour cannot tell), ``faint`` (one has too little colour for hues to count),
+    ``one_gray`` (one is grayscale, the other not)."""
 
     chroma: float
     layout: float
     gray: bool
     faint: bool = False
     brightness: float = 0.0  # difference of mean luminance, 0..1: a light vs a dark version
+    one_gray: bool = False
 
 
 def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
@@ -130,7 +132,13 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
         gray=min(level_a, level_b) < GRAY_CHROMA,
         faint=min(level_a, level_b) < FAINT_CHROMA,
         brightness=abs(lum_a - lum_b),
+        one_gray=min(level_a, level_b) < GRAY_CHROMA <= max(level_a, level_b),
     )
+
+
+def is_gray(sig: bytes) -> bool:
+    """Whether signature ``sig``'s picture is grayscale (its mean chroma under :data:`GRAY_CHROMA`)."""
+    return _traits(bytes(sig))[1] < GRAY_CHROMA
 
 
 def _luminance(px: np.ndarray) -> float:

@@ -230,6 +230,28 @@ def _patch(r: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return windows.reshape(n, -1).max(axis=1) / np.float32(k * k)
 
 
+def tone(a: bytes | None, b: bytes | None) -> tuple[float, float] | None:
+    """The gain and offset that map grid ``a``'s luma onto ``b``'s (as-is or mirrored,
+    whichever they follow more closely), or None when their pictures do not line up (a
+    crop, a letterbox: correlation under :data:`TONE_ALIGNED`) or a grid cannot be read."""
+    va, vb = (_views(bytes(g)) if g else None for g in (a, b))
+    if va is None or vb is None:
+        return None
+    y = vb[WHOLE].ravel()
+    best = None
+    for x in (va[WHOLE].ravel(), va[WHOLE][:, ::-1].ravel()):
+        if x.std() < 1e-3 or y.std() < 1e-3:
+            return None
+        r = float(np.corrcoef(x, y)[0, 1])
+        if best is None or r > best[0]:
+            gain = r * float(y.std() / x.std())
+            best = (r, gain, float(y.mean() - gain * x.mean()))
+    return None if best[0] < TONE_ALIGNED else best[1:]
+
+
+TONE_ALIGNED = 0.9  # luma correlation of two grids whose tone is compared
+
+
 def _quantile(r: np.ndarray, keep: np.ndarray, q: float) -> np.ndarray:
     """The ``q`` quantile of each residual ([n, s, s]) over its kept rows ([n, s])."""
     n, side = len(r), r.shape[-1]

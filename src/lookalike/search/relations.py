@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from lookalike import colour
+from lookalike import colour, detail
 
 EXACT = "exact"
 COPY = "copy"
@@ -23,6 +23,10 @@ RECOLOURED_CHROMA = 0.4  # hue-distribution distance: copies of 120 photos p95 0
 INVERTED_LAYOUT = -0.8  # light/dark layout correlation: inversions -1.0, letterboxed copies down to -0.6
 DARK_LIGHT = 0.3  # mean-luminance gap of a dark and a light version (0.35 on GNOME's); copies <= 0.26
 SAME_LAYOUT = 0.6  # ... with their layout kept (letterboxed copies: darker, but their layout moves)
+# A gray copy keeps its original's luma (bench/lookalikes.py, 138 gray copies of colour
+# originals: gain 0.91-1.02, offset -1..13 on 0-255); a black logo against a red one, 1.28 / -72.
+GRAY_GAIN = 0.15
+GRAY_OFFSET = 25.0
 
 
 def recoloured(a: bytes | None, b: bytes | None) -> bool:
@@ -35,7 +39,16 @@ def recoloured(a: bytes | None, b: bytes | None) -> bool:
     rel = colour.compare(a, b)
     if rel.layout <= INVERTED_LAYOUT or (rel.brightness >= DARK_LIGHT and rel.layout >= SAME_LAYOUT):
         return True
+    if rel.one_gray:
+        return not _its_gray(*((a, b) if colour.is_gray(b) else (b, a)))
     return not rel.faint and rel.chroma >= RECOLOURED_CHROMA
+
+
+def _its_gray(picture: bytes, gray: bytes) -> bool:
+    """Whether ``gray`` can be ``picture`` made gray: its luma the same, where their
+    pictures line up (else no evidence against it)."""
+    fit = detail.tone(colour.detail_grid(picture), colour.detail_grid(gray))
+    return fit is None or (abs(fit[0] - 1.0) <= GRAY_GAIN and abs(fit[1]) <= GRAY_OFFSET)
 
 
 def relation(

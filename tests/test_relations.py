@@ -125,20 +125,25 @@ def test_a_transparent_designs_light_and_dark_versions_are_not_copies_though_the
     assert colour.flattened_on(shown_light) == colour.ON_BLACK
 
 
+def _logo(fill: str) -> Image.Image:
+    """A ring and a square in ``fill`` on white."""
+    im = Image.new("RGB", (320, 240), "white")
+    draw = ImageDraw.Draw(im)
+    draw.ellipse((60, 30, 260, 210), outline=fill, width=28)
+    draw.rectangle((140, 100, 180, 140), fill=fill)
+    return im
+
+
 def test_a_black_logo_is_not_the_gray_copy_of_a_red_one():
     """One side without colour is no evidence by hue (a gray copy has none); its luma is: a
     gray copy keeps its original's, a black version of a red logo does not."""
 
-    def logo(fill: str) -> Image.Image:
-        im = Image.new("RGB", (320, 240), "white")
-        draw = ImageDraw.Draw(im)
-        draw.ellipse((60, 30, 260, 210), outline=fill, width=28)
-        draw.rectangle((140, 100, 180, 140), fill=fill)
-        return im
-
-    red = logo("#a80030")
+    red = _logo("#a80030")
     assert relation(0.95, CUTOFFS, False, _signature(red), _signature(ImageOps.grayscale(red))) == COPY
-    assert relation(0.95, CUTOFFS, False, _signature(red), _signature(logo("black"))) == RECOLOURED
-    assert relation(0.95, CUTOFFS, False, _signature(logo("black")), _signature(red)) == RECOLOURED
+    assert relation(0.95, CUTOFFS, False, _signature(red), _signature(_logo("black"))) == RECOLOURED
+    assert relation(0.95, CUTOFFS, False, _signature(_logo("black")), _signature(red)) == RECOLOURED
     small_gray = ImageOps.grayscale(red).resize((160, 120))
     assert relation(0.95, CUTOFFS, False, _signature(small_gray), _signature(red)) == COPY
+    for photo in (red, _design(3), _design(11)):  # tone is read where the two line up: as a crop
+        cropped, gray = _signature(photo.crop((32, 24, 288, 216))), _signature(ImageOps.grayscale(photo))
+        assert relation(0.95, CUTOFFS, False, cropped, gray) == COPY

@@ -231,19 +231,20 @@ def _patch(r: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def tone(a: bytes | None, b: bytes | None) -> tuple[float, float] | None:
-    """The gain and offset that map grid ``a``'s luma onto ``b``'s (as-is or mirrored,
-    whichever they follow more closely), or None when their pictures do not line up (a
-    crop, a letterbox: correlation under :data:`TONE_ALIGNED`) or a grid cannot be read."""
+    """The gain and offset that map grid ``a``'s luma onto ``b``'s, as their pictures line
+    up best (the views :func:`residuals` tries: as-is, mirrored, either one's centre, inside
+    letterbox bars, turned back), or None when none lines up (luma correlation under
+    :data:`TONE_ALIGNED`) or a grid cannot be read."""
     va, vb = (_views(bytes(g)) if g else None for g in (a, b))
     if va is None or vb is None:
         return None
-    y = vb[WHOLE].ravel()
-    best = None
-    for x in (va[WHOLE].ravel(), va[WHOLE][:, ::-1].ravel()):
+    best = (-1.0, 0.0, 0.0)
+    for x, y in _candidates(va[None], vb[None]):
+        x, y = x.ravel(), y.ravel()
         if x.std() < 1e-3 or y.std() < 1e-3:
-            return None
+            continue
         r = float(np.corrcoef(x, y)[0, 1])
-        if best is None or r > best[0]:
+        if r > best[0]:
             gain = r * float(y.std() / x.std())
             best = (r, gain, float(y.mean() - gain * x.mean()))
     return None if best[0] < TONE_ALIGNED else best[1:]

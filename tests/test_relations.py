@@ -147,3 +147,25 @@ def test_a_black_logo_is_not_the_gray_copy_of_a_red_one():
     for photo in (red, _design(3), _design(11)):  # tone is read where the two line up: as a crop
         cropped, gray = _signature(photo.crop((32, 24, 288, 216))), _signature(ImageOps.grayscale(photo))
         assert relation(0.95, CUTOFFS, False, cropped, gray) == COPY
+
+
+def test_a_group_holds_one_colour_scheme_though_a_gray_copy_matches_both():
+    """The red logo's gray copy matches the black logo after a contrast change (two gray
+    pictures: no colour evidence): the group around it keeps the red logo's scheme."""
+    from lookalike.search.duplicates import _one_scheme
+    from lookalike.storage.catalogue import FileRow
+
+    red = _logo("#a80030")
+    pictures = {
+        "red-gray": ImageOps.grayscale(red),
+        "red": red,
+        "red-small": red.resize((160, 120)),
+        "black": _logo("black"),
+        "black-small": _logo("black").resize((160, 120)),
+    }
+    star = [
+        FileRow(n, f"/{name}.jpg", 1, 0, None, 320, 240, "JPEG", None, colour=_signature(im))
+        for n, (name, im) in enumerate(pictures.items())
+    ]
+    assert [row.path for row in _one_scheme(star)] == ["/red-gray.jpg", "/red.jpg", "/red-small.jpg"]
+    assert _one_scheme([star[0], star[3], star[4]]) == [star[0], star[3], star[4]]  # gray all: no evidence

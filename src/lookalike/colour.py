@@ -136,9 +136,14 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
     )
 
 
+def colourfulness(sig: bytes) -> float:
+    """Signature ``sig``'s mean chroma (0-255 scale; under :data:`GRAY_CHROMA`: grayscale)."""
+    return _traits(bytes(sig))[1]
+
+
 def is_gray(sig: bytes) -> bool:
-    """Whether signature ``sig``'s picture is grayscale (its mean chroma under :data:`GRAY_CHROMA`)."""
-    return _traits(bytes(sig))[1] < GRAY_CHROMA
+    """Whether signature ``sig``'s picture is grayscale."""
+    return colourfulness(sig) < GRAY_CHROMA
 
 
 def _luminance(px: np.ndarray) -> float:

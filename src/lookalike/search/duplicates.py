@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, replace
 import faiss
 import numpy as np
 
+from lookalike import colour
 from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
 from lookalike.search import metric
 from lookalike.search.calibration import Calibration
 from lookalike.search.keep import KeepRules
 from lookalike.search.provenance import group_facts
-from lookalike.search.relations import COPY, RECOLOURED, relation
+from lookalike.search.relations import COPY, RECOLOURED, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.manifest import Manifest
 from lookalike.storage.store import Store
@@ -444,6 +445,8 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             exact = m.content_hash is not None and m.content_hash == left[centre].content_hash
             if j != centre and (exact or sims_to[j] >= threshold):
                 star.append(m)
+        if not judge.include_recoloured:
+            star = _one_scheme(star)
         group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge, threshold)
         taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:
@@ -452,6 +455,18 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             taken = {left[centre].id}
         left = [m for m in left if m.id not in taken]
     return out
+
+
+def _one_scheme(star: list[FileRow]) -> list[FileRow]:
+    """``star`` without the members that are a recolouring of its most colourful member: a
+    gray copy matches a red logo and, after a contrast change, its black version (two gray
+    pictures: no colour evidence), but a group that leaves recolourings out holds one
+    colour scheme. Those left out go to the groups formed after this one."""
+    known = [m for m in star if m.colour]
+    if len(known) < 2:
+        return star
+    anchor = max(known, key=lambda m: colour.colourfulness(m.colour))
+    return [m for m in star if m is anchor or not recoloured(anchor.colour, m.colour)]
 
 
 def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, threshold: float) -> Group:

@@ -145,6 +145,14 @@ class Hostile:
         finally:
             conn.close()
 
+    def wait_seen(self, count: int = 1, timeout_s: float = 5.0) -> list[Seen]:
+        """The requests seen, once there are ``count`` (a server thread may record one after
+        its client has already given up on it, e.g. a refused TLS handshake), or at the timeout."""
+        end = time.monotonic() + timeout_s
+        while len(self.seen) < count and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.seen
+
     def close(self) -> None:
         self.stop.set()
         self.sock.close()

@@ -81,14 +81,14 @@ class ColourRelation:
     layout, as-is or mirrored, whichever is stronger: -1 an
     inverted light/dark version .. 1 the same), ``gray`` (one of them is grayscale, so
     colour cannot tell), ``faint`` (one has too little colour for hues to count),
-    ``one_gray`` (one is grayscale, the other not)."""
+    ``gray_side`` (0 or 1: which one is grayscale when the other is not, else None)."""
 
     chroma: float
     layout: float
     gray: bool
     faint: bool = False
     brightness: float = 0.0  # difference of mean luminance, 0..1: a light vs a dark version
-    one_gray: bool = False
+    gray_side: int | None = None
 
 
 def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
@@ -132,18 +132,13 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
         gray=min(level_a, level_b) < GRAY_CHROMA,
         faint=min(level_a, level_b) < FAINT_CHROMA,
         brightness=abs(lum_a - lum_b),
-        one_gray=min(level_a, level_b) < GRAY_CHROMA <= max(level_a, level_b),
+        gray_side=None if (level_a < GRAY_CHROMA) == (level_b < GRAY_CHROMA) else int(level_b < GRAY_CHROMA),
     )
 
 
 def colourfulness(sig: bytes) -> float:
     """Signature ``sig``'s mean chroma (0-255 scale; under :data:`GRAY_CHROMA`: grayscale)."""
     return _traits(bytes(sig))[1]
-
-
-def is_gray(sig: bytes) -> bool:
-    """Whether signature ``sig``'s picture is grayscale."""
-    return colourfulness(sig) < GRAY_CHROMA
 
 
 def _luminance(px: np.ndarray) -> float:

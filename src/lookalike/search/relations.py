@@ -39,8 +39,8 @@ def recoloured(a: bytes | None, b: bytes | None) -> bool:
     rel = colour.compare(a, b)
     if rel.layout <= INVERTED_LAYOUT or (rel.brightness >= DARK_LIGHT and rel.layout >= SAME_LAYOUT):
         return True
-    if rel.one_gray:
-        return not _its_gray(*((a, b) if colour.is_gray(b) else (b, a)))
+    if rel.gray_side is not None:
+        return not _its_gray(*((a, b) if rel.gray_side else (b, a)))
     return not rel.faint and rel.chroma >= RECOLOURED_CHROMA
 
 

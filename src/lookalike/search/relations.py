@@ -2,9 +2,11 @@
 
 - ``exact``: the same bytes.
 - ``copy``: the same picture, edited (resized, re-encoded, cropped, rotated, captioned,
-  mirrored, grayscale...): vectors close, colours the same (or one side has none).
-- ``recoloured``: the same design in other colours, or its light/dark version: vectors
-  as close as a copy's, colours not (see :mod:`lookalike.colour`). Not a duplicate for
+  mirrored, grayscale...): vectors close, colours the same (or one side has none, and
+  the luma of the other).
+- ``recoloured``: the same design in other colours, or its light/dark version, or a gray
+  version that is not the other made gray: vectors as close as a copy's, colours not (see
+  :mod:`lookalike.colour`). Not a duplicate for
   the ``copies`` preset; a look-alike, for a person to judge.
 - ``similar``: a look-alike below the copy threshold.
 """

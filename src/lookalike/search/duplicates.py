@@ -475,7 +475,8 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
     a member that passes ``threshold`` against the centre only says so (``via``)."""
     keep, rest = star[0], star[1:]
     sims = scores.to(rest, keep)
-    links = np.maximum(sims, scores.to(rest, centre))  # what grouped them: recoloured at it, not grouped
+    # what grouped them (recoloured at it: not grouped); the kept image is often the centre itself
+    links = sims if centre.id == keep.id else np.maximum(sims, scores.to(rest, centre))
     group = Group(keep)
     for m, s, link in zip(rest, sims, links, strict=True):
         exact = m.content_hash is not None and m.content_hash == keep.content_hash

@@ -149,10 +149,19 @@ def pixel_gaps(
     known = [n for n, (x, y) in enumerate(zip(a, b, strict=True)) if x and y]
     out = np.zeros(len(a), np.float32)
     if known:
-        out[known] = colour.pixel_gaps(colour.lab([a[n] for n in known]), colour.lab([b[n] for n in known]))
+        out[known] = colour.pixel_gaps(*_lab_once([a[n] for n in known], [b[n] for n in known]))
         if fine:
             out[known] += _detail([a[n] for n in known], [b[n] for n in known], local)
     return out
+
+
+def _lab_once(a: Sequence[bytes], b: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The L*a*b* cells of paired signatures, each distinct signature converted once (a
+    photo is paired with many: its neighbours, a group's members)."""
+    unique: dict[bytes, int] = {}
+    at = np.array([unique.setdefault(bytes(s), len(unique)) for s in (*a, *b)])
+    cells = colour.lab(list(unique))[at]
+    return cells[: len(a)], cells[len(a) :]
 
 
 def _detail(a: Sequence[bytes], b: Sequence[bytes], local: bool = False) -> np.ndarray:

@@ -201,3 +201,70 @@ def test_dupes_weighs_a_difference_in_one_place_search_does_not():
     assert scores.among(rows)[0, 1] == pytest.approx(dupes[0], abs=1e-4)
     search = dict((row.id, s) for row, s in weigh_pixels([(rows[1], 1.0), (rows[2], 1.0)], one))
     assert search[1] > 0.95 and search[2] > 0.95
+
+
+def _flat(shade: int, seed: int) -> Image.Image:
+    """A nearly flat dark picture (a boot splash, a blank slide): a faint gradient and grain."""
+    rng = np.random.default_rng(seed)
+    arr = np.full((720, 960, 3), shade, np.float32) + np.linspace(0, 6, 960)[None, :, None]
+    return Image.fromarray(np.clip(arr + rng.normal(0, 1.5, arr.shape), 0, 255).astype(np.uint8), "RGB")
+
+
+def test_compare_says_how_much_the_pictures_vary_where_they_were_compared(scene):
+    left, spread = detail.compare(
+        [colour.detail_grid(_sig(scene)), colour.detail_grid(_sig(_flat(40, 1)))],
+        [colour.detail_grid(_sig(_captioned(scene))), colour.detail_grid(_sig(_flat(44, 2)))],
+    )
+    assert left.tolist() == pytest.approx(
+        [_residual(_sig(scene), _sig(_captioned(scene))), _residual(_sig(_flat(40, 1)), _sig(_flat(44, 2)))]
+    )
+    assert spread[0] > 4 * metric.MATCHED_SPREAD  # a textured scene (its caption rows left out)
+    assert spread[1] < metric.MATCHED_SPREAD  # two flat pictures: matching them says little
+    assert detail.compare([None], [b"\x01\x01x"])[1].tolist() == [0.0]  # no evidence
+
+
+def test_dupes_credits_pixels_that_match_once_the_edit_is_undone(scene):
+    """A captioned copy (its features moved) gets MATCHED_CREDIT off its pixel gap in `dupes`;
+    another shot of the scene and two flat pictures that match only as flat ones do not;
+    search's gaps stay as they were."""
+    original = _sig(scene)
+    pairs = {
+        "caption": _sig(_captioned(scene)),
+        "other shot": _sig(_walker(_scene(), 560, 320)),
+    }
+    flat_a, flat_b = _sig(_flat(40, 1)), _sig(_flat(44, 2))
+    first = [original, original, flat_a]
+    second = [pairs["caption"], pairs["other shot"], flat_b]
+    search = metric.pixel_gaps(first, second)
+    dupes = metric.pixel_gaps(first, second, local=True)
+    assert dupes[0] == pytest.approx(search[0] - metric.MATCHED_CREDIT, abs=1e-3)
+    assert dupes[1] >= search[1] and dupes[1] > metric.DETAIL_FREE  # no credit, its patch weighed too
+    assert dupes[2] == pytest.approx(search[2], abs=1e-3)
+    matrix = metric.gap_matrix([original, pairs["caption"], pairs["other shot"]], local=True)
+    assert matrix[0, 1] == pytest.approx(dupes[0], abs=1e-3)
+    assert matrix[0, 2] == pytest.approx(dupes[1], abs=1e-3)
+    # what dupes examines: a pair can pass from matched_lift() under a threshold, if its colours agree
+    colour_gaps = metric.pixel_gaps(first, second, fine=False)
+    highest = metric.highest(np.full(3, 0.8, np.float32), colour_gaps)
+    assert highest[0] == pytest.approx(0.8 - metric.PIXEL_WEIGHT * colour_gaps[0] + metric.matched_lift())
+    assert metric.with_pixels(0.8, dupes[0]) <= highest[0] + 1e-6
+
+
+def test_a_copy_whose_caption_moved_its_features_is_grouped_by_its_pixels(scene):
+    """Its cosine under the threshold (as captioned copies' whitened cosines are), its pixels
+    matching once the caption's rows are left out: dupes keeps the pair; another shot at the
+    same cosine, and a copy further under the threshold than pixels can lift, it does not."""
+    from lookalike.search import duplicates
+    from lookalike.storage.catalogue import FileRow
+
+    sigs = [_sig(scene), _sig(_captioned(scene)), _sig(_walker(_scene(), 560, 320)), _sig(_captioned(scene))]
+    rows = {
+        n: FileRow(n, f"/{n}.jpg", 1, 0, None, 960, 720, "JPEG", None, colour=c) for n, c in enumerate(sigs)
+    }
+    threshold = 0.5
+    cosines = [threshold - metric.matched_lift() / 2] * 2 + [threshold - 2 * metric.matched_lift()]
+    angles = np.arccos(cosines)
+    vectors = np.array([[1, 0, 0, 0]] + [[np.cos(t), np.sin(t), 0, 0] for t in angles], np.float32)
+    pairs = {(0, 1), (0, 2), (0, 3)}
+    kept = duplicates._weigh_pixels(pairs, rows, np.arange(4), vectors, threshold)
+    assert kept == {(0, 1)}

@@ -196,7 +196,17 @@ def residuals(a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool 
     percentile luma difference (0-255) left once the edit that explains the pair best (the
     lowest mean residual) is undone; if ``local``, plus how far its worst patch exceeds
     :data:`PATCH_FREE` (another shot differs in one place)."""
+    return compare(a, b, local)[0]
+
+
+def compare(
+    a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`residuals`, and how much the pictures' luma varies where they were compared
+    (the lower standard deviation of the two, 0-255, over the rows kept; 0 where no
+    evidence): a small residual between two flat pictures says little."""
     out = np.zeros(len(a), np.float32)
+    spread = np.zeros(len(a), np.float32)
     pairs = enumerate(zip(a, b, strict=True))
     views = [(n, _views(bytes(x)), _views(bytes(y))) for n, (x, y) in pairs if x and y]
     known = [(n, va, vb) for n, va, vb in views if va is not None and vb is not None]
@@ -207,16 +217,33 @@ def residuals(a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool 
         best = np.full(len(part), np.inf, np.float32)
         residual = np.zeros((len(part), *va.shape[-2:]), np.float32)
         kept = everything.copy()
-        for x, y in _candidates(va, vb):
+        ways = list(_candidates(va, vb))
+        chosen = np.zeros(len(part), int)
+        for way, (x, y) in enumerate(ways):
             r, keep = _explained(x, y, _fit(x, y, everything))
             mean = (r * keep[..., None]).sum(axis=(1, 2)) / (keep.sum(axis=1) * r.shape[-1])
             better = mean < best
             best[better], residual[better], kept[better] = mean[better], r[better], keep[better]
+            chosen[better] = way
+        varies = np.zeros(len(part), np.float32)
+        for way, (x, y) in enumerate(ways):
+            on = chosen == way
+            if on.any():
+                varies[on] = np.minimum(_spread(x[on], kept[on]), _spread(y[on], kept[on]))
         left = _quantile(residual, kept, QUANTILE)
         if local:
             left += np.maximum(_patch(residual, kept) - np.float32(PATCH_FREE), 0)
-        out[[p[0] for p in part]] = left
-    return out
+        where = [p[0] for p in part]
+        out[where], spread[where] = left, varies
+    return out, spread
+
+
+def _spread(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The standard deviation of each grid ([n, s, s]) over its ``keep`` rows ([n, s])."""
+    w = np.broadcast_to(keep[..., None], x.shape).astype(np.float32)
+    total = np.maximum(w.sum(axis=(1, 2)), 1.0)
+    mean = (x * w).sum(axis=(1, 2)) / total
+    return np.sqrt(((x - mean[:, None, None]) ** 2 * w).sum(axis=(1, 2)) / total)
 
 
 def _patch(r: np.ndarray, keep: np.ndarray) -> np.ndarray:

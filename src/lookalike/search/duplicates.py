@@ -1,4 +1,6 @@
-"""Duplicate groups over an index: exact (same bytes) and near (cosine above a threshold).
+"""Duplicate groups over an index: exact (same bytes) and near (cosine above a threshold;
+on an index that weighs pixels, the score of search.metric: lowered by a pixel gap, lifted a
+little when the pixels match once a copy's edit is undone).
 
 Candidate pairs come from FAISS k-nearest-neighbour search (exact for small collections,
 an IVF index trained on the collection's own vectors for large ones), never from an
@@ -303,7 +305,7 @@ def find_duplicates(
     edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}
     rows = None
     if threshold <= 1.0:
-        near = candidate_pairs(ids, vectors, threshold)
+        near = candidate_pairs(ids, vectors, threshold - (metric.matched_lift() if pixels else 0.0))
         if pixels:  # the rows read once: their colours now, the groups' members after
             rows = store.catalogue.rows({i for pair in near | edges for i in pair})
             near = _weigh_pixels(near, rows, ids, vectors, threshold)
@@ -346,8 +348,7 @@ def _weigh_pixels(
     b = np.array([at[y] for _, y in listed])
     cosine = np.einsum("ij,ij->i", vectors[a], vectors[b])
     first, second = [rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed]
-    rough = metric.with_pixels(cosine, metric.pixel_gaps(first, second, fine=False))
-    near = np.flatnonzero(rough >= threshold)  # the detail residual only lowers a score: measured for these
+    near = np.flatnonzero(metric.highest(cosine, metric.pixel_gaps(first, second, fine=False)) >= threshold)
     gaps = metric.pixel_gaps([first[i] for i in near], [second[i] for i in near], local=True)
     weighed = metric.with_pixels(cosine[near], gaps)
     return {listed[i] for i, s in zip(near, weighed, strict=True) if s >= threshold}
@@ -435,7 +436,7 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             centre = int(np.argmax(links.sum(axis=1) + sims.mean(axis=1) * 1e-3))
             sims_to = sims[centre].copy()
             if len(left) > metric.DETAIL_AMONG and scores.pixels:  # the matrix measured the detail
-                near = np.flatnonzero(sims_to >= threshold)  # among its first members only
+                near = np.flatnonzero(sims_to >= threshold - metric.matched_lift())  # among its first only
                 sims_to[near] = scores.to([left[i] for i in near], left[centre])
         else:  # a huge component: the best-ranked member stands for it
             sims_to = scores.to(left, left[0])

@@ -138,3 +138,20 @@ def test_a_pngs_gps_is_read_from_its_header_without_decoding_its_pixels(tmp_path
 
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
     assert header_facts(str(with_gps)).gps and not header_facts(str(plain)).gps
+
+
+def test_between_lossless_copies_the_older_file_is_kept_not_the_larger(tmp_path, tf2_model):
+    """A PNG and a copy of it saved later, less compressed (an editor's export): size says
+    nothing of fidelity between lossless files, so the older file (the original) is kept."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = make_photo(5, (640, 480))
+    photo.save(folder / "original.png", compress_level=9)
+    photo.save(folder / "export.png", compress_level=1)
+    assert (folder / "export.png").stat().st_size > (folder / "original.png").stat().st_size
+    os.utime(folder / "original.png", ns=(1_600_000_000 * 10**9,) * 2)
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("original.png")
+    assert _reasons(g) == {"export.png": "older file (modified earlier)"}

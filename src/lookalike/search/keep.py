@@ -13,7 +13,8 @@ the first rule that tells two copies apart decides:
    from that JPEG and is not better for being larger;
 5. JPEG quality (estimated from the quantisation tables); a lossless file counts above any
    JPEG, and so does a phone's HEIC/AVIF original; other formats (WebP, GIF) below;
-6. file size;
+6. file size, for lossy files (what an encoder kept); two lossless files of one resolution
+   are equally faithful, whatever their compression level, so age decides;
 7. age: older capture time, then older file;
 8. the path, so that the choice never depends on the order files were found in.
 """
@@ -141,7 +142,7 @@ class KeepRules:
             -len(camera_metadata(row, facts)),
             facts.reencode_of is not None,
             -quality(row, facts),
-            -row.size,
+            -row.size if quality(row, facts) < LOSSLESS_QUALITY else 0,  # lossless: size is no fidelity
             row.captured_at or datetime.max,
             row.mtime_ns,
             row.path,

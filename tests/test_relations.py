@@ -169,3 +169,24 @@ def test_a_group_holds_one_colour_scheme_though_a_gray_copy_matches_both():
     ]
     assert [row.path for row in _one_scheme(star)] == ["/red-gray.jpg", "/red.jpg", "/red-small.jpg"]
     assert _one_scheme([star[0], star[3], star[4]]) == [star[0], star[3], star[4]]  # gray all: no evidence
+
+
+def test_a_group_keeps_its_centres_colour_scheme():
+    """A red logo's star that reaches a more colourful green version: the group holds the
+    red scheme it was formed around (the centre is never left out of its own group)."""
+    from lookalike.search.duplicates import _one_scheme
+    from lookalike.storage.catalogue import FileRow
+
+    red, green = _logo("#a80030"), _logo("#00e040")
+    pictures = {
+        "red": red,
+        "red-small": red.resize((160, 120)),
+        "green": green,
+        "green-small": green.resize((160, 120)),
+    }
+    star = [
+        FileRow(n, f"/{name}.jpg", 1, 0, None, 320, 240, "JPEG", None, colour=_signature(im))
+        for n, (name, im) in enumerate(pictures.items())
+    ]
+    assert colour.colourfulness(star[2].colour) > colour.colourfulness(star[0].colour)
+    assert [row.path for row in _one_scheme(star)] == ["/red.jpg", "/red-small.jpg"]

@@ -459,14 +459,17 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
 
 
 def _one_scheme(star: list[FileRow]) -> list[FileRow]:
-    """``star`` without the members that are a recolouring of its most colourful member: a
-    gray copy matches a red logo and, after a contrast change, its black version (two gray
-    pictures: no colour evidence), but a group that leaves recolourings out holds one
-    colour scheme. Those left out go to the groups formed after this one."""
+    """``star`` (its centre first) without the members that are a recolouring of its
+    centre, or of its most colourful member when the centre is gray: a gray copy matches a
+    red logo and, after a contrast change, its black version (two gray pictures: no colour
+    evidence), but a group that leaves recolourings out holds one colour scheme. Those left
+    out go to the groups formed after this one; the centre stays in its own group."""
     known = [m for m in star if m.colour]
     if len(known) < 2:
         return star
-    anchor = max(known, key=lambda m: colour.colourfulness(m.colour))
+    anchor = star[0]
+    if not anchor.colour or colour.colourfulness(anchor.colour) < colour.GRAY_CHROMA:
+        anchor = max(known, key=lambda m: colour.colourfulness(m.colour))
     return [m for m in star if m is anchor or not recoloured(anchor.colour, m.colour)]
 
 

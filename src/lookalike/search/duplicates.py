@@ -358,7 +358,8 @@ def _weigh_pixels(
 class _Scores:
     """Scores of member pairs: the cosine (in the learned space, if any), weighing the pixel
     gap when the index's calibration does, as search does, and a difference in one place
-    too (another shot of the scene is no duplicate, see search.metric)."""
+    too (another shot of the scene is no duplicate, see search.metric); pixels that match
+    lift a score (by up to metric.matched_lift(), so above search's and even above 1)."""
 
     vectors: np.ndarray
     position: dict[int, int]
@@ -463,7 +464,7 @@ def _one_scheme(star: list[FileRow]) -> list[FileRow]:
     centre, or of its most colourful member when the centre is gray: a gray copy matches a
     red logo and, after a contrast change, its black version (two gray pictures: no colour
     evidence), but a group that leaves recolourings out holds one colour scheme. Those left
-    out go to the groups formed after this one; the centre stays in its own group."""
+    out go to the groups formed after this one; a colourful centre stays in its own group."""
     known = [m for m in star if m.colour]
     if len(known) < 2:
         return star

@@ -134,7 +134,8 @@ DETAIL_CAP = np.inf  # full bench, weight / cap: 2 / inf F1 0.894, dupes P/R 0.7
 # too (lookalike.detail.PATCH_FREE: another shot of the scene, where someone moved), so near-
 # identical shots are not grouped as copies; search still ranks them as alike as they look, and
 # the calibration is fitted on search's scores (weighing it there lost captioned copies: text
-# recall@1 0.960 -> 0.822 on bench/lookalikes.py, and the fit failed).
+# recall@1 0.960 -> 0.822 on bench/lookalikes.py, and the fit failed). It also credits pixels
+# that match (MATCHED_CREDIT below), which search does not.
 # Calibration.space of scores weighing the pixel gap so (an index calibrated in the space
 # before the residual existed weighs the pixels still, and learns again on its next run)
 PIXELS = f"{PIXELS_BEFORE_DETAIL}+detail{DETAIL_WEIGHT:g}"
@@ -144,8 +145,9 @@ def pixel_gaps(
     a: Sequence[bytes | None], b: Sequence[bytes | None], fine: bool = True, local: bool = False
 ) -> np.ndarray:
     """Pixel gaps of paired colour signatures, with their detail residual unless not
-    ``fine`` (a lower bound, ~200x cheaper); 0 where either is missing: no evidence.
-    ``local``: the residual weighs a difference in one place too, as `dupes` does."""
+    ``fine`` (~200x cheaper: a lower bound of search's gaps; for `dupes`' see :func:`highest`);
+    0 where either is missing: no evidence. ``local``: the residual weighs a difference in
+    one place too, and pixels that match earn :data:`MATCHED_CREDIT`, as `dupes` does."""
     known = [n for n, (x, y) in enumerate(zip(a, b, strict=True)) if x and y]
     out = np.zeros(len(a), np.float32)
     if known:

@@ -268,3 +268,34 @@ def test_a_copy_whose_caption_moved_its_features_is_grouped_by_its_pixels(scene)
     pairs = {(0, 1), (0, 2), (0, 3)}
     kept = duplicates._weigh_pixels(pairs, rows, np.arange(4), vectors, threshold)
     assert kept == {(0, 1)}
+
+
+def test_members_beyond_the_matrix_detail_are_weighed_against_their_centre_in_every_round(scene, monkeypatch):
+    """The score matrix measures the detail among its first DETAIL_AMONG members only. A
+    later group, formed once the first took its members, still weighs its members' detail
+    against its centre (though fewer are left than the matrix measured): its other shot
+    stays out, and a captioned copy whose features moved (cosine under the threshold, by
+    less than matched pixels lift) comes in."""
+    from lookalike.search import duplicates
+    from lookalike.search.keep import KeepRules
+    from lookalike.storage.catalogue import FileRow
+
+    other = _scene(3)
+    w, h = other.size
+    pictures = [other, other.resize((w // 2, h // 2)), ImageOps.mirror(other)]  # the first group
+    pictures += [scene, _walker(_scene(), 560, 320), _captioned(scene)]  # the second's centre, shot, copy
+    members = [
+        FileRow(n, f"/photos/{n}.jpg", 10_000 - n, 0, None, w, h, "JPEG", None, colour=_sig(p))
+        for n, p in enumerate(pictures)
+    ]
+    threshold = 0.8
+    below = threshold - metric.matched_lift() / 2
+    vectors = np.array(
+        [[1, 0, 0, 0]] * 3 + [[0, 0, 1, 0]] * 2 + [[0, 0, below, np.sqrt(1 - below**2)]], np.float32
+    )
+    scores = duplicates._Scores(vectors, {m.id: m.id for m in members}, pixels=True)
+    monkeypatch.setattr(metric, "DETAIL_AMONG", 3)
+    judge = duplicates._Judge((threshold, 0.5), False)
+    groups = duplicates._star_groups(members, scores, threshold, KeepRules(), None, judge)
+    grouped = sorted(sorted([g.keep.id, *(d.row.id for d in g.duplicates)]) for g in groups)
+    assert grouped == [[0, 1, 2], [3, 5]]

@@ -436,8 +436,9 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             links = (sims >= threshold) | same_all[np.ix_(rows, rows)]
             centre = int(np.argmax(links.sum(axis=1) + sims.mean(axis=1) * 1e-3))
             sims_to = sims[centre].copy()
-            if len(left) > metric.DETAIL_AMONG and scores.pixels:  # the matrix measured the detail
-                near = np.flatnonzero(sims_to >= threshold - metric.matched_lift())  # among its first only
+            if scores.pixels:  # the matrix measured the detail between its first members only
+                unmeasured = np.maximum(np.asarray(rows), rows[centre]) >= metric.DETAIL_AMONG
+                near = np.flatnonzero(unmeasured & (sims_to >= threshold - metric.matched_lift()))
                 sims_to[near] = scores.to([left[i] for i in near], left[centre])
         else:  # a huge component: the best-ranked member stands for it
             sims_to = scores.to(left, left[0])

@@ -201,3 +201,19 @@ def test_a_large_png_is_reduced_once_and_seen_as_the_full_picture_is():
         assert colour.detail_grid(seen.colour) is not None
     palette = photo.convert("P")  # a mode reduce would average indices of: left whole
     assert _reduced(palette, max(SIZE)) is palette
+
+
+def test_exif_text_ends_at_its_first_nul():
+    """EXIF text is NUL-terminated: a Nokia N9 writes Make "Nokia\\x002", Model "N9\\x00".
+    What follows the NUL is no part of the name: not stored, not shown (nor in the keep
+    rules' reasons, even for rows stored before)."""
+    from lookalike.search.keep import camera_metadata
+    from lookalike.storage.catalogue import FileRow
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Nokia\x002", "N9\x00"
+    d = decode(_save(Image.new("RGB", (64, 48), "gray"), "JPEG", exif=exif), (64, 64))
+    assert (d.exif["Make"], d.exif["Model"]) == ("Nokia", "N9")
+    raw = {"Make": "Nokia\x002", "Model": "N9"}
+    stored_before = FileRow(1, "/a.jpg", 1, 0, None, 64, 48, "JPEG", None, raw)
+    assert camera_metadata(stored_before) == ["Nokia N9"]

@@ -261,6 +261,13 @@ def _background_for(rgba: Image.Image) -> tuple[int, int, int]:
     return BLACK if luminance > LIGHT_CONTENT and chroma < PALE_CONTENT else WHITE
 
 
+def exif_text(value: object) -> str:
+    """An EXIF text value as shown: up to its first NUL (EXIF text is NUL-terminated; what
+    follows is padding or an encoder's garbage: a Nokia N9 writes Make "Nokia\\x002"),
+    spaces trimmed."""
+    return str(value or "").split("\x00", 1)[0].strip()
+
+
 def _exif_dict(exif: Image.Exif) -> dict:
     if not exif:
         return {}
@@ -275,7 +282,7 @@ def _exif_dict(exif: Image.Exif) -> dict:
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if isinstance(value, str):
-            value = value.strip("\x00 ").strip()
+            value = exif_text(value)
             if not value:
                 continue
         elif isinstance(value, int | float):

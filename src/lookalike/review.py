@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from lookalike.errors import InvalidArgument, ReviewOutdated
+from lookalike.images import exif_text
 from lookalike.search.calibration import Calibration
 from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, cutoffs_of, resolve_threshold
 from lookalike.search.provenance import header_facts
@@ -64,7 +65,7 @@ class Facts:
 
 
 def _camera(exif: dict) -> str:
-    make, model = str(exif.get("Make") or "").strip(), str(exif.get("Model") or "").strip()
+    make, model = exif_text(exif.get("Make")), exif_text(exif.get("Model"))
     if model.lower().startswith(make.lower()):
         make = ""
     return " ".join(x for x in (make, model) if x) or "none"

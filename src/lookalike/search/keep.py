@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lookalike.fsutil import is_inside
+from lookalike.images import exif_text
 from lookalike.storage.catalogue import FileRow, is_under
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a camera JPEG with a multi-picture index
@@ -72,7 +73,7 @@ def camera_metadata(row: FileRow, facts: FileFacts = NO_FACTS) -> list[str]:
     """The camera metadata a file has: its make/model, ``capture time``, ``GPS``."""
     exif = row.exif or {}
     found = []
-    make, model = str(exif.get("Make") or ""), str(exif.get("Model") or "")
+    make, model = exif_text(exif.get("Make")), exif_text(exif.get("Model"))
     camera = model if make and model.startswith(make) else f"{make} {model}".strip()
     if camera:
         found.append(camera)

@@ -299,3 +299,46 @@ def test_members_beyond_the_matrix_detail_are_weighed_against_their_centre_in_ev
     groups = duplicates._star_groups(members, scores, threshold, KeepRules(), None, judge)
     grouped = sorted(sorted([g.keep.id, *(d.row.id for d in g.duplicates)]) for g in groups)
     assert grouped == [[0, 1, 2], [3, 5]]
+
+
+def test_matched_pixels_do_not_lift_another_shot_of_a_burst(scene):
+    """Two frames of a burst (same camera, 2 s apart) match at the grid's scale though
+    someone blinked: the burst guard asks their score without the lift. The same two
+    files from two cameras are a copy and its original, grouped by their pixels."""
+    from datetime import datetime
+
+    from lookalike.search import duplicates
+    from lookalike.search.keep import KeepRules
+    from lookalike.storage.catalogue import FileRow
+
+    t = datetime(2024, 5, 1, 12, 0, 0)
+    sigs = [_sig(scene), _sig(scene, quality=70)]
+    cos = 0.95  # under the burst threshold (0.995), above the group's threshold once lifted
+
+    def rows(cameras: list[str]) -> list[FileRow]:
+        return [
+            FileRow(
+                n,
+                f"/{n}.jpg",
+                10 - n,
+                0,
+                None,
+                960,
+                720,
+                "JPEG",
+                t.replace(second=2 * n),
+                {"Make": "Nikon", "Model": cam},
+                colour=sig,
+            )
+            for n, (sig, cam) in enumerate(zip(sigs, cameras, strict=True))
+        ]
+
+    vectors = np.array([[1, 0], [cos, np.sqrt(1 - cos**2)]], np.float32)
+    scores = duplicates._Scores(vectors, {0: 0, 1: 1}, pixels=True)
+    threshold = cos + metric.matched_lift() / 2
+    judge = duplicates._Judge((threshold, 0.5), False)
+    burst = rows(["Z6", "Z6"])
+    assert KeepRules().is_burst(*burst) and scores.to(burst[1:], burst[0])[0] >= threshold
+    assert duplicates._star_groups(burst, scores, threshold, KeepRules(), None, judge) == []
+    (group,) = duplicates._star_groups(rows(["Z6", "Z7"]), scores, threshold, KeepRules(), None, judge)
+    assert [d.row.id for d in group.duplicates] == [1]

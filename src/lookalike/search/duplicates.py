@@ -365,14 +365,14 @@ class _Scores:
     position: dict[int, int]
     pixels: bool
 
-    def to(self, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
-        """Scores of ``members`` against ``one``."""
+    def to(self, members: Sequence[FileRow], one: FileRow, credit: bool = True) -> np.ndarray:
+        """Scores of ``members`` against ``one`` (not lifted where pixels match, if not ``credit``)."""
         if not members:
             return np.zeros(0, np.float32)
         out = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
         if self.pixels:
-            gaps = metric.pixel_gaps([one.colour] * len(members), [m.colour for m in members], local=True)
-            out = metric.with_pixels(out, gaps)
+            colours = [one.colour] * len(members), [m.colour for m in members]
+            out = metric.with_pixels(out, metric.pixel_gaps(*colours, local=True, credit=credit))
         return out
 
     def among(self, members: Sequence[FileRow]) -> np.ndarray:
@@ -488,8 +488,9 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
         exact = m.content_hash is not None and m.content_hash == keep.content_hash
         if rules.protected(m) or (ignored and ignored(keep, m)):
             continue
-        if not exact and rules.is_burst(keep, m) and s < rules.burst_threshold:
-            continue
+        burst = not exact and rules.is_burst(keep, m)
+        if burst and scores.to([m], keep, credit=False)[0] < rules.burst_threshold:
+            continue  # another shot of a burst (a blink, a smile) matches at the grid's scale: no lift
         if not exact and judge.relation(keep, m, float(link)) is None:
             continue
         kind = EXACT if exact else relation(float(s), judge.cutoffs, False, keep.colour, m.colour)

@@ -142,18 +142,23 @@ PIXELS = f"{PIXELS_BEFORE_DETAIL}+detail{DETAIL_WEIGHT:g}"
 
 
 def pixel_gaps(
-    a: Sequence[bytes | None], b: Sequence[bytes | None], fine: bool = True, local: bool = False
+    a: Sequence[bytes | None],
+    b: Sequence[bytes | None],
+    fine: bool = True,
+    local: bool = False,
+    credit: bool = True,
 ) -> np.ndarray:
     """Pixel gaps of paired colour signatures, with their detail residual unless not
     ``fine`` (~200x cheaper: a lower bound of search's gaps; for `dupes`' see :func:`highest`);
     0 where either is missing: no evidence. ``local``: the residual weighs a difference in
-    one place too, and pixels that match earn :data:`MATCHED_CREDIT`, as `dupes` does."""
+    one place too, and pixels that match earn :data:`MATCHED_CREDIT` (unless not
+    ``credit``), as `dupes` does."""
     known = [n for n, (x, y) in enumerate(zip(a, b, strict=True)) if x and y]
     out = np.zeros(len(a), np.float32)
     if known:
         out[known] = colour.pixel_gaps(*_lab_once([a[n] for n in known], [b[n] for n in known]))
         if fine:
-            out[known] = _with_detail(out[known], [a[n] for n in known], [b[n] for n in known], local)
+            out[known] = _with_detail(out[known], [a[n] for n in known], [b[n] for n in known], local, credit)
     return out
 
 
@@ -166,13 +171,16 @@ def _lab_once(a: Sequence[bytes], b: Sequence[bytes]) -> tuple[np.ndarray, np.nd
     return cells[: len(a)], cells[len(a) :]
 
 
-def _with_detail(gaps: np.ndarray, a: Sequence[bytes], b: Sequence[bytes], local: bool = False) -> np.ndarray:
-    """Colour ``gaps`` of pairs plus their detail residual's weight; if ``local``, less
-    :data:`MATCHED_CREDIT` for pairs whose pixels match once the edit is undone."""
+def _with_detail(
+    gaps: np.ndarray, a: Sequence[bytes], b: Sequence[bytes], local: bool = False, credit: bool = True
+) -> np.ndarray:
+    """Colour ``gaps`` of pairs plus their detail residual's weight; if ``local`` (and
+    ``credit``), less :data:`MATCHED_CREDIT` for pairs whose pixels match once the edit is
+    undone."""
     grids = [colour.detail_grid(x) for x in a], [colour.detail_grid(y) for y in b]
     left, spread = detail.compare(*grids, local)
     out = gaps + np.float32(DETAIL_WEIGHT) * np.clip(left - np.float32(DETAIL_FREE), 0, DETAIL_CAP)
-    if local:
+    if local and credit:
         matched = (left < MATCHED_RESIDUAL) & (gaps < MATCHED_COLOUR) & (spread >= MATCHED_SPREAD)
         out -= np.float32(MATCHED_CREDIT) * matched
     return out

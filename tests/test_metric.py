@@ -91,6 +91,13 @@ def test_learned_state_is_rebuilt_when_the_collection_changes(tmp_path, tf2_mode
     assert [h.score for h in hits[1:]] == pytest.approx(list(ranked), abs=1e-5)
     # the review page's scores between stored images (another kept copy) are the same scores
     assert index.similarities([hits[0].id, hits[1].id])[0, 1] == pytest.approx(hits[1].score, abs=1e-5)
+    # ... unless asked as `dupes` scores them (its groups, seen with another copy kept)
+    pair = [rows[hits[0].id].colour], [rows[hits[1].id].colour]
+    gap = metric.pixel_gaps(*pair, local=True)[0]
+    as_dupes = cosines[list(ids).index(hits[1].id)] - metric.PIXEL_WEIGHT * gap
+    assert index.similarities([hits[0].id, hits[1].id], dupes=True)[0, 1] == pytest.approx(
+        min(as_dupes, 1.0), abs=1e-5
+    )
 
     for i in range(10, 14):  # x1.4: not enough to learn again
         make_photo(i).save(photos / f"p{i}.jpg", quality=92)

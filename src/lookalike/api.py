@@ -451,11 +451,12 @@ class Index:
         with self._reading(sync=False) as store:
             return store.generation()
 
-    def similarities(self, ids: Sequence[int]) -> np.ndarray:
+    def similarities(self, ids: Sequence[int], dupes: bool = False) -> np.ndarray:
         """Scores between the stored images ``ids``, as a matrix in their order, as search
-        and duplicates score them (NaN for an id without a stored vector)."""
+        scores them, or as `dupes` does (a difference in one place weighed, pixels that
+        match lifting a score) if ``dupes`` (NaN for an id without a stored vector)."""
         with self._reading(sync=False) as store:
-            return scores_among(store, ids)
+            return scores_among(store, ids, local=dupes)
 
     def undo(self, journal: Path) -> ActionReport:
         """Put back what a duplicate action did (see :func:`lookalike.actions.undo`), and

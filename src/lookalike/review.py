@@ -349,17 +349,11 @@ class Review:
             return found
 
     def _sims(self, slots: Sequence[_Slot]) -> None:
-        """Fill the members' similarities of ``slots`` (one read for all of them)."""
-        todo = [s for s in slots if s.sims is None]
-        if not todo:
-            return
-        ids = [i for s in todo for i in s.ids]
-        sims = self.index.similarities(ids)
-        start = 0
-        for s in todo:
-            n = len(s.ids)
-            s.sims = sims[start : start + n, start : start + n]
-            start += n
+        """Fill the members' similarities of ``slots``, as `dupes` scored them: group by
+        group (the detail residual is measured among a matrix's first members only)."""
+        for s in slots:
+            if s.sims is None:
+                s.sims = self.index.similarities(s.ids, dupes=True)
 
     def summary(self, preset: str = "copies") -> dict:
         """Counts of the groups: all, their duplicates, those acted on; steps to undo."""

@@ -195,10 +195,13 @@ def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: di
         h.probability = float(p)
 
 
-def scores_among(store: Store, ids: Sequence[int], rows: dict | None = None) -> np.ndarray:
-    """Scores between every two of ``ids`` as search gives them: cosines in the learned
-    space, if any, weighing the pixel gap when the calibration does (see search.metric);
-    NaN for an id without a stored vector. ``rows``: their catalogue rows, if at hand."""
+def scores_among(
+    store: Store, ids: Sequence[int], rows: dict | None = None, local: bool = False
+) -> np.ndarray:
+    """Scores between every two of ``ids`` as search gives them (as `dupes` does if
+    ``local``): cosines in the learned space, if any, weighing the pixel gap when the
+    calibration does (see search.metric); NaN for an id without a stored vector.
+    ``rows``: their catalogue rows, if at hand."""
     found, raw = store.catalogue.load_vectors(sorted(set(ids)))
     where = {int(i): n for n, i in enumerate(found.tolist())}
     own = np.full((len(ids), raw.shape[1] if len(raw) else 1), np.nan, np.float32)
@@ -211,5 +214,6 @@ def scores_among(store: Store, ids: Sequence[int], rows: dict | None = None) -> 
     cal = Calibration.from_dict(store.manifest.calibration)
     if cal is not None and cal.pixels:
         rows = rows if rows is not None else store.catalogue.rows({int(i) for i in ids})
-        out = metric.with_pixels(out, metric.gap_matrix([rows[i].colour if i in rows else None for i in ids]))
+        colours = [rows[i].colour if i in rows else None for i in ids]
+        out = metric.with_pixels(out, metric.gap_matrix(colours, local=local))
     return np.clip(out, -1.0, 1.0)

@@ -155,3 +155,20 @@ def test_between_lossless_copies_the_older_file_is_kept_not_the_larger(tmp_path,
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("original.png")
     assert _reasons(g) == {"export.png": "older file (modified earlier)"}
+
+
+def test_a_lossless_webp_is_kept_over_a_jpeg_made_from_it(tmp_path, tf2_model):
+    """A lossless WebP (its VP8L chunk says so) counts as lossless, not as a WebP of unknown
+    quality below any JPEG; a lossy one still does."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = make_photo(6, (640, 480))
+    photo.save(folder / "original.webp", "WEBP", lossless=True)
+    photo.save(folder / "export.jpg", quality=95)
+    assert header_facts(str(folder / "original.webp")).lossless
+    photo.save(tmp_path / "lossy.webp", "WEBP", quality=90)
+    assert not header_facts(str(tmp_path / "lossy.webp")).lossless
+    assert not header_facts(str(folder / "export.jpg")).lossless
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("original.webp")
+    assert _reasons(g) == {"export.jpg": "higher quality (lossless WEBP vs JPEG quality 95)"}

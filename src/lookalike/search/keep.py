@@ -11,8 +11,9 @@ the first rule that tells two copies apart decides:
 3. camera metadata (EXIF make/model, capture time, GPS: more of them);
 4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
    from that JPEG and is not better for being larger;
-5. JPEG quality (estimated from the quantisation tables); a lossless file counts above any
-   JPEG, and so does a phone's HEIC/AVIF original; other formats (WebP, GIF) below;
+5. JPEG quality (estimated from the quantisation tables); a lossless file (a lossless WebP
+   too) counts above any JPEG, and so does a phone's HEIC/AVIF original; other formats
+   (lossy WebP, GIF) below;
 6. file size, for lossy files (what an encoder kept); two lossless files of one resolution
    are equally faithful, whatever their compression level, so age decides;
 7. age: older capture time, then older file;
@@ -60,6 +61,7 @@ class FileFacts:
     gps: bool = False
     jpeg_quality: int | None = None
     reencode_of: str | None = None  # the format of the member whose decode this file's pixels are
+    lossless: bool = False  # a format that may be either says it is lossless (a VP8L WebP)
 
 
 NO_FACTS = FileFacts()
@@ -89,7 +91,7 @@ def quality(row: FileRow, facts: FileFacts = NO_FACTS) -> float:
     fmt = _fmt(row)
     if fmt in JPEG_FORMATS:
         return float(facts.jpeg_quality) if facts.jpeg_quality is not None else UNKNOWN_QUALITY
-    if fmt in LOSSLESS_FORMATS:
+    if fmt in LOSSLESS_FORMATS or facts.lossless:
         return LOSSLESS_QUALITY
     if fmt in CAMERA_FORMATS:
         return CAMERA_QUALITY
@@ -100,7 +102,7 @@ def _quality_words(row: FileRow, facts: FileFacts) -> str:
     fmt = _fmt(row) or "unknown format"
     if fmt in JPEG_FORMATS:
         return f"JPEG quality {facts.jpeg_quality}" if facts.jpeg_quality is not None else "a JPEG"
-    if fmt in LOSSLESS_FORMATS:
+    if fmt in LOSSLESS_FORMATS or facts.lossless:
         return f"lossless {fmt}"
     if fmt in CAMERA_FORMATS:
         return f"{fmt}, a phone's original format"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -30,7 +31,8 @@ CHUNK = 1024  # non-JPEG members scored against the JPEGs of their resolution at
 
 
 def header_facts(path: str) -> FileFacts:
-    """GPS and JPEG quality from a file's header; nothing when it cannot be read."""
+    """GPS, JPEG quality and whether a WebP is lossless from a file's header; nothing when
+    it cannot be read."""
     try:
         with Image.open(path) as im:
             gps = False
@@ -41,7 +43,9 @@ def header_facts(path: str) -> FileFacts:
             with contextlib.suppress(KeyError, ValueError, TypeError, SyntaxError, OSError):
                 gps = before_pixels and bool(im.getexif().get_ifd(ExifTags.IFD.GPSInfo))
             tables = getattr(im, "quantization", None) if im.format in JPEG_FORMATS else None
-            return FileFacts(gps=gps, jpeg_quality=jpeg_quality(tables) if tables else None)
+            lossless = im.format == "WEBP" and _webp_picture(path) == b"VP8L"
+            quality = jpeg_quality(tables) if tables else None
+            return FileFacts(gps=gps, jpeg_quality=quality, lossless=lossless)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
         return NO_FACTS
 
@@ -61,22 +65,28 @@ def _pixels(path: str) -> np.ndarray | None:
 
 
 def lossy_webp(path: str) -> bool:
-    """Whether a WebP file holds a lossy (VP8) picture, from its chunk headers: such a file
-    is no lossless save of anything, so it is never decoded to check."""
+    """Whether a WebP file holds a lossy (VP8) picture: such a file is no lossless save of
+    anything, so it is never decoded to check."""
+    return _webp_picture(path) == b"VP8 "
+
+
+def _webp_picture(path: str) -> bytes | None:
+    """The picture chunk of a WebP file (``VP8 ``: lossy, ``VP8L``: lossless), from its
+    chunk headers; None for another file or one that cannot be read."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
             if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-                return False
+                return None
             while chunk := f.read(8):
                 if len(chunk) < 8:
-                    return False
+                    return None
                 if chunk[:4] in (b"VP8 ", b"VP8L"):
-                    return chunk[:4] == b"VP8 "
+                    return chunk[:4]
                 f.seek(int.from_bytes(chunk[4:], "little") + (chunk[4] & 1), 1)  # chunks are padded to even
     except OSError:
         pass
-    return False
+    return None
 
 
 def same_pixels(a: str, b: str, decoded: dict[str, np.ndarray | None] | None = None) -> bool:
@@ -127,6 +137,5 @@ def group_facts(
                 if (m.format or "").upper() == "WEBP" and lossy_webp(m.path):
                     continue
                 if sims[n, best] >= CLOSE_COSINE and same_pixels(m.path, jpegs[best].path, decoded):
-                    old = facts[m.id]
-                    facts[m.id] = FileFacts(old.gps, old.jpeg_quality, (jpegs[best].format or "JPEG").upper())
+                    facts[m.id] = replace(facts[m.id], reencode_of=(jpegs[best].format or "JPEG").upper())
     return facts

@@ -136,6 +136,7 @@ class KeepRules:
     def rank(self, row: FileRow) -> tuple:
         """Sort key, best (to keep) first."""
         facts = self.facts_of(row)
+        fidelity = quality(row, facts)
         return (
             not self.protected(row),
             any(_inside(row.path, d) for d in self.kept_last),
@@ -144,8 +145,8 @@ class KeepRules:
             -((row.width or 0) * (row.height or 0)),
             -len(camera_metadata(row, facts)),
             facts.reencode_of is not None,
-            -quality(row, facts),
-            -row.size if quality(row, facts) < LOSSLESS_QUALITY else 0,  # lossless: size is no fidelity
+            -fidelity,
+            -row.size if fidelity < LOSSLESS_QUALITY else 0,  # between lossless files, size is no fidelity
             row.captured_at or datetime.max,
             row.mtime_ns,
             row.path,

@@ -348,8 +348,10 @@ def _weigh_pixels(
     b = np.array([at[y] for _, y in listed])
     cosine = np.einsum("ij,ij->i", vectors[a], vectors[b])
     first, second = [rows[x].colour for x, _ in listed], [rows[y].colour for _, y in listed]
-    near = np.flatnonzero(metric.highest(cosine, metric.pixel_gaps(first, second, fine=False)) >= threshold)
-    gaps = metric.pixel_gaps([first[i] for i in near], [second[i] for i in near], local=True)
+    colour_gaps = metric.pixel_gaps(first, second, fine=False)
+    near = np.flatnonzero(metric.highest(cosine, colour_gaps) >= threshold)
+    pairs_near = [first[i] for i in near], [second[i] for i in near]
+    gaps = metric.with_detail(colour_gaps[near], *pairs_near, local=True)
     weighed = metric.with_pixels(cosine[near], gaps)
     return {listed[i] for i, s in zip(near, weighed, strict=True) if s >= threshold}
 

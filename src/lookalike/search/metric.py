@@ -157,8 +157,22 @@ def pixel_gaps(
     out = np.zeros(len(a), np.float32)
     if known:
         out[known] = colour.pixel_gaps(*_lab_once([a[n] for n in known], [b[n] for n in known]))
-        if fine:
-            out[known] = _with_detail(out[known], [a[n] for n in known], [b[n] for n in known], local, credit)
+    return with_detail(out, a, b, local, credit) if fine else out
+
+
+def with_detail(
+    colour_gaps: np.ndarray,
+    a: Sequence[bytes | None],
+    b: Sequence[bytes | None],
+    local: bool = False,
+    credit: bool = True,
+) -> np.ndarray:
+    """:func:`pixel_gaps` of pairs whose colour gaps (``pixel_gaps(a, b, fine=False)``)
+    are at hand: those plus the detail residual, measured once more only where needed."""
+    known = [n for n, (x, y) in enumerate(zip(a, b, strict=True)) if x and y]
+    out = np.array(colour_gaps, np.float32)
+    if known:
+        out[known] = _with_detail(out[known], [a[n] for n in known], [b[n] for n in known], local, credit)
     return out
 
 

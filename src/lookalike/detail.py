@@ -196,17 +196,17 @@ def residuals(a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool 
     percentile luma difference (0-255) left once the edit that explains the pair best (the
     lowest mean residual) is undone; if ``local``, plus how far its worst patch exceeds
     :data:`PATCH_FREE` (another shot differs in one place)."""
-    return compare(a, b, local)[0]
+    return compare(a, b, local, spread=False)[0]
 
 
 def compare(
-    a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool = False
+    a: Sequence[bytes | None], b: Sequence[bytes | None], local: bool = False, spread: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`residuals`, and how much the pictures' luma varies where they were compared
-    (the lower standard deviation of the two, 0-255, over the rows kept; 0 where no
-    evidence): a small residual between two flat pictures says little."""
+    """:func:`residuals`, and (if ``spread``, else 0) how much the pictures' luma varies
+    where they were compared (the lower standard deviation of the two, 0-255, over the rows
+    kept; 0 where no evidence): a small residual between two flat pictures says little."""
     out = np.zeros(len(a), np.float32)
-    spread = np.zeros(len(a), np.float32)
+    spreads = np.zeros(len(a), np.float32)
     pairs = enumerate(zip(a, b, strict=True))
     views = [(n, _views(bytes(x)), _views(bytes(y))) for n, (x, y) in pairs if x and y]
     known = [(n, va, vb) for n, va, vb in views if va is not None and vb is not None]
@@ -226,7 +226,7 @@ def compare(
             best[better], residual[better], kept[better] = mean[better], r[better], keep[better]
             chosen[better] = way
         varies = np.zeros(len(part), np.float32)
-        for way, (x, y) in enumerate(ways):
+        for way, (x, y) in enumerate(ways if spread else ()):
             on = chosen == way
             if on.any():
                 varies[on] = np.minimum(_spread(x[on], kept[on]), _spread(y[on], kept[on]))
@@ -234,8 +234,8 @@ def compare(
         if local:
             left += np.maximum(_patch(residual, kept) - np.float32(PATCH_FREE), 0)
         where = [p[0] for p in part]
-        out[where], spread[where] = left, varies
-    return out, spread
+        out[where], spreads[where] = left, varies
+    return out, spreads
 
 
 def _spread(x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -192,7 +192,7 @@ def _with_detail(
     ``credit``), less :data:`MATCHED_CREDIT` for pairs whose pixels match once the edit is
     undone."""
     grids = [colour.detail_grid(x) for x in a], [colour.detail_grid(y) for y in b]
-    left, spread = detail.compare(*grids, local)
+    left, spread = detail.compare(*grids, local, spread=local and credit)  # what the credit asks
     out = gaps + np.float32(DETAIL_WEIGHT) * np.clip(left - np.float32(DETAIL_FREE), 0, DETAIL_CAP)
     if local and credit:
         matched = (left < MATCHED_RESIDUAL) & (gaps < MATCHED_COLOUR) & (spread >= MATCHED_SPREAD)

@@ -69,7 +69,7 @@ def test_pick_and_drop_an_image_see_its_duplicate_first(live_server, tmp_path):
         assert _first_result(page) == str(photos / "photo4.jpg")
         assert page.locator(".hit").count() == 8
         score = float(page.locator(".hit .score").first.get_attribute("data-score"))
-        assert score > 0.98 and page.locator(".hit .score").first.inner_text().startswith("similarity ")
+        assert score > 0.98 and page.locator(".hit .score").first.inner_text().startswith("score ")
         page.wait_for_function("document.querySelector('.hit img').naturalWidth > 0")  # thumbnail
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 

@@ -284,11 +284,11 @@ def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
     own = {h.path.rsplit("/", 1)[1]: h for h in hits}
     assert {"p0.jpg", "p0-again.png"} <= set(own)
     a, b = own["p0.jpg"], own["p0-again.png"]  # the same picture twice: no rivals of each other
-    assert min(cal.probability(a.score), cal.probability(b.score)) > 0.9
+    assert min(cal.probability(a.similarity), cal.probability(b.similarity)) > 0.9
     assert a.probability == pytest.approx(b.probability, abs=0.02) and b.probability > 0.75  # rivals: <= 0.5
     others = [h for h in hits if not h.path.rsplit("/", 1)[1].startswith("p0")]
     for h in others:  # and the rest never gain from the neighbourhood
-        assert h.probability <= cal.probability(h.score) + 1e-9
+        assert h.probability <= cal.probability(h.similarity) + 1e-9
 
 
 def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
@@ -305,9 +305,40 @@ def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
     monkeypatch.setattr(neighbours, "RIVALS", 3)
     hits = index.search([photos / "p0.jpg"], k=8)[0].hits
     assert len(hits) == 8
-    own = [float(cal.probability(h.score)) for h in hits]
+    hits.sort(key=lambda h: -h.similarity)  # as FAISS found them (the scores may reorder them)
+    own = [float(cal.probability(h.similarity)) for h in hits]
     assert [h.probability for h in hits[3:]] == pytest.approx(own[3:], abs=1e-9)
+    assert [h.score for h in hits[3:]] == [h.similarity for h in hits[3:]]
     assert any(h.probability < p - 1e-6 for h, p in zip(hits[:3], own[:3], strict=True))  # still shared
+
+
+def test_a_hit_beside_a_closer_other_picture_scores_lower_than_it_alone(tmp_path, tf2_model):
+    """The score a hit is ranked and thresholded by is its own similarity less what likelier
+    other pictures take: the score at which the calibration gives its probability among
+    those. The query's own photo keeps its score; the other photos under it fall, in order
+    (a copy under it keeps its score: test_metric)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        make_photo(60 + i).save(photos / f"p{i}.jpg", quality=92)
+    index = Index(tmp_path / "index")
+    index.add([photos], model=str(tf2_model))
+    index.calibrate(sample=8)
+    cal = Calibration.from_dict(index.manifest().calibration)
+    hits = index.search([photos / "p0.jpg"], k=8)[0].hits
+    assert hits[0].path.endswith("p0.jpg") and hits[0].score == pytest.approx(hits[0].similarity, abs=1e-6)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    lowered = [h for h in hits if h.score < h.similarity - 1e-6]
+    assert lowered  # beside the photo itself, the other photos lose
+    for h in hits:
+        assert h.score <= h.similarity + 1e-9
+        assert h.probability <= cal.probability(h.similarity) + 1e-9
+    top, runner_up = sorted(hits, key=lambda h: -h.similarity)[:2]  # outdone by the photo alone
+    o_top, o = (cal.probability(h.similarity) / (1 - cal.probability(h.similarity)) for h in (top, runner_up))
+    assert runner_up.score == pytest.approx(max(-1.0, cal.cosine_for(o / (1 + o + o_top))), abs=1e-6)
+    doc = hits[1].to_dict()
+    assert doc["similarity"] == pytest.approx(hits[1].similarity, abs=1e-6)
+    assert doc["score"] <= doc["similarity"]
 
 
 def test_cleanly_separated_examples_do_not_make_the_curve_a_step():

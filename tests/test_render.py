@@ -33,6 +33,10 @@ def test_search_table_prints_paths_as_they_are():
     assert "/q/[bold]q.jpg" in text and "/p/photo [red].jpg" in text
     assert "p(same)" in text and "0.999" in text and "0.8123" in text
     assert "(no results)" in _text(render.search_table(QueryResult("q", [])))
+    assert "alone" not in text  # no score was lowered by a closer hit
+    hits.append(Hit(3, "/p/sibling.jpg", 0.1234, probability=0.2, similarity=0.7654))
+    text = _text(render.search_table(QueryResult("q", hits)))
+    assert "alone" in text and "0.1234" in text and "0.7654" in text
 
 
 def test_dupes_outputs():

@@ -203,7 +203,7 @@ def search(
         datetime | None, typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Taken before.")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(min=-1.0, max=1.0, help="Only hits scoring at least this cosine.")
+        float | None, typer.Option(min=-1.0, max=1.0, help="Only hits scoring at least this (score column).")
     ] = None,
     min_probability: Annotated[
         float | None,

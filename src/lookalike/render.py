@@ -86,11 +86,14 @@ def index_summary(report: IndexReport, directory: Path) -> str:
 
 
 def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Table:
-    """One query's hits: rank, score, P(same photo) when calibrated, relation, path (as
-    ``shown``), labels."""
+    """One query's hits: rank, score, the pair's score alone where a closer hit lowered it,
+    P(same photo) when calibrated, relation, path (as ``shown``), labels."""
     table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    lowered = any(h.similarity is not None and h.similarity - h.score > 5e-5 for h in result.hits)
+    if lowered:  # by a closer hit that is another picture (search.neighbours)
+        table.add_column("alone", justify="right")
     calibrated = any(h.probability is not None for h in result.hits)
     if calibrated:
         table.add_column("p(same)", justify="right")
@@ -102,7 +105,9 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Tabl
         table.add_column("labels")
     for rank, h in enumerate(result.hits, 1):
         p = "" if h.probability is None else f"{h.probability:.3f}"
-        extra = ([p] if calibrated else []) + ([h.relation or ""] if related else [])
+        alone = f"{h.score if h.similarity is None else h.similarity:.4f}"
+        extra = [alone] if lowered else []
+        extra += ([p] if calibrated else []) + ([h.relation or ""] if related else [])
         row = [str(rank), f"{h.score:.4f}", *extra, escape(shown(h.path))]
         if h.labels:
             row.append(escape(", ".join(n for n, _ in h.labels[:3])))

@@ -80,7 +80,11 @@ function hitCard(hit, n) {
   again.addEventListener("click", () => run({ id: hit.id, name, thumbnail: hit.thumbnail }));
   const score = document.createElement("p");
   score.className = "score";
-  score.textContent = `similarity ${hit.score.toFixed(3)}`;
+  score.textContent = `score ${hit.score.toFixed(3)}`;
+  if (hit.similarity !== undefined && hit.similarity - hit.score > 5e-4) {
+    score.textContent += ` (alone ${hit.similarity.toFixed(3)})`;
+    score.title = "Lowered: a closer result is another picture";
+  }
   score.dataset.score = String(hit.score);
   const meta = document.createElement("p");
   meta.className = "meta";

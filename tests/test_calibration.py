@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,18 +269,24 @@ def test_a_hits_probability_is_shared_with_its_rivals_not_with_its_own_copies():
     assert alone[0] == pytest.approx(0.9)
 
 
-def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
-    """Two indexed copies of the query's photo are no rivals: they keep their probability;
-    a distinct photo scoring as high would halve it (checked through among_rivals)."""
+def _calibrated(tmp_path: Path, model: Path, seed: int, again: bool = False) -> tuple:
+    """An index of 8 photos p0..p7 (and p0 again as PNG if ``again``), calibrated on them."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(8):
-        make_photo(60 + i).save(photos / f"p{i}.jpg", quality=92)
-    make_photo(60).save(photos / "p0-again.png")
+        make_photo(seed + i).save(photos / f"p{i}.jpg", quality=92)
+    if again:
+        make_photo(seed).save(photos / "p0-again.png")
     index = Index(tmp_path / "index")
-    index.add([photos], model=str(tf2_model))
+    index.add([photos], model=str(model))
     index.calibrate(sample=8)
-    cal = Calibration.from_dict(index.manifest().calibration)
+    return index, photos, Calibration.from_dict(index.manifest().calibration)
+
+
+def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
+    """Two indexed copies of the query's photo are no rivals: they keep their probability;
+    a distinct photo scoring as high would halve it (checked through among_rivals)."""
+    index, photos, cal = _calibrated(tmp_path, tf2_model, 60, again=True)
     hits = index.search([photos / "p0.jpg"], k=5)[0].hits
     own = {h.path.rsplit("/", 1)[1]: h for h in hits}
     assert {"p0.jpg", "p0-again.png"} <= set(own)
@@ -294,14 +301,7 @@ def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
 def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
     """Hits below the top RIVALS keep their own probability (the rivals' matrix stays
     RIVALS x RIVALS whatever k is); the top ones still share theirs."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(8):
-        make_photo(80 + i).save(photos / f"p{i}.jpg", quality=92)
-    index = Index(tmp_path / "index")
-    index.add([photos], model=str(tf2_model))
-    index.calibrate(sample=8)
-    cal = Calibration.from_dict(index.manifest().calibration)
+    index, photos, cal = _calibrated(tmp_path, tf2_model, 80)
     monkeypatch.setattr(neighbours, "RIVALS", 3)
     hits = index.search([photos / "p0.jpg"], k=8)[0].hits
     assert len(hits) == 8
@@ -317,14 +317,7 @@ def test_a_hit_beside_a_closer_other_picture_scores_lower_than_it_alone(tmp_path
     other pictures take: the score at which the calibration gives its probability among
     those. The query's own photo keeps its score; the other photos under it fall, in order
     (a copy under it keeps its score: test_metric)."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(8):
-        make_photo(60 + i).save(photos / f"p{i}.jpg", quality=92)
-    index = Index(tmp_path / "index")
-    index.add([photos], model=str(tf2_model))
-    index.calibrate(sample=8)
-    cal = Calibration.from_dict(index.manifest().calibration)
+    index, photos, cal = _calibrated(tmp_path, tf2_model, 60)
     hits = index.search([photos / "p0.jpg"], k=8)[0].hits
     assert hits[0].path.endswith("p0.jpg") and hits[0].score == pytest.approx(hits[0].similarity, abs=1e-6)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

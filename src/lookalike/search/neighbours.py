@@ -23,8 +23,8 @@ class Hit:
 
     ``similarity`` is the pair's own score (a cosine in the index's learned space, less the
     pixel gap); ``score`` is the same, less what a closer hit that is another picture takes
-    from it (see :func:`_share_with_rivals`): what hits are ranked, thresholded and
-    calibrated by."""
+    from it (see :func:`_share_with_rivals`): what hits are ranked and thresholded by.
+    ``probability`` reads the pair's own score, shared with the other hits."""
 
     id: int
     path: str

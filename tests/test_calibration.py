@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -362,3 +363,37 @@ def test_the_detail_is_measured_for_each_photos_nearest_others_only():
     score = np.array([0.5, 0.1, 0.9, 0.7, 0.3, 0.2, -0.4])
     assert calibration._nearest(owner, score, 2).tolist() == [1, 2, 3, 4, 5]  # photo 1: 0.9 and 0.7
     assert calibration._nearest(owner, score, 9).tolist() == list(range(7))
+
+
+def test_several_photos_pictures_are_embedded_at_once_each_kept_with_its_photo():
+    """gather embeds the edits and shots of several photos per call (full model batches),
+    and each photo keeps its own pictures' vectors and signatures; when a call comes back
+    short, only the photo whose picture failed is left out."""
+    datas = []
+    for i in range(7):
+        buf = io.BytesIO()
+        make_photo(i, (96, 64)).save(buf, "JPEG")
+        datas.append(buf.getvalue())
+    made = [edited_copies(d) for d in datas]
+    refused = set(made[3][0] + made[3][1])  # photo 3's pictures: "not decodable"
+    calls = []
+
+    def vector(picture: bytes) -> np.ndarray:
+        return np.frombuffer(hashlib.blake2b(picture, digest_size=16).digest(), np.uint8).astype(np.float32)
+
+    def embed(pictures):
+        calls.append(len(pictures))
+        kept = [p for p in pictures if p not in refused]
+        return np.array([vector(p) for p in kept], np.float32).reshape(-1, 16), [p[-8:] for p in kept]
+
+    sample = [(10 + i, d, np.zeros(16, np.float32)) for i, d in enumerate(datas)]
+    examples = calibration.gather(sample, embed)
+    assert examples.ids == [10, 11, 12, 14, 15, 16]
+    assert max(calls) >= calibration.EMBED_AT_ONCE  # several photos a call ...
+    assert len(calls) < len(datas)  # ... fewer calls than photos, even with the retry
+    for n, fid in enumerate(examples.ids):
+        copies, shots = made[fid - 10]
+        np.testing.assert_array_equal(examples.copies[examples.owner == n], [vector(p) for p in copies])
+        np.testing.assert_array_equal(examples.shots[examples.shot_owner == n], [vector(p) for p in shots])
+        own = [c for c, o in zip(examples.copy_colours, examples.owner, strict=True) if o == n]
+        assert own == [p[-8:] for p in copies]

@@ -187,20 +187,42 @@ def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -
     photos. ``embed`` gives the decodable ones' vectors, and their colour signatures or None."""
     ids, stored = [], []
     copies, shots = _Made(), _Made()
+
+    def add(fid: int, vector: np.ndarray, edits: list[bytes], vectors: np.ndarray, signatures) -> None:
+        signatures = signatures if signatures is not None else [None] * len(vectors)
+        copies.add(len(ids), vectors[: len(edits)], signatures[: len(edits)])
+        shots.add(len(ids), vectors[len(edits) :], signatures[len(edits) :])
+        ids.append(fid)
+        stored.append(vector)
+
+    waiting: list[tuple[int, np.ndarray, list[bytes], list[bytes]]] = []
+
+    def flush() -> None:
+        pictures = [p for _, _, edits, generated in waiting for p in edits + generated]
+        vectors, signatures = embed(pictures)
+        if len(vectors) == len(pictures):
+            at = 0
+            for fid, vector, edits, generated in waiting:
+                n = len(edits) + len(generated)
+                add(fid, vector, edits, vectors[at : at + n], signatures and signatures[at : at + n])
+                at += n
+        else:  # made here, so decodable: but not a guess. Each photo alone, the bad one left out
+            for fid, vector, edits, generated in waiting:
+                vectors, signatures = embed(edits + generated)
+                if len(vectors) == len(edits) + len(generated):
+                    add(fid, vector, edits, vectors, signatures)
+        waiting.clear()
+
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow lets go of the GIL: edits are
         made = pool.map(_edited_or_none, [data for _, data, _ in sample])  # made in parallel, and
-        for (fid, _, vector), made_of in zip(sample, made, strict=True):  # while a photo's embed
+        for (fid, _, vector), made_of in zip(sample, made, strict=True):  # while others embed
             if made_of is None:
                 continue  # a file that decodes no more (truncated since, ...): not an example
-            edits, generated = made_of
-            vectors, signatures = embed(edits + generated)
-            if len(vectors) != len(edits) + len(generated):  # made here, so decodable: but not a guess
-                continue
-            signatures = signatures if signatures is not None else [None] * len(vectors)
-            copies.add(len(ids), vectors[: len(edits)], signatures[: len(edits)])
-            shots.add(len(ids), vectors[len(edits) :], signatures[len(edits) :])
-            ids.append(fid)
-            stored.append(vector)
+            waiting.append((fid, vector, *made_of))
+            if sum(len(e) + len(g) for _, _, e, g in waiting) >= EMBED_AT_ONCE:
+                flush()
+        if waiting:
+            flush()
     if len(ids) < MIN_SAMPLE:
         raise CalibrationError(
             f"calibration needs at least {MIN_SAMPLE} readable indexed photos, found {len(ids)}"
@@ -210,6 +232,11 @@ def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -
         ids, np.stack(stored), *copies.arrays(), copy_colours=copies.colours,
         shots=shot_vectors, shot_owner=shot_owner, shot_colours=shots.colours,
     )  # fmt: skip
+
+
+# Pictures embedded per call, several photos' at once: the model runs full batches (32) where
+# one photo's 10 pictures ran padded to 16 (calibration on the index_speed copies set: 7.6 -> 6.6 s).
+EMBED_AT_ONCE = 30
 
 
 @dataclass

@@ -284,24 +284,45 @@ def _calibrated(tmp_path: Path, model: Path, seed: int, again: bool = False) -> 
     return index, photos, Calibration.from_dict(index.manifest().calibration)
 
 
-def test_search_probabilities_weigh_the_neighbourhood(tmp_path, tf2_model):
-    """Two indexed copies of the query's photo are no rivals: they keep their probability;
-    a distinct photo scoring as high would halve it (checked through among_rivals)."""
+def test_copies_of_the_query_keep_their_score_and_other_photos_give_way(tmp_path, tf2_model):
+    """Two indexed copies of the query's photo are one picture: neither lowers the other,
+    and both keep their own probability; the other photos under them lose score and
+    probability together (every hit's probability is the calibration at its score)."""
     index, photos, cal = _calibrated(tmp_path, tf2_model, 60, again=True)
     hits = index.search([photos / "p0.jpg"], k=5)[0].hits
     own = {h.path.rsplit("/", 1)[1]: h for h in hits}
     assert {"p0.jpg", "p0-again.png"} <= set(own)
-    a, b = own["p0.jpg"], own["p0-again.png"]  # the same picture twice: no rivals of each other
-    assert min(cal.probability(a.similarity), cal.probability(b.similarity)) > 0.9
-    assert a.probability == pytest.approx(b.probability, abs=0.02) and b.probability > 0.75  # rivals: <= 0.5
+    for h in (own["p0.jpg"], own["p0-again.png"]):  # the same picture twice: no rivals of each other
+        assert h.score == pytest.approx(h.similarity, abs=1e-6) and h.probability > 0.9
     others = [h for h in hits if not h.path.rsplit("/", 1)[1].startswith("p0")]
-    for h in others:  # and the rest never gain from the neighbourhood
+    assert any(h.score < h.similarity - 1e-6 for h in others)
+    for h in hits:  # and the rest never gain from the neighbourhood
+        assert h.probability == pytest.approx(cal.probability(h.score), abs=1e-9)
         assert h.probability <= cal.probability(h.similarity) + 1e-9
 
 
+def test_probability_and_relation_read_the_score_a_hit_gave_way_to():
+    """A hit's probability is the calibration at the score it is ranked by; a copy whose
+    score fell under the copy cutoff beside a closer other picture is `similar`, while an
+    exact copy, a recoloured variant (probability 0) and a copy above the cutoff keep theirs."""
+    cal = Calibration(5.0, -1.0, 10, 10, 5, "whitened")
+    hits = [
+        neighbours.Hit(1, "/a", 1.0, relation="exact", similarity=1.0),
+        neighbours.Hit(2, "/b", 0.95, relation="copy", similarity=0.95),
+        neighbours.Hit(3, "/c", 0.2, relation="copy", similarity=0.92),  # gave way
+        neighbours.Hit(4, "/d", 0.91, relation="recoloured", similarity=0.91),
+        neighbours.Hit(5, "/e", 0.3, relation="similar", similarity=0.3),
+    ]
+    neighbours.read_scores(hits, cal, 0.9)
+    assert [h.relation for h in hits] == ["exact", "copy", "similar", "recoloured", "similar"]
+    expected = [cal.probability(h.score) for h in hits]
+    expected[3] = 0.0
+    assert [h.probability for h in hits] == pytest.approx(expected)
+
+
 def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
-    """Hits below the top RIVALS keep their own probability (the rivals' matrix stays
-    RIVALS x RIVALS whatever k is); the top ones still share theirs."""
+    """Hits below the top RIVALS keep their own score and probability (the rivals' matrix
+    stays RIVALS x RIVALS whatever k is); the top ones still give way."""
     index, photos, cal = _calibrated(tmp_path, tf2_model, 80)
     monkeypatch.setattr(neighbours, "RIVALS", 3)
     hits = index.search([photos / "p0.jpg"], k=8)[0].hits
@@ -310,7 +331,7 @@ def test_rivals_are_the_top_hits_only(tmp_path, tf2_model, monkeypatch):
     own = [float(cal.probability(h.similarity)) for h in hits]
     assert [h.probability for h in hits[3:]] == pytest.approx(own[3:], abs=1e-9)
     assert [h.score for h in hits[3:]] == [h.similarity for h in hits[3:]]
-    assert any(h.probability < p - 1e-6 for h, p in zip(hits[:3], own[:3], strict=True))  # still shared
+    assert any(h.probability < p - 1e-6 for h, p in zip(hits[:3], own[:3], strict=True))  # still lowered
 
 
 def test_a_hit_beside_a_closer_other_picture_scores_lower_than_it_alone(tmp_path, tf2_model):
@@ -326,7 +347,7 @@ def test_a_hit_beside_a_closer_other_picture_scores_lower_than_it_alone(tmp_path
     assert lowered  # beside the photo itself, the other photos lose
     for h in hits:
         assert h.score <= h.similarity + 1e-9
-        assert h.probability <= cal.probability(h.similarity) + 1e-9
+        assert h.probability == pytest.approx(cal.probability(h.score), abs=1e-9)
     top, runner_up = sorted(hits, key=lambda h: -h.similarity)[:2]  # outdone by the photo alone
     o_top, o = (cal.probability(h.similarity) / (1 - cal.probability(h.similarity)) for h in (top, runner_up))
     assert runner_up.score == pytest.approx(max(-1.0, cal.cosine_for(o / (1 + o + o_top))), abs=1e-6)

@@ -12,7 +12,7 @@ from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search import metric
 from lookalike.search.calibration import Calibration, among_rivals
 from lookalike.search.duplicates import cutoffs_of
-from lookalike.search.relations import RECOLOURED, recoloured, relation
+from lookalike.search.relations import COPY, RECOLOURED, SIMILAR, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
 
@@ -23,8 +23,8 @@ class Hit:
 
     ``similarity`` is the pair's own score (a cosine in the index's learned space, less the
     pixel gap); ``score`` is the same, less what a closer hit that is another picture takes
-    from it (see :func:`_share_with_rivals`): what hits are ranked and thresholded by.
-    ``probability`` reads the pair's own score, shared with the other hits."""
+    from it (see :func:`_give_way`): what hits are ranked and thresholded by, and what
+    ``probability`` (P(same photo) by the index's calibration) and ``relation`` read."""
 
     id: int
     path: str
@@ -154,13 +154,22 @@ def search_vectors(
                 kind = relation(score, cutoffs, same, query.colour, row.colour)
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind, score))
         if cal is not None:
-            _share_with_rivals(store, cal, hits, rows)
+            _give_way(store, cal, hits, rows)
             hits.sort(key=lambda h: -h.score)  # stable: equal scores stay as weigh_pixels put them
-        for h in hits:
-            if h.relation == RECOLOURED and h.probability is not None:
-                h.probability = 0.0  # another picture: P(same photo) does not follow its score
+            read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def read_scores(hits: list[Hit], cal: Calibration, copy_cutoff: float) -> None:
+    """Each hit's probability and relation as the score it is ranked by reads: P(same photo)
+    by the calibration (0 for a recoloured variant: another picture, whatever its score),
+    and a copy whose score gave way (:func:`_give_way`) under ``copy_cutoff`` is ``similar``
+    (another shot or colour scheme of the closer hit's picture)."""
+    for h in hits:
+        h.probability = 0.0 if h.relation == RECOLOURED else float(cal.probability(h.score))
+        if h.relation == COPY and h.score < copy_cutoff:
+            h.relation = SIMILAR
 
 
 def weigh_pixels(found: list[tuple[FileRow, float]], colour: bytes | None) -> list[tuple[FileRow, float]]:
@@ -183,7 +192,7 @@ def _passes(hit: Hit, threshold: float | None, min_probability: float | None) ->
     return min_probability is None or hit.probability is None or hit.probability >= min_probability
 
 
-RIVALS = 10  # hits a probability is weighed against (the top ones, whatever k is)
+RIVALS = 10  # hits whose scores give way to closer other pictures (the top ones, whatever k is)
 NOT_RIVAL = 0.01  # hits less likely than this to be the query's are nobody's rival
 # A likelier hit this unlikely to be one picture with a hit lowers its score. Measured on
 # bench/lookalikes.py (best F1 of search scores / of every (query, copy) pair in its library
@@ -193,34 +202,24 @@ NOT_RIVAL = 0.01  # hits less likely than this to be the query's are nobody's ri
 OTHER_PICTURE = 0.5
 
 
-def _share_with_rivals(store: Store, cal: Calibration, hits: list[Hit], rows: dict) -> None:
-    """Each of the top :data:`RIVALS` hits' probability given the others there
-    (:func:`calibration.among_rivals`): hits that are one picture (same bytes, or close in
-    the index's own similarity) are no rivals. Its score is lowered to where the calibration
-    puts its probability among the likelier hits that are other pictures (:func:`_outdone`),
-    each counted whole: the top hit keeps its score, and so do the copies of it under it,
-    while another shot or colour scheme under a closer hit loses (a weaker hit is no
-    evidence against it, for ranking). Hits further down keep their own. A recoloured
-    variant is nobody's rival (another picture, whatever its score: its probability is 0)
-    but has rivals of its own."""
+def _give_way(store: Store, cal: Calibration, hits: list[Hit], rows: dict) -> None:
+    """Lower the score of each of the top :data:`RIVALS` hits to where the calibration puts
+    its probability among the likelier hits that are other pictures (:func:`_outdone`), each
+    counted whole (:func:`calibration.among_rivals`): the top hit keeps its score, and so do
+    the copies of it under it, while another shot or colour scheme under a closer hit loses
+    (a weaker hit is no evidence against it, for ranking). Hits further down keep their own.
+    A recoloured variant is nobody's rival (another picture, whatever its score) but has
+    rivals of its own; hits with the same bytes are one picture."""
     live = [h for h in hits[:RIVALS] if h.probability is not None and h.probability >= NOT_RIVAL]
     if len(live) < 2:
         return
-    scores = scores_among(store, [h.id for h in live], rows)
-    if np.isnan(scores).any():
-        return  # rows removed meanwhile: keep the probabilities as they are
-    same = np.asarray(cal.probability(scores), np.float64)
     digests = np.array([rows[h.id].content_hash or f"no hash {h.id}" for h in live])
-    same[digests[:, None] == digests[None, :]] = 1.0  # the same bytes: one picture
     recoloured = np.array([h.relation == RECOLOURED for h in live])
-    same[:, recoloured] = 1.0  # nobody's rival
     own = np.array([h.probability for h in live])
     outdone = _outdone(store, cal, live, rows, own) & ~recoloured[None, :]
     outdone &= digests[:, None] != digests[None, :]
-    lowered = among_rivals(own, 1.0 - outdone)
-    for h, p, q in zip(live, among_rivals(own, same), lowered, strict=True):
+    for h, q in zip(live, among_rivals(own, 1.0 - outdone), strict=True):
         h.score = max(-1.0, min(h.score, cal.cosine_for(min(max(float(q), 1e-12), 1 - 1e-12))))
-        h.probability = float(p)
 
 
 def _outdone(store: Store, cal: Calibration, live: list[Hit], rows: dict, own: np.ndarray) -> np.ndarray:

@@ -826,6 +826,7 @@ class QueryRow:
     probability: np.ndarray  # of the top K hits (nan when uncalibrated)
     full: bool  # K hits returned
     top: str  # the top hit: a member id, or the distractor's file name
+    gave_way: np.ndarray  # of the top K hits: scored under their own similarity (search.neighbours)
 
 
 def _kind(data: Dataset, member: str, path: str, owner: dict | None = None) -> str:
@@ -871,9 +872,10 @@ def run_search(
                 rank = int(at_rank[0]) + 1 if len(at_rank) else 0
                 top = result.hits[0].path if result.hits else ""
                 top_id = data.member_of.get(top, Path(top).name)
+                gave_way = np.array([h.score < _alone(h) - 1e-9 for h in result.hits], bool)
                 rows.append(QueryRow(edit, member, rank, float(scores[rank - 1]) if rank else -1.0,
                                      str(kinds[0]) if len(kinds) else "none", scores, kinds, prob,
-                                     len(result.hits) >= k, top_id))  # fmt: skip
+                                     len(result.hits) >= k, top_id, gave_way))  # fmt: skip
         seconds = time.perf_counter() - start
     return rows, seconds
 
@@ -946,11 +948,11 @@ def best_f1(rows: list[QueryRow]) -> dict:
     }
 
 
-def pair_f1(rows: list[QueryRow]) -> dict:
+def pair_f1(rows: list[QueryRow], by: str = "scores") -> dict:
     """The best single-threshold F1 over every (query, hit) pair of the top K, where several
     hits of a query can be true (any copy of its original): recall counts the true pairs
-    found there."""
-    scores = np.concatenate([r.scores for r in rows])
+    found there. ``by``: the hits' ``scores`` or their ``probability``."""
+    scores = np.concatenate([getattr(r, by) for r in rows])
     true = np.concatenate([r.kinds for r in rows]) == "original"
     order = np.argsort(-scores, kind="stable")
     tp = np.cumsum(true[order])
@@ -992,6 +994,7 @@ BUCKETS = ((0.5, 0.9), (0.9, 0.99), (0.99, 1.0))
 def reliability(rows: list[QueryRow]) -> dict:
     prob = np.concatenate([r.probability for r in rows])
     kinds = np.concatenate([r.kinds for r in rows])
+    gave_way = np.concatenate([r.gave_way for r in rows])
     if np.all(np.isnan(prob)):
         return {"calibrated": False}
     true = kinds == "original"
@@ -1004,8 +1007,11 @@ def reliability(rows: list[QueryRow]) -> dict:
             "share_true": float(true[inside].mean()) if n else float("nan"),
             "mean_probability": float(prob[inside].mean()) if n else float("nan"),
             "false_lookalikes": int(np.sum(inside & np.isin(kinds, LOOKALIKES))),
+            "gave_way": int(np.sum(inside & gave_way)),  # scored under their own similarity ...
+            "gave_way_true": int(np.sum(inside & gave_way & true)),  # ... and true
         })  # fmt: skip
     out["true_pairs_below_0.5"] = int(np.sum(true & (prob < 0.5)))
+    out["best_f1_over_probability"] = pair_f1(rows, "probability")
     out["originals_not_in_top_k"] = int(sum(r.rank == 0 for r in rows))
     return out
 
@@ -1264,13 +1270,18 @@ def _print_reliability(rel: dict) -> None:
     if not rel.get("calibrated"):
         print("  the index is not calibrated: no probabilities")
         return
-    print(f"  {'P bucket':<14}{'pairs':>7}{'true':>7}{'share true':>12}{'mean P':>9}{'false lookalikes':>18}")
+    print(f"  {'P bucket':<14}{'pairs':>7}{'true':>7}{'share true':>12}{'mean P':>9}{'false lookalikes':>18}"
+          f"{'gave way (true)':>17}")  # fmt: skip
     for bk in rel["buckets"]:
         lo, hi = bk["range"]
         rng = f"[{lo:g},{hi:g}" + ("]" if hi >= 1 else ")")
+        way = f"{bk['gave_way']} ({bk['gave_way_true']})"
         print(f"  {rng:<14}{bk['pairs']:>7}{bk['true']:>7}{bk['share_true']:>12.3f}"
-              f"{bk['mean_probability']:>9.4f}{bk['false_lookalikes']:>18}")  # fmt: skip
-    print(f"  true pairs below P 0.5: {rel['true_pairs_below_0.5']}")
+              f"{bk['mean_probability']:>9.4f}{bk['false_lookalikes']:>18}{way:>17}")  # fmt: skip
+    f1 = rel["best_f1_over_probability"]
+    print(f"  true pairs below P 0.5: {rel['true_pairs_below_0.5']}; best F1 over probabilities "
+          f"{f1['f1']:.3f} at P {f1['threshold']:.3f} (precision {f1['precision']:.3f}, "
+          f"recall {f1['recall']:.3f})")
 
 
 def _plain(o: object) -> object:

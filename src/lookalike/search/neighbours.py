@@ -156,20 +156,24 @@ def search_vectors(
         if cal is not None:
             _give_way(store, cal, hits, rows)
             hits.sort(key=lambda h: -h.score)  # stable: equal scores stay as weigh_pixels put them
-            read_scores(hits, cal, cutoffs[0])
+            read_scores(hits, cal, cutoffs)
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
 
 
-def read_scores(hits: list[Hit], cal: Calibration, copy_cutoff: float) -> None:
-    """Each hit's probability and relation as the score it is ranked by reads: P(same photo)
-    by the calibration (0 for a recoloured variant: another picture, whatever its score),
-    and a copy whose score gave way (:func:`_give_way`) under ``copy_cutoff`` is ``similar``
-    (another shot or colour scheme of the closer hit's picture)."""
+def read_scores(hits: list[Hit], cal: Calibration, cutoffs: tuple[float, float]) -> None:
+    """Each hit's relation and probability as the score it is ranked by reads them. A hit
+    whose score gave way (:func:`_give_way`) is what :func:`relations.relation` calls a pair
+    scoring so: a copy under the copy cutoff, or a recoloured variant under the look-alike
+    cutoff, is ``similar`` (another shot or colour scheme of the closer hit's picture).
+    P(same photo) is the calibration at the score, 0 for a recoloured variant (another
+    picture, whatever its score)."""
+    copy_cutoff, similar_cutoff = cutoffs
     for h in hits:
-        h.probability = 0.0 if h.relation == RECOLOURED else float(cal.probability(h.score))
-        if h.relation == COPY and h.score < copy_cutoff:
+        under = copy_cutoff if h.relation == COPY else similar_cutoff if h.relation == RECOLOURED else None
+        if under is not None and h.score < under:
             h.relation = SIMILAR
+        h.probability = 0.0 if h.relation == RECOLOURED else float(cal.probability(h.score))
 
 
 def weigh_pixels(found: list[tuple[FileRow, float]], colour: bytes | None) -> list[tuple[FileRow, float]]:
@@ -226,7 +230,8 @@ def _outdone(store: Store, cal: Calibration, live: list[Hit], rows: dict, own: n
     """``out[i, j]``: hit j is likelier than hit i and another picture, as `dupes` tells
     them: less than :data:`OTHER_PICTURE` likely one picture by its scores (a difference in
     one place weighed: another shot of a scene is another picture, a captioned copy is not),
-    or the same design in other colours (:func:`relations.recoloured`)."""
+    or the same design in other colours (:func:`relations.recoloured`). A hit whose vector
+    is gone (removed meanwhile: its scores are NaN) is told apart by its colours only."""
     likelier = own[None, :] > own[:, None]
     one = np.asarray(cal.probability(scores_among(store, [h.id for h in live], rows, local=True)))
     out = likelier & (one < OTHER_PICTURE)

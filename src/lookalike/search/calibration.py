@@ -110,7 +110,9 @@ def among_rivals(p: np.ndarray, same: np.ndarray) -> np.ndarray:
     picture cannot both be the query's: they are rivals, and a hit's odds are shared with
     its rivals' (o_i / (1 + o_i + sum_j o_j (1 - same_ij)), o = p / (1 - p)). Alone, or
     among its own copies, a hit keeps its probability; beside an equally close look-alike
-    (the same design in another colour, the next frame) both fall towards 1/2.
+    (the same design in another colour, the next frame) both fall towards 1/2. Search
+    lowers a hit's score to the level this gives it among the likelier hits that are other
+    pictures (:func:`lookalike.search.neighbours._give_way`).
     """
     p = np.clip(np.asarray(p, np.float64), 0.0, 1.0 - 1e-12)
     odds = p / (1.0 - p)
@@ -234,8 +236,9 @@ def gather(sample: list[tuple[int, bytes, np.ndarray]], embed: EmbedDecodable) -
     )  # fmt: skip
 
 
-# Pictures embedded per call, several photos' at once: the model runs full batches (32) where
-# one photo's 10 pictures ran padded to 16 (calibration on the index_speed copies set: 7.6 -> 6.6 s).
+# Pictures embedded per call, several photos' at once: 3 photos' 30 pictures run padded to a
+# batch of 32 where one photo's 10 ran padded to 16 (calibration on the index_speed copies set:
+# 7.6 -> 6.6 s).
 EMBED_AT_ONCE = 30
 
 

@@ -302,21 +302,20 @@ def test_copies_of_the_query_keep_their_score_and_other_photos_give_way(tmp_path
 
 
 def test_probability_and_relation_read_the_score_a_hit_gave_way_to():
-    """A hit's relation is what a pair scoring its score is called: a copy under the copy
-    cutoff, or a recoloured variant under the look-alike cutoff, is `similar`; an exact copy
-    stays exact, and a recoloured variant above the look-alike cutoff stays recoloured with
-    probability 0. Every other probability is the calibration at the score."""
+    """A copy whose score gave way under the copy cutoff is `similar`; an exact copy stays
+    exact, and a recoloured variant stays recoloured (what the pair is, by its colours)
+    with probability 0, whatever their scores. Every other probability is the calibration
+    at the score."""
     cal = Calibration(5.0, -1.0, 10, 10, 5, "whitened")
     hits = [
         neighbours.Hit(1, "/a", 0.1, relation="exact", similarity=1.0),  # (same bytes never give way)
         neighbours.Hit(2, "/b", 0.95, relation="copy", similarity=0.95),
         neighbours.Hit(3, "/c", 0.6, relation="copy", similarity=0.92),  # gave way
-        neighbours.Hit(4, "/d", 0.6, relation="recoloured", similarity=0.91),  # gave way, still a look-alike
-        neighbours.Hit(5, "/e", 0.2, relation="recoloured", similarity=0.91),  # gave way further
-        neighbours.Hit(6, "/f", 0.3, relation="similar", similarity=0.3),
+        neighbours.Hit(4, "/d", 0.2, relation="recoloured", similarity=0.91),  # gave way
+        neighbours.Hit(5, "/e", 0.3, relation="similar", similarity=0.3),
     ]
-    neighbours.read_scores(hits, cal, (0.9, 0.5))
-    assert [h.relation for h in hits] == ["exact", "copy", "similar", "recoloured", "similar", "similar"]
+    neighbours.read_scores(hits, cal, 0.9)
+    assert [h.relation for h in hits] == ["exact", "copy", "similar", "recoloured", "similar"]
     expected = [cal.probability(h.score) for h in hits]
     expected[3] = 0.0
     assert [h.probability for h in hits] == pytest.approx(expected)

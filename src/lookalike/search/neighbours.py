@@ -156,22 +156,19 @@ def search_vectors(
         if cal is not None:
             _give_way(store, cal, hits, rows)
             hits.sort(key=lambda h: -h.score)  # stable: equal scores stay as weigh_pixels put them
-            read_scores(hits, cal, cutoffs)
+            read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
 
 
-def read_scores(hits: list[Hit], cal: Calibration, cutoffs: tuple[float, float]) -> None:
-    """Each hit's relation and probability as the score it is ranked by reads them. A hit
-    whose score gave way (:func:`_give_way`) is what :func:`relations.relation` calls a pair
-    scoring so: a copy under the copy cutoff, or a recoloured variant under the look-alike
-    cutoff, is ``similar`` (another shot or colour scheme of the closer hit's picture).
-    P(same photo) is the calibration at the score, 0 for a recoloured variant (another
-    picture, whatever its score)."""
-    copy_cutoff, similar_cutoff = cutoffs
+def read_scores(hits: list[Hit], cal: Calibration, copy_cutoff: float) -> None:
+    """Each hit's relation and probability as the score it is ranked by reads them: a copy
+    whose score gave way (:func:`_give_way`) under ``copy_cutoff`` is ``similar`` (another
+    shot or colour scheme of the closer hit's picture), and P(same photo) is the calibration
+    at the score. A recoloured variant stays one, whatever its score (what the pair is,
+    measured on colours), with probability 0: another picture."""
     for h in hits:
-        under = copy_cutoff if h.relation == COPY else similar_cutoff if h.relation == RECOLOURED else None
-        if under is not None and h.score < under:
+        if h.relation == COPY and h.score < copy_cutoff:
             h.relation = SIMILAR
         h.probability = 0.0 if h.relation == RECOLOURED else float(cal.probability(h.score))
 

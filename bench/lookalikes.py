@@ -872,7 +872,7 @@ def run_search(
                 rank = int(at_rank[0]) + 1 if len(at_rank) else 0
                 top = result.hits[0].path if result.hits else ""
                 top_id = data.member_of.get(top, Path(top).name)
-                gave_way = np.array([h.score < _alone(h) - 1e-9 for h in result.hits], bool)
+                gave_way = np.array([h.score < h.alone - 1e-9 for h in result.hits], bool)
                 rows.append(QueryRow(edit, member, rank, float(scores[rank - 1]) if rank else -1.0,
                                      str(kinds[0]) if len(kinds) else "none", scores, kinds, prob,
                                      len(result.hits) >= k, top_id, gave_way))  # fmt: skip
@@ -895,9 +895,9 @@ def sibling_cosines(data: Dataset, index_dir: Path) -> dict:
             kind = _kind(data, m.id, h.path)
             if kind in LOOKALIKES:
                 key = tuple(sorted((m.id, data.member_of[h.path])))
-                pairs[key] = max(pairs.get(key, -1.0), _alone(h))
+                pairs[key] = max(pairs.get(key, -1.0), h.alone)
             elif kind != "original" and m.id not in nearest_other:
-                nearest_other[m.id] = (_alone(h), kind)
+                nearest_other[m.id] = (h.alone, kind)
     by_family: dict[str, list[float]] = defaultdict(list)
     for (a, _), s in pairs.items():
         by_family[data.family_of[a]].append(s)
@@ -911,11 +911,6 @@ def sibling_cosines(data: Dataset, index_dir: Path) -> dict:
         "above_0.90": int(np.sum(values >= 0.90)),
         "by_family": {f: [min(v), max(v)] for f, v in sorted(by_family.items())},
     }
-
-
-def _alone(hit) -> float:
-    """A hit's own score against the query, before a closer hit lowered it (search.neighbours)."""
-    return hit.score if hit.similarity is None else hit.similarity
 
 
 def best_f1(rows: list[QueryRow]) -> dict:

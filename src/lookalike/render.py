@@ -91,7 +91,7 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Tabl
     table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
-    lowered = any(h.similarity is not None and h.similarity - h.score > 5e-5 for h in result.hits)
+    lowered = any(h.alone - h.score > 5e-5 for h in result.hits)
     if lowered:  # by a closer hit that is another picture (search.neighbours)
         table.add_column("alone", justify="right")
     calibrated = any(h.probability is not None for h in result.hits)
@@ -105,7 +105,7 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Tabl
         table.add_column("labels")
     for rank, h in enumerate(result.hits, 1):
         p = "" if h.probability is None else f"{h.probability:.3f}"
-        alone = f"{h.score if h.similarity is None else h.similarity:.4f}"
+        alone = f"{h.alone:.4f}"
         extra = [alone] if lowered else []
         extra += ([p] if calibrated else []) + ([h.relation or ""] if related else [])
         row = [str(rank), f"{h.score:.4f}", *extra, escape(shown(h.path))]

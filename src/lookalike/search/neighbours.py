@@ -36,10 +36,15 @@ class Hit:
     relation: str | None = None  # exact, copy, recoloured or similar (lookalike.search.relations)
     similarity: float | None = None  # the pair's own score (None: the same as ``score``)
 
+    @property
+    def alone(self) -> float:
+        """The pair's own score, before a closer hit that is another picture lowered it."""
+        return self.score if self.similarity is None else self.similarity
+
     def to_dict(self) -> dict:
         """The JSON form of a hit, the same for every front end (CLI ``--json``, HTTP)."""
         out: dict = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
-        out["similarity"] = round(self.score if self.similarity is None else self.similarity, 6)
+        out["similarity"] = round(self.alone, 6)
         if self.probability is not None:
             out["probability"] = round(self.probability, 4)
         if self.relation is not None:

@@ -172,3 +172,66 @@ def test_a_lossless_webp_is_kept_over_a_jpeg_made_from_it(tmp_path, tf2_model):
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("original.webp")
     assert _reasons(g) == {"export.jpg": "higher quality (lossless WEBP vs JPEG quality 95)"}
+
+
+def _resaved(tmp_path):
+    """A quality-75 JPEG original and what people make of it at quality 90: a plain
+    re-save, a mirrored, a captioned and a gray copy; a quality-50 copy; a lossy WebP copy
+    and a JPEG saved from that WebP; and another photo of the same size."""
+    from PIL import ImageOps
+
+    from lookalike.search.edits import caption
+
+    make_photo(5, (640, 480)).save(tmp_path / "original.jpg", quality=75)
+    source = Image.open(tmp_path / "original.jpg")
+    source.save(tmp_path / "resaved.jpg", quality=90)
+    ImageOps.mirror(source).save(tmp_path / "mirrored.jpg", quality=90)
+    caption(source).save(tmp_path / "captioned.jpg", quality=90)
+    ImageOps.grayscale(source).save(tmp_path / "gray.jpg", quality=90)
+    source.save(tmp_path / "coarse.jpg", quality=50)
+    source.save(tmp_path / "copy.webp", "WEBP", quality=80)
+    Image.open(tmp_path / "copy.webp").save(tmp_path / "from_webp.jpg", quality=95)
+    make_photo(6, (640, 480)).save(tmp_path / "other.jpg", quality=75)
+
+
+def test_a_jpeg_resaved_from_another_files_pixels_is_told_from_its_source(tmp_path):
+    from lookalike.search.resave import open_decoded, resaved_from
+
+    _resaved(tmp_path)
+
+    def im(name: str) -> Image.Image:
+        return open_decoded(str(tmp_path / name))
+
+    for copy in ("resaved.jpg", "mirrored.jpg", "captioned.jpg", "gray.jpg", "coarse.jpg"):
+        assert resaved_from(im(copy), im("original.jpg")), copy
+        assert not resaved_from(im("original.jpg"), im(copy)), copy  # never the other way round
+    assert resaved_from(im("from_webp.jpg"), im("copy.webp"))
+    assert not resaved_from(im("original.jpg"), im("copy.webp"))
+    assert not resaved_from(im("resaved.jpg"), im("other.jpg"))
+    assert not resaved_from(im("mirrored.jpg"), im("captioned.jpg"))  # siblings, not each other's source
+
+
+def test_the_original_jpeg_is_kept_over_its_higher_quality_resaves(tmp_path, tf2_model):
+    """Quality 90 over quality 75 would keep the re-save and propose the original for
+    removal; the re-saves give themselves away, and the original is kept."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _resaved(folder)
+    for name in ("mirrored.jpg", "gray.jpg", "coarse.jpg", "other.jpg", "copy.webp", "from_webp.jpg"):
+        (folder / name).unlink()  # (the tiny test model does not group mirrored copies)
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("original.jpg")
+    resaved = "original JPEG: this JPEG was re-saved from a JPEG's pixels"
+    assert _reasons(g) == {"resaved.jpg": resaved, "captioned.jpg": resaved}
+
+
+def test_a_jpeg_saved_from_a_webp_does_not_outrank_it(tmp_path, tf2_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _resaved(folder)
+    for name in list(folder.iterdir()):
+        if name.name not in ("copy.webp", "from_webp.jpg"):
+            name.unlink()
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("copy.webp")
+    assert _reasons(g) == {"from_webp.jpg": "original WEBP: this JPEG was re-saved from a WEBP's pixels"}

@@ -10,7 +10,8 @@ the first rule that tells two copies apart decides:
 2. resolution (more pixels);
 3. camera metadata (EXIF make/model, capture time, GPS: more of them);
 4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
-   from that JPEG and is not better for being larger;
+   from that JPEG and is not better for being larger, and a JPEG re-saved (perhaps mirrored
+   or captioned) from a lossy member's pixels is not better for its higher quality setting;
 5. JPEG quality (estimated from the quantisation tables); a lossless file (a lossless WebP
    too) counts above any JPEG, and so does a phone's HEIC/AVIF original; other formats
    (lossy WebP, GIF) below;
@@ -177,6 +178,8 @@ class KeepRules:
             lacks = [m for m in camera_metadata(keep, fk) if m not in camera_metadata(other, fo)]
             return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"
         if rule == 6:
+            if _fmt(other) in JPEG_FORMATS:
+                return f"original {_fmt(keep)}: this JPEG was re-saved from a {fo.reencode_of}'s pixels"
             return (
                 f"original {_fmt(keep)}: this {_fmt(other)} is a re-encode of a {fo.reencode_of} "
                 "(same pixels)"

@@ -1,8 +1,11 @@
 """What the files of a duplicate group say about where they came from, for the keep rules
-(:mod:`lookalike.search.keep`): GPS, JPEG quality, and which files are re-encodes of a
-JPEG in the group. Read at decision time from group members only: the GPS and the JPEG
-tables come from the headers (no decode); a re-encode is checked by decoding a non-JPEG
-and the JPEG of the same resolution closest to it, once per non-JPEG member.
+(:mod:`lookalike.search.keep`): GPS, JPEG quality, and which files are re-encodes of
+another member of the group. Read at decision time from group members only: the GPS and
+the JPEG tables come from the headers (no decode); a re-encode is checked by decoding
+members of one resolution: a lossless file against the JPEG closest to it (a JPEG's decode
+saved losslessly), and a JPEG against the lossy members it would outrank (a JPEG re-saved,
+perhaps mirrored or captioned, from another JPEG's or a lossy WebP's decode: see
+:func:`resaved_from`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import replace
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from lookalike.search.keep import JPEG_FORMATS, NO_FACTS, FileFacts, jpeg_quality
+from lookalike.search import resave
+from lookalike.search.keep import JPEG_FORMATS, LOSSLESS_QUALITY, NO_FACTS, FileFacts, jpeg_quality, quality
 from lookalike.storage.catalogue import FileRow
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,7 @@ SAME_PIXELS_LEVELS, SAME_PIXELS_TAIL = 2, 0.001  # at most this share differ by 
 CLOSE_COSINE = 0.95  # only members this alike are checked for being each other's re-encode
 MAX_COMPARE_MEGAPIXELS = 40.0
 CHUNK = 1024  # non-JPEG members scored against the JPEGs of their resolution at a time
+RESAVE_TESTS = 12  # re-save checks among the JPEGs of one resolution, at most
 
 
 def header_facts(path: str) -> FileFacts:
@@ -116,7 +121,9 @@ def group_facts(
 ) -> dict[int, FileFacts]:
     """:class:`FileFacts` of the members of one group (or component), by file id; a
     non-JPEG is a re-encode when its pixels are the decode of the JPEG member of its
-    resolution closest to it (``vector`` gives a member's unit vector)."""
+    resolution closest to it (``vector`` gives a member's unit vector), and a JPEG when
+    it was re-saved from a lossy member of its resolution it would otherwise outrank
+    (:func:`_resaves`)."""
     facts = {m.id: header_facts(m.path) for m in members}
     by_size: dict[tuple[int, int], tuple[list[FileRow], list[FileRow]]] = {}
     for m in members:
@@ -138,4 +145,49 @@ def group_facts(
                     continue
                 if sims[n, best] >= CLOSE_COSINE and same_pixels(m.path, jpegs[best].path, decoded):
                     facts[m.id] = replace(facts[m.id], reencode_of=(jpegs[best].format or "JPEG").upper())
+    for jpegs, others in by_size.values():
+        if any(quality(m, f := facts[m.id]) >= LOSSLESS_QUALITY and f.reencode_of is None for m in others):
+            continue  # a lossless original outranks every lossy member: no need to tell them apart
+        lossy = jpegs + [m for m in others if (m.format or "").upper() == "WEBP" and lossy_webp(m.path)]
+        if jpegs and len(lossy) > 1:
+            _resaves(jpegs, lossy, facts)
     return facts
+
+
+def _resaves(jpegs: list[FileRow], lossy: list[FileRow], facts: dict[int, FileFacts]) -> None:
+    """Mark in ``facts`` the ``jpegs`` that were re-saved (:func:`resave.resaved_from`) from
+    a member of ``lossy`` (one resolution) they would outrank by quality or size: a
+    quality-90 mirror or caption of a quality-75 original, a JPEG of a WebP. Best first,
+    each against the members below it, best first; decodes are kept for the group."""
+
+    def standing(m: FileRow) -> tuple[float, int]:
+        return quality(m, facts[m.id]), m.size
+
+    decoded: dict[str, Image.Image | None] = {}
+
+    def pixels(m: FileRow) -> Image.Image | None:
+        if m.path not in decoded:
+            decoded[m.path] = resave.open_decoded(m.path)
+        return decoded[m.path]
+
+    tests = 0
+    for b in sorted(jpegs, key=standing, reverse=True):
+        if facts[b.id].reencode_of is not None:
+            continue
+        mine = standing(b)
+        below = [a for a in lossy if standing(a) < mine]
+        # members saved with b's own settings are likelier its siblings than its source: last
+        below.sort(key=lambda a: (standing(a)[0] == mine[0], -standing(a)[0], -standing(a)[1]))
+        if not below or (jb := pixels(b)) is None:
+            return
+        for a in below:
+            if tests >= RESAVE_TESTS:
+                return
+            if (ja := pixels(a)) is None:
+                continue
+            tests += 1
+            if resave.resaved_from(jb, ja):
+                facts[b.id] = replace(facts[b.id], reencode_of=(a.format or "JPEG").upper())
+                break
+        else:
+            return  # b stands on its own: the members below it are not kept before it

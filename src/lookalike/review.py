@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from lookalike.errors import InvalidArgument, ReviewOutdated
-from lookalike.images import exif_text
 from lookalike.search.calibration import Calibration
 from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, cutoffs_of, resolve_threshold
+from lookalike.search.keep import camera_name
 from lookalike.search.provenance import header_facts
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow
@@ -64,13 +64,6 @@ class Facts:
 
 
 
-def _camera(exif: dict) -> str:
-    make, model = exif_text(exif.get("Make")), exif_text(exif.get("Model"))
-    if model.lower().startswith(make.lower()):
-        make = ""
-    return " ".join(x for x in (make, model) if x) or "none"
-
-
 def _size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= scale:
@@ -90,7 +83,7 @@ def facts(row: FileRow) -> Facts:
         resolution=f"{row.width} × {row.height}" if row.width and row.height else "unknown",
         size=_size(row.size),
         format=fmt,
-        camera=_camera(exif),
+        camera=camera_name(exif) or "none",
         taken=f"{row.captured_at:%Y-%m-%d %H:%M:%S}" if row.captured_at else "unknown",
         gps="yes" if header.gps else "no",
     )

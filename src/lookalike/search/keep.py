@@ -72,13 +72,19 @@ def _fmt(row: FileRow) -> str:
     return (row.format or "").upper()
 
 
+def camera_name(exif: Mapping) -> str:
+    """The camera an EXIF block names ("Canon EOS 50D": the make left out where the model
+    starts with it); "" when it names none."""
+    make, model = exif_text(exif.get("Make")), exif_text(exif.get("Model"))
+    if model.lower().startswith(make.lower()):
+        make = ""
+    return " ".join(x for x in (make, model) if x)
+
+
 def camera_metadata(row: FileRow, facts: FileFacts = NO_FACTS) -> list[str]:
     """The camera metadata a file has: its make/model, ``capture time``, ``GPS``."""
-    exif = row.exif or {}
     found = []
-    make, model = exif_text(exif.get("Make")), exif_text(exif.get("Model"))
-    camera = model if make and model.startswith(make) else f"{make} {model}".strip()
-    if camera:
+    if camera := camera_name(row.exif or {}):
         found.append(camera)
     if row.captured_at is not None:
         found.append("capture time")

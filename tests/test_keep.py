@@ -235,3 +235,12 @@ def test_a_jpeg_saved_from_a_webp_does_not_outrank_it(tmp_path, tf2_model):
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("copy.webp")
     assert _reasons(g) == {"from_webp.jpg": "original WEBP: this JPEG was re-saved from a WEBP's pixels"}
+
+
+def test_the_camera_is_named_once_whatever_the_case_of_its_make():
+    from lookalike.search.keep import camera_name
+
+    assert camera_name({"Make": "Canon", "Model": "Canon EOS 50D"}) == "Canon EOS 50D"
+    assert camera_name({"Make": "samsung", "Model": "SAMSUNG SM-G960F"}) == "SAMSUNG SM-G960F"
+    assert camera_name({"Make": "Apple", "Model": "iPhone 12"}) == "Apple iPhone 12"
+    assert camera_name({"Model": "DSC-RX100"}) == "DSC-RX100" and camera_name({}) == ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import faiss
@@ -393,12 +394,15 @@ def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[
     def vector(row: FileRow) -> np.ndarray:
         return vectors[position[row.id]]
 
-    facts: dict = {}
-    for members in components:
+    def tied(members: list[FileRow]) -> list[FileRow]:
         pixels = Counter((m.width or 0) * (m.height or 0) for m in members)
-        tied = [m for m in members if pixels[(m.width or 0) * (m.height or 0)] > 1]
-        if len(tied) > 1:
-            facts.update(group_facts(tied, vector))
+        return [m for m in members if pixels[(m.width or 0) * (m.height or 0)] > 1]
+
+    facts: dict = {}
+    alike = [t for t in map(tied, components) if len(t) > 1]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding lets go of the GIL
+        for found in pool.map(lambda members: group_facts(members, vector), alike):
+            facts.update(found)
     return facts
 
 

@@ -387,6 +387,9 @@ class _Scores:
         return metric.with_pixels(out, metric.gap_matrix([m.colour for m in members], local=True))
 
 
+FACT_THREADS = 2  # components whose files are read at once (each may decode a few large members)
+
+
 def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[int, int]) -> dict:
     """What the files say (see provenance) of the members that the rules before them
     (resolution) cannot tell from another member of their component."""
@@ -400,7 +403,7 @@ def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[
 
     facts: dict = {}
     alike = [t for t in map(tied, components) if len(t) > 1]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding lets go of the GIL
+    with ThreadPoolExecutor(FACT_THREADS) as pool:  # decoding lets go of the GIL
         for found in pool.map(lambda members: group_facts(members, vector), alike):
             facts.update(found)
     return facts

@@ -158,36 +158,37 @@ def _resaves(jpegs: list[FileRow], lossy: list[FileRow], facts: dict[int, FileFa
     """Mark in ``facts`` the ``jpegs`` that were re-saved (:func:`resave.resaved_from`) from
     a member of ``lossy`` (one resolution) they would outrank by quality or size: a
     quality-90 mirror or caption of a quality-75 original, a JPEG of a WebP. Best first,
-    each against the members below it, best first; decodes are kept for the group."""
+    each against the members below it: first those others were re-saved from, then by
+    quality (those saved with its own settings last: likelier its siblings than its
+    source). Only what the test needs of each member is kept (a few crops, not the pixels)."""
 
     def standing(m: FileRow) -> tuple[float, int]:
         return quality(m, facts[m.id]), m.size
 
-    decoded: dict[str, Image.Image | None] = {}
+    seen: dict[str, resave.Decoded | None] = {}
 
-    def pixels(m: FileRow) -> Image.Image | None:
-        if m.path not in decoded:
-            decoded[m.path] = resave.open_decoded(m.path)
-        return decoded[m.path]
+    def decoded(m: FileRow) -> resave.Decoded | None:
+        if m.path not in seen:
+            seen[m.path] = resave.open_decoded(m.path)
+        return seen[m.path]
 
+    sources: set[int] = set()  # members that others were found re-saved from
     tests = 0
     for b in sorted(jpegs, key=standing, reverse=True):
-        if facts[b.id].reencode_of is not None:
-            continue
         mine = standing(b)
         below = [a for a in lossy if standing(a) < mine]
-        # members saved with b's own settings are likelier its siblings than its source: last
-        below.sort(key=lambda a: (standing(a)[0] == mine[0], -standing(a)[0], -standing(a)[1]))
-        if not below or (jb := pixels(b)) is None:
+        below.sort(key=lambda a: (a.id not in sources, standing(a)[0] == mine[0], *(-x for x in standing(a))))
+        if not below or (jb := decoded(b)) is None:
             return
         for a in below:
             if tests >= RESAVE_TESTS:
                 return
-            if (ja := pixels(a)) is None:
+            if (ja := decoded(a)) is None:
                 continue
             tests += 1
             if resave.resaved_from(jb, ja):
                 facts[b.id] = replace(facts[b.id], reencode_of=(a.format or "JPEG").upper())
+                sources.add(a.id)
                 break
         else:
             return  # b stands on its own: the members below it are not kept before it

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
@@ -54,22 +55,43 @@ _TURNS: dict[str, tuple[Callable[[Image.Image], Image.Image], Callable[..., tupl
 }
 
 
-def open_decoded(path: str) -> Image.Image | None:
-    """A file's pixels as stored (RGB or L, decoded), for :func:`resaved_from`; None for
-    what the test does not apply to: an EXIF-rotated, transparent, CMYK or huge picture, or
-    one that cannot be read."""
+@dataclass(frozen=True)
+class Decoded:
+    """What the test needs of a file, kept instead of its pixels: the central part as each
+    of :data:`_TURNS` would bring it there, and how the file was encoded."""
+
+    size: tuple[int, int]
+    jpeg: bool
+    mode: str  # "L" or "RGB"
+    tables: dict | None  # a JPEG's quantisation tables (natural order), its subsampling
+    sampling: int
+    parts: dict[str, Image.Image]  # turn -> the part of the picture it brings to the window
+
+
+def open_decoded(path: str) -> Decoded | None:
+    """What :func:`resaved_from` needs of a file; None for what the test does not apply to:
+    a picture too small, EXIF-rotated, transparent, CMYK or huge, or one that cannot be
+    read."""
     try:
-        im = Image.open(path)
-        if im.width * im.height > MAX_MEGAPIXELS * 1e6 or im.mode not in ("RGB", "L", "RGBA"):
-            return None
-        if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            return None
-        im.load()
-        if im.mode == "RGBA":
-            if im.getchannel("A").getextrema()[0] < 255:
+        with Image.open(path) as im:
+            box = _window(im.size)
+            if box is None or im.width * im.height > MAX_MEGAPIXELS * 1e6:
                 return None
-            im = im.convert("RGB")
-        return im
+            if im.mode not in ("RGB", "L", "RGBA"):
+                return None
+            if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                return None
+            jpeg = (im.format or "").upper() in JPEG_FORMATS
+            tables = dict(im.quantization) if jpeg else None
+            sampling = JpegImagePlugin.get_sampling(im) if jpeg and im.mode != "L" else 0
+            im.load()
+            if im.mode == "RGBA" and im.getchannel("A").getextrema()[0] < 255:
+                return None
+            mode = "L" if im.mode == "L" else "RGB"
+            parts = {}
+            for turn, (turned, origin) in _TURNS.items():
+                parts[turn] = turned(im.crop(origin(*im.size, *box))).convert(mode)
+            return Decoded(im.size, jpeg, mode, tables, sampling, parts)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
         return None
 
@@ -83,19 +105,13 @@ def _window(size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     return box if box[2] - box[0] >= 48 and box[3] - box[1] >= 48 else None
 
 
-def _part(source: Image.Image, box: tuple[int, int, int, int], turn: str, mode: str) -> Image.Image:
-    """What lies in ``box`` of ``source`` turned by ``turn``, in ``mode``."""
-    turned, origin = _TURNS[turn]
-    return turned(source.crop(origin(*source.size, *box))).convert(mode)
-
-
-def _turn_between(source: Image.Image, jpeg: Image.Image, box: tuple[int, int, int, int]) -> str:
-    """Which of :data:`_TURNS` of ``source`` looks most like ``jpeg`` in ``box``."""
-    mode = "L" if jpeg.mode == "L" else "RGB"
-    target = np.asarray(jpeg.crop(box).convert(mode).reduce(4), np.float32)
+def _turn_between(source: Decoded, jpeg: Decoded) -> str:
+    """Which of :data:`_TURNS` of ``source`` looks most like ``jpeg`` in the window."""
+    target = np.asarray(jpeg.parts["none"].reduce(4), np.float32)
 
     def gap(turn: str) -> float:
-        return float(np.abs(np.asarray(_part(source, box, turn, mode).reduce(4), np.float32) - target).mean())
+        part = np.asarray(source.parts[turn].convert(jpeg.mode).reduce(4), np.float32)
+        return float(np.abs(part - target).mean())
 
     return min(_TURNS, key=gap)
 
@@ -107,22 +123,18 @@ def _blocks(x: np.ndarray) -> np.ndarray:
     return x[: rows * 8, : cols * 8].reshape(rows, 8, cols, 8, -1).swapaxes(1, 2).reshape(rows, cols, -1)
 
 
-def given_back(jpeg: Image.Image, source: Image.Image, turn: str = "none") -> tuple[float, int]:
+def given_back(jpeg: Decoded, source: Decoded, turn: str = "none") -> tuple[float, int]:
     """(share, count) of the blocks of ``jpeg``'s central part that differ from the turned
     ``source`` (not where an edit changed them) and that re-encoding it with ``jpeg``'s
     tables gives back exactly; (0, 0) when it cannot be re-encoded so."""
-    tables = getattr(jpeg, "quantization", None)
-    mode = "L" if jpeg.mode == "L" else "RGB"
-    sampling = 0 if mode == "L" else JpegImagePlugin.get_sampling(jpeg)
-    box = _window(jpeg.size)
-    if not tables or sampling < 0 or box is None or source.size != jpeg.size:
+    if not jpeg.tables or jpeg.sampling < 0 or source.size != jpeg.size:
         return 0.0, 0
-    part = _part(source, box, turn, mode)
+    part = source.parts[turn].convert(jpeg.mode)
     buf = io.BytesIO()
-    part.save(buf, "JPEG", qtables=tables, subsampling=sampling)
+    part.save(buf, "JPEG", qtables=jpeg.tables, subsampling=jpeg.sampling)
     with Image.open(buf) as again:
-        redone = np.asarray(again.convert(mode), np.int16)
-    mine, theirs = np.asarray(jpeg.crop(box).convert(mode), np.int16), np.asarray(part, np.int16)
+        redone = np.asarray(again.convert(jpeg.mode), np.int16)
+    mine, theirs = np.asarray(jpeg.parts["none"], np.int16), np.asarray(part, np.int16)
     gap = _blocks(np.abs(mine - theirs))
     edited = gap.mean(axis=2) > EDITED
     for _ in range(EDITED_REACH):
@@ -140,18 +152,16 @@ def given_back(jpeg: Image.Image, source: Image.Image, turn: str = "none") -> tu
     return float((back & differ).sum()) / count, count
 
 
-def resaved_from(jpeg: Image.Image, source: Image.Image) -> bool:
-    """Whether ``jpeg`` (a decoded JPEG) was saved from ``source``'s decoded pixels (a JPEG's
-    or a lossy WebP's of the same size), perhaps mirrored, flipped, turned or captioned."""
-    if (jpeg.format or "").upper() not in JPEG_FORMATS or jpeg.size != source.size:
+def resaved_from(jpeg: Decoded, source: Decoded) -> bool:
+    """Whether ``jpeg`` (a JPEG's :class:`Decoded`) was saved from ``source``'s decoded
+    pixels (a JPEG's or a lossy WebP's of the same size), perhaps mirrored, flipped, turned
+    or captioned."""
+    if not jpeg.jpeg or jpeg.size != source.size:
         return False
-    box = _window(jpeg.size)
-    if box is None:
-        return False
-    turn = _turn_between(source, jpeg, box)
+    turn = _turn_between(source, jpeg)
     share, count = given_back(jpeg, source, turn)
     if count < MIN_BLOCKS or share < REPRODUCED:
         return False
-    if (source.format or "").upper() in JPEG_FORMATS:  # not both ways (a smooth picture, one quality)
+    if source.jpeg:  # not both ways (a smooth picture, one quality)
         return given_back(source, jpeg, turn)[0] < REPRODUCED
     return share >= FROM_WEBP

@@ -211,6 +211,20 @@ def test_a_jpeg_resaved_from_another_files_pixels_is_told_from_its_source(tmp_pa
     assert not resaved_from(im("mirrored.jpg"), im("captioned.jpg"))  # siblings, not each other's source
 
 
+def test_a_coarse_jpeg_is_not_taken_for_a_resave_of_its_fine_webp_copy(tmp_path):
+    """Re-encoding a fine WebP copy of a quality-20 JPEG with the JPEG's tables gives back
+    every block of the JPEG; the WebP's coefficients, on the JPEG's lattice, tell which was
+    first."""
+    from lookalike.search.resave import given_back, off_lattice, open_decoded, resaved_from
+
+    make_photo(1, (640, 480)).save(tmp_path / "original.jpg", quality=20)
+    Image.open(tmp_path / "original.jpg").save(tmp_path / "copy.webp", "WEBP", quality=95)
+    original, copy = open_decoded(str(tmp_path / "original.jpg")), open_decoded(str(tmp_path / "copy.webp"))
+    assert given_back(original, copy)[0] == 1.0  # the trap
+    assert off_lattice(original, copy, "none") < 0.1
+    assert not resaved_from(original, copy)
+
+
 def test_the_original_jpeg_is_kept_over_its_higher_quality_resaves(tmp_path, tf2_model):
     """Quality 90 over quality 75 would keep the re-save and propose the original for
     removal; the re-saves give themselves away, and the original is kept."""

@@ -5,7 +5,7 @@ the JPEG tables come from the headers (no decode); a re-encode is checked by dec
 members of one resolution: a lossless file against the JPEG closest to it (a JPEG's decode
 saved losslessly), and a JPEG against the lossy members it would outrank (a JPEG re-saved,
 perhaps mirrored or captioned, from another JPEG's or a lossy WebP's decode: see
-:func:`resaved_from`).
+:func:`lookalike.search.resave.resaved_from`).
 """
 
 from __future__ import annotations

@@ -195,12 +195,14 @@ def _resaved(tmp_path):
 
 
 def test_a_jpeg_resaved_from_another_files_pixels_is_told_from_its_source(tmp_path):
-    from lookalike.search.resave import open_decoded, resaved_from
+    from lookalike.search.resave import Decoded, open_decoded, resaved_from
 
     _resaved(tmp_path)
 
-    def im(name: str) -> Image.Image:
-        return open_decoded(str(tmp_path / name))
+    def im(name: str) -> Decoded:
+        decoded = open_decoded(str(tmp_path / name))
+        assert decoded is not None, name
+        return decoded
 
     for copy in ("resaved.jpg", "mirrored.jpg", "captioned.jpg", "gray.jpg", "coarse.jpg"):
         assert resaved_from(im(copy), im("original.jpg")), copy

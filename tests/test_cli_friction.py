@@ -274,6 +274,34 @@ def test_ctrl_c_while_indexing_says_how_many_are_committed_and_how_to_resume(tmp
     assert f"{committed} unchanged" in res.stdout
 
 
+def test_ctrl_c_right_after_a_batch_is_written_is_held_until_it_is_counted(
+    tmp_path, photo_dir, tf2_model, monkeypatch
+):
+    """CI found it: Ctrl-C between a batch's commit and the progress call said "0 images
+    committed" with 8 in the catalogue. The commit and its count are now one step."""
+    from lookalike import Index, IndexOptions
+    from lookalike.storage import Store
+
+    written = Store.add
+
+    def add_then_ctrl_c(self, *args, **kwargs):
+        written(self, *args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # as a person pressing Ctrl-C just then
+
+    monkeypatch.setattr(Store, "add", add_then_ctrl_c)
+    told: list[tuple[int, int]] = []
+    with pytest.raises(KeyboardInterrupt):
+        Index(tmp_path / "ix").add(
+            [photo_dir],
+            model=str(tf2_model),
+            options=IndexOptions(workers=0, batch_size=3),
+            progress=lambda done, total: told.append((done, total)),
+        )
+    with sqlite3.connect(tmp_path / "ix" / "catalog.sqlite") as db:
+        committed = db.execute("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0]
+    assert told[-1] == (committed, 8) and committed == 3
+
+
 def test_the_calibration_at_the_end_of_index_has_its_own_bar_on_a_terminal(tmp_path, tf2_model):
     from lookalike.search.calibration import AUTO_CALIBRATE
     from tests.conftest import make_photo

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -235,14 +238,33 @@ def index_paths(
     for done, item in enumerate(records, 1):
         run.take(item, by_hash, gone, claimed)
         if run.full:
-            run.flush()
-            if progress:
-                progress(done, len(todo))
-    run.flush()
+            with _ctrl_c_held():  # a batch is written and counted as one, so the count told is true
+                run.flush()
+                if progress:
+                    progress(done, len(todo))
+    with _ctrl_c_held():
+        run.flush()
+        if progress:
+            progress(len(todo), len(todo))
     if gone:
         report.removed = store.remove_paths(sorted(gone))
     store.checkpoint()
-    if progress:
-        progress(len(todo), len(todo))
     report.seconds = time.monotonic() - started
     return report
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while the block runs and deliver it after (main thread only:
+    only it receives signals; elsewhere the block just runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # to the handler there was: KeyboardInterrupt, as a rule

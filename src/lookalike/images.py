@@ -404,5 +404,32 @@ def thumbnail_jpeg(
         raise ImageError(f"cannot decode: {exc}") from exc
 
 
+def screen_view(
+    path: str | os.PathLike, side: int, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> Image.Image:
+    """A file's picture as the indexer sees it (EXIF orientation applied, transparency on
+    the background a screen shows it on, see :func:`flatten`), its longer side at most
+    ``side`` (JPEGs reduced as they decode). Raises :class:`ImageError` with the reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_megapixels * 1e6:
+                    raise ImageTooLarge(f"too large: {im.width}x{im.height}")
+                im.draft("RGB", (side, side))
+                im = _reduced(im, side / REDUCING_GAP)
+                rgb = flatten(ImageOps.exif_transpose(im))[0]
+                rgb.thumbnail((side, side), Image.Resampling.BOX)
+                return rgb
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not a recognised image format") from exc
+    except Exception as exc:  # Pillow's plugins raise many kinds on corrupt files
+        raise ImageError(f"cannot decode: {exc}") from exc
+
+
 def is_image_name(path: str | Path) -> bool:
     return os.path.splitext(str(path))[1].lower() in SUPPORTED_EXTENSIONS

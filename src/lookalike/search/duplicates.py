@@ -1,6 +1,7 @@
 """Duplicate groups over an index: exact (same bytes) and near (cosine above a threshold;
 on an index that weighs pixels, the score of search.metric: lowered by a pixel gap, lifted a
-little when the pixels match once a copy's edit is undone).
+little when the pixels match once a copy's edit is undone; a pair whose features pass but
+whose stored grids do not is checked from its files, search.geometric).
 
 Candidate pairs come from FAISS k-nearest-neighbour search (exact for small collections,
 an IVF index trained on the collection's own vectors for large ones), never from an
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import faiss
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 from lookalike import colour
 from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
-from lookalike.search import metric
+from lookalike.search import geometric, metric
 from lookalike.search.calibration import Calibration
 from lookalike.search.keep import KeepRules
 from lookalike.search.provenance import group_facts
@@ -305,11 +307,14 @@ def find_duplicates(
     same = store.catalogue.same_content_pairs()
     edges = {(a, b) for a, b in same if a in in_snapshot and b in in_snapshot}
     rows = None
+    verified: dict[tuple[int, int], float] = {}
     if threshold <= 1.0:
         near = candidate_pairs(ids, vectors, threshold - (metric.matched_lift() if pixels else 0.0))
         if pixels:  # the rows read once: their colours now, the groups' members after
             rows = store.catalogue.rows({i for pair in near | edges for i in pair})
-            near = _weigh_pixels(near, rows, ids, vectors, threshold)
+            near, unsure = _weigh_pixels(near, rows, ids, vectors, threshold)
+            verified = _verified(unsure, rows, threshold)
+            near |= set(verified)
         edges |= near
     comps = _components(edges)
     if rows is None:
@@ -323,7 +328,7 @@ def find_duplicates(
     )
     components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
     rules = replace(rules, facts={**rules.facts, **_facts(components, vectors, position)})
-    scores = _Scores(vectors, position, pixels)
+    scores = _Scores(vectors, position, pixels, verified)
     groups: list[Group] = []
     for comp in components:
         members = sorted(comp, key=rules.rank)
@@ -338,11 +343,12 @@ def _weigh_pixels(
     ids: np.ndarray,
     vectors: np.ndarray,
     threshold: float,
-) -> set[tuple[int, int]]:
+) -> tuple[set[tuple[int, int]], dict[tuple[int, int], float]]:
     """The ``pairs`` still at ``threshold`` once their score weighs their pixel gap
-    (``rows``: the catalogue rows of their files)."""
+    (``rows``: the catalogue rows of their files), and the cosines of those left out that
+    their features alone pass and their colours do not set apart (see :func:`_verified`)."""
     if not pairs:
-        return pairs
+        return pairs, {}
     listed = [(a, b) for a, b in sorted(pairs) if a in rows and b in rows]
     at = {int(i): n for n, i in enumerate(ids)}
     a = np.array([at[x] for x, _ in listed])
@@ -353,8 +359,32 @@ def _weigh_pixels(
     near = np.flatnonzero(metric.highest(cosine, colour_gaps) >= threshold)
     pairs_near = [first[i] for i in near], [second[i] for i in near]
     gaps = metric.with_detail(colour_gaps[near], *pairs_near, local=True)
-    weighed = metric.with_pixels(cosine[near], gaps)
-    return {listed[i] for i, s in zip(near, weighed, strict=True) if s >= threshold}
+    weighed = dict(zip(near.tolist(), metric.with_pixels(cosine[near], gaps).tolist(), strict=True))
+    kept = {listed[i] for i, s in weighed.items() if s >= threshold}
+    unsure = {
+        listed[i]: float(cosine[i])
+        for i in np.flatnonzero((cosine >= threshold) & (colour_gaps <= geometric.MAX_COLOUR_GAP))
+        if weighed.get(i, -1) < threshold and not recoloured(first[i], second[i])
+    }
+    return kept, unsure
+
+
+def _verified(
+    unsure: dict[tuple[int, int], float], rows: dict[int, FileRow], threshold: float
+) -> dict[tuple[int, int], float]:
+    """Pixel gaps measured again from the files (:mod:`lookalike.search.geometric`) of the
+    ``unsure`` pairs (their cosines): those the stored grids kept out but their features
+    pass, whose score on the aligned pictures reaches ``threshold``."""
+    if not unsure:
+        return {}
+    pairs = sorted(unsure, key=lambda p: (rows[p[0]].path, rows[p[1]].path))  # a file's pairs together
+    gaps = geometric.verified_gaps([(rows[a].path, rows[b].path) for a, b in pairs])
+    out = {}
+    for a, b in pairs:
+        gap = gaps.get((rows[a].path, rows[b].path))
+        if gap is not None and float(metric.with_pixels(unsure[a, b], gap)) >= threshold:
+            out[a, b] = gap
+    return out
 
 
 @dataclass(frozen=True)
@@ -362,29 +392,55 @@ class _Scores:
     """Scores of member pairs: the cosine (in the learned space, if any), weighing the pixel
     gap when the index's calibration does, as search does, and a difference in one place
     too (another shot of the scene is no duplicate, see search.metric); pixels that match
-    lift a score (by up to metric.matched_lift(), so above search's and even above 1)."""
+    lift a score (by up to metric.matched_lift(), so above search's and even above 1).
+    ``verified``: the gaps of pairs (ids, smaller first) measured on their aligned files
+    (see :func:`_verified`), which count where they score higher."""
 
     vectors: np.ndarray
     position: dict[int, int]
     pixels: bool
+    verified: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    def to(self, members: Sequence[FileRow], one: FileRow, credit: bool = True) -> np.ndarray:
-        """Scores of ``members`` against ``one`` (not lifted where pixels match, if not ``credit``)."""
+    def to(
+        self, members: Sequence[FileRow], one: FileRow, credit: bool = True, verified: bool = True
+    ) -> np.ndarray:
+        """Scores of ``members`` against ``one`` (not lifted where pixels match, if not
+        ``credit``; from the stored grids only, if not ``verified``)."""
         if not members:
             return np.zeros(0, np.float32)
-        out = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
-        if self.pixels:
-            colours = [one.colour] * len(members), [m.colour for m in members]
-            out = metric.with_pixels(out, metric.pixel_gaps(*colours, local=True, credit=credit))
+        cosine = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
+        if not self.pixels:
+            return cosine
+        colours = [one.colour] * len(members), [m.colour for m in members]
+        out = metric.with_pixels(cosine, metric.pixel_gaps(*colours, local=True, credit=credit))
+        for n, m in enumerate(members if credit and verified else ()):
+            gap = self.verified.get((min(m.id, one.id), max(m.id, one.id)))
+            if gap is not None:
+                out[n] = max(out[n], metric.with_pixels(cosine[n], gap))
         return out
 
     def among(self, members: Sequence[FileRow]) -> np.ndarray:
         """Scores between every two ``members``."""
         own = self.vectors[[self.position[m.id] for m in members]]
-        out = own @ own.T
+        cosine = own @ own.T
         if not self.pixels:
-            return out
-        return metric.with_pixels(out, metric.gap_matrix([m.colour for m in members], local=True))
+            return cosine
+        out = metric.with_pixels(cosine, metric.gap_matrix([m.colour for m in members], local=True))
+        where = {m.id: n for n, m in enumerate(members)}
+        for m in members:
+            for other, gap in self._verified_with.get(m.id, ()):
+                if other in where:
+                    i, j = where[m.id], where[other]
+                    out[i, j] = out[j, i] = max(out[i, j], metric.with_pixels(cosine[i, j], gap))
+        return out
+
+    @cached_property
+    def _verified_with(self) -> dict[int, list[tuple[int, float]]]:
+        """The verified pairs by their first id: (the other id, its gap)."""
+        out: dict[int, list[tuple[int, float]]] = {}
+        for (a, b), gap in self.verified.items():
+            out.setdefault(a, []).append((b, gap))
+        return out
 
 
 FACT_THREADS = 2  # components whose files are read at once (each may decode a few large members)
@@ -492,6 +548,7 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
     sims = scores.to(rest, keep)
     # what grouped them (recoloured at it: not grouped); the kept image is often the centre itself
     links = sims if centre.id == keep.id else np.maximum(sims, scores.to(rest, centre))
+    plain = centre.id == keep.id or scores.to([keep], centre, verified=False)[0] >= threshold
     group = Group(keep)
     for m, s, link in zip(rest, sims, links, strict=True):
         exact = m.content_hash is not None and m.content_hash == keep.content_hash
@@ -502,6 +559,12 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
             continue  # another shot of a burst (a blink, a smile) matches at the grid's scale: no lift
         if not exact and judge.relation(keep, m, float(link)) is None:
             continue
+        if (
+            not exact
+            and s < threshold
+            and not (plain and scores.to([m], centre, verified=False)[0] >= threshold)
+        ):
+            continue  # linked through the files only (kept-centre or centre-it): must pass the kept one
         kind = EXACT if exact else relation(float(s), judge.cutoffs, False, keep.colour, m.colour)
         score = 1.0 if exact else float(min(s, 1.0))
         via = centre.path if not exact and s < threshold and m.id != centre.id else None

@@ -91,9 +91,13 @@ def test_another_shot_of_the_scene_stays_apart(tmp_path):
     shifted = original.crop((6, 4, w, h)).resize((w, h))  # the camera moved by 1%
     a = _save(original, tmp_path / "a.jpg")
     b, c = _save(moved, tmp_path / "b.jpg"), _save(shifted, tmp_path / "c.jpg")
-    gaps = geometric.verified_gaps([(a, b), (a, c)])
+    tall = _scene(3, (900, 640))
+    up, down = tall.crop((0, 0, w, h)), tall.crop((0, 10, w, h + 10))  # the camera moved down 10 px
+    d, e = _save(up, tmp_path / "d.jpg"), _save(down, tmp_path / "e.jpg")
+    gaps = geometric.verified_gaps([(a, b), (a, c), (d, e), (e, d)])
     assert gaps.get((a, b), 99) > 10
     assert (a, c) not in gaps  # the same frame and no bar: the grids' word stands
+    assert (d, e) not in gaps and (e, d) not in gaps  # the rows the move left empty are no caption bar
 
 
 def test_dupes_groups_the_crop_and_the_captioned_copy_with_their_original(tmp_path):

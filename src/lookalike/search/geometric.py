@@ -47,6 +47,8 @@ BAND_DIFFERS = 10.0  # ... and of a tone this far from the median of the other p
 BAND_COVERS, BAND_WIDE = 20.0, 0.6  # ... or the other differs from its fill by this in this share of the row
 MAX_BANDS = 0.25  # more rows than this share in bars: not an overlay, the pictures differ
 BAR_ROWS = 0.1  # ... or one bar thicker than this share of the rows
+MIN_BAR_ROWS = 0.015  # ... and a bar is at least this thick (a horizon a row off is no bar)
+MIN_SIDE = 16  # px: what is left to compare on the common ground
 VIEW_SIDE = 224  # the colour signature's input, as the indexer makes it from its model input
 MAX_COLOUR_GAP = 30.0  # pairs whose stored colour gap is larger differ in colour, not by an edit undone here
 THREADS = 2  # pairs verified at once (OpenCV and Pillow let go of the GIL)
@@ -161,14 +163,38 @@ def aligned(a: _Picture, b: _Picture) -> tuple[np.ndarray, np.ndarray] | None:
     inverse = cv2.invertAffineTransform(matrix)
     b_in_a, a_in_b = _sticks_out(matrix, size_b, size_a), _sticks_out(inverse, size_a, size_b)
     if b_in_a <= INSIDE:  # b is a's crop (or a's size): a brought to b's frame
-        x, y = cv2.warpAffine(a.rgb, inverse, size_b, flags=cv2.INTER_AREA), rgb_b
+        x, y = _warped(a.rgb, inverse, size_b), rgb_b
     elif a_in_b <= INSIDE:  # a is b's crop
-        x, y = a.rgb, cv2.warpAffine(rgb_b, matrix, size_a, flags=cv2.INTER_AREA)
+        x, y = a.rgb, _warped(rgb_b, matrix, size_a)
     else:
+        return None
+    x, y = _on_common_ground(x, y)
+    if min(x.shape[:2]) < MIN_SIDE:
         return None
     x, y, bars = _bars_undone(x, y)
     same_frame = max(b_in_a, a_in_b) <= INSIDE
     return None if same_frame and not bars else (x, y)
+
+
+def _warped(rgb: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` moved by ``matrix`` onto a frame of ``size``, with a fourth channel: 255
+    where the picture reached (the tolerance of :data:`INSIDE` leaves a few border rows)."""
+    reached = np.full(rgb.shape[:2], 255, np.uint8)
+    moved = cv2.warpAffine(np.dstack([rgb, reached]), matrix, size, flags=cv2.INTER_AREA)
+    return moved
+
+
+def _on_common_ground(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` (one of them with the reach channel of :func:`_warped`) as RGB, cut
+    to the rows and columns the warped picture fully reached: an empty border is no bar."""
+    moved = x if x.shape[2] == 4 else y
+    full = moved[..., 3] == 255
+    rows = np.flatnonzero(full[:, full.mean(axis=0) >= 0.5].all(axis=1))  # the edge columns aside
+    cols = np.flatnonzero(full[rows].all(axis=0)) if len(rows) else rows
+    if not len(rows) or not len(cols):
+        return x[:0, :0, :3], y[:0, :0, :3]
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1, :3]
+    return np.ascontiguousarray(x[box]), np.ascontiguousarray(y[box])
 
 
 def _bars_undone(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -201,11 +227,13 @@ def _bars(luma: np.ndarray, other: np.ndarray) -> np.ndarray:
     closed = ~_widened(_widened(~grown))  # gaps of up to 4 rows closed (glyph rows less flat)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], closed.astype(np.int8), [0]])))
     for start, end in zip(edges[::2], edges[1::2], strict=True):
-        tone = np.median(fill[start:end])
-        beyond = [r for r in (start - 3, end + 2) if 0 <= r < len(luma)]  # past its blurred edge
-        edge = min((float(np.median(np.abs(luma[r] - tone))) for r in beyond), default=0.0)
-        if end - start > BAR_ROWS * len(luma) or edge <= BAND_DIFFERS:  # thin, edged on both sides
-            closed[start:end] = False  # (a dark gradient's rows are flat too, and a shifted horizon)
+        tone = float(np.median(fill[start:end]))
+        beyond = [float(np.median(luma[r])) for r in (start - 3, end + 2) if 0 <= r < len(luma)]
+        lighter = all(tone > side + BAND_DIFFERS for side in beyond)  # past its blurred edges
+        darker = all(tone < side - BAND_DIFFERS for side in beyond)
+        thickness = (end - start) / len(luma)
+        if not (MIN_BAR_ROWS <= thickness <= BAR_ROWS and beyond and (lighter or darker)):
+            closed[start:end] = False  # a bar stands out of both sides: not a gradient or horizon
     return closed
 
 

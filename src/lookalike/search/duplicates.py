@@ -434,6 +434,16 @@ class _Scores:
                     out[i, j] = out[j, i] = max(out[i, j], metric.with_pixels(cosine[i, j], gap))
         return out
 
+    def by_files_only(self, one: FileRow, other: FileRow, threshold: float) -> bool:
+        """Whether the pair passes ``threshold`` only by its verified gap: the stored grids
+        alone keep it out (either way round: their gap is not symmetric)."""
+        if (min(one.id, other.id), max(one.id, other.id)) not in self.verified:
+            return False
+        return (
+            max(self.to([one], other, verified=False)[0], self.to([other], one, verified=False)[0])
+            < threshold
+        )
+
     @cached_property
     def _verified_with(self) -> dict[int, list[tuple[int, float]]]:
         """The verified pairs by their first id: (the other id, its gap)."""
@@ -548,7 +558,7 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
     sims = scores.to(rest, keep)
     # what grouped them (recoloured at it: not grouped); the kept image is often the centre itself
     links = sims if centre.id == keep.id else np.maximum(sims, scores.to(rest, centre))
-    plain = centre.id == keep.id or scores.to([keep], centre, verified=False)[0] >= threshold
+    by_files = centre.id != keep.id and scores.by_files_only(keep, centre, threshold)
     group = Group(keep)
     for m, s, link in zip(rest, sims, links, strict=True):
         exact = m.content_hash is not None and m.content_hash == keep.content_hash
@@ -559,11 +569,7 @@ def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, thresho
             continue  # another shot of a burst (a blink, a smile) matches at the grid's scale: no lift
         if not exact and judge.relation(keep, m, float(link)) is None:
             continue
-        if (
-            not exact
-            and s < threshold
-            and not (plain and scores.to([m], centre, verified=False)[0] >= threshold)
-        ):
+        if not exact and s < threshold and (by_files or scores.by_files_only(m, centre, threshold)):
             continue  # linked through the files only (kept-centre or centre-it): must pass the kept one
         kind = EXACT if exact else relation(float(s), judge.cutoffs, False, keep.colour, m.colour)
         score = 1.0 if exact else float(min(s, 1.0))

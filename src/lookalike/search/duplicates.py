@@ -377,7 +377,10 @@ def _verified(
     pass, whose score on the aligned pictures reaches ``threshold``."""
     if not unsure:
         return {}
-    pairs = sorted(unsure, key=lambda p: (rows[p[0]].path, rows[p[1]].path))  # a file's pairs together
+    component = {i: n for n, members in enumerate(_components(unsure)) for i in members}
+    pairs = sorted(
+        unsure, key=lambda p: (component[p[0]], rows[p[0]].path, rows[p[1]].path)
+    )  # files read once
     gaps = geometric.verified_gaps([(rows[a].path, rows[b].path) for a, b in pairs])
     out = {}
     for a, b in pairs:

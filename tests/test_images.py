@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, JpegImagePlugin
+from PIL import Image, ImageDraw, JpegImagePlugin
 
-from lookalike.images import ImageError, decode, read_image_file
+from lookalike.images import ImageError, decode, read_image_file, thumbnail_jpeg
 from tests.conftest import make_photo
 
 SIZE = (64, 48)  # (height, width)
@@ -217,3 +217,15 @@ def test_exif_text_ends_at_its_first_nul():
     raw = {"Make": "Nokia\x002", "Model": "N9"}
     stored_before = FileRow(1, "/a.jpg", 1, 0, None, 64, 48, "JPEG", None, raw)
     assert camera_metadata(stored_before) == ["Nokia N9"]
+
+
+def test_a_transparent_pictures_thumbnail_shows_it_as_the_index_sees_it(tmp_path):
+    """Pages showed a transparent logo's thumbnail on black (its hidden pixels), where the
+    index sees it on white; the thumbnail is now the indexer's screen view."""
+    logo = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(logo).ellipse((50, 50, 250, 150), fill=(200, 30, 30, 255))
+    logo.save(tmp_path / "logo.png")
+    thumb = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "logo.png", 128))))
+    assert thumb.shape == (85, 128, 3)
+    assert thumb[0, 0].min() > 245 and thumb[42, 64, 0] > 150 > thumb[42, 64, 1]  # white around, red inside
+

@@ -378,30 +378,12 @@ def thumbnail_jpeg(
     quality: int = 80,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> bytes:
-    """A JPEG thumbnail (longest side ``side``, EXIF orientation applied). Raises
+    """A JPEG thumbnail of the picture as the indexer sees it (:func:`screen_view`: EXIF
+    orientation applied, transparency on its background), longest side ``side``. Raises
     :class:`ImageError` with the reason for anything that cannot be shown."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > max_megapixels * 1e6:
-                    raise ImageError(f"too large: {im.width}x{im.height}")
-                im.draft("RGB", (side, side))
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                im.thumbnail((side, side))
-                buf = io.BytesIO()
-                im.save(buf, "JPEG", quality=quality)
-                return buf.getvalue()
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"too large: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("not a recognised image format") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
-    except Exception as exc:  # Pillow's plugins raise many kinds on corrupt files
-        raise ImageError(f"cannot decode: {exc}") from exc
+    buf = io.BytesIO()
+    screen_view(path, side, max_megapixels).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def screen_view(
@@ -427,6 +409,8 @@ def screen_view(
         raise ImageTooLarge(f"too large: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not a recognised image format") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from exc
     except Exception as exc:  # Pillow's plugins raise many kinds on corrupt files
         raise ImageError(f"cannot decode: {exc}") from exc
 

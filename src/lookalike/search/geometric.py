@@ -48,11 +48,11 @@ BAND_COVERS, BAND_WIDE = 20.0, 0.6  # ... or the other differs from its fill by 
 MAX_BANDS = 0.25  # more rows than this share in bars: not an overlay, the pictures differ
 BAR_ROWS = 0.1  # ... or one bar thicker than this share of the rows
 MIN_BAR_ROWS = 0.015  # ... and a bar is at least this thick (a horizon a row off is no bar)
-MIN_SIDE = 16  # px: what is left to compare on the common ground
+MIN_SIDE = 16  # px: a picture, or what is left of two on their common ground, to compare
 VIEW_SIDE = 224  # the colour signature's input, as the indexer makes it from its model input
 MAX_COLOUR_GAP = 30.0  # pairs whose stored colour gap is larger differ in colour, not by an edit undone here
 THREADS = 2  # pairs verified at once (OpenCV and Pillow let go of the GIL)
-CACHE = 64  # pictures kept with their features (a file is in several pairs; ~1 MB each)
+CACHE = 64  # pictures kept with their features (a file is in several pairs; ~0.4 MB each)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _read(path: str) -> _Picture | None:
         rgb = np.ascontiguousarray(np.asarray(screen_view(path, SIDE), np.uint8))
     except (ImageError, OSError):
         return None
-    if min(rgb.shape[:2]) < 16:
+    if min(rgb.shape[:2]) < MIN_SIDE:
         return None
     return _Picture(rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
@@ -180,8 +180,7 @@ def _warped(rgb: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.nd
     """``rgb`` moved by ``matrix`` onto a frame of ``size``, with a fourth channel: 255
     where the picture reached (the tolerance of :data:`INSIDE` leaves a few border rows)."""
     reached = np.full(rgb.shape[:2], 255, np.uint8)
-    moved = cv2.warpAffine(np.dstack([rgb, reached]), matrix, size, flags=cv2.INTER_AREA)
-    return moved
+    return cv2.warpAffine(np.dstack([rgb, reached]), matrix, size, flags=cv2.INTER_AREA)
 
 
 def _on_common_ground(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

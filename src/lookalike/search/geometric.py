@@ -93,7 +93,7 @@ class _Pictures:
 def _read(path: str) -> _Picture | None:
     try:
         rgb = np.ascontiguousarray(np.asarray(screen_view(path, SIDE), np.uint8))
-    except (ImageError, OSError):
+    except ImageError:  # screen_view says so for whatever cannot be read (an OSError too)
         return None
     if min(rgb.shape[:2]) < MIN_SIDE:
         return None

@@ -66,7 +66,9 @@ indexed photo) pairs (pairs outside a query's top K count as negatives below thr
 bench/quality.py does) with its precision, recall and the share of its false pairs that
 are look-alike siblings; the cosine between siblings' originals; a reliability table of
 the calibrated probabilities (buckets [0.5,0.9), [0.9,0.99), [0.99,1]: pairs and share
-true).
+true), and for each half of the families (split by a hash of the family name) how far its
+worst bucket is from what it predicts: a constant tuned to the whole set can hide halves
+that err in opposite directions.
 
 Dupes: a library of originals + 8 kinds of copies (:data:`DUPES_EDITS`: jpeg_q50, webp,
 half_size, thumbnail, mirror, text, crop_80, gray: what the default preset promises,
@@ -104,6 +106,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -986,7 +989,9 @@ def false_pairs_at(rows: list[QueryRow], threshold: float) -> dict:
 BUCKETS = ((0.5, 0.9), (0.9, 0.99), (0.99, 1.0))
 
 
-def reliability(rows: list[QueryRow]) -> dict:
+def reliability(rows: list[QueryRow], family_of: dict[str, str] | None = None) -> dict:
+    """The reliability table of ``rows``' probabilities; with ``family_of``, also how far
+    off each half of the families is (:func:`_by_halves`)."""
     prob = np.concatenate([r.probability for r in rows])
     kinds = np.concatenate([r.kinds for r in rows])
     gave_way = np.concatenate([r.gave_way for r in rows])
@@ -1008,6 +1013,30 @@ def reliability(rows: list[QueryRow]) -> dict:
     out["true_pairs_below_0.5"] = int(np.sum(true & (prob < 0.5)))
     out["best_f1_over_probability"] = pair_f1(rows, "probability")
     out["originals_not_in_top_k"] = int(sum(r.rank == 0 for r in rows))
+    if family_of:
+        out["halves"] = _by_halves(rows, family_of)
+    return out
+
+
+def _by_halves(rows: list[QueryRow], family_of: dict[str, str]) -> list[dict]:
+    """The reliability of each half of the picture families (split by a hash of the family
+    name, so every run splits alike): its worst bucket's distance from its mean P, and the
+    share true at P >= 0.9. What holds on the whole set because its halves err in opposite
+    directions shows here."""
+    out = []
+    for half in (0, 1):
+        part = [r for r in rows if zlib.crc32(family_of[r.member].encode()) % 2 == half]
+        if not part:
+            continue
+        rel = reliability(part)
+        prob = np.concatenate([r.probability for r in part])
+        true = np.concatenate([r.kinds for r in part]) == "original"
+        off = [abs(b["share_true"] - b["mean_probability"]) for b in rel["buckets"] if b["pairs"]]
+        out.append({
+            "queries": len(part),
+            "worst_bucket_off_by": max(off) if off else float("nan"),
+            "share_true_at_p0.9": float(true[prob >= 0.9].mean()) if np.any(prob >= 0.9) else float("nan"),
+        })  # fmt: skip
     return out
 
 
@@ -1051,7 +1080,7 @@ def summarize_search(rows: list[QueryRow], data: Dataset) -> dict:
         "not_in_top_k": int(np.sum(ranks == 0)),
         "best_f1": pairs,
         "at_copies_preset": false_pairs_at(edited, 0.90),
-        "reliability": reliability(edited),
+        "reliability": reliability(edited, data.family_of),
         "top1_failures": failures,
         "subsets": {
             "originals with siblings": _recall([r for r in edited if r.member in with_siblings]),
@@ -1277,6 +1306,11 @@ def _print_reliability(rel: dict) -> None:
     print(f"  true pairs below P 0.5: {rel['true_pairs_below_0.5']}; best F1 over probabilities "
           f"{f1['f1']:.3f} at P {f1['threshold']:.3f} (precision {f1['precision']:.3f}, "
           f"recall {f1['recall']:.3f})")
+    if halves := rel.get("halves"):
+        off = " / ".join(f"{h['worst_bucket_off_by']:.3f}" for h in halves)
+        hi = " / ".join(f"{h['share_true_at_p0.9']:.3f}" for h in halves)
+        print(f"  each half of the families ({' / '.join(str(h['queries']) for h in halves)} queries): "
+              f"worst bucket off by {off}; share true at P >= 0.9 {hi}")  # fmt: skip
 
 
 def _plain(o: object) -> object:
@@ -1372,7 +1406,7 @@ def main() -> None:
         "search_with_copies": {
             "recall_at_1": float(np.mean([r.rank == 1 for r in with_copies])),
             "pair_f1": pair_f1(with_copies),
-            "reliability": reliability(with_copies),
+            "reliability": reliability(with_copies, data.family_of),
         },
         "dupes_edits": list(DUPES_EDITS),
         "seconds": seconds,

@@ -37,6 +37,18 @@ def test_logistic_fit_recovers_a_known_curve():
     assert b == pytest.approx(-14 + np.log((~y).sum() / y.sum()), abs=0.5)
 
 
+def test_logistic_fit_weighs_negatives_against_each_other_only():
+    rng = np.random.default_rng(1)
+    positives, negatives = rng.normal(0.8, 0.1, 300), rng.normal(0.3, 0.15, 400)
+    plain = fit_logistic(positives, negatives)
+    assert fit_logistic(positives, negatives, negative_weights=np.full(400, 7.0)) == pytest.approx(plain)
+    near = negatives > 0.5  # the negatives closest to the copies, weighed down: copies more likely there
+    light = fit_logistic(positives, negatives, negative_weights=np.where(near, 0.1, 1.0))
+    dropped = fit_logistic(positives, negatives[~near])
+    p = [1 / (1 + np.exp(-(a * 0.6 + b))) for a, b in (plain, light, dropped)]
+    assert p[0] < p[1] < p[2]
+
+
 def test_probability_and_threshold_are_inverse():
     cal = Calibration(a=30.0, b=-24.0, positives=10, negatives=10, photos=5)
     assert cal.probability(0.8) == pytest.approx(0.5)
@@ -87,8 +99,13 @@ def test_near_identical_shots_are_different_photo_examples(monkeypatch):
     monkeypatch.setattr(edits, "SHOTS", {})
     distant_only = calibration.fit(sample, embed, neighbours)
     assert distant_only.negatives == 6 * calibration.NEIGHBOURS
-    assert cal.probability(0.9) < distant_only.probability(0.9) - 0.2
+    assert cal.probability(0.9) < distant_only.probability(0.9) - 0.05
     assert cal.probability(0.97) > 0.8  # copies stay likely
+    # a made shot weighs less than a measured neighbour (a prior, not a count)
+    monkeypatch.setattr(calibration, "SHOT_WEIGHT", 1.0)
+    examples.stored_colours = [sig] * 6
+    counted_fully = calibration.fit_examples(examples, neighbours, lambda v: v, pixels=True)
+    assert counted_fully.probability(0.9) < cal.probability(0.9) - 0.05
 
 
 def test_presets_follow_the_calibration_for_unmeasured_models():

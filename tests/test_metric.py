@@ -154,6 +154,22 @@ def test_a_calibration_from_before_the_detail_residual_weighs_pixels_and_is_lear
     assert index.manifest().calibration["space"] == metric.PIXELS != metric.PIXELS_BEFORE_DETAIL
 
 
+def test_a_calibration_whose_made_shots_weighed_otherwise_is_fitted_again(tmp_path, tf2_model, monkeypatch):
+    index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
+    assert index.manifest().calibration["shot_weight"] == calibration.SHOT_WEIGHT
+    with index.store(writable=True) as store:  # as the version whose shots weighed 1 left it
+        state = {k: v for k, v in store.manifest.calibration.items() if k != "shot_weight"}
+        store.set_learned(store.metric, {**state, "b": state["b"] - 1.0}, 10)
+    fitted = []
+    real = calibration.calibrate_store
+    monkeypatch.setattr(calibration, "calibrate_store", lambda *a, **k: fitted.append(1) or real(*a, **k))
+    index.add([photos])  # nothing to index; fitted again
+    again = index.manifest().calibration
+    assert again["shot_weight"] == calibration.SHOT_WEIGHT and again["b"] != state["b"] - 1.0
+    index.add([photos])  # and not on every run
+    assert len(fitted) == 1
+
+
 def test_failing_to_learn_again_is_not_retried_on_every_run(tmp_path, tf2_model, monkeypatch):
     index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
     first = index.manifest()

@@ -62,6 +62,7 @@ class Calibration:
     negatives: int
     photos: int
     space: str = "cosine"  # fitted on the raw "cosine", "whitened" or metric.PIXELS (search.metric)
+    shot_weight: float | None = None  # what a made shot weighed (SHOT_WEIGHT; None: not used, or 1)
 
     @property
     def pixels(self) -> bool:
@@ -98,6 +99,7 @@ class Calibration:
         cal = cls(
             **{k: d[k] for k in ("a", "b", "positives", "negatives", "photos")},
             space=d.get("space", "cosine"),
+            shot_weight=d.get("shot_weight"),
         )
         return cal if cal.usable else None
 
@@ -128,14 +130,18 @@ def _edited_or_none(data: bytes) -> tuple[list[bytes], list[bytes]] | None:
         return None
 
 
-def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7) -> tuple[float, float]:
+def fit_logistic(
+    positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7, negative_weights: np.ndarray | None = None
+) -> tuple[float, float]:
     """(a, b) of a class-balanced logistic regression on one feature, by Newton's method.
 
     The targets are Platt's, (N+ + 1) / (N+ + 2) and 1 / (N- + 2), not 1 and 0 (Platt,
     Probabilistic Outputs for Support Vector Machines, 1999): a few hundred examples that
     happen to separate cleanly do not make the curve a step. Measured on
     bench/lookalikes.py (search index, 50 photos sampled): share true at P >= 0.99 0.961 ->
-    0.975, at [0.9, 0.99) 0.779 -> 0.915 (mean P 0.959), at [0.5, 0.9) 0.600 -> 0.797 (0.745)."""
+    0.975, at [0.9, 0.99) 0.779 -> 0.915 (mean P 0.959), at [0.5, 0.9) 0.600 -> 0.797 (0.745).
+    ``negative_weights`` weigh the negatives against each other (all 1 by default); the
+    two classes weigh the same whatever they are."""
     x = np.concatenate([positives, negatives]).astype(np.float64)
     y = np.concatenate(
         [
@@ -143,9 +149,8 @@ def fit_logistic(positives: np.ndarray, negatives: np.ndarray, l2: float = 1e-7)
             np.full(len(negatives), 1 / (len(negatives) + 2)),
         ]
     )
-    w = np.concatenate(
-        [np.full(len(positives), 0.5 / len(positives)), np.full(len(negatives), 0.5 / len(negatives))]
-    )
+    among = np.ones(len(negatives)) if negative_weights is None else np.asarray(negative_weights, np.float64)
+    w = np.concatenate([np.full(len(positives), 0.5 / len(positives)), 0.5 * among / among.sum()])
     X = np.stack([x, np.ones_like(x)], axis=1)
     theta = np.zeros(2)
     for _ in range(100):
@@ -274,14 +279,16 @@ def fit_examples(
     positives = _scores(copies, examples.owner, examples.copy_colours, stored, known, pixels)
     edits = [copies[examples.owner == n] for n in range(len(examples.ids))]  # in the space
     negatives = [s for row in neighbours(examples.ids, examples.stored, NEIGHBOURS, edits) for s in row]
+    weights = [1.0] * len(negatives)
     told = _told_apart(examples) if pixels else []
     if told:  # (see edits.SHOTS)
         shots, owner = mapped(examples.shots[told]), examples.shot_owner[told]
         colours = [examples.shot_colours[i] for i in told]
         negatives += _scores(shots, owner, colours, stored, known, pixels).tolist()
+        weights += [SHOT_WEIGHT] * len(told)
     if not negatives:
         raise CalibrationError("calibration needs other photos in the index to compare with")
-    a, b = fit_logistic(positives, np.array(negatives))
+    a, b = fit_logistic(positives, np.array(negatives), negative_weights=np.array(weights))
     if not a > 0:  # a falling curve would call the least similar pairs copies
         raise CalibrationError(
             f"calibration failed: copies score no higher than other photos here (edited copies: median "
@@ -289,7 +296,18 @@ def fit_examples(
             "cosine cannot be read as a probability on this collection; scores stay uncalibrated"
         )
     kind = "cosine" if space is None else metric.PIXELS if pixels else "whitened"
-    return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind)
+    shot_weight = SHOT_WEIGHT if pixels else None  # the rule in force, shots told apart or not
+    return Calibration(a, b, len(positives), len(negatives), len(examples.ids), kind, shot_weight)
+
+
+# What a made shot weighs among a photo's "different photo" examples, against one of its
+# nearest other photos (1). The shots are the prior that a library holds bursts and retakes;
+# the ones it does hold are among those nearest photos already, measured. At 1 (two shots
+# per photo beside its ten nearest), bench/lookalikes.py's hits at P in [0.5, 0.9) were
+# true 0.90 (search index) and 0.89 (dupes library) of the time at mean P 0.77 and 0.75:
+# under-confident by more than 0.1, on each of 4 calibration samples. At 1/3: 0.84-0.85 at
+# 0.79, 0.81-0.84 at 0.77; [0.9, 0.99) 0.97-0.98 at 0.96; P >= 0.9 true 0.984-0.987.
+SHOT_WEIGHT = 1 / 3
 
 
 def _told_apart(examples: Examples) -> list[int]:
@@ -518,7 +536,8 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
     the run indexed (one killed during the calibration resumes with nothing to index,
     and must calibrate still), and again whenever the collection grew or shrank enough
     for its learned similarity to be out of date (:func:`lookalike.search.metric.due`), or
-    when it was learned by a version whose scores did not weigh the pixels.
+    when it was learned by a version whose scores did not weigh the pixels, or whose made
+    shots weighed otherwise (:data:`SHOT_WEIGHT`).
     A refusal is logged and recorded, and tried again only when the index has doubled
     (uncalibrated) or changed as much again as learning needs (calibrated: the old state
     stays in force meanwhile).
@@ -529,8 +548,10 @@ def auto_calibrate(store: Store, embed: EmbedBytes) -> Calibration | None:
     calibrated = cal is not None
     learned = store.manifest.learned or {}
     learned_on = max(learned.get("vectors") or 0, learned.get("tried") or 0) or None
-    # learned before scores weighed the pixels so (and not tried again since)
-    older = calibrated and cal.space not in ("cosine", metric.PIXELS) and not learned.get("tried")
+    # learned before scores weighed the pixels so, or shots as now (and not tried again since)
+    shots_otherwise = calibrated and cal.space == metric.PIXELS and cal.shot_weight != SHOT_WEIGHT
+    outdated = calibrated and (cal.space not in ("cosine", metric.PIXELS) or shots_otherwise)
+    older = outdated and not learned.get("tried")
     if calibrated and not older and not metric.due(learned_on, n):
         return None
     if not calibrated and n < max(AUTO_CALIBRATE, 2 * state.get("failed_at", 0)):

@@ -75,12 +75,14 @@ MEASURED_FAMILIES = ("mobilenet_v1",)
 # in force for that family; precision there is >= 0.9999 from 0.81 up (README).
 PRESET_PROBABILITY = {"copies": 0.999, "edited": 0.99, "similar": 0.5}
 # ... and on an index scoring in its learned similarity (see search.metric), measured with
-# bench/lookalikes.py's dupes library (originals beside 8 copies each, look-alikes, 1,000
-# distinct photos; pair precision / recall of `dupes`): P 0.5 0.824 / 0.942, 0.6 0.863 /
-# 0.921, 0.7 0.907 / 0.889, 0.8 0.931 / 0.730; 0.45 0.813 / 0.946, 0.35 0.745 / 0.950,
-# 0.25 0.704 / 0.952, 0.15 0.651 / 0.960. Copies at P >= 0.7: a deletion wants odds better
-# than even (the calibration's prior), and its F1 is the best of these.
-PRESET_PROBABILITY_LEARNED = {"copies": 0.7, "edited": 0.35, "similar": 0.15}
+# bench/lookalikes.py's dupes library (originals beside 8 copies each, look-alikes, shots,
+# 1,000 distinct photos; pair precision / recall of `dupes`, calibration with made shots
+# weighing 1/3 of a neighbour): P 0.7 0.980 / 0.953, 0.75 0.989 / 0.948, 0.8 0.991 / 0.943,
+# 0.85 0.994 / 0.921, 0.9 0.994 / 0.840. Copies at P >= 0.8: the best F1 of those with
+# precision >= 0.99 (a deletion wants it), at the cutoff P 0.7 had when shots weighed as
+# much as a neighbour; `edited` 0.45 (0.923 / 0.954) and `similar` 0.2 (0.799 / 0.943) keep
+# their cutoffs likewise.
+PRESET_PROBABILITY_LEARNED = {"copies": 0.8, "edited": 0.45, "similar": 0.2}
 
 
 def presets_for(model_source: str, calibration: Calibration | None = None) -> tuple[dict[str, Preset], str]:

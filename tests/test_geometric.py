@@ -130,6 +130,8 @@ def test_dupes_groups_the_crop_and_the_captioned_copy_with_their_original(tmp_pa
         store.set_calibration(Calibration(30.0, -24.0, 10, 10, 5, metric.PIXELS).to_dict())
     cosine = float(vectors[0] @ vectors[1])
     assert cosine > 0.9 and float(vectors[0] @ vectors[3]) < 0.5
-    (group,) = Index(tmp_path / "ix").duplicates(0.85)
+    checked: list[tuple[int, int]] = []
+    (group,) = Index(tmp_path / "ix").duplicates(0.85, progress=lambda *told: checked.append(told))
+    assert checked and checked[-1][0] == checked[-1][1] >= 2  # the pairs checked from their files, told
     assert group.keep.path.endswith("original.jpg")
     assert sorted(d.row.path.rsplit("/", 1)[1] for d in group.duplicates) == ["caption.jpg", "crop.jpg"]

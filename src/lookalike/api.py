@@ -360,11 +360,16 @@ class Index:
             return found, store.verify()
 
     def duplicates(
-        self, threshold: float, rules: KeepRules | None = None, include_recoloured: bool = False
+        self,
+        threshold: float,
+        rules: KeepRules | None = None,
+        include_recoloured: bool = False,
+        progress: Progress | None = None,
     ) -> list[Group]:
         """Duplicate groups (exact, and near at ``threshold``), minus ignored pairs; one
         design in other colours only with ``include_recoloured``. Copies the server stored
-        of uploads are kept only when nothing else can be."""
+        of uploads are kept only when nothing else can be. ``progress(done, total)`` is
+        told of the pairs checked from their files."""
         rules = rules or KeepRules()
         rules = replace(rules, kept_last=[*rules.kept_last, str(self.uploads)])
         with self.store() as store:
@@ -373,7 +378,7 @@ class Index:
             def is_ignored(a: FileRow, b: FileRow) -> bool:
                 return tuple(sorted((a.content_hash or "", b.content_hash or ""))) in ignored
 
-            return find_duplicates(store, threshold, rules, is_ignored, include_recoloured)
+            return find_duplicates(store, threshold, rules, is_ignored, include_recoloured, progress)
 
     @property
     def journals(self) -> Path:

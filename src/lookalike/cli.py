@@ -431,8 +431,10 @@ def dupes(
         prefer_formats=prefer_format or (),
     )
     looks = preset == "similar" and threshold is None and min_probability is None  # look-alikes too
-    with steps(err, "finding duplicates"):
-        groups = idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks)
+    with steps(err, "finding duplicates") as checked:  # a bar while pairs are checked from their files
+        groups = (
+            idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks, checked)
+        )
     if chosen:
         if not groups:
             raise _nothing(f"no duplicates ({label}): nothing to {chosen[0]}")

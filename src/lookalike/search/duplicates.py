@@ -291,10 +291,12 @@ def find_duplicates(
     rules: KeepRules | None = None,
     ignored: Callable[[FileRow, FileRow], bool] | None = None,
     include_recoloured: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Group]:
     """Duplicate groups in ``store``: exact copies always, near ones at ``threshold``.
     Each duplicate says its relation to the kept image; recoloured variants (one design
-    in other colours) are left out unless ``include_recoloured``."""
+    in other colours) are left out unless ``include_recoloured``. ``progress(done,
+    total)`` is told of the pairs checked from their files (:func:`_verified`)."""
     rules = rules or KeepRules()
     cutoffs, cal = cutoffs_of(store.manifest)
     judge = _Judge(cutoffs, include_recoloured)
@@ -315,7 +317,7 @@ def find_duplicates(
         if pixels:  # the rows read once: their colours now, the groups' members after
             rows = store.catalogue.rows({i for pair in near | edges for i in pair})
             near, unsure = _weigh_pixels(near, rows, ids, vectors, threshold)
-            verified = _verified(unsure, rows, threshold)
+            verified = _verified(unsure, rows, threshold, progress)
             near |= set(verified)
         edges |= near
     comps = _components(edges)
@@ -372,7 +374,10 @@ def _weigh_pixels(
 
 
 def _verified(
-    unsure: dict[tuple[int, int], float], rows: dict[int, FileRow], threshold: float
+    unsure: dict[tuple[int, int], float],
+    rows: dict[int, FileRow],
+    threshold: float,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[tuple[int, int], float]:
     """Pixel gaps measured again from the files (:mod:`lookalike.search.geometric`) of the
     ``unsure`` pairs (their cosines): those the stored grids kept out but their features
@@ -383,7 +388,7 @@ def _verified(
     pairs = sorted(
         unsure, key=lambda p: (component[p[0]], rows[p[0]].path, rows[p[1]].path)
     )  # files read once
-    gaps = geometric.verified_gaps([(rows[a].path, rows[b].path) for a, b in pairs])
+    gaps = geometric.verified_gaps([(rows[a].path, rows[b].path) for a, b in pairs], progress)
     out = {}
     for a, b in pairs:
         gap = gaps.get((rows[a].path, rows[b].path))

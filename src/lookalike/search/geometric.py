@@ -21,7 +21,7 @@ colour: only an edit a copy's pixels can be brought back from is undone.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -250,10 +250,13 @@ def _signature(rgb: np.ndarray) -> bytes:
     return colour.signature(view, detail.grid(im))
 
 
-def verified_gaps(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], float]:
+def verified_gaps(
+    pairs: Iterable[tuple[str, str]], progress: Callable[[int, int], None] | None = None
+) -> dict[tuple[str, str], float]:
     """Pixel gaps (as :func:`metric.pixel_gaps` with ``local``, `dupes`' gaps) of the pairs
     of files whose pictures one transform aligns, measured on the aligned pictures; pairs
-    that cannot be aligned (or read) are left out."""
+    that cannot be aligned (or read) are left out. ``progress(done, total)`` is told of
+    the pairs checked."""
     pictures = _Pictures()
 
     def gap(pair: tuple[str, str]) -> float | None:
@@ -265,6 +268,13 @@ def verified_gaps(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], flo
         return float(metric.pixel_gaps([first], [second], local=True)[0])
 
     pairs = list(pairs)
+    gaps: list[float | None] = []
     with ThreadPoolExecutor(THREADS) as pool:
-        gaps = list(pool.map(gap, pairs))
+        for done, found in enumerate(pool.map(gap, pairs), 1):
+            gaps.append(found)
+            if progress and (done % PROGRESS_EVERY == 0 or done == len(pairs)):
+                progress(done, len(pairs))
     return {p: g for p, g in zip(pairs, gaps, strict=True) if g is not None}
+
+
+PROGRESS_EVERY = 16  # pairs between progress reports (a pair takes ~10-30 ms)

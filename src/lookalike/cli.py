@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
-from lookalike.cli_io import EXIT_INTERRUPTED, EXIT_NOTHING, Output, path_shower, steps, tidy_help
+from lookalike.cli_io import EXIT_INTERRUPTED, err, fail, nothing, out, path_shower, steps, tidy_help
 from lookalike.cli_options import (
     HELP_EXTRAS,
     Db,
@@ -32,9 +32,6 @@ from lookalike.cli_options import (
 from lookalike.errors import LookalikeError
 from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
-
-out = Output()  # wraps on a terminal only: piped to grep, a path stays on its line
-err = Output(stderr=True)
 
 
 class Commands(TyperGroup):
@@ -53,12 +50,12 @@ class Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except LookalikeError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 raise  # a closed pipe (`lookalike dupes --csv | head`): click quiets it
             message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
-            raise _fail(message) from None
+            raise fail(message) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -71,18 +68,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-def _fail(message: str) -> typer.Exit:
-    """Print ``error: <message>`` on stderr; the exit (status 1) to raise."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _nothing(message: str) -> typer.Exit:
-    """Print ``warning: <message>`` on stderr; the exit (status 3: nothing found or done) to raise."""
-    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_NOTHING)
-
 
 def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
     from lookalike.api import Index
@@ -181,8 +166,8 @@ def index(
     if report.indexed + report.unchanged + report.reused == 0:
         where = ", ".join(str(p) for p in paths)
         if report.errors:
-            raise _fail(f"none of the {report.errors} image files below {where} could be indexed")
-        raise _nothing(f"no image files found below {where}")
+            raise fail(f"none of the {report.errors} image files below {where} could be indexed")
+        raise nothing(f"no image files found below {where}")
 
 
 def _print_skipped(items: list[tuple[str, str]]) -> None:
@@ -255,7 +240,7 @@ def search(
     if failed:
         raise typer.Exit(1)
     if not any(r.hits for r in results):
-        raise _nothing(render.no_hits(label, under, since, until, threshold, min_probability))
+        raise nothing(render.no_hits(label, under, since, until, threshold, min_probability))
 
 
 @app.command()
@@ -323,7 +308,7 @@ def remove(
     """Drop files from the index (the files themselves are not touched)."""
     count = _open(index, db=db).remove([str(p) for p in paths])
     if not count:
-        raise _nothing(f"nothing in the index below {', '.join(str(p) for p in paths)}; removed 0 files")
+        raise nothing(f"nothing in the index below {', '.join(str(p) for p in paths)}; removed 0 files")
     out.print(f"removed {count} files from the index", highlight=False)
 
 
@@ -346,7 +331,7 @@ def verify(
     out.print("repaired: rows without a usable vector were dropped (re-indexed on the next run)")
     _print_verify(after)
     if not after.ok:
-        raise _fail("still inconsistent after repair")
+        raise fail("still inconsistent after repair")
     out.print("[green]ok[/]: catalogue and vectors agree")
 
 
@@ -437,13 +422,13 @@ def dupes(
         )
     if chosen:
         if not groups:
-            raise _nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
+            raise nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
         with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
             report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
         _print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
         if not report.done:
-            raise _fail(f"{chosen[0]}: no file was acted on ({len(report.skipped)} skipped, see above)")
+            raise fail(f"{chosen[0]}: no file was acted on ({len(report.skipped)} skipped, see above)")
         return
     shown = path_shower(relative)
     if html_dir is not None:
@@ -461,7 +446,7 @@ def dupes(
         for line in render.dupes_lines(groups, label, shown):
             out.print(line, highlight=False)
     if not groups:
-        raise _nothing(f"no duplicates found ({label})")
+        raise nothing(f"no duplicates found ({label})")
 
 
 def _version(value: bool) -> None:
@@ -499,10 +484,10 @@ def undo(
     if last:
         found = sorted(_open(index).journals.glob("dupes-*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
         if not found:
-            raise _fail(f"no journal in {_open(index).journals}")
+            raise fail(f"no journal in {_open(index).journals}")
         journal = found[-1]
     if not journal.is_file():
-        raise _fail(f"no journal at {journal}")
+        raise fail(f"no journal at {journal}")
     with steps(err, "restoring") as update:
         report = undo_journal(journal, update)
     _print_skipped(report.skipped)
@@ -510,7 +495,7 @@ def undo(
     if not report.done:
         if any(why != ALREADY_BACK for _, why in report.skipped):
             raise typer.Exit(1)
-        raise _nothing("nothing to restore: the journal's files are already back in place")
+        raise nothing("nothing to restore: the journal's files are already back in place")
 
 
 @app.command()
@@ -543,7 +528,7 @@ def serve(
     from lookalike.server import ServerConfig, create_app, is_loopback
 
     if not is_loopback(host) and not token:
-        raise _fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
+        raise fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
     cfg = ServerConfig(
         index=_open(index, db=db).directory,
         db=db,
@@ -562,7 +547,7 @@ def serve(
         api = create_app(cfg)
     except ValueError as exc:  # a malformed --allowed-host
         sock.close()
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
     uvicorn.Server(uvicorn.Config(api, log_level="warning")).run(sockets=[sock])
 

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lookalike.errors import InvalidArgument
@@ -38,6 +40,22 @@ class Output(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)
+
+
+out = Output()  # wraps on a terminal only: piped to grep, a path stays on its line
+err = Output(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: <message>`` on stderr; the exit (status 1) to raise."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def nothing(message: str) -> typer.Exit:
+    """Print ``warning: <message>`` on stderr; the exit (status 3: nothing found or done) to raise."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_NOTHING)
 
 
 def path_shower(relative: bool) -> Callable[[str], str]:

@@ -2,7 +2,9 @@
 
 JPEGs are decoded at reduced size inside libjpeg (Pillow's ``draft``); EXIF
 orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
-out as plain RGB. Nothing here imports TensorFlow: decoder processes stay light.
+out as plain RGB; caption bars are filled before the views are cut
+(:mod:`lookalike.captions`), the colour signature's grid is read from the picture as it
+is. Nothing here imports TensorFlow: decoder processes stay light.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from lookalike import colour, detail
+from lookalike import captions, colour, detail
 from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
@@ -194,7 +196,7 @@ def _decode_open(
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
     rgb, background = flatten(im)
-    pixels = descriptor.cut(rgb, size)
+    pixels = descriptor.cut(captions.filled(rgb), size)
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)

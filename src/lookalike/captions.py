@@ -1,0 +1,99 @@
+"""Caption bars: flat bands laid across a picture, found and filled before the model sees it.
+
+A shared copy often carries a caption: a band of one flat tone across the whole width
+with a line of text in it (a meme's bar, "photo: ...", a watermark strip). To the
+model such bars are the strongest thing in the picture, so a captioned copy of a
+quiet picture (a dark wallpaper, a flat design) lands nearer other captioned pictures
+than its original. The pixel gap (:mod:`lookalike.detail`) already leaves caption rows
+out when it compares two pictures; this gives the model the same chance: each bar is
+replaced by what lies on either side of it (a vertical blend of the rows just above
+and below), so the model sees about the picture without its caption.
+
+A band counts as a caption bar only where a caption differs from a picture: it is flat
+(most of each row within a few levels of one tone, glyphs aside), it lies inside the
+picture with rows of it on both sides (a letterbox bar at an edge is not filled: the
+descriptors and the grid's letterbox rule see to those), it stands out from both sides,
+it is thin (at most :data:`MAX_THICKNESS` of the height), and there are few of them (a
+striped design has many bands and none is filled). Pictures without such bars are
+passed through untouched, so their vectors are exactly as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+ROWS, COLS = 256, 192  # the luma grid bars are looked for on (at most; smaller pictures as they are)
+SPREAD = 6.0  # levels (0-255) from a row's tone within which a pixel counts as the tone ...
+SHARE = 0.6  # ... and the share of the row that must, for the row to be flat (glyphs aside)
+SAME_TONE = 8.0  # levels: rows of one bar keep one tone
+STANDS_OUT = 12.0  # levels: a bar's tone differs this much from the rows beyond each side
+MIN_THICKNESS, MAX_THICKNESS = 0.015, 0.12  # a bar's share of the height
+MAX_BARS, MAX_COVER = 4, 0.3  # more bars, or more of the height in bars: a striped picture
+GLYPH, MIN_GLYPHS = 24.0, 0.01  # levels off the tone a glyph's pixel is; the share of a bar they cover
+CROSSING, MAX_CROSSING = 0.9, 0.01  # columns marked in this share of a bar's rows: at most this share
+BEYOND = 2  # rows past a bar's edge its sides are read at (the edge is blurred by resizing)
+
+
+def bars(luma: np.ndarray) -> list[tuple[int, int]]:
+    """The caption bars of a luma grid ([rows, cols], 0-255): (first row, end row) each,
+    in order; none when the flat bands found do not look like a caption's (see module)."""
+    rows = len(luma)
+    if rows < 8 or luma.shape[1] < 8:
+        return []
+    tone = np.median(luma, axis=1)
+    flat = (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1) >= SHARE
+    bands: list[tuple[int, int]] = []
+    start = None
+    for r in range(rows + 1):
+        if start is not None and (r == rows or not flat[r] or abs(tone[r] - tone[start]) > SAME_TONE):
+            bands.append((start, r))
+            start = None
+        if start is None and r < rows and flat[r]:
+            start = r
+    standing = []  # flat bands inside the picture that stand out of it
+    for a, b in bands:
+        thickness = (b - a) / rows
+        if not MIN_THICKNESS <= thickness <= MAX_THICKNESS or (b - a) < 2:
+            continue
+        above, below = a - BEYOND, b - 1 + BEYOND
+        if above < 0 or below >= rows:
+            continue  # at an edge: a letterbox bar or a border, not a caption over the picture
+        level = float(np.median(tone[a:b]))
+        if min(abs(level - tone[above]), abs(level - tone[below])) > STANDS_OUT:
+            standing.append((a, b, level))
+    if len(standing) > MAX_BARS or sum(b - a for a, b, _ in standing) > MAX_COVER * rows:
+        return []  # a striped design, whatever is written on it
+    return [(a, b) for a, b, level in standing if _written(luma[a:b], level)]
+
+
+def _written(band: np.ndarray, level: float) -> bool:
+    """Whether a flat band of tone ``level`` carries a line of text: marks that stand out of
+    it (:data:`GLYPH` levels) in some share of it, and hardly a column marked from its top
+    row to its bottom one (what crosses a band from edge to edge is part of the picture: an
+    object in front of a plain background, the sides of an icon)."""
+    marked = np.abs(band - level) > GLYPH
+    crossing = marked.mean(axis=0) >= CROSSING
+    return marked.mean() >= MIN_GLYPHS and crossing.mean() <= MAX_CROSSING
+
+
+def filled(rgb: Image.Image) -> Image.Image:
+    """``rgb`` with its caption bars (:func:`bars`) replaced by a vertical blend of the
+    rows beyond them; ``rgb`` itself when it has none."""
+    w, h = rgb.size
+    small = rgb.convert("L")
+    if w > COLS or h > ROWS:
+        small = small.resize((min(w, COLS), min(h, ROWS)), Image.Resampling.BOX)
+    found = bars(np.asarray(small, np.float32))
+    if not found:
+        return rgb
+    px = np.array(rgb, np.float32)
+    scale = h / small.height
+    for a, b in found:
+        top = max(0, int(np.floor((a - 1) * scale)))  # a grid row past each edge: the blurred edge
+        end = min(h, int(np.ceil((b + 1) * scale)))
+        if top == 0 or end >= h:
+            continue
+        t = (np.arange(top, end, dtype=np.float32) - (top - 1)) / (end - (top - 1))
+        px[top:end] = (1 - t)[:, None, None] * px[top - 1] + t[:, None, None] * px[end]
+    return Image.fromarray(np.clip(px + 0.5, 0, 255).astype(np.uint8), "RGB")

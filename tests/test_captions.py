@@ -123,3 +123,21 @@ def test_tiny_pictures_have_no_bars():
     assert captions.bars(np.zeros((5, 40), np.float32)) == []
     im = Image.new("RGB", (6, 6), "white")
     assert captions.filled(im) is im
+
+
+def test_a_smaller_more_compressed_copy_is_filled_alike():
+    """The bars are measured again on each picture's own rows and filled from the mean of a
+    few rows beyond their blurred edges: a copy at half the size and JPEG quality 30 gets
+    about the same fill, not one that takes the bar's edge for the picture."""
+    copy = _captioned(_scene())
+    buf = io.BytesIO()
+    copy.resize((copy.width // 2, copy.height // 2), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=30)
+    small = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    assert len(captions.bars(_luma(small))) == 3
+    side = (300, 200)
+    as_is = _gap(copy.resize(side, Image.Resampling.BOX), small.resize(side, Image.Resampling.BOX))
+    fills = _gap(
+        captions.filled(copy).resize(side, Image.Resampling.BOX),
+        captions.filled(small).resize(side, Image.Resampling.BOX),
+    )
+    assert fills < 1.5 * as_is

@@ -10,7 +10,8 @@ replaced by what lies on either side of it (a vertical blend of the rows just ab
 and below), so the model sees about the picture without its caption.
 
 A band counts as a caption bar only where a caption differs from a picture: it is flat
-(most of each row within a few levels of one tone, glyphs aside), it lies inside the
+(half of each row within a few levels of one tone, the text aside, and a row above or
+below the text flat across: water or a wall is flat-ish, not so), white or black, it lies inside the
 picture with rows of it on both sides (a letterbox bar at an edge is not filled: the
 descriptors and the grid's letterbox rule see to those), it stands out from both sides,
 it is thin (at most :data:`MAX_THICKNESS` of the height), and there are few of them (a
@@ -24,14 +25,17 @@ import numpy as np
 from PIL import Image
 
 ROWS, COLS = 256, 192  # the luma grid bars are looked for on (at most; smaller pictures as they are)
-SPREAD = 6.0  # levels (0-255) from a row's tone within which a pixel counts as the tone ...
-SHARE = 0.6  # ... and the share of the row that must, for the row to be flat (glyphs aside)
-SAME_TONE = 8.0  # levels: rows of one bar keep one tone
+SPREAD = 10.0  # levels (0-255) from a row's tone within which a pixel counts as the tone ...
+SHARE = 0.5  # ... and the share of a row of a bar that must (a line of text crosses the rest) ...
+MARGIN_SHARE, MARGINS = 0.9, 1  # ... and of this many of its rows (above or below the text)
+DARK, LIGHT = 25.0, 230.0  # a bar's tone is at most DARK or at least LIGHT (black or white)
+SAME_TONE = 8.0  # levels: a bar's next row keeps its tone within this
 STANDS_OUT = 12.0  # levels: a bar's tone differs this much from the rows beyond each side
 MIN_THICKNESS, MAX_THICKNESS = 0.015, 0.12  # a bar's share of the height
 MAX_BARS, MAX_COVER = 4, 0.3  # more bars, or more of the height in bars: a striped picture
 GLYPH, MIN_GLYPHS = 24.0, 0.01  # levels off the tone a glyph's pixel is; the share of a bar they cover
 CROSSING, MAX_CROSSING = 0.9, 0.01  # columns marked in this share of a bar's rows: at most this share
+EDGE, SOURCE = 0.005, 0.01  # of the height: a bar's blurred edge, filled with it; the rows it is filled from
 BEYOND = 2  # rows past a bar's edge its sides are read at (the edge is blurred by resizing)
 
 
@@ -42,11 +46,12 @@ def bars(luma: np.ndarray) -> list[tuple[int, int]]:
     if rows < 8 or luma.shape[1] < 8:
         return []
     tone = np.median(luma, axis=1)
-    flat = (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1) >= SHARE
+    share = (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1)
+    flat = share >= SHARE
     bands: list[tuple[int, int]] = []
     start = None
     for r in range(rows + 1):
-        if start is not None and (r == rows or not flat[r] or abs(tone[r] - tone[start]) > SAME_TONE):
+        if start is not None and (r == rows or not flat[r] or abs(tone[r] - tone[r - 1]) > SAME_TONE):
             bands.append((start, r))
             start = None
         if start is None and r < rows and flat[r]:
@@ -54,12 +59,16 @@ def bars(luma: np.ndarray) -> list[tuple[int, int]]:
     standing = []  # flat bands inside the picture that stand out of it
     for a, b in bands:
         thickness = (b - a) / rows
+        if (share[a:b] >= MARGIN_SHARE).sum() < MARGINS:
+            continue  # flat-ish (water, a wall) but no row of it flat across, as a bar's margins are
         if not MIN_THICKNESS <= thickness <= MAX_THICKNESS or (b - a) < 2:
             continue
         above, below = a - BEYOND, b - 1 + BEYOND
         if above < 0 or below >= rows:
             continue  # at an edge: a letterbox bar or a border, not a caption over the picture
         level = float(np.median(tone[a:b]))
+        if DARK < level < LIGHT:
+            continue  # a caption bar is white or black; a band of another tone is the picture's
         if min(abs(level - tone[above]), abs(level - tone[below])) > STANDS_OUT:
             standing.append((a, b, level))
     if len(standing) > MAX_BARS or sum(b - a for a, b, _ in standing) > MAX_COVER * rows:
@@ -79,21 +88,32 @@ def _written(band: np.ndarray, level: float) -> bool:
 
 def filled(rgb: Image.Image) -> Image.Image:
     """``rgb`` with its caption bars (:func:`bars`) replaced by a vertical blend of the
-    rows beyond them; ``rgb`` itself when it has none."""
+    rows beyond them; ``rgb`` itself when it has none. Each bar is measured again on the
+    picture's own rows (those of its tone), widened by its blurred edge (:data:`EDGE`),
+    and filled from the mean of a few rows (:data:`SOURCE`) on each side: what the model
+    sees then hardly depends on the size or the compression of the copy."""
     w, h = rgb.size
     small = rgb.convert("L")
     if w > COLS or h > ROWS:
         small = small.resize((min(w, COLS), min(h, ROWS)), Image.Resampling.BOX)
-    found = bars(np.asarray(small, np.float32))
+    grid = np.asarray(small, np.float32)
+    found = bars(grid)
     if not found:
         return rgb
     px = np.array(rgb, np.float32)
+    luma = px @ np.array([0.299, 0.587, 0.114], np.float32)
     scale = h / small.height
+    edge, source = max(2, round(EDGE * h)), max(2, round(SOURCE * h))
     for a, b in found:
-        top = max(0, int(np.floor((a - 1) * scale)))  # a grid row past each edge: the blurred edge
-        end = min(h, int(np.ceil((b + 1) * scale)))
-        if top == 0 or end >= h:
+        level = float(np.median(np.median(grid[a:b], axis=1)))
+        lo, hi = max(0, int((a - 2) * scale)), min(h, int(np.ceil((b + 2) * scale)))
+        on = np.flatnonzero(np.abs(np.median(luma[lo:hi], axis=1) - level) <= SPREAD)
+        if not len(on):
             continue
+        top, end = lo + int(on[0]) - edge, lo + int(on[-1]) + 1 + edge
+        if top < source or end + source > h:
+            continue
+        above, below = px[top - source : top].mean(axis=0), px[end : end + source].mean(axis=0)
         t = (np.arange(top, end, dtype=np.float32) - (top - 1)) / (end - (top - 1))
-        px[top:end] = (1 - t)[:, None, None] * px[top - 1] + t[:, None, None] * px[end]
+        px[top:end] = (1 - t)[:, None, None] * above + t[:, None, None] * below
     return Image.fromarray(np.clip(px + 0.5, 0, 255).astype(np.uint8), "RGB")

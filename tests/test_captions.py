@@ -141,3 +141,50 @@ def test_a_smaller_more_compressed_copy_is_filled_alike():
         captions.filled(small).resize(side, Image.Resampling.BOX),
     )
     assert fills < 1.5 * as_is
+
+
+def _saved(im: Image.Image, path) -> None:
+    im.save(path, "JPEG", quality=92)
+
+
+def test_a_new_index_fills_caption_bars_and_says_so(index):
+    from lookalike.descriptors import CAPTIONS_KEPT
+    from lookalike.storage.manifest import read_local
+
+    manifest = read_local(index)
+    assert manifest.preprocessing["captions"] == "filled" and manifest.decoding == manifest.descriptor
+    data = _jpeg(_captioned(_scene()))
+    ways = (manifest.decoding, manifest.decoding + CAPTIONS_KEPT)
+    filled, kept = (decode(data, SIZE, descriptor=d).pixels for d in ways)
+    assert np.array_equal(filled, decode(_jpeg(_captioned(_scene())), SIZE).pixels)
+    assert np.abs(filled.astype(float) - kept).mean() > 5
+
+
+def test_an_index_made_before_keeps_its_caption_bars_for_its_files_and_its_queries(index, tmp_path):
+    """Its vectors were made with the bars as they are: so are its queries' and its new
+    files', and adding to it is no "other preprocessing" error."""
+    import json
+    import sqlite3
+
+    from lookalike import Index, IndexOptions
+    from lookalike.descriptors import CAPTIONS_KEPT
+    from lookalike.storage.manifest import read_local
+
+    path = index / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["preprocessing"]["captions"]
+    path.write_text(json.dumps(old))
+    with sqlite3.connect(index / "catalog.sqlite") as db:  # the catalogue's copy, as it was written then
+        db.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", (json.dumps(old),))
+    assert read_local(index).decoding == "squash" + CAPTIONS_KEPT
+    more = tmp_path / "more"
+    more.mkdir()
+    _saved(_captioned(_scene()), more / "copy.jpg")
+    Index(index).add([more], options=IndexOptions(workers=0))
+    as_query, _ = Index(index).embed([more / "copy.jpg"])
+    with_bars, _ = Index(index).embed([_jpeg(_captioned(_scene()))])
+    filled, _ = Index(index).embed([_jpeg(captions.filled(_captioned(_scene())))])
+    assert np.array_equal(as_query, with_bars) and not np.array_equal(as_query, filled)
+    hit = Index(index).search([more / "copy.jpg"], k=1)[0].hits[0]
+    assert hit.path == str(more / "copy.jpg") and hit.score > 0.999
+    assert "captions" not in read_local(index).preprocessing  # still as it was made

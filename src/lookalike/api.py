@@ -172,7 +172,7 @@ class Index:
                     f"(identity {embedder.info.identity[:12]}, index has {info.identity[:12]})"
                 )
             self._embedder = embedder
-            self._descriptor = get_descriptor(manifest.decoding)
+            self._descriptor = get_descriptor(manifest.descriptor)
         return self._embedder
 
     def add(
@@ -224,7 +224,7 @@ class Index:
         opts = options or IndexOptions()
         with self.store(model=embedder.info, writable=True, labels=labels, descriptor=descriptor) as store:
             self._embedder = embedder
-            self._descriptor = get_descriptor(store.decoding)
+            self._descriptor = get_descriptor(store.descriptor)
             if index_settings:
                 store.set_index_settings(**index_settings)
             if embedder.info.has_labels and opts.label_names is None:
@@ -260,12 +260,12 @@ class Index:
         """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`;
         ``traits``, if given, receives each decodable query's bytes hash and colour."""
         embedder = self.model()
-        size, descriptor = embedder.info.input_size, self._descriptor
+        size, name = embedder.info.input_size, self._descriptor.name
 
         def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                image = decode(data, size, max_megapixels, descriptor)
+                image = decode(data, size, max_megapixels, name)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
                 return image.pixels, QueryTraits(digest, image.colour)
             except OSError as exc:

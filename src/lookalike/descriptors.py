@@ -17,7 +17,7 @@ Views are cut in the decoder processes (this module imports only numpy and Pillo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,6 @@ class Descriptor:
     mirror: bool = False  # add the mirrored view
     regions: int = 0  # extra overlapping regions along the longer side
     help: str = ""
-    fill_captions: bool = True  # caption bars filled before the views are cut (lookalike.captions)
 
     @property
     def resize(self) -> str:
@@ -91,21 +90,12 @@ DESCRIPTORS: dict[str, Descriptor] = {
 }
 
 
-# Appended to a descriptor's name where images are decoded for an index made before caption
-# bars were filled (its manifest's preprocessing says nothing of them): its vectors and its
-# queries' are made alike (see Manifest.decoding).
-CAPTIONS_KEPT = "+captions-kept"
-
-
 def get_descriptor(name: str | None) -> Descriptor:
-    """The descriptor called ``name`` (None: the default); a clear error for unknown ones.
-    ``name`` may end in :data:`CAPTIONS_KEPT`: the descriptor, caption bars left as they are."""
+    """The descriptor called ``name`` (None: the default); a clear error for unknown ones."""
     name = name or DEFAULT_DESCRIPTOR
-    kept = name.endswith(CAPTIONS_KEPT)
-    name = name.removesuffix(CAPTIONS_KEPT)
     if name not in DESCRIPTORS:
         raise InvalidArgument(f"unknown descriptor {name!r}; choose from {', '.join(DESCRIPTORS)}")
-    return replace(DESCRIPTORS[name], fill_captions=False) if kept else DESCRIPTORS[name]
+    return DESCRIPTORS[name]
 
 
 def _resized(im: Image.Image, w: int, h: int) -> np.ndarray:

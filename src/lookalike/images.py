@@ -112,10 +112,10 @@ def decode(
     source: bytes | str | os.PathLike,
     size: tuple[int, int],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-    descriptor: str | Descriptor | None = None,
+    descriptor: str | None = None,
 ) -> DecodedImage:
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
-    cut into the views of ``descriptor`` (one, or its name: see :mod:`lookalike.descriptors`).
+    cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`).
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -132,8 +132,7 @@ def decode(
             with im:
                 if isinstance(source, bytes) and (cut := truncation(im, source)):
                     raise ImageError(f"cannot decode: {cut}")
-                desc = descriptor if isinstance(descriptor, Descriptor) else get_descriptor(descriptor)
-                return _decode_open(im, size, max_megapixels, desc)
+                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -197,7 +196,7 @@ def _decode_open(
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
     rgb, background = flatten(im)
-    pixels = descriptor.cut(captions.filled(rgb) if descriptor.fill_captions else rgb, size)
+    pixels = descriptor.cut(captions.filled(rgb), size)
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)

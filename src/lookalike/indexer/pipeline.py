@@ -113,7 +113,7 @@ class _Run:
 
     def __init__(self, store: Store, embedder: Embedder, opts: IndexOptions, report: IndexReport) -> None:
         self.store, self.embedder, self.opts, self.report = store, embedder, opts, report
-        self.descriptor = descriptors.get_descriptor(store.decoding)
+        self.descriptor = descriptors.get_descriptor(store.descriptor)
         self.batch: list[ImageFile] = []
         self.ready: list[Embedded] = []  # embedded by the source
         self.failed: list[ImageFile] = []
@@ -135,7 +135,7 @@ class _Run:
             self.moves, self.copies = [], []
             size, cap = self.embedder.info.input_size, self.opts.max_megapixels
             for record in stale:  # their source rows changed meanwhile: decode them after all
-                fresh = read_image_file(record.path, size, cap, descriptor=self.store.decoding)
+                fresh = read_image_file(record.path, size, cap, descriptor=self.store.descriptor)
                 (self.batch if fresh.ok else self.failed).append(fresh)
         if self.batch:
             emb = descriptors.embed(self.embedder, self.descriptor, [r.image.pixels for r in self.batch])
@@ -231,7 +231,7 @@ def index_paths(
     run = _Run(store, embedder, opts, report)
     if progress:
         progress(0, len(todo))
-    records = source(todo, embedder.info.input_size, opts, frozenset(by_hash), store.decoding)
+    records = source(todo, embedder.info.input_size, opts, frozenset(by_hash), store.descriptor)
     for e in changed:
         if e.error:
             run.failed.append(ImageFile(e.path, e.size, e.mtime_ns, error=e.error))

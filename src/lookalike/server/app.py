@@ -51,7 +51,7 @@ class Service:
         except BaseException:
             self.index.close()
             raise
-        self.descriptor = descriptors.get_descriptor(manifest.decoding)
+        self.descriptor = descriptors.get_descriptor(manifest.descriptor)
         h, w = self.model.info.input_size
         self.decode_side = int(max(h, w) * self.descriptor.decode_scale)  # what the model needs
         self.fetches = Gate(cfg.max_fetches, cfg.busy_wait_s, "too many URL fetches in progress")
@@ -83,7 +83,7 @@ class Service:
         """(decoded image, its vector, its labels) of an upload, within the pixel budget."""
         try:
             check_pixels(data, self.cfg, self.decode_side)
-            image = decode(data, self.model.info.input_size, self.cfg.max_megapixels, self.descriptor)
+            image = decode(data, self.model.info.input_size, self.cfg.max_megapixels, self.descriptor.name)
         except ImageError as exc:
             raise HTTPException(exc.http_status, f"not a usable image: {exc}") from None
         emb = descriptors.embed(self.model, self.descriptor, [image.pixels])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lookalike.descriptors import CAPTIONS_KEPT, DEFAULT_DESCRIPTOR, get_descriptor
+from lookalike.descriptors import DEFAULT_DESCRIPTOR, get_descriptor
 from lookalike.errors import IncompatibleIndex
 from lookalike.models.runtimes import ModelInfo
 
@@ -69,14 +69,6 @@ class Manifest:
             labels=labels if model.has_labels else None,
             created_at=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         )
-
-    @property
-    def decoding(self) -> str:
-        """The descriptor images are decoded with for this index: its own, caption bars left
-        as they are (:data:`~lookalike.descriptors.CAPTIONS_KEPT`) when it was made before
-        they were filled, so that its vectors and its queries' stay alike."""
-        filled = self.preprocessing.get("captions") == CAPTIONS_FILLED
-        return self.descriptor if filled else self.descriptor + CAPTIONS_KEPT
 
     @property
     def settings(self) -> IndexSettings:
@@ -143,8 +135,8 @@ class Manifest:
     def same_model(self, model: ModelInfo) -> bool:
         """Whether ``model`` gives vectors comparable to this index's: same identity and
         preprocessing (the descriptor's part of it is compared by :meth:`check_descriptor`)."""
-        mine = {k: v for k, v in self.preprocessing.items() if k not in OWN_WAYS}
-        theirs = {k: v for k, v in preprocessing(model).items() if k not in OWN_WAYS}
+        mine = {k: v for k, v in self.preprocessing.items() if k != "resize"}
+        theirs = {k: v for k, v in preprocessing(model).items() if k != "resize"}
         return self.model.identity == model.identity and mine == theirs
 
     def check_model(self, model: ModelInfo, directory: Path) -> None:
@@ -167,13 +159,9 @@ class Manifest:
             )
 
 
-CAPTIONS_FILLED = "filled"  # preprocessing["captions"] of an index made since lookalike.captions
-OWN_WAYS = ("resize", "captions")  # preprocessing an index keeps as it was made, whatever the model
-
-
 def preprocessing(model: ModelInfo, descriptor: str = DEFAULT_DESCRIPTOR) -> dict:
-    """How pixels reach ``model``: colour, resampling, input size and range, how the image
-    is fitted to the input (the descriptor's resize) and what is done to caption bars."""
+    """How pixels reach ``model``: colour, resampling, input size and range, and how the
+    image is fitted to the input (the descriptor's resize)."""
     h, w = model.input_size
     return {
         "color": "RGB",
@@ -182,7 +170,6 @@ def preprocessing(model: ModelInfo, descriptor: str = DEFAULT_DESCRIPTOR) -> dic
         "height": h,
         "width": w,
         "input_range": list(model.input_range),
-        "captions": CAPTIONS_FILLED,
     }
 
 

@@ -191,11 +191,6 @@ class Store:
         """How images become vectors here (see :mod:`lookalike.descriptors`)."""
         return self.manifest.descriptor
 
-    @property
-    def decoding(self) -> str:
-        """The descriptor images are decoded with for this index (see :attr:`Manifest.decoding`)."""
-        return self.manifest.decoding
-
     # --- vectors in step with the catalogue -------------------------------------------
 
     @property

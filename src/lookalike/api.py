@@ -256,18 +256,20 @@ class Index:
         queries: Sequence[QuerySource],
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         traits: list[QueryTraits] | None = None,
+        captions: bool = False,
     ) -> tuple[np.ndarray, list[ImageError | None]]:
         """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`;
-        ``traits``, if given, receives each decodable query's bytes hash and colour."""
+        ``traits``, if given, receives each decodable query's bytes hash and colour, and with
+        ``captions`` the vector of the query with its caption bars filled, if it has any."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
 
         def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                image = decode(data, size, max_megapixels, name)
+                image = decode(data, size, max_megapixels, name, captions=captions)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
-                return image.pixels, QueryTraits(digest, image.colour)
+                return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned)
             except OSError as exc:
                 return ImageError(f"cannot read: {exc.strerror or exc}")
             except ImageError as exc:
@@ -278,13 +280,21 @@ class Index:
                 read_all = list(pool.map(read, queries))
         else:
             read_all = [read(q) for q in queries]
-        pixels, problems = [], []
+        pixels, problems, mine = [], [], []
         for got in read_all:
             problems.append(got if isinstance(got, ImageError) else None)
             if not isinstance(got, ImageError):
                 pixels.append(got[0])
-                if traits is not None:
-                    traits.append(got[1])
+                mine.append(got[1])
+        if traits is not None:
+            captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
+            if captioned:  # one more model run for each query carrying caption bars
+                views = descriptors.embed(
+                    embedder, self._descriptor, [mine[n].uncaptioned for n in captioned]
+                )
+                for n, vector in zip(captioned, views.vectors, strict=True):
+                    mine[n] = replace(mine[n], uncaptioned=vector)
+            traits.extend(mine)
         return descriptors.embed(embedder, self._descriptor, pixels).vectors, problems
 
     def search(
@@ -305,7 +315,7 @@ class Index:
         ``error`` (and its typed ``problem``) instead of hits.
         """
         traits: list[QueryTraits] = []
-        vectors, problems = self.query_vectors(queries, max_megapixels, traits)
+        vectors, problems = self.query_vectors(queries, max_megapixels, traits, captions=True)
         with self._reading() as store:
             hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability, traits))
         if names is None:

@@ -1,4 +1,4 @@
-"""Caption bars: flat bands laid across a picture, found and filled before the model sees it.
+"""Caption bars: flat bands laid across a picture, found and filled for a query's second look.
 
 A shared copy often carries a caption: a band of one flat tone across the whole width
 with a line of text in it (a meme's bar, "photo: ...", a watermark strip). To the
@@ -7,16 +7,19 @@ quiet picture (a dark wallpaper, a flat design) lands nearer other captioned pic
 than its original. The pixel gap (:mod:`lookalike.detail`) already leaves caption rows
 out when it compares two pictures; this gives the model the same chance: each bar is
 replaced by what lies on either side of it (a vertical blend of the rows just above
-and below), so the model sees about the picture without its caption.
+and below), so the model sees about the picture without its caption. A search embeds a
+query with bars both ways and keeps each hit's better score
+(:func:`lookalike.search.neighbours.search_vectors`); indexed files are embedded as they
+are (filled there too, a library's captioned copies moved its calibration: README).
 
 A band counts as a caption bar only where a caption differs from a picture: it is flat
 (half of each row within a few levels of one tone, the text aside, and a row above or
-below the text flat across: water or a wall is flat-ish, not so), white or black, it lies inside the
-picture with rows of it on both sides (a letterbox bar at an edge is not filled: the
-descriptors and the grid's letterbox rule see to those), it stands out from both sides,
-it is thin (at most :data:`MAX_THICKNESS` of the height), and there are few of them (a
-striped design has many bands and none is filled). Pictures without such bars are
-passed through untouched, so their vectors are exactly as before.
+below the text flat across: water or a wall is flat-ish, not so), white or black, it
+lies inside the picture with rows of it on both sides (a letterbox bar at an edge is
+not filled: the descriptors and the grid's letterbox rule see to those), it stands out
+from both sides, it is thin (at most :data:`MAX_THICKNESS` of the height), and there
+are few of them (a striped design has many bands and none is filled). A query without
+such bars is searched for once, as before.
 """
 
 from __future__ import annotations

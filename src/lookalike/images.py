@@ -2,9 +2,9 @@
 
 JPEGs are decoded at reduced size inside libjpeg (Pillow's ``draft``); EXIF
 orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
-out as plain RGB; caption bars are filled before the views are cut
-(:mod:`lookalike.captions`), the colour signature's grid is read from the picture as it
-is. Nothing here imports TensorFlow: decoder processes stay light.
+out as plain RGB. A query is also cut with its caption bars filled
+(:mod:`lookalike.captions`): a search looks for its uncaptioned source too. Nothing here
+imports TensorFlow: decoder processes stay light.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class DecodedImage:
     exif: dict = field(default_factory=dict)
     captured_at: datetime | None = None
     colour: bytes | None = None  # see lookalike.colour: tells a recoloured variant from a copy
+    uncaptioned: np.ndarray | None = None  # the views with caption bars filled, if asked and found
 
 
 @dataclass
@@ -113,9 +114,11 @@ def decode(
     size: tuple[int, int],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     descriptor: str | None = None,
+    captions: bool = False,
 ) -> DecodedImage:
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
-    cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`).
+    cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`); with
+    ``captions``, also cut with its caption bars filled, when it has any (``uncaptioned``).
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -132,7 +135,7 @@ def decode(
             with im:
                 if isinstance(source, bytes) and (cut := truncation(im, source)):
                     raise ImageError(f"cannot decode: {cut}")
-                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor))
+                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor), captions)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -173,7 +176,7 @@ def truncation(im: Image.Image, data: bytes) -> str | None:
 
 
 def _decode_open(
-    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor
+    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor, bars: bool = False
 ) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
@@ -196,10 +199,13 @@ def _decode_open(
     if orientation != 1:  # exif_transpose copies an upright image whole: 60 MB for a 15 MP one
         im = ImageOps.exif_transpose(im)
     rgb, background = flatten(im)
-    pixels = descriptor.cut(captions.filled(rgb), size)
+    pixels = descriptor.cut(rgb, size)
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
-    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature)
+    uncaptioned = None
+    if bars and (filled := captions.filled(rgb)) is not rgb:
+        uncaptioned = descriptor.cut(filled, size)
+    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature, uncaptioned)
 
 
 REDUCING_GAP = 2.0  # as the views' resize: box-reduced while both sides stay this x what they need

@@ -59,6 +59,7 @@ class QueryTraits:
 
     content_hash: str
     colour: bytes | None
+    uncaptioned: np.ndarray | None = None  # its vector with its caption bars filled (lookalike.captions)
 
 
 @dataclass
@@ -140,6 +141,8 @@ def search_vectors(
     if store.vectors.ntotal == 0:
         return [[] for _ in vectors]
     scores, ids = store.search(vectors, max(k, RIVALS), allowed)
+    if traits is not None:
+        scores, ids = _also_uncaptioned(store, scores, ids, traits, allowed)
     rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
     cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
@@ -164,6 +167,46 @@ def search_vectors(
             read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def _also_uncaptioned(
+    store: Store,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    traits: Sequence[QueryTraits],
+    allowed: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of queries that carry caption bars, searched for with their bars
+    filled too (``traits[q].uncaptioned``): each file at the better of its two scores, the
+    best as many as were asked for. The caption is the strongest thing on such a query and
+    draws it to other captioned pictures; its source has none (:mod:`lookalike.captions`)."""
+    which = [q for q, t in enumerate(traits) if t.uncaptioned is not None]
+    if not which:
+        return scores, ids
+    more_scores, more_ids = store.search(
+        np.stack([traits[q].uncaptioned for q in which]), ids.shape[1], allowed
+    )
+    scores, ids = scores.copy(), ids.copy()
+    for row, q in enumerate(which):
+        scores[q], ids[q] = merged(scores[q], ids[q], more_scores[row], more_ids[row])
+    return scores, ids
+
+
+def merged(
+    scores: np.ndarray, ids: np.ndarray, more_scores: np.ndarray, more_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two ranked candidate lists (ids -1: none) as one of the same length: each id at its
+    higher score, best first."""
+    best: dict[int, float] = {}
+    for s, i in zip(np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids]), strict=True):
+        if i >= 0 and s > best.get(int(i), -np.inf):
+            best[int(i)] = float(s)
+    ranked = sorted(best.items(), key=lambda item: -item[1])[: len(ids)]
+    out_scores = np.full(len(ids), -np.inf, scores.dtype)
+    out_ids = np.full(len(ids), -1, ids.dtype)
+    if ranked:
+        out_ids[: len(ranked)], out_scores[: len(ranked)] = zip(*ranked, strict=True)
+    return out_scores, out_ids
 
 
 def read_scores(hits: list[Hit], cal: Calibration, copy_cutoff: float) -> None:

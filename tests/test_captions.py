@@ -131,6 +131,17 @@ def test_tiny_pictures_have_no_bars():
     assert captions.filled(im) is im
 
 
+def test_a_bar_too_near_an_edge_to_fill_from_both_sides_leaves_the_picture_as_it_is():
+    scene = _scene()
+    copy = scene.copy()
+    draw = ImageDraw.Draw(copy)
+    draw.rectangle((0, 6, copy.width, 37), fill="white")
+    draw.text((40, 22), "photo: a friend", fill="black", font=ImageFont.load_default(size=24), anchor="lm")
+    assert captions.bars(_luma(copy))  # found, but no rows above it to fill it from
+    assert captions.filled(copy) is copy
+    assert decode(_jpeg(copy), SIZE, captions=True).uncaptioned is None  # no second model run
+
+
 def test_a_smaller_more_compressed_copy_is_filled_alike():
     """The bars are measured again on each picture's own rows and filled from the mean of a
     few rows beyond their blurred edges: a copy at half the size and JPEG quality 30 gets

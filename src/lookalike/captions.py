@@ -19,7 +19,9 @@ lies inside the picture with rows of it on both sides (a letterbox bar at an edg
 not filled: the descriptors and the grid's letterbox rule see to those), it stands out
 from both sides, it is thin (at most :data:`MAX_THICKNESS` of the height), and there
 are few of them (a striped design has many bands and none is filled). A query without
-such bars is searched for once, as before.
+such bars is searched for once, as before. (:func:`lookalike.search.geometric._bars`
+finds the bars one of two aligned pictures has and the other has not: another question,
+asked of a pair.)
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _written(band: np.ndarray, level: float) -> bool:
 
 def filled(rgb: Image.Image) -> Image.Image:
     """``rgb`` with its caption bars (:func:`bars`) replaced by a vertical blend of the
-    rows beyond them; ``rgb`` itself when it has none. Each bar is measured again on the
+    rows beyond them; ``rgb`` itself when none is found or can be filled. Each bar is measured again on the
     picture's own rows (those of its tone), widened by its blurred edge (:data:`EDGE`),
     and filled from the mean of a few rows (:data:`SOURCE`) on each side: what the model
     sees then hardly depends on the size or the compression of the copy."""
@@ -107,6 +109,7 @@ def filled(rgb: Image.Image) -> Image.Image:
     luma = px @ np.array([0.299, 0.587, 0.114], np.float32)
     scale = h / small.height
     edge, source = max(2, round(EDGE * h)), max(2, round(SOURCE * h))
+    changed = False
     for a, b in found:
         level = float(np.median(np.median(grid[a:b], axis=1)))
         lo, hi = max(0, int((a - 2) * scale)), min(h, int(np.ceil((b + 2) * scale)))
@@ -119,4 +122,7 @@ def filled(rgb: Image.Image) -> Image.Image:
         above, below = px[top - source : top].mean(axis=0), px[end : end + source].mean(axis=0)
         t = (np.arange(top, end, dtype=np.float32) - (top - 1)) / (end - (top - 1))
         px[top:end] = (1 - t)[:, None, None] * above + t[:, None, None] * below
+        changed = True
+    if not changed:  # every bar too near an edge to be filled from both sides
+        return rgb
     return Image.fromarray(np.clip(px + 0.5, 0, 255).astype(np.uint8), "RGB")

@@ -267,7 +267,7 @@ class Index:
         def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                image = decode(data, size, max_megapixels, name, captions=captions)
+                image = decode(data, size, max_megapixels, name, captions=captions and traits is not None)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
                 return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned)
             except OSError as exc:

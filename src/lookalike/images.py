@@ -135,7 +135,7 @@ def decode(
             with im:
                 if isinstance(source, bytes) and (cut := truncation(im, source)):
                     raise ImageError(f"cannot decode: {cut}")
-                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor), captions)
+                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor), fill=captions)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -176,7 +176,7 @@ def truncation(im: Image.Image, data: bytes) -> str | None:
 
 
 def _decode_open(
-    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor, bars: bool = False
+    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor, fill: bool = False
 ) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
@@ -203,7 +203,7 @@ def _decode_open(
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
     uncaptioned = None
-    if bars and (filled := captions.filled(rgb)) is not rgb:
+    if fill and (filled := captions.filled(rgb)) is not rgb:
         uncaptioned = descriptor.cut(filled, size)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature, uncaptioned)
 

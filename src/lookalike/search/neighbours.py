@@ -59,7 +59,7 @@ class QueryTraits:
 
     content_hash: str
     colour: bytes | None
-    uncaptioned: np.ndarray | None = None  # its vector with its caption bars filled (lookalike.captions)
+    uncaptioned: np.ndarray | None = field(default=None, compare=False)  # its vector, caption bars filled
 
 
 @dataclass

@@ -47,6 +47,11 @@ BEYOND = 2  # rows past a bar's edge its sides are read at (the edge is blurred 
 def bars(luma: np.ndarray) -> list[tuple[int, int]]:
     """The caption bars of a luma grid ([rows, cols], 0-255): (first row, end row) each,
     in order; none when the flat bands found do not look like a caption's (see module)."""
+    return [(a, b) for a, b, _ in _bars(luma)]
+
+
+def _bars(luma: np.ndarray) -> list[tuple[int, int, float]]:
+    """:func:`bars`, each with its tone."""
     rows = len(luma)
     if rows < 8 or luma.shape[1] < 8:
         return []
@@ -78,7 +83,7 @@ def bars(luma: np.ndarray) -> list[tuple[int, int]]:
             standing.append((a, b, level))
     if len(standing) > MAX_BARS or sum(b - a for a, b, _ in standing) > MAX_COVER * rows:
         return []  # a striped design, whatever is written on it
-    return [(a, b) for a, b, level in standing if _written(luma[a:b], level)]
+    return [(a, b, level) for a, b, level in standing if _written(luma[a:b], level)]
 
 
 def _written(band: np.ndarray, level: float) -> bool:
@@ -93,8 +98,8 @@ def _written(band: np.ndarray, level: float) -> bool:
 
 def filled(rgb: Image.Image) -> Image.Image:
     """``rgb`` with its caption bars (:func:`bars`) replaced by a vertical blend of the
-    rows beyond them; ``rgb`` itself when none is found or can be filled. Each bar is measured again on the
-    picture's own rows (those of its tone), widened by its blurred edge (:data:`EDGE`),
+    rows beyond them; ``rgb`` itself when none is found or can be filled. Each bar is
+    measured again on the picture's own rows (those of its tone), widened by its blurred edge (:data:`EDGE`),
     and filled from the mean of a few rows (:data:`SOURCE`) on each side: what the model
     sees then hardly depends on the size or the compression of the copy."""
     w, h = rgb.size
@@ -102,18 +107,18 @@ def filled(rgb: Image.Image) -> Image.Image:
     if w > COLS or h > ROWS:
         small = small.resize((min(w, COLS), min(h, ROWS)), Image.Resampling.BOX)
     grid = np.asarray(small, np.float32)
-    found = bars(grid)
+    found = _bars(grid)
     if not found:
         return rgb
-    px = np.array(rgb, np.float32)
-    luma = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    picture = np.asarray(rgb)
+    px = picture.astype(np.float32)
     scale = h / small.height
     edge, source = max(2, round(EDGE * h)), max(2, round(SOURCE * h))
     changed = False
-    for a, b in found:
-        level = float(np.median(np.median(grid[a:b], axis=1)))
+    for a, b, level in found:
         lo, hi = max(0, int((a - 2) * scale)), min(h, int(np.ceil((b + 2) * scale)))
-        on = np.flatnonzero(np.abs(np.median(luma[lo:hi], axis=1) - level) <= SPREAD)
+        luma = picture[lo:hi].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        on = np.flatnonzero(np.abs(np.median(luma, axis=1) - level) <= SPREAD)
         if not len(on):
             continue
         top, end = lo + int(on[0]) - edge, lo + int(on[-1]) + 1 + edge

@@ -286,16 +286,16 @@ class Index:
             if not isinstance(got, ImageError):
                 pixels.append(got[0])
                 mine.append(got[1])
+        captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
+        # in the same batch: each query carrying caption bars once more, bars filled
+        vectors = descriptors.embed(
+            embedder, self._descriptor, pixels + [mine[n].uncaptioned for n in captioned]
+        ).vectors
+        for n, vector in zip(captioned, vectors[len(pixels) :], strict=True):
+            mine[n] = replace(mine[n], uncaptioned=vector)
         if traits is not None:
-            captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
-            if captioned:  # one more model run for each query carrying caption bars
-                views = descriptors.embed(
-                    embedder, self._descriptor, [mine[n].uncaptioned for n in captioned]
-                )
-                for n, vector in zip(captioned, views.vectors, strict=True):
-                    mine[n] = replace(mine[n], uncaptioned=vector)
             traits.extend(mine)
-        return descriptors.embed(embedder, self._descriptor, pixels).vectors, problems
+        return vectors[: len(pixels)], problems
 
     def search(
         self,

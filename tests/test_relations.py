@@ -152,7 +152,7 @@ def test_a_black_logo_is_not_the_gray_copy_of_a_red_one():
 def test_a_group_holds_one_colour_scheme_though_a_gray_copy_matches_both():
     """The red logo's gray copy matches the black logo after a contrast change (two gray
     pictures: no colour evidence): the group around it keeps the red logo's scheme."""
-    from lookalike.search.duplicates import _one_scheme
+    from lookalike.search.schemes import one_scheme as _one_scheme
     from lookalike.storage.catalogue import FileRow
 
     red = _logo("#a80030")
@@ -174,7 +174,7 @@ def test_a_group_holds_one_colour_scheme_though_a_gray_copy_matches_both():
 def test_a_group_keeps_its_centres_colour_scheme():
     """A red logo's star that reaches a more colourful green version: the group holds the
     red scheme it was formed around (the centre is never left out of its own group)."""
-    from lookalike.search.duplicates import _one_scheme
+    from lookalike.search.schemes import one_scheme as _one_scheme
     from lookalike.storage.catalogue import FileRow
 
     red, green = _logo("#a80030"), _logo("#00e040")
@@ -190,3 +190,96 @@ def test_a_group_keeps_its_centres_colour_scheme():
     ]
     assert colour.colourfulness(star[2].colour) > colour.colourfulness(star[0].colour)
     assert [row.path for row in _one_scheme(star)] == ["/red.jpg", "/red-small.jpg"]
+
+
+def _hue_shifted(im: Image.Image, shift: int) -> Image.Image:
+    """``im`` with its hues turned by ``shift`` / 256 of a circle: another colour scheme
+    whose luma differs a little (as warm and cold versions of a wallpaper do)."""
+    h, s, v = im.convert("HSV").split()
+    return Image.merge("HSV", (h.point(lambda x: (x + shift) % 256), s, v)).convert("RGB")
+
+
+def test_a_gray_copy_goes_with_the_scheme_whose_luma_it_repeats():
+    """Two schemes of one design whose gray versions differ by a few luma levels: either
+    scheme passes the gray copy of the other as its own (a gray copy's luma is only checked
+    within a tolerance), so the group of whichever is formed first took it. With the
+    component at hand, the gray copy goes with the scheme it was made from."""
+    from lookalike.search.relations import luma_error, recoloured
+    from lookalike.search.schemes import one_scheme
+    from lookalike.storage.catalogue import FileRow
+
+    warm = _design(3, ("#4d2600", "#ffc08c"))
+    cold = _hue_shifted(warm, 85)
+    pictures = {
+        "cold": cold,
+        "cold-small": cold.resize((160, 120)),
+        "warm-gray": ImageOps.grayscale(warm),
+        "cold-gray": ImageOps.grayscale(cold.resize((200, 150))),
+        "warm": warm,
+        "warm-small": warm.resize((160, 120)),
+    }
+    rows = {
+        name: FileRow(n, f"/{name}.jpg", 1, 0, None, 320, 240, "JPEG", None, colour=_signature(im))
+        for n, (name, im) in enumerate(pictures.items())
+    }
+    sig = {name: row.colour for name, row in rows.items()}
+    assert recoloured(sig["cold"], sig["warm"])
+    assert not recoloured(sig["cold"], sig["warm-gray"])  # within the gray tolerance: colours cannot tell
+    assert luma_error(sig["cold"], sig["warm-gray"]) > 5 > luma_error(sig["warm"], sig["warm-gray"]) + 3
+
+    def flat(members, one):
+        return np.zeros(len(members), np.float32)
+
+    component = list(rows.values())
+    star = [rows[n] for n in ("cold", "cold-small", "warm-gray", "cold-gray")]
+    assert one_scheme(star) == star  # the star alone: nothing tells
+    assert [m.path for m in one_scheme(star, component, flat)] == [
+        "/cold.jpg",
+        "/cold-small.jpg",
+        "/cold-gray.jpg",
+    ]
+    # a gray centre is grouped with the scheme its luma repeats, not the most colourful one
+    gray_centre = [rows[n] for n in ("warm-gray", "cold", "cold-small", "warm", "warm-small")]
+    assert colour.colourfulness(sig["cold"]) > colour.colourfulness(sig["warm"])
+    assert [m.path for m in one_scheme(gray_centre)] == ["/warm-gray.jpg", "/cold.jpg", "/cold-small.jpg"]
+    assert [m.path for m in one_scheme(gray_centre, component, flat)] == [
+        "/warm-gray.jpg",
+        "/warm.jpg",
+        "/warm-small.jpg",
+    ]
+
+
+def test_a_gray_copy_that_lines_up_with_no_member_of_its_scheme_stays():
+    """A gray captioned copy lines up (by luma) with none of its scheme's members, but
+    with the other scheme's captioned copy, by their shared bars: that is no evidence."""
+    from lookalike.search.relations import luma_error
+    from lookalike.search.schemes import one_scheme
+    from lookalike.storage.catalogue import FileRow
+
+    def captioned(im: Image.Image) -> Image.Image:
+        im = im.copy()
+        draw = ImageDraw.Draw(im)
+        for top in (0.15, 0.5, 0.8):
+            draw.rectangle([0, int(top * im.height), im.width, int((top + 0.1) * im.height)], fill="white")
+        return im
+
+    warm = _design(3, ("#4d2600", "#ffc08c"))
+    cold = _hue_shifted(warm, 85)
+    pictures = {
+        "warm": warm,
+        "warm-small": warm.resize((160, 120)),
+        "warm-captioned-gray": ImageOps.grayscale(captioned(warm)),
+        "cold": cold,
+        "cold-captioned": captioned(cold),
+    }
+    rows = [
+        FileRow(n, f"/{name}.jpg", 1, 0, None, 320, 240, "JPEG", None, colour=_signature(im))
+        for n, (name, im) in enumerate(pictures.items())
+    ]
+    assert luma_error(rows[0].colour, rows[2].colour) is None
+    assert luma_error(rows[4].colour, rows[2].colour) is not None
+
+    def flat(members, one):
+        return np.zeros(len(members), np.float32)
+
+    assert one_scheme(rows[:3], rows, flat) == rows[:3]

@@ -22,10 +22,9 @@ from functools import cached_property
 import faiss
 import numpy as np
 
-from lookalike import colour
 from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
-from lookalike.search import geometric, metric
+from lookalike.search import geometric, metric, schemes
 from lookalike.search.calibration import Calibration
 from lookalike.search.keep import KeepRules
 from lookalike.search.provenance import group_facts
@@ -534,7 +533,7 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             if j != centre and (exact or sims_to[j] >= threshold):
                 star.append(m)
         if not judge.include_recoloured:
-            star = _one_scheme(star)
+            star = schemes.one_scheme(star, members, scores.to)
         group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge, threshold)
         taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:
@@ -543,21 +542,6 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             taken = {left[centre].id}
         left = [m for m in left if m.id not in taken]
     return out
-
-
-def _one_scheme(star: list[FileRow]) -> list[FileRow]:
-    """``star`` (its centre first) without the members that are a recolouring of its
-    centre, or of its most colourful member when the centre is gray: a gray copy matches a
-    red logo and, after a contrast change, its black version (two gray pictures: no colour
-    evidence), but a group that leaves recolourings out holds one colour scheme. Those left
-    out go to the groups formed after this one; a colourful centre stays in its own group."""
-    known = [m for m in star if m.colour]
-    if len(known) < 2:
-        return star
-    anchor = star[0]
-    if not anchor.colour or colour.colourfulness(anchor.colour) < colour.GRAY_CHROMA:
-        anchor = max(known, key=lambda m: colour.colourfulness(m.colour))
-    return [m for m in star if m is anchor or not recoloured(anchor.colour, m.colour)]
 
 
 def _group(star, centre, scores: _Scores, rules, ignored, judge: _Judge, threshold: float) -> Group:

@@ -53,6 +53,28 @@ def _its_gray(picture: bytes, gray: bytes) -> bool:
     return fit is None or (abs(fit[0] - 1.0) <= GRAY_GAIN and abs(fit[1]) <= GRAY_OFFSET)
 
 
+def colourless(a: bytes, b: bytes) -> bool:
+    """Whether colours cannot tell signatures ``a`` and ``b`` apart: one is grayscale, or
+    too faint for hues to count (only their luma can)."""
+    rel = colour.compare(a, b)
+    return rel.gray_side is not None or rel.faint
+
+
+LUMA_RANGE = (32.0, 224.0)  # the luma levels over which :func:`luma_error` measures
+
+
+def luma_error(picture: bytes | None, other: bytes | None) -> float | None:
+    """How far ``other``'s luma is from ``picture``'s, where their pictures line up: the
+    largest deviation of the tone map between them (:func:`detail.tone`) from the identity
+    over :data:`LUMA_RANGE` (0-255 levels; ~0 for a gray copy of ``picture``); None when
+    they do not line up or a grid is missing."""
+    fit = detail.tone(colour.detail_grid(picture), colour.detail_grid(other))
+    if fit is None:
+        return None
+    gain, offset = fit
+    return max(abs((gain - 1.0) * x + offset) for x in LUMA_RANGE)
+
+
 def relation(
     score: float,
     cutoffs: tuple[float, float],

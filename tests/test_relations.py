@@ -283,3 +283,28 @@ def test_a_gray_copy_that_lines_up_with_no_member_of_its_scheme_stays():
         return np.zeros(len(members), np.float32)
 
     assert one_scheme(rows[:3], rows, flat) == rows[:3]
+
+
+def test_other_schemes_are_looked_for_near_the_star_only(monkeypatch):
+    """In a large component, only the members closest to the star's centre are scanned for
+    another scheme (a bound on the work per star): one further away places nothing."""
+    from lookalike.search import schemes
+    from lookalike.storage.catalogue import FileRow
+
+    warm = _design(3, ("#4d2600", "#ffc08c"))
+    cold = _hue_shifted(warm, 85)
+    pictures = {"cold": cold, "cold-small": cold.resize((160, 120)), "warm-gray": ImageOps.grayscale(warm)}
+    pictures |= {"warm": warm, "unrelated": _design(11, ("#003300", "#ccffcc"))}
+    rows = {
+        name: FileRow(n, f"/{name}.jpg", 1, 0, None, 320, 240, "JPEG", None, colour=_signature(im))
+        for n, (name, im) in enumerate(pictures.items())
+    }
+    star = [rows["cold"], rows["cold-small"], rows["warm-gray"]]
+    monkeypatch.setattr(schemes, "RIVALS_SCANNED", 1)
+
+    def closer(first: str):
+        return lambda members, one: np.array([1.0 if m.path == f"/{first}.jpg" else 0.0 for m in members])
+
+    component = list(rows.values())
+    assert schemes.one_scheme(star, component, closer("warm")) == star[:2]
+    assert schemes.one_scheme(star, component, closer("unrelated")) == star

@@ -20,7 +20,7 @@ from lookalike.storage.catalogue import FileRow
 
 Scorer = Callable[[Sequence[FileRow], FileRow], np.ndarray]  # scores of members against one
 
-FITS_TRIED = 4  # members of each side, the closest by score, whose luma a colourless member is fitted to
+FITS_TRIED = 4  # members of each side, the closest by score, a colourless member is fitted to
 # Luma levels (0-255) by which another scheme must fit a colourless member better than its
 # star's scheme to take it. bench/lookalikes.py, 140 gray copies of colour originals: the
 # best-fitting copy of their own scheme fits within 0.1 (their worst, a captioned copy,
@@ -28,6 +28,7 @@ FITS_TRIED = 4  # members of each side, the closest by score, whose luma a colou
 # of those gray copies used to join the other scheme's group), 0.4-0.9 on another shot of
 # a scene (not a recolouring: left to the shot checks).
 LUMA_CLOSER = 3.0
+RIVALS_SCANNED = 64  # members outside a star, the closest to its centre, scanned for other schemes
 
 
 def one_scheme(
@@ -39,7 +40,7 @@ def one_scheme(
     recolourings out holds one colour scheme; those left out go to the groups formed after
     this one, and the centre always stays in its own. With the rest of the ``component``
     and a ``score`` to pick the closest members by, a member that colours cannot place
-    also leaves when another scheme in the component fits its luma clearly better than
+    also leaves when another scheme near the star fits its luma clearly better than
     this one (when only the other lines up with it, as captioned copies of two schemes
     line up by their bars, that is no evidence)."""
     known = [m for m in star if m.colour]
@@ -54,8 +55,7 @@ def one_scheme(
     loose = [m for m in kept[1:] if m is not anchor and m.colour and colourless(anchor.colour, m.colour)]
     if not loose:
         return kept
-    ids = {m.id for m in kept}
-    rivals = [m for m in component if m.id not in ids and m.colour and recoloured(anchor.colour, m.colour)]
+    rivals = _rivals(star[0], anchor, kept, component, score)
     if not rivals:
         return kept
     gone = set()
@@ -65,6 +65,19 @@ def one_scheme(
         if own is not None and other is not None and other[0] + LUMA_CLOSER < own[0]:
             gone.add(m.id)
     return [m for m in kept if m.id not in gone]
+
+
+def _rivals(
+    centre: FileRow, anchor: FileRow, kept: list[FileRow], component: Sequence[FileRow], score: Scorer
+) -> list[FileRow]:
+    """The members of other schemes among the :data:`RIVALS_SCANNED` members of
+    ``component`` outside ``kept`` that are closest to the star's ``centre``."""
+    ids = {m.id for m in kept}
+    others = [m for m in component if m.id not in ids and m.colour]
+    if len(others) > RIVALS_SCANNED:
+        closest = np.argsort(-np.asarray(score(others, centre)), kind="stable")[:RIVALS_SCANNED]
+        others = [others[i] for i in closest]
+    return [m for m in others if recoloured(anchor.colour, m.colour)]
 
 
 def _anchor_of_gray(centre: FileRow, known: list[FileRow], score: Scorer | None) -> FileRow:

@@ -96,38 +96,43 @@ def _written(band: np.ndarray, level: float) -> bool:
     return marked.mean() >= MIN_GLYPHS and crossing.mean() <= MAX_CROSSING
 
 
-def filled(rgb: Image.Image) -> Image.Image:
-    """``rgb`` with its caption bars (:func:`bars`) replaced by a vertical blend of the
-    rows beyond them; ``rgb`` itself when none is found or can be filled. Each bar is
-    measured again on the picture's own rows (those of its tone), widened by its blurred edge (:data:`EDGE`),
-    and filled from the mean of a few rows (:data:`SOURCE`) on each side: what the model
-    sees then hardly depends on the size or the compression of the copy."""
+def spans(rgb: Image.Image) -> list[tuple[int, int]]:
+    """The rows [top, end) of ``rgb`` that its caption bars (:func:`bars`) cover, each
+    measured again on the picture's own rows (those of its tone) and widened by its blurred
+    edge (:data:`EDGE`)."""
     w, h = rgb.size
     small = rgb.convert("L")
     if w > COLS or h > ROWS:
         small = small.resize((min(w, COLS), min(h, ROWS)), Image.Resampling.BOX)
-    grid = np.asarray(small, np.float32)
-    found = _bars(grid)
+    found = _bars(np.asarray(small, np.float32))
     if not found:
-        return rgb
+        return []
     picture = np.asarray(rgb)
-    px = picture.astype(np.float32)
     scale = h / small.height
-    edge, source = max(2, round(EDGE * h)), max(2, round(SOURCE * h))
-    changed = False
+    edge = max(2, round(EDGE * h))
+    out = []
     for a, b, level in found:
         lo, hi = max(0, int((a - 2) * scale)), min(h, int(np.ceil((b + 2) * scale)))
         luma = picture[lo:hi].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         on = np.flatnonzero(np.abs(np.median(luma, axis=1) - level) <= SPREAD)
-        if not len(on):
-            continue
-        top, end = lo + int(on[0]) - edge, lo + int(on[-1]) + 1 + edge
-        if top < source or end + source > h:
-            continue
+        if len(on):
+            out.append((max(0, lo + int(on[0]) - edge), min(h, lo + int(on[-1]) + 1 + edge)))
+    return out
+
+
+def filled(rgb: Image.Image) -> Image.Image:
+    """``rgb`` with its caption bars (:func:`spans`) replaced by a vertical blend of the
+    rows beyond them; ``rgb`` itself when none is found or can be filled. Each is filled
+    from the mean of a few rows (:data:`SOURCE`) on each side: what the model sees then
+    hardly depends on the size or the compression of the copy."""
+    h = rgb.height
+    source = max(2, round(SOURCE * h))
+    inside = [(top, end) for top, end in spans(rgb) if top >= source and end + source <= h]
+    if not inside:  # none, or every bar too near an edge to be filled from both sides
+        return rgb
+    px = np.asarray(rgb).astype(np.float32)
+    for top, end in inside:
         above, below = px[top - source : top].mean(axis=0), px[end : end + source].mean(axis=0)
         t = (np.arange(top, end, dtype=np.float32) - (top - 1)) / (end - (top - 1))
         px[top:end] = (1 - t)[:, None, None] * above + t[:, None, None] * below
-        changed = True
-    if not changed:  # every bar too near an edge to be filled from both sides
-        return rgb
     return Image.fromarray(np.clip(px + 0.5, 0, 255).astype(np.uint8), "RGB")

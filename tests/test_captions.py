@@ -216,3 +216,26 @@ def test_a_captioned_copy_finds_its_quiet_original_and_an_indexed_captioned_file
     index.add([queries], options=IndexOptions(workers=0))
     (again,) = index.search([query], k=1)
     assert again.hits[0].path == str(query) and again.hits[0].score > 0.99
+
+
+def test_a_caption_laid_on_a_transparent_picture_does_not_choose_its_background():
+    """A gray icon on transparency is shown on white; three opaque white caption bars laid
+    on it make what is visible pale, which alone would put it on black (unlike its source).
+    The bars are left out of that choice; a white logo with the same bars stays on black."""
+    from lookalike.images import BLACK, WHITE, _background_for, flatten
+
+    def icon(tone: int) -> Image.Image:
+        im = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+        ImageDraw.Draw(im).ellipse((200, 150, 400, 350), fill=(tone, tone, tone, 255))
+        return im
+
+    gray, white = icon(180), icon(250)
+    assert flatten(gray)[1] == WHITE and flatten(white)[1] == BLACK
+    captioned = _captioned(gray)
+    assert _background_for(captioned) == BLACK  # what the visible pixels alone say
+    shown, background = flatten(captioned)
+    assert background == WHITE
+    on_white = Image.new("RGB", gray.size, WHITE)
+    on_white.paste(gray, mask=gray.getchannel("A"))
+    assert _gap(shown, _captioned(on_white)) < 0.01  # the bars as drawn, on white
+    assert flatten(_captioned(white))[1] == BLACK

@@ -1,4 +1,5 @@
-"""Caption bars: flat bands laid across a picture, found and filled for a query's second look.
+"""Caption bars: flat bands laid across a picture, found and filled for a query's second look
+(and left out when a transparent picture's background is chosen, :func:`lookalike.images.flatten`).
 
 A shared copy often carries a caption: a band of one flat tone across the whole width
 with a line of text in it (a meme's bar, "photo: ...", a watermark strip). To the

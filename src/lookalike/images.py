@@ -228,7 +228,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def flatten(im: Image.Image) -> tuple[Image.Image, tuple[int, int, int] | None]:
-    """:func:`to_rgb`, and the background a transparent picture was put on (None: opaque)."""
+    """:func:`to_rgb`, and the background a transparent picture was put on (None: opaque).
+    Caption bars drawn opaque on a transparent picture (:func:`captions.spans`) are no part
+    of what it shows and do not choose its background: white ones would put a dark icon
+    on black, unlike its source."""
     mode = im.mode
     if mode == "RGB":
         return im, None
@@ -245,10 +248,28 @@ def flatten(im: Image.Image) -> tuple[Image.Image, tuple[int, int, int] | None]:
         if rgba.getchannel("A").getextrema()[0] == 255:  # nothing shows through: opaque
             return rgba.convert("RGB"), None
         background = _background_for(rgba)
-        canvas = Image.new("RGB", rgba.size, background)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas, background
+        shown = _shown_on(rgba, background)
+        if (bars := captions.spans(shown)) and (other := _background_for(_without(rgba, bars))) != background:
+            background, shown = other, _shown_on(rgba, other)
+        return shown, background
     return im.convert("RGB"), None  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _shown_on(rgba: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """An RGBA picture as shown on ``background``."""
+    canvas = Image.new("RGB", rgba.size, background)
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
+
+
+def _without(rgba: Image.Image, rows: list[tuple[int, int]]) -> Image.Image:
+    """An RGBA picture with the ``rows`` [top, end) made transparent."""
+    alpha = np.array(rgba.getchannel("A"))
+    for top, end in rows:
+        alpha[top:end] = 0
+    out = rgba.copy()
+    out.putalpha(Image.fromarray(alpha))
+    return out
 
 
 def _background_for(rgba: Image.Image) -> tuple[int, int, int]:

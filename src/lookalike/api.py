@@ -260,7 +260,8 @@ class Index:
     ) -> tuple[np.ndarray, list[ImageError | None]]:
         """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`;
         ``traits``, if given, receives each decodable query's bytes hash and colour, and with
-        ``captions`` the vector of the query with its caption bars filled, if it has any."""
+        ``captions`` its second looks: the vector of the query with its caption bars filled,
+        if it has any, and with its flat backdrop in the other tone, if it has one."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
 
@@ -269,7 +270,7 @@ class Index:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
                 image = decode(data, size, max_megapixels, name, captions=captions and traits is not None)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
-                return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned)
+                return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop)
             except OSError as exc:
                 return ImageError(f"cannot read: {exc.strerror or exc}")
             except ImageError as exc:
@@ -287,12 +288,15 @@ class Index:
                 pixels.append(got[0])
                 mine.append(got[1])
         captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
-        # in the same batch: each query carrying caption bars once more, bars filled
-        vectors = descriptors.embed(
-            embedder, self._descriptor, pixels + [mine[n].uncaptioned for n in captioned]
-        ).vectors
-        for n, vector in zip(captioned, vectors[len(pixels) :], strict=True):
+        backed = [n for n, t in enumerate(mine) if t.backdrop is not None]
+        # in the same batch: each query carrying caption bars once more, bars filled, and each
+        # on a flat backdrop once more, the backdrop in the other tone
+        more = [mine[n].uncaptioned for n in captioned] + [mine[n].backdrop[0] for n in backed]
+        vectors = descriptors.embed(embedder, self._descriptor, pixels + more).vectors
+        for n, vector in zip(captioned, vectors[len(pixels) : len(pixels) + len(captioned)], strict=True):
             mine[n] = replace(mine[n], uncaptioned=vector)
+        for n, vector in zip(backed, vectors[len(pixels) + len(captioned) :], strict=True):
+            mine[n] = replace(mine[n], backdrop=(vector, mine[n].backdrop[1]))
         if traits is not None:
             traits.extend(mine)
         return vectors[: len(pixels)], problems

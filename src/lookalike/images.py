@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from lookalike import captions, colour, detail
+from lookalike import backdrop, captions, colour, detail
 from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
@@ -90,6 +90,9 @@ class DecodedImage:
     captured_at: datetime | None = None
     colour: bytes | None = None  # see lookalike.colour: tells a recoloured variant from a copy
     uncaptioned: np.ndarray | None = None  # the views with caption bars filled, if asked and found
+    # an opaque picture on a flat black or white backdrop, the backdrop in the other tone, if asked
+    # and found (see lookalike.backdrop): its views and their colour signature
+    backdrop: tuple[np.ndarray, bytes] | None = None
 
 
 @dataclass
@@ -118,7 +121,9 @@ def decode(
 ) -> DecodedImage:
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
     cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`); with
-    ``captions``, also cut with its caption bars filled, when it has any (``uncaptioned``).
+    ``captions``, also cut with its caption bars filled, when it has any (``uncaptioned``),
+    and an opaque one on a flat backdrop with the backdrop in the other tone (``backdrop``):
+    a query's second looks.
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -202,10 +207,14 @@ def _decode_open(
     pixels = descriptor.cut(rgb, size)
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
-    uncaptioned = None
+    uncaptioned = other = None
     if fill and (filled := captions.filled(rgb)) is not rgb:
         uncaptioned = descriptor.cut(filled, size)
-    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature, uncaptioned)
+    if fill and background is None and (on_other := backdrop.swapped(rgb)) is not None:
+        views = descriptor.cut(on_other, size)
+        other = views, colour.signature(views, detail.grid(on_other))
+    meta_at = _captured_at(meta)
+    return DecodedImage(pixels, width, height, fmt, meta, meta_at, signature, uncaptioned, other)
 
 
 REDUCING_GAP = 2.0  # as the views' resize: box-reduced while both sides stay this x what they need

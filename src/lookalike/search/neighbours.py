@@ -60,6 +60,8 @@ class QueryTraits:
     content_hash: str
     colour: bytes | None
     uncaptioned: np.ndarray | None = field(default=None, compare=False)  # its vector, caption bars filled
+    # its vector and colour signature with its flat backdrop in the other tone (lookalike.backdrop)
+    backdrop: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -143,23 +145,25 @@ def search_vectors(
     scores, ids = store.search(vectors, max(k, RIVALS), allowed)
     if traits is not None:
         scores, ids = _also_uncaptioned(store, scores, ids, traits, allowed)
-    rows = store.catalogue.rows({int(i) for i in ids.ravel() if i >= 0})
+    other = _on_other_backdrop(store, traits, ids.shape[1], allowed) if traits is not None else {}
+    found_ids = {int(i) for i in ids.ravel() if i >= 0}
+    rows = store.catalogue.rows(found_ids.union(*(set(o[1].tolist()) for o in other.values())) - {-1})
     cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
-        # -1 pads short results; a row may vanish meanwhile
-        found = [(rows[int(i)], float(s)) for s, i in zip(q_scores, q_ids, strict=True) if int(i) in rows]
-        found = weigh_pixels(found, traits[q].colour) if pixels and found else sorted(found, key=_best_first)
+        seen = traits[q].colour if traits is not None else None
+        found = _candidates(rows, q_scores, q_ids, seen, pixels)
+        if q in other:  # each file as it scores best: the query as it is, or on the other backdrop
+            found = _better(found, _candidates(rows, *other[q], traits[q].backdrop[1], pixels))
         hits = []
-        for row, s in found:
+        for row, s, seen_as in found:
             score = min(1.0, max(-1.0, s))
             p = None if cal is None else float(cal.probability(score))
             kind = None
             if traits is not None:
-                query = traits[q]
-                same = query.content_hash == row.content_hash
-                kind = relation(score, cutoffs, same, query.colour, row.colour)
+                same = traits[q].content_hash == row.content_hash
+                kind = relation(score, cutoffs, same, seen_as, row.colour)
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind, score))
         if cal is not None:
             _give_way(store, cal, hits, rows)
@@ -167,6 +171,39 @@ def search_vectors(
             read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def _candidates(
+    rows: dict, scores: np.ndarray, ids: np.ndarray, colour: bytes | None, pixels: bool
+) -> list[tuple[FileRow, float, bytes | None]]:
+    """(row, score, the query's colour signature it was weighed with) of FAISS hits, best
+    first, scored as the index's calibration reads them (weighing the pixels, if it does).
+    -1 pads short results; a row may vanish meanwhile."""
+    found = [(rows[int(i)], float(s)) for s, i in zip(scores, ids, strict=True) if int(i) in rows]
+    found = weigh_pixels(found, colour) if pixels and found else sorted(found, key=_best_first)
+    return [(row, s, colour) for row, s in found]
+
+
+def _better(a: list[tuple], b: list[tuple]) -> list[tuple]:
+    """Two candidate lists (:func:`_candidates`) as one as long as the first: each file at
+    its higher score, best first."""
+    best: dict[int, tuple] = {}
+    for hit in a + b:
+        if hit[0].id not in best or hit[1] > best[hit[0].id][1]:
+            best[hit[0].id] = hit
+    return sorted(best.values(), key=lambda h: _best_first(h[:2]))[: len(a) or len(b)]
+
+
+def _on_other_backdrop(
+    store: Store, traits: Sequence[QueryTraits], k: int, allowed: np.ndarray | None
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """FAISS (scores, ids) of the queries on a flat backdrop, searched for with the backdrop
+    in the other tone (``traits[q].backdrop``, see :mod:`lookalike.backdrop`), by query."""
+    which = [q for q, t in enumerate(traits) if t.backdrop is not None]
+    if not which:
+        return {}
+    scores, ids = store.search(np.stack([traits[q].backdrop[0] for q in which]), k, allowed)
+    return {q: (scores[n], ids[n]) for n, q in enumerate(which)}
 
 
 def _also_uncaptioned(

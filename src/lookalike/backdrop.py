@@ -1,0 +1,55 @@
+"""A flat backdrop around an opaque picture: a cut-out shown on black or on white.
+
+A transparent picture (an icon, a logo, a cut-out photo) is indexed as a screen shows it:
+on white, unless what it shows is white (:func:`lookalike.images.flatten`). Its copies
+are opaque: a JPEG export or a screenshot shows it on whatever the exporter or the
+desktop had behind it, and an icon indexed on white, met on black, looked like another
+picture to the model. So a query whose edges are one flat black or white region (the
+backdrop: connected to the edges, round most of them, a fair share of the picture) is
+searched for a second time with that backdrop turned to the other tone
+(:func:`lookalike.search.neighbours.search_vectors`), each hit keeping its better score:
+the cut-out on white and on black, whichever its source was indexed on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+TOLERANCE = 24  # levels (0-255) from pure black or white that still count as the backdrop (JPEG noise)
+EDGES = 0.9  # share of the outermost rows and columns the backdrop must cover ...
+MIN_SHARE, MAX_SHARE = 0.05, 0.95  # ... and of the picture: less is a frame's line, more is a blank
+
+
+def backdrop(rgb: Image.Image) -> tuple[int, np.ndarray] | None:
+    """The tone (0 or 255) and mask ([h, w] bool) of ``rgb``'s flat backdrop, or None."""
+    import cv2  # OpenCV: only queries look for a backdrop (decoder processes stay light)
+
+    px = np.asarray(rgb, np.int16)
+    if px.shape[0] < 8 or px.shape[1] < 8:
+        return None
+    best = None
+    for tone in (0, 255):
+        near = (np.abs(px - tone).max(axis=-1) <= TOLERANCE).astype(np.uint8)
+        _, labels = cv2.connectedComponents(near, connectivity=4)
+        edges = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
+        touching = np.unique(edges[edges > 0])
+        if not len(touching):
+            continue
+        mask = np.isin(labels, touching)
+        around = float(np.isin(edges, touching).mean())
+        if around >= EDGES and MIN_SHARE <= mask.mean() <= MAX_SHARE and (best is None or around > best[0]):
+            best = (around, tone, mask)
+    return None if best is None else (best[1], best[2])
+
+
+def swapped(rgb: Image.Image) -> Image.Image | None:
+    """``rgb`` with its flat backdrop (:func:`backdrop`) turned to the other tone (black to
+    white, white to black), or None when it has none."""
+    found = backdrop(rgb)
+    if found is None:
+        return None
+    tone, mask = found
+    px = np.array(rgb)
+    px[mask] = 255 - tone
+    return Image.fromarray(px, "RGB")

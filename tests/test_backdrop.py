@@ -1,0 +1,121 @@
+"""A cut-out's opaque copy on a flat black or white backdrop is also searched for on the other one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lookalike import backdrop
+from lookalike.images import decode
+from tests.conftest import SHARED_PHOTOS, SHARED_SAVED_MODEL, make_photo, needs_shared
+
+SIZE = (224, 224)
+
+
+def _icon(seed: int = 0, size: int = 400) -> Image.Image:
+    """A coloured icon on transparency: a shaded disc and a bar across it."""
+    rng = np.random.default_rng(seed)
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(im)
+    base = rng.integers(60, 200, 3)
+    for r in range(size // 3, 0, -4):  # a radial shade, darker to the rim
+        tone = tuple(int(c) for c in np.clip(base + (size // 3 - r) * 0.6, 0, 255))
+        draw.ellipse((size / 2 - r, size / 2 - r, size / 2 + r, size / 2 + r), fill=(*tone, 255))
+    bar = tuple(int(c) for c in rng.integers(0, 120, 3))
+    draw.rectangle((size * 0.2, size * 0.45, size * 0.8, size * 0.55), fill=(*bar, 255))
+    return im
+
+
+def _on(rgba: Image.Image, tone: int) -> Image.Image:
+    canvas = Image.new("RGB", rgba.size, (tone, tone, tone))
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
+
+
+def test_a_flat_backdrop_is_found_round_a_cut_out_and_turned_to_the_other_tone():
+    icon = _icon()
+    for tone in (0, 255):
+        shown = _on(icon, tone)
+        found = backdrop.backdrop(shown)
+        assert found is not None and found[0] == tone
+        outside = np.asarray(icon.getchannel("A")) == 0
+        assert (found[1] == outside).mean() > 0.99  # the backdrop is what the icon does not cover
+        other = np.asarray(backdrop.swapped(shown))
+        assert (other[outside] == 255 - tone).all()
+        assert np.array_equal(other[~outside], np.asarray(shown)[~outside])
+
+
+def test_pictures_without_a_flat_backdrop_have_none():
+    photo = make_photo(3, (320, 240))
+    assert backdrop.backdrop(photo) is None and backdrop.swapped(photo) is None
+    boxed = Image.new("RGB", (320, 320), "black")  # letterboxed: bars above and below only
+    boxed.paste(photo, (0, 40))
+    assert backdrop.backdrop(boxed) is None
+    assert backdrop.backdrop(Image.new("RGB", (320, 240), "white")) is None  # blank: nothing on it
+    framed = Image.new("RGB", (324, 244), "white")  # a thin frame: too little of the picture
+    framed.paste(photo, (2, 2))
+    assert backdrop.backdrop(framed) is None
+
+
+def test_only_an_opaque_query_gets_the_second_look():
+    icon = _icon(1)
+    shown = _on(icon, 0)
+    buf = _jpeg(shown)
+    decoded = decode(buf, SIZE, captions=True)
+    assert decoded.backdrop is not None
+    views, colour = decoded.backdrop
+    assert views.shape == decoded.pixels.shape and colour != decoded.colour
+    assert decode(buf, SIZE).backdrop is None  # an indexed file is embedded as it is
+    png = _png(icon)
+    assert decode(png, SIZE, captions=True).backdrop is None  # transparent: flatten chooses
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _png(im: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@needs_shared(SHARED_SAVED_MODEL, SHARED_PHOTOS / "imagenet-sample")
+def test_an_icon_indexed_on_white_is_found_from_its_copy_on_black(tmp_path):
+    """Transparent icons are indexed on white; a screenshot of one on a dark desktop (or a
+    JPEG export that dropped the alpha over black) finds it first, at a far higher score
+    than as it is."""
+    from lookalike import Index, IndexOptions
+    from lookalike.search.neighbours import search_vectors
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for n, photo in enumerate(sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())[:40]):
+        Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
+    icons = [_icon(seed) for seed in range(4)]
+    for n, icon in enumerate(icons):
+        icon.save(folder / f"icon{n}.png")
+    index = Index(tmp_path / "ix")
+    index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
+    queries = []
+    for n, icon in enumerate(icons):
+        queries.append(tmp_path / f"dark{n}.jpg")
+        _on(icon, 0).save(queries[-1], quality=90)
+    results = index.search(queries, k=5)
+    traits: list = []
+    vectors, _ = index.query_vectors(queries, traits=traits, captions=True)
+    assert all(t.backdrop is not None for t in traits)
+    with index.store() as store:
+        plain = search_vectors(store, vectors, 5, traits=[replace(t, backdrop=None) for t in traits])
+    for n, (result, before) in enumerate(zip(results, plain, strict=True)):
+        assert result.hits[0].path == str(folder / f"icon{n}.png")
+        (was,) = [h.score for h in before if h.path == result.hits[0].path] or [-1.0]
+        assert result.hits[0].score > was + 0.1

@@ -23,24 +23,36 @@ MIN_SHARE, MAX_SHARE = 0.05, 0.95  # ... and of the picture: less is a frame's l
 
 def backdrop(rgb: Image.Image) -> tuple[int, np.ndarray] | None:
     """The tone (0 or 255) and mask ([h, w] bool) of ``rgb``'s flat backdrop, or None."""
-    import cv2  # OpenCV: only queries look for a backdrop (decoder processes stay light)
-
-    px = np.asarray(rgb, np.int16)
+    px = np.asarray(rgb)
     if px.shape[0] < 8 or px.shape[1] < 8:
         return None
     best = None
+    rim = _edges(px)
     for tone in (0, 255):
-        near = (np.abs(px - tone).max(axis=-1) <= TOLERANCE).astype(np.uint8)
-        _, labels = cv2.connectedComponents(near, connectivity=4)
-        edges = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]])
-        touching = np.unique(edges[edges > 0])
-        if not len(touching):
+        if (_near(rim, tone)).mean() < EDGES:  # most pictures stop here, at their edges
             continue
-        mask = np.isin(labels, touching)
-        around = float(np.isin(edges, touching).mean())
+        import cv2  # OpenCV: only queries on a backdrop get this far (decoder processes stay light)
+
+        count, labels = cv2.connectedComponents(_near(px, tone).astype(np.uint8), connectivity=4)
+        edges = _edges(labels)
+        touching = np.zeros(count, bool)
+        touching[edges] = True
+        touching[0] = False  # label 0: what is not near the tone
+        mask = touching[labels]
+        around = float(touching[edges].mean())
         if around >= EDGES and MIN_SHARE <= mask.mean() <= MAX_SHARE and (best is None or around > best[0]):
             best = (around, tone, mask)
     return None if best is None else (best[1], best[2])
+
+
+def _near(px: np.ndarray, tone: int) -> np.ndarray:
+    """Which RGB pixels ([..., 3] uint8) are within :data:`TOLERANCE` of black or white."""
+    return px.max(axis=-1) <= TOLERANCE if tone == 0 else px.min(axis=-1) >= 255 - TOLERANCE
+
+
+def _edges(grid: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of ``grid`` ([h, w, ...]), one after the other."""
+    return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
 
 
 def swapped(rgb: Image.Image) -> Image.Image | None:

@@ -29,18 +29,17 @@ def backdrop(rgb: Image.Image) -> tuple[int, np.ndarray] | None:
     best = None
     rim = _edges(px)
     for tone in (0, 255):
-        if (_near(rim, tone)).mean() < EDGES:  # most pictures stop here, at their edges
+        around = float(_near(rim, tone).mean())  # each such edge pixel is in a region touching the edges
+        if around < EDGES or (best is not None and around <= best[0]):  # most pictures stop here
             continue
         import cv2  # OpenCV: only queries on a backdrop get this far (decoder processes stay light)
 
         count, labels = cv2.connectedComponents(_near(px, tone).astype(np.uint8), connectivity=4)
-        edges = _edges(labels)
         touching = np.zeros(count, bool)
-        touching[edges] = True
+        touching[_edges(labels)] = True
         touching[0] = False  # label 0: what is not near the tone
         mask = touching[labels]
-        around = float(touching[edges].mean())
-        if around >= EDGES and MIN_SHARE <= mask.mean() <= MAX_SHARE and (best is None or around > best[0]):
+        if MIN_SHARE <= mask.mean() <= MAX_SHARE:
             best = (around, tone, mask)
     return None if best is None else (best[1], best[2])
 

@@ -63,13 +63,13 @@ def test_only_an_opaque_query_gets_the_second_look():
     icon = _icon(1)
     shown = _on(icon, 0)
     buf = _jpeg(shown)
-    decoded = decode(buf, SIZE, captions=True)
+    decoded = decode(buf, SIZE, second_looks=True)
     assert decoded.backdrop is not None
     views, colour = decoded.backdrop
     assert views.shape == decoded.pixels.shape and colour != decoded.colour
     assert decode(buf, SIZE).backdrop is None  # an indexed file is embedded as it is
     png = _png(icon)
-    assert decode(png, SIZE, captions=True).backdrop is None  # transparent: flatten chooses
+    assert decode(png, SIZE, second_looks=True).backdrop is None  # transparent: flatten chooses
 
 
 def _jpeg(im: Image.Image) -> bytes:
@@ -111,7 +111,7 @@ def test_an_icon_indexed_on_white_is_found_from_its_copy_on_black(tmp_path):
         _on(icon, 0).save(queries[-1], quality=90)
     results = index.search(queries, k=5)
     traits: list = []
-    vectors, _ = index.query_vectors(queries, traits=traits, captions=True)
+    vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
     assert all(t.backdrop is not None for t in traits)
     with index.store() as store:
         plain = search_vectors(store, vectors, 5, traits=[replace(t, backdrop=None) for t in traits])

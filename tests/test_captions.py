@@ -62,9 +62,9 @@ def test_caption_bars_are_found_and_filled_from_the_rows_beside_them(fill, ink):
 
 def test_a_query_is_also_cut_with_its_bars_filled_an_indexed_file_as_it_is():
     scene = _scene()
-    original = decode(_jpeg(scene), SIZE, captions=True)
+    original = decode(_jpeg(scene), SIZE, second_looks=True)
     assert original.uncaptioned is None  # nothing to fill: one view, as before
-    indexed, query = (decode(_jpeg(_captioned(scene)), SIZE, captions=c) for c in (False, True))
+    indexed, query = (decode(_jpeg(_captioned(scene)), SIZE, second_looks=c) for c in (False, True))
     assert indexed.uncaptioned is None and np.array_equal(indexed.pixels, query.pixels)
     assert indexed.colour == query.colour  # the colour signature is the picture's as it is
     gap, without = (
@@ -143,7 +143,7 @@ def test_a_bar_too_near_an_edge_to_fill_from_both_sides_leaves_the_picture_as_it
     draw.text((40, 22), "photo: a friend", fill="black", font=ImageFont.load_default(size=24), anchor="lm")
     assert captions.bars(_luma(copy))  # found, but no rows above it to fill it from
     assert captions.filled(copy) is copy
-    assert decode(_jpeg(copy), SIZE, captions=True).uncaptioned is None  # no second model run
+    assert decode(_jpeg(copy), SIZE, second_looks=True).uncaptioned is None  # no second model run
 
 
 def test_a_smaller_more_compressed_copy_is_filled_alike():

@@ -256,11 +256,11 @@ class Index:
         queries: Sequence[QuerySource],
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         traits: list[QueryTraits] | None = None,
-        captions: bool = False,
+        second_looks: bool = False,
     ) -> tuple[np.ndarray, list[ImageError | None]]:
         """As :meth:`embed`, with each query's problem as a typed :class:`ImageError`;
         ``traits``, if given, receives each decodable query's bytes hash and colour, and with
-        ``captions`` its second looks: the vector of the query with its caption bars filled,
+        ``second_looks`` its second looks: the vector of the query with its caption bars filled,
         if it has any, and with its flat backdrop in the other tone, if it has one."""
         embedder = self.model()
         size, name = embedder.info.input_size, self._descriptor.name
@@ -268,7 +268,8 @@ class Index:
         def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
             try:
                 data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                image = decode(data, size, max_megapixels, name, captions=captions and traits is not None)
+                looks = second_looks and traits is not None
+                image = decode(data, size, max_megapixels, name, second_looks=looks)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
                 return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop)
             except OSError as exc:
@@ -319,7 +320,7 @@ class Index:
         ``error`` (and its typed ``problem``) instead of hits.
         """
         traits: list[QueryTraits] = []
-        vectors, problems = self.query_vectors(queries, max_megapixels, traits, captions=True)
+        vectors, problems = self.query_vectors(queries, max_megapixels, traits, second_looks=True)
         with self._reading() as store:
             hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability, traits))
         if names is None:

@@ -3,8 +3,9 @@
 JPEGs are decoded at reduced size inside libjpeg (Pillow's ``draft``); EXIF
 orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
 out as plain RGB. A query is also cut with its caption bars filled
-(:mod:`lookalike.captions`): a search looks for its uncaptioned source too. Nothing here
-imports TensorFlow: decoder processes stay light.
+(:mod:`lookalike.captions`) and, on a flat black or white backdrop, with the backdrop in
+the other tone (:mod:`lookalike.backdrop`): a search's second looks. Nothing here imports
+TensorFlow: decoder processes stay light.
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ def decode(
     size: tuple[int, int],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     descriptor: str | None = None,
-    captions: bool = False,
+    second_looks: bool = False,
 ) -> DecodedImage:
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
     cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`); with
-    ``captions``, also cut with its caption bars filled, when it has any (``uncaptioned``),
+    ``second_looks``, also cut with its caption bars filled, when it has any (``uncaptioned``),
     and an opaque one on a flat backdrop with the backdrop in the other tone (``backdrop``):
     a query's second looks.
 
@@ -140,7 +141,7 @@ def decode(
             with im:
                 if isinstance(source, bytes) and (cut := truncation(im, source)):
                     raise ImageError(f"cannot decode: {cut}")
-                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor), fill=captions)
+                return _decode_open(im, size, max_megapixels, get_descriptor(descriptor), second_looks)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -181,7 +182,11 @@ def truncation(im: Image.Image, data: bytes) -> str | None:
 
 
 def _decode_open(
-    im: Image.Image, size: tuple[int, int], max_megapixels: float, descriptor: Descriptor, fill: bool = False
+    im: Image.Image,
+    size: tuple[int, int],
+    max_megapixels: float,
+    descriptor: Descriptor,
+    second_looks: bool = False,
 ) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
@@ -208,9 +213,9 @@ def _decode_open(
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
     uncaptioned = other = None
-    if fill and (filled := captions.filled(rgb)) is not rgb:
+    if second_looks and (filled := captions.filled(rgb)) is not rgb:
         uncaptioned = descriptor.cut(filled, size)
-    if fill and background is None and (on_other := backdrop.swapped(rgb)) is not None:
+    if second_looks and background is None and (on_other := backdrop.swapped(rgb)) is not None:
         views = descriptor.cut(on_other, size)
         other = views, colour.signature(views, detail.grid(on_other))
     meta_at = _captured_at(meta)

@@ -1328,6 +1328,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: half the families with siblings, a "
                     f"quarter of the singletons, {QUICK_DISTRACTORS} distractors")  # fmt: skip
     ap.add_argument("-k", type=int, default=K, help="hits per query")
+    ap.add_argument("--families", choices=("tuned", "heldout"), default="tuned",
+                    help="tuned: FAMILIES, the table every default was chosen on; heldout: bench/heldout.py, "
+                         "families no decision was made on (use another --work)")  # fmt: skip
     ap.add_argument("--calibrate-sample", type=int, metavar="N",
                     help="recalibrate each index on N photos (as `lookalike calibrate --sample N`) "
                          "instead of keeping the automatic calibration")  # fmt: skip
@@ -1339,7 +1342,11 @@ def main() -> None:
     began = time.perf_counter()
     seconds: dict[str, float] = {}
     work = args.work.expanduser().resolve()
-    families = quick_families(FAMILIES) if args.quick else FAMILIES
+    if args.families == "heldout":
+        from heldout import HELDOUT as table
+    else:
+        table = FAMILIES
+    families = quick_families(table) if args.quick else table
     versions = fetch(families, work)
     data = build_dataset(families, work)
     distractors = sorted(p for p in PHOTOS.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -1384,6 +1391,7 @@ def main() -> None:
         "model": args.model,
         "k": args.k,
         "quick": args.quick,
+        "families": args.families,
         "data": {
             "packages": versions,
             "families": len(families),

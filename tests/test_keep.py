@@ -260,3 +260,37 @@ def test_the_camera_is_named_once_whatever_the_case_of_its_make():
     assert camera_name({"Make": "samsung", "Model": "SAMSUNG SM-G960F"}) == "SAMSUNG SM-G960F"
     assert camera_name({"Make": "Apple", "Model": "iPhone 12"}) == "Apple iPhone 12"
     assert camera_name({"Model": "DSC-RX100"}) == "DSC-RX100" and camera_name({}) == ""
+
+
+def _smooth(size: tuple[int, int]) -> Image.Image:
+    """A wallpaper-like picture: gradients and a soft shape, so that a fine JPEG re-save of
+    a coarse save re-encodes back to it, block for block."""
+    import numpy as np
+
+    h, w = size[1], size[0]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    blob = 90 * np.exp(-(((x - w * 0.6) / (w * 0.2)) ** 2 + ((y - h * 0.4) / (h * 0.25)) ** 2))
+    rgb = np.stack([40 + 120 * x / w + blob, 60 + 80 * y / h, 150 - 60 * x / w + blob / 2], axis=2)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_of_two_jpegs_that_reencode_to_each_other_the_newer_is_the_resave(tmp_path, tf2_model):
+    """A quality-90 copy of a smooth quality-75 wallpaper (or of a coarse gray JPEG) and the
+    original give each other back: the pixels cannot say which came first, and quality 90
+    would keep the copy. The file dates say it: the original is kept."""
+    import os
+
+    from lookalike.search.resave import EACH_OTHER, open_decoded, verdict
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _smooth((1280, 800)).save(folder / "wallpaper.jpg", quality=75)
+    Image.open(folder / "wallpaper.jpg").save(folder / "wallpaper-copy.jpg", quality=90)
+    original, copy = (open_decoded(str(folder / n)) for n in ("wallpaper.jpg", "wallpaper-copy.jpg"))
+    assert verdict(copy, original) == verdict(original, copy) == EACH_OTHER
+    os.utime(folder / "wallpaper.jpg", ns=(10**18, 10**18))  # the original is the older file
+    (g,) = _groups(tmp_path, folder, tf2_model)
+    assert g.keep.path.endswith("wallpaper.jpg")
+    assert _reasons(g) == {
+        "wallpaper-copy.jpg": "original JPEG: this newer JPEG and the kept one re-encode to each other"
+    }

@@ -11,7 +11,8 @@ the first rule that tells two copies apart decides:
 3. camera metadata (EXIF make/model, capture time, GPS: more of them);
 4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
    from that JPEG and is not better for being larger, and a JPEG re-saved (perhaps mirrored
-   or captioned) from a lossy member's pixels is not better for its higher quality setting;
+   or captioned) from a lossy member's pixels is not better for its higher quality setting
+   (of two JPEGs that re-encode to each other, the newer file is taken for the re-save);
 5. JPEG quality (estimated from the quantisation tables); a lossless file (a lossless WebP
    too) counts above any JPEG, and so does a phone's HEIC/AVIF original; other formats
    (lossy WebP, GIF) below;
@@ -62,6 +63,7 @@ class FileFacts:
     gps: bool = False
     jpeg_quality: int | None = None
     reencode_of: str | None = None  # the format of the member whose decode this file's pixels are
+    by_date: bool = False  # ... told by the file dates: the two JPEGs re-encode to each other
     lossless: bool = False  # a format that may be either says it is lossless (a VP8L WebP)
 
 
@@ -184,6 +186,8 @@ class KeepRules:
             lacks = [m for m in camera_metadata(keep, fk) if m not in camera_metadata(other, fo)]
             return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"
         if rule == 6:
+            if fo.by_date:
+                return f"original {_fmt(keep)}: this newer JPEG and the kept one re-encode to each other"
             if _fmt(other) in JPEG_FORMATS:
                 return f"original {_fmt(keep)}: this JPEG was re-saved from a {fo.reencode_of}'s pixels"
             return (

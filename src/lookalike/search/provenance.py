@@ -157,7 +157,9 @@ def group_facts(
 def _resaves(jpegs: list[FileRow], lossy: list[FileRow], facts: dict[int, FileFacts]) -> None:
     """Mark in ``facts`` the ``jpegs`` that were re-saved (:func:`resave.resaved_from`) from
     a member of ``lossy`` (one resolution) they would outrank by quality or size: a
-    quality-90 mirror or caption of a quality-75 original, a JPEG of a WebP. Best first,
+    quality-90 mirror or caption of a quality-75 original, a JPEG of a WebP; of two JPEGs
+    that re-encode to each other (a smooth picture, or a fine re-save of a coarse one: the
+    pixels do not say which came first), the newer file. Best first,
     each against the members below it: first those others were re-saved from, then by
     quality (those saved with its own settings last: likelier its siblings than its
     source). Only what the test needs of each member is kept (a few crops, not the pixels)."""
@@ -186,8 +188,10 @@ def _resaves(jpegs: list[FileRow], lossy: list[FileRow], facts: dict[int, FileFa
             if (ja := decoded(a)) is None:
                 continue
             tests += 1
-            if resave.resaved_from(jb, ja):
-                facts[b.id] = replace(facts[b.id], reencode_of=(a.format or "JPEG").upper())
+            found = resave.verdict(jb, ja)
+            if found == resave.FROM or (found == resave.EACH_OTHER and b.mtime_ns > a.mtime_ns):
+                by_date = found == resave.EACH_OTHER  # a re-save is made after its source
+                facts[b.id] = replace(facts[b.id], reencode_of=(a.format or "JPEG").upper(), by_date=by_date)
                 sources.add(a.id)
                 break
         else:

@@ -179,16 +179,28 @@ def off_lattice(jpeg: Decoded, source: Decoded, turn: str) -> float:
     return float(np.abs(ratio - np.round(ratio))[counted].mean()) if counted.any() else 0.0
 
 
-def resaved_from(jpeg: Decoded, source: Decoded) -> bool:
-    """Whether ``jpeg`` (a JPEG's :class:`Decoded`) was saved from ``source``'s decoded
-    pixels (a JPEG's or a lossy WebP's of the same size), perhaps mirrored, flipped, turned
-    or captioned."""
+FROM = "from"  # the JPEG was re-saved from the other file's pixels
+EACH_OTHER = "each other"  # two JPEGs that re-encode to each other: pixels cannot say which came first
+
+
+def verdict(jpeg: Decoded, source: Decoded) -> str | None:
+    """:data:`FROM` when ``jpeg`` (a JPEG's :class:`Decoded`) was saved from ``source``'s
+    decoded pixels (a JPEG's or a lossy WebP's of the same size), perhaps mirrored,
+    flipped, turned or captioned; :data:`EACH_OTHER` when ``source`` is a JPEG given back
+    by re-encoding ``jpeg`` just as well (a smooth picture, or a fine re-save of a coarse
+    one: each holds what the other does); else None."""
     if not jpeg.jpeg or jpeg.size != source.size:
-        return False
+        return None
     turn = _turn_between(source, jpeg)
     share, count = given_back(jpeg, source, turn)
     if count < MIN_BLOCKS or share < REPRODUCED:
-        return False
-    if source.jpeg:  # not both ways (a smooth picture, one quality)
-        return given_back(source, jpeg, turn)[0] < REPRODUCED
-    return share >= FROM_WEBP and off_lattice(jpeg, source, turn) >= OFF_LATTICE
+        return None
+    if source.jpeg:
+        return EACH_OTHER if given_back(source, jpeg, turn)[0] >= REPRODUCED else FROM
+    return FROM if share >= FROM_WEBP and off_lattice(jpeg, source, turn) >= OFF_LATTICE else None
+
+
+def resaved_from(jpeg: Decoded, source: Decoded) -> bool:
+    """Whether ``jpeg`` was saved from ``source``'s decoded pixels, as only that way round
+    explains (see :func:`verdict`)."""
+    return verdict(jpeg, source) == FROM

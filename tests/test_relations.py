@@ -37,6 +37,21 @@ def _recoloured(seed: int) -> Image.Image:
     return _design(seed, ("#4d0a00", "#ffb08c"))
 
 
+def test_two_dark_designs_that_differ_in_tint_are_recolourings_and_their_copies_are_not():
+    """Dark wallpapers of one design tinted slate blue and olive (mean chroma ~10-14, once
+    "too faint for hues to count") are recolourings; JPEG q15 and cropped copies of each
+    are copies of it."""
+    slate, olive = _design(4, ("#121318", "#3c404c")), _design(4, ("#131410", "#45473c"))
+    a, b = _signature(slate), _signature(olive)
+    assert colour.GRAY_CHROMA < colour.colourfulness(a) < 15 and colour.GRAY_CHROMA < colour.colourfulness(b) < 15
+    assert relation(0.95, CUTOFFS, False, a, b) == RECOLOURED
+    for im in (slate, olive):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=15)
+        for copy in (Image.open(buf), im.crop((32, 24, 288, 216))):
+            assert relation(0.95, CUTOFFS, False, _signature(im), _signature(copy)) == COPY
+
+
 def _unit(v) -> np.ndarray:
     v = np.asarray(v, np.float32)
     return v / np.linalg.norm(v)

@@ -21,7 +21,7 @@ import numpy as np
 SIDE = 16
 SIGNATURE_BYTES = SIDE * SIDE * 3
 GRAY_CHROMA = 6.0  # mean chroma (0-255 scale) below which a picture counts as grayscale
-FAINT_CHROMA = 15.0  # ... below which its hues are too faint to compare
+FAINT_CHROMA = 15.0  # ... below which its hues are faint: they count only where they turn (see ``turn``)
 _BINS = 12  # hue sectors of the chroma-weighted hue histogram
 
 
@@ -80,20 +80,24 @@ class ColourRelation:
     ``brightness`` (difference of mean luminance), ``layout`` (correlation of the light/dark
     layout, as-is or mirrored, whichever is stronger: -1 an
     inverted light/dark version .. 1 the same), ``gray`` (one of them is grayscale, so
-    colour cannot tell), ``faint`` (one has too little colour for hues to count),
-    ``gray_side`` (0 or 1: which one is grayscale when the other is not, else None)."""
+    colour cannot tell), ``faint`` (one has so little colour that its hue histogram
+    moves with a re-save: a faint tint's hue near a sector edge crosses it), ``turn``
+    (degrees between their mean colours, 0..180: how far the overall tint turned, which a
+    re-save barely moves), ``gray_side`` (0 or 1: which one is grayscale when the other is
+    not, else None)."""
 
     chroma: float
     layout: float
     gray: bool
     faint: bool = False
+    turn: float = 0.0
     brightness: float = 0.0  # difference of mean luminance, 0..1: a light vs a dark version
     gray_side: int | None = None
 
 
 def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
     """Hue distribution weighted by chroma (a saturation change leaves it as it is; a
-    recolouring moves it), and the mean chroma."""
+    recolouring moves it), the mean chroma, and the mean colour (opponent axes)."""
     r, g, b = px[..., 0], px[..., 1], px[..., 2]
     a = r - g  # opponent colours: red-green and yellow-blue
     y = (r + g) / 2 - b
@@ -101,7 +105,7 @@ def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
     angle = np.arctan2(y, a)
     hist, _ = np.histogram(angle.ravel(), bins=_BINS, range=(-np.pi, np.pi), weights=chroma.ravel())
     total = hist.sum()
-    return (hist / total if total > 0 else hist), float(chroma.mean())
+    return (hist / total if total > 0 else hist), float(chroma.mean()), np.array([a.mean(), y.mean()])
 
 
 def _layout(px: np.ndarray) -> np.ndarray:
@@ -112,17 +116,18 @@ def _layout(px: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)  # one photo is compared with many (calibration, search hits, groups)
-def _traits(sig: bytes) -> tuple[np.ndarray, float, np.ndarray, float]:
-    """A signature's hue histogram and mean chroma, light/dark layout and luminance (read only)."""
+def _traits(sig: bytes) -> tuple[np.ndarray, float, np.ndarray, float, np.ndarray]:
+    """A signature's hue histogram and mean chroma, light/dark layout, luminance and mean
+    colour (read only)."""
     px = _unpack(sig)
-    hist, level = _chroma_histogram(px)
-    return hist, level, _layout(px), _luminance(px)
+    hist, level, tint = _chroma_histogram(px)
+    return hist, level, _layout(px), _luminance(px), tint
 
 
 def compare(a: bytes, b: bytes) -> ColourRelation:
     """How the pictures of signatures ``a`` and ``b`` differ in colour."""
-    ha, level_a, la, lum_a = _traits(bytes(a))
-    hb, level_b, lb, lum_b = _traits(bytes(b))
+    ha, level_a, la, lum_a, tint_a = _traits(bytes(a))
+    hb, level_b, lb, lum_b, tint_b = _traits(bytes(b))
     layout = max(float((la * lb).sum()), float((la * lb[:, ::-1]).sum()), key=abs)  # mirrored?
     if not la.any() or not lb.any():  # a flat picture has no layout to compare
         layout = 1.0
@@ -131,9 +136,16 @@ def compare(a: bytes, b: bytes) -> ColourRelation:
         layout=layout,
         gray=min(level_a, level_b) < GRAY_CHROMA,
         faint=min(level_a, level_b) < FAINT_CHROMA,
+        turn=_angle(tint_a, tint_b),
         brightness=abs(lum_a - lum_b),
         gray_side=None if (level_a < GRAY_CHROMA) == (level_b < GRAY_CHROMA) else int(level_b < GRAY_CHROMA),
     )
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> float:
+    """Degrees between two colours on the opponent axes (0 when either is neutral)."""
+    norms = float(np.linalg.norm(u) * np.linalg.norm(v))
+    return float(np.degrees(np.arccos(np.clip(float(u @ v) / norms, -1.0, 1.0)))) if norms > 1e-6 else 0.0
 
 
 def colourfulness(sig: bytes) -> float:

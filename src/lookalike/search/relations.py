@@ -22,6 +22,13 @@ SIMILAR = "similar"
 RELATIONS = (EXACT, COPY, RECOLOURED, SIMILAR)
 
 RECOLOURED_CHROMA = 0.4  # hue-distribution distance: copies of 120 photos p95 0.37, recolourings p5 0.43
+# ... and for faint colours (colour.FAINT_CHROMA), the degrees their mean colour must turn
+# too. Edited copies of 173 ImageNet photos of mean chroma 6-16 (JPEG q15, crops, contrast)
+# pass the distance 0.75% of the time (a faint tint crosses a hue sector's edge), 0.2% once
+# their tint must turn 60 degrees too. bench/lookalikes.py: its faint copies' tints turn at
+# most 14 degrees (dupes library) and 26 (the 16 edits); its faint recolourings 26-133 (those
+# under 60, MATE's dark scheme against its others, are left to the luma rule as before).
+FAINT_TURN = 60.0
 INVERTED_LAYOUT = -0.8  # light/dark layout correlation: inversions -1.0, letterboxed copies down to -0.6
 DARK_LIGHT = 0.3  # mean-luminance gap of a dark and a light version (0.35 on GNOME's); copies <= 0.26
 SAME_LAYOUT = 0.6  # ... with their layout kept (letterboxed copies: darker, but their layout moves)
@@ -43,7 +50,9 @@ def recoloured(a: bytes | None, b: bytes | None) -> bool:
         return True
     if rel.gray_side is not None:
         return not _its_gray(*((a, b) if rel.gray_side else (b, a)))
-    return not rel.faint and rel.chroma >= RECOLOURED_CHROMA
+    if rel.gray:
+        return False
+    return rel.chroma >= RECOLOURED_CHROMA and (not rel.faint or rel.turn >= FAINT_TURN)
 
 
 def _its_gray(picture: bytes, gray: bytes) -> bool:

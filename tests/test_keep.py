@@ -276,8 +276,9 @@ def _smooth(size: tuple[int, int]) -> Image.Image:
 
 def test_of_two_jpegs_that_reencode_to_each_other_the_newer_is_the_resave(tmp_path, tf2_model):
     """A quality-90 copy of a smooth quality-75 wallpaper (or of a coarse gray JPEG) and the
-    original give each other back: the pixels cannot say which came first, and quality 90
-    would keep the copy. The file dates say it: the original is kept."""
+    original give each other back, and a quality-75 re-save has its blocks nearly
+    everywhere: the pixels cannot say which came first, and quality 90 (or a larger file)
+    would keep a copy. The file dates say it: the original is kept."""
     import os
 
     from lookalike.search.resave import EACH_OTHER, open_decoded, verdict
@@ -286,11 +287,14 @@ def test_of_two_jpegs_that_reencode_to_each_other_the_newer_is_the_resave(tmp_pa
     folder.mkdir()
     _smooth((1280, 800)).save(folder / "wallpaper.jpg", quality=75)
     Image.open(folder / "wallpaper.jpg").save(folder / "wallpaper-copy.jpg", quality=90)
-    original, copy = (open_decoded(str(folder / n)) for n in ("wallpaper.jpg", "wallpaper-copy.jpg"))
+    padded = b"x" * 4000  # the larger file, so that size would keep it
+    Image.open(folder / "wallpaper.jpg").save(folder / "wallpaper-resaved.jpg", quality=75, comment=padded)
+    names = ("wallpaper.jpg", "wallpaper-copy.jpg", "wallpaper-resaved.jpg")
+    original, copy, resaved = (open_decoded(str(folder / n)) for n in names)
     assert verdict(copy, original) == verdict(original, copy) == EACH_OTHER
+    assert verdict(resaved, original) == verdict(original, resaved) == EACH_OTHER
     os.utime(folder / "wallpaper.jpg", ns=(10**18, 10**18))  # the original is the older file
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("wallpaper.jpg")
-    assert _reasons(g) == {
-        "wallpaper-copy.jpg": "original JPEG: this newer JPEG and the kept one re-encode to each other"
-    }
+    each_other = "original JPEG: this newer JPEG and the kept one re-encode to each other"
+    assert _reasons(g) == {"wallpaper-copy.jpg": each_other, "wallpaper-resaved.jpg": each_other}

@@ -29,7 +29,11 @@ from lookalike.search.keep import JPEG_FORMATS
 WINDOW = 512  # px each way: the central part compared (16-aligned in the JPEG's grid)
 EDITED = 6.0  # mean level gap of a block the copy changed (a caption's) ...
 EDITED_REACH = 2  # ... left out with the blocks this near it (chroma upsampling spreads)
-MIN_BLOCKS = 64  # blocks that differ and were not edited: fewer tell nothing
+MIN_BLOCKS = 64  # blocks that differ and were not edited: fewer tell nothing ...
+SAME_BLOCKS = 0.02  # ... unless that is this small a share of the blocks compared: a re-save
+# with the quality setting of its source settles on the same blocks nearly everywhere (a
+# quality-50 re-save of a gray quality-50 photo: 6 of 3,596 blocks differ; of a colour one,
+# 199 of 3,844), so those two files hold the same pixels and cannot say which came first
 # Share of those blocks given back exactly. Measured on bench/lookalikes.py's library (174
 # originals; mirrored, captioned and gray JPEG q90 copies and q50 re-saves of each): copies
 # from their originals 1.000 (mirrored, gray) and 0.889-1.000 (captioned, median 1.000);
@@ -130,12 +134,13 @@ def _blocks(x: np.ndarray) -> np.ndarray:
     return x[: rows * 8, : cols * 8].reshape(rows, 8, cols, 8, -1).swapaxes(1, 2).reshape(rows, cols, -1)
 
 
-def given_back(jpeg: Decoded, source: Decoded, turn: str = "none") -> tuple[float, int]:
-    """(share, count) of the blocks of ``jpeg``'s central part that differ from the turned
-    ``source`` (not where an edit changed them) and that re-encoding it with ``jpeg``'s
-    tables gives back exactly; (0, 0) when it cannot be re-encoded so."""
+def given_back(jpeg: Decoded, source: Decoded, turn: str = "none") -> tuple[float, int, int]:
+    """(share, count, compared): of the ``compared`` blocks of ``jpeg``'s central part that
+    an edit did not change, the ``count`` that differ from the turned ``source`` and the
+    share of those that re-encoding it with ``jpeg``'s tables gives back exactly; zeros
+    when it cannot be re-encoded so."""
     if not jpeg.tables or jpeg.sampling < 0 or source.size != jpeg.size:
-        return 0.0, 0
+        return 0.0, 0, 0
     part = source.parts[turn].convert(jpeg.mode)
     buf = io.BytesIO()
     part.save(buf, "JPEG", qtables=jpeg.tables, subsampling=jpeg.sampling)
@@ -152,11 +157,11 @@ def given_back(jpeg: Decoded, source: Decoded, turn: str = "none") -> tuple[floa
         near[:, :-1] |= edited[:, 1:]
         edited = near
     differ = (gap.max(axis=2) > 0) & ~edited
-    count = int(differ.sum())
+    count, compared = int(differ.sum()), int((~edited).sum())
     if not count:
-        return 0.0, 0
+        return 0.0, 0, compared
     back = _blocks(np.abs(mine - redone)).max(axis=2) == 0
-    return float((back & differ).sum()) / count, count
+    return float((back & differ).sum()) / count, count, compared
 
 
 _DCT = np.array([[np.sqrt((1 if u == 0 else 2) / 8) * np.cos((2 * x + 1) * u * np.pi / 16) for x in range(8)]
@@ -188,12 +193,16 @@ def verdict(jpeg: Decoded, source: Decoded) -> str | None:
     decoded pixels (a JPEG's or a lossy WebP's of the same size), perhaps mirrored,
     flipped, turned or captioned; :data:`EACH_OTHER` when ``source`` is a JPEG given back
     by re-encoding ``jpeg`` just as well (a smooth picture, or a fine re-save of a coarse
-    one: each holds what the other does); else None."""
+    one: each holds what the other does) or one whose blocks are ``jpeg``'s nearly
+    everywhere (:data:`SAME_BLOCKS`); else None."""
     if not jpeg.jpeg or jpeg.size != source.size:
         return None
     turn = _turn_between(source, jpeg)
-    share, count = given_back(jpeg, source, turn)
-    if count < MIN_BLOCKS or share < REPRODUCED:
+    share, count, compared = given_back(jpeg, source, turn)
+    if count < MIN_BLOCKS:
+        same = source.jpeg and compared >= MIN_BLOCKS and count <= SAME_BLOCKS * compared
+        return EACH_OTHER if same else None
+    if share < REPRODUCED:
         return None
     if source.jpeg:
         return EACH_OTHER if given_back(source, jpeg, turn)[0] >= REPRODUCED else FROM

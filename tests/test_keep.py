@@ -296,5 +296,5 @@ def test_of_two_jpegs_that_reencode_to_each_other_the_newer_is_the_resave(tmp_pa
     os.utime(folder / "wallpaper.jpg", ns=(10**18, 10**18))  # the original is the older file
     (g,) = _groups(tmp_path, folder, tf2_model)
     assert g.keep.path.endswith("wallpaper.jpg")
-    each_other = "original JPEG: this newer JPEG and the kept one re-encode to each other"
+    each_other = "original JPEG: a newer re-save of the same pixels"
     assert _reasons(g) == {"wallpaper-copy.jpg": each_other, "wallpaper-resaved.jpg": each_other}

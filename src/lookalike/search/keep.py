@@ -187,7 +187,7 @@ class KeepRules:
             return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"
         if rule == 6:
             if fo.by_date:
-                return f"original {_fmt(keep)}: this newer JPEG and the kept one re-encode to each other"
+                return f"original {_fmt(keep)}: a newer re-save of the same pixels"
             if _fmt(other) in JPEG_FORMATS:
                 return f"original {_fmt(keep)}: this JPEG was re-saved from a {fo.reencode_of}'s pixels"
             return (

@@ -95,7 +95,7 @@ class ColourRelation:
     gray_side: int | None = None
 
 
-def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float]:
+def _chroma_histogram(px: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """Hue distribution weighted by chroma (a saturation change leaves it as it is; a
     recolouring moves it), the mean chroma, and the mean colour (opponent axes)."""
     r, g, b = px[..., 0], px[..., 1], px[..., 2]

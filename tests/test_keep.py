@@ -195,7 +195,7 @@ def _resaved(tmp_path):
 
 
 def test_a_jpeg_resaved_from_another_files_pixels_is_told_from_its_source(tmp_path):
-    from lookalike.search.resave import Decoded, open_decoded, resaved_from
+    from lookalike.search.resave import FROM, Decoded, open_decoded, verdict
 
     _resaved(tmp_path)
 
@@ -205,26 +205,26 @@ def test_a_jpeg_resaved_from_another_files_pixels_is_told_from_its_source(tmp_pa
         return decoded
 
     for copy in ("resaved.jpg", "mirrored.jpg", "captioned.jpg", "gray.jpg", "coarse.jpg"):
-        assert resaved_from(im(copy), im("original.jpg")), copy
-        assert not resaved_from(im("original.jpg"), im(copy)), copy  # never the other way round
-    assert resaved_from(im("from_webp.jpg"), im("copy.webp"))
-    assert not resaved_from(im("original.jpg"), im("copy.webp"))
-    assert not resaved_from(im("resaved.jpg"), im("other.jpg"))
-    assert not resaved_from(im("mirrored.jpg"), im("captioned.jpg"))  # siblings, not each other's source
+        assert verdict(im(copy), im("original.jpg")) == FROM, copy
+        assert verdict(im("original.jpg"), im(copy)) != FROM, copy  # never the other way round
+    assert verdict(im("from_webp.jpg"), im("copy.webp")) == FROM
+    assert verdict(im("original.jpg"), im("copy.webp")) != FROM
+    assert verdict(im("resaved.jpg"), im("other.jpg")) != FROM
+    assert verdict(im("mirrored.jpg"), im("captioned.jpg")) != FROM  # siblings, not each other's source
 
 
 def test_a_coarse_jpeg_is_not_taken_for_a_resave_of_its_fine_webp_copy(tmp_path):
     """Re-encoding a fine WebP copy of a quality-20 JPEG with the JPEG's tables gives back
     every block of the JPEG; the WebP's coefficients, on the JPEG's lattice, tell which was
     first."""
-    from lookalike.search.resave import given_back, off_lattice, open_decoded, resaved_from
+    from lookalike.search.resave import FROM, given_back, off_lattice, open_decoded, verdict
 
     make_photo(1, (640, 480)).save(tmp_path / "original.jpg", quality=20)
     Image.open(tmp_path / "original.jpg").save(tmp_path / "copy.webp", "WEBP", quality=95)
     original, copy = open_decoded(str(tmp_path / "original.jpg")), open_decoded(str(tmp_path / "copy.webp"))
     assert given_back(original, copy)[0] == 1.0  # the trap
     assert off_lattice(original, copy, "none") < 0.1
-    assert not resaved_from(original, copy)
+    assert verdict(original, copy) != FROM
 
 
 def test_the_original_jpeg_is_kept_over_its_higher_quality_resaves(tmp_path, tf2_model):

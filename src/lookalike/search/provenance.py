@@ -5,7 +5,7 @@ the JPEG tables come from the headers (no decode); a re-encode is checked by dec
 members of one resolution: a lossless file against the JPEG closest to it (a JPEG's decode
 saved losslessly), and a JPEG against the lossy members it would outrank (a JPEG re-saved,
 perhaps mirrored or captioned, from another JPEG's or a lossy WebP's decode: see
-:func:`lookalike.search.resave.resaved_from`).
+:func:`lookalike.search.resave.verdict`).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def group_facts(
 
 
 def _resaves(jpegs: list[FileRow], lossy: list[FileRow], facts: dict[int, FileFacts]) -> None:
-    """Mark in ``facts`` the ``jpegs`` that were re-saved (:func:`resave.resaved_from`) from
+    """Mark in ``facts`` the ``jpegs`` that were re-saved (:func:`resave.verdict`) from
     a member of ``lossy`` (one resolution) they would outrank by quality or size: a
     quality-90 mirror or caption of a quality-75 original, a JPEG of a WebP; of two JPEGs
     that re-encode to each other (a smooth picture, or a fine re-save of a coarse one: the

@@ -80,7 +80,7 @@ class Decoded:
 
 
 def open_decoded(path: str) -> Decoded | None:
-    """What :func:`resaved_from` needs of a file; None for what the test does not apply to:
+    """What :func:`verdict` needs of a file; None for what the test does not apply to:
     a picture too small, EXIF-rotated, transparent, CMYK or huge, or one that cannot be
     read."""
     try:
@@ -207,9 +207,3 @@ def verdict(jpeg: Decoded, source: Decoded) -> str | None:
     if source.jpeg:
         return EACH_OTHER if given_back(source, jpeg, turn)[0] >= REPRODUCED else FROM
     return FROM if share >= FROM_WEBP and off_lattice(jpeg, source, turn) >= OFF_LATTICE else None
-
-
-def resaved_from(jpeg: Decoded, source: Decoded) -> bool:
-    """Whether ``jpeg`` was saved from ``source``'s decoded pixels, as only that way round
-    explains (see :func:`verdict`)."""
-    return verdict(jpeg, source) == FROM

@@ -1328,9 +1328,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: half the families with siblings, a "
                     f"quarter of the singletons, {QUICK_DISTRACTORS} distractors")  # fmt: skip
     ap.add_argument("-k", type=int, default=K, help="hits per query")
-    ap.add_argument("--families", choices=("tuned", "heldout"), default="tuned",
+    ap.add_argument("--families", choices=("tuned", "heldout", "fresh"), default="tuned",
                     help="tuned: FAMILIES, the table every default was chosen on; heldout: bench/heldout.py, "
-                         "families no decision was made on (use another --work)")  # fmt: skip
+                         "families no decision was made on until two fixes came from it; fresh: "
+                         "bench/fresh.py, made after that (use another --work for each)")  # fmt: skip
     ap.add_argument("--calibrate-sample", type=int, metavar="N",
                     help="recalibrate each index on N photos (as `lookalike calibrate --sample N`) "
                          "instead of keeping the automatic calibration")  # fmt: skip
@@ -1344,6 +1345,8 @@ def main() -> None:
     work = args.work.expanduser().resolve()
     if args.families == "heldout":
         from heldout import HELDOUT as table
+    elif args.families == "fresh":
+        from fresh import FRESH as table
     else:
         table = FAMILIES
     families = quick_families(table) if args.quick else table

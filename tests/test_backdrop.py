@@ -1,4 +1,5 @@
-"""A cut-out's opaque copy on a flat black or white backdrop is also searched for on the other one."""
+"""A cut-out's opaque copy on a flat black or white backdrop is also searched for on the other one;
+a picture inside flat margins, as what lies inside them."""
 
 from __future__ import annotations
 
@@ -118,4 +119,72 @@ def test_an_icon_indexed_on_white_is_found_from_its_copy_on_black(tmp_path):
     for n, (result, before) in enumerate(zip(results, plain, strict=True)):
         assert result.hits[0].path == str(folder / f"icon{n}.png")
         (was,) = [h.score for h in before if h.path == result.hits[0].path] or [-1.0]
+        assert result.hits[0].score > was + 0.1
+
+
+def _padded(im: Image.Image, side: int | None = None) -> Image.Image:
+    """``im`` centred on a square canvas: black bars, or transparent ones for an RGBA picture."""
+    side = side or max(im.size)
+    fill = (0, 0, 0, 0) if im.mode == "RGBA" else (0, 0, 0)
+    canvas = Image.new(im.mode, (side, side), fill)
+    canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+    return canvas
+
+
+def test_what_lies_inside_flat_margins_is_cut_out():
+    photo = make_photo(3, (180, 400))
+    inner = backdrop.inside_margins(_padded(photo))
+    assert inner is not None and abs(inner.width - 180) <= 2 and inner.height == 400
+    white = Image.new("RGB", (600, 400), "white")
+    white.paste(photo.resize((300, 200)), (150, 100))  # a picture on a white page
+    inner = backdrop.inside_margins(white)
+    assert inner is not None and abs(inner.width - 300) <= 2 and abs(inner.height - 200) <= 2
+    assert backdrop.inside_margins(make_photo(4, (400, 300))) is None  # no margins
+    thin = Image.new("RGB", (400, 320))
+    thin.paste(make_photo(5, (400, 300)), (0, 10))  # bars of 3% of the height each
+    assert backdrop.inside_margins(thin) is None
+    assert backdrop.inside_margins(Image.new("RGB", (300, 200), "black")) is None  # blank
+    decoded = decode(_png(_padded(photo)), SIZE, second_looks=True)
+    assert decoded.inside is not None and decoded.inside[0].shape == decoded.pixels.shape
+    assert decode(_png(_padded(photo)), SIZE).inside is None  # an indexed file is embedded as it is
+
+
+@needs_shared(SHARED_SAVED_MODEL, SHARED_PHOTOS / "imagenet-sample")
+def test_a_tall_picture_padded_to_a_square_is_found_from_what_lies_inside_its_margins(tmp_path):
+    """A tall picture letterboxed to a square (black bars), or a tall cut-out padded with
+    transparency, is a thin stroke to the model where its source filled the frame: each
+    finds its source first, at a higher score than as it is."""
+    from lookalike import Index, IndexOptions
+    from lookalike.search.neighbours import search_vectors
+
+    photos = sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for n, photo in enumerate(photos[:40]):
+        Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
+    tall = []
+    for n, photo in enumerate(photos[40:43]):
+        strip = Image.open(photo).convert("RGB").resize((500, 375)).crop((175, 0, 285, 375))
+        if n == 2:  # a cut-out: transparent round its shape
+            mask = Image.new("L", strip.size, 0)
+            ImageDraw.Draw(mask).ellipse((0, 0, *strip.size), fill=255)
+            strip = strip.convert("RGBA")
+            strip.putalpha(mask)
+        tall.append(folder / f"tall{n}.png")
+        strip.save(tall[-1])
+    index = Index(tmp_path / "ix")
+    index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
+    queries = []
+    for n, source in enumerate(tall):
+        queries.append(tmp_path / f"padded{n}.png")
+        _padded(Image.open(source)).save(queries[-1])
+    results = index.search(queries, k=5)
+    traits: list = []
+    vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
+    assert all(t.inside is not None for t in traits)
+    with index.store() as store:
+        plain = search_vectors(store, vectors, 5, traits=[replace(t, inside=None) for t in traits])
+    for source, result, before in zip(tall, results, plain, strict=True):
+        assert result.hits[0].path == str(source)
+        (was,) = [h.score for h in before if h.path == str(source)] or [-1.0]
         assert result.hits[0].score > was + 0.1

@@ -271,7 +271,8 @@ class Index:
                 looks = second_looks and traits is not None
                 image = decode(data, size, max_megapixels, name, second_looks=looks)
                 digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
-                return image.pixels, QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop)
+                seen = QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop, image.inside)
+                return image.pixels, seen
             except OSError as exc:
                 return ImageError(f"cannot read: {exc.strerror or exc}")
             except ImageError as exc:
@@ -290,14 +291,20 @@ class Index:
                 mine.append(got[1])
         captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
         backed = [n for n, t in enumerate(mine) if t.backdrop is not None]
-        # in the same batch: each query carrying caption bars once more, bars filled, and each
-        # on a flat backdrop once more, the backdrop in the other tone
+        framed = [n for n, t in enumerate(mine) if t.inside is not None]
+        # in the same batch: each query carrying caption bars once more, bars filled; each on a
+        # flat backdrop once more, the backdrop in the other tone; each with flat margins once
+        # more, what lies inside them
         more = [mine[n].uncaptioned for n in captioned] + [mine[n].backdrop[0] for n in backed]
+        more += [mine[n].inside[0] for n in framed]
         vectors = descriptors.embed(embedder, self._descriptor, pixels + more).vectors
-        for n, vector in zip(captioned, vectors[len(pixels) : len(pixels) + len(captioned)], strict=True):
-            mine[n] = replace(mine[n], uncaptioned=vector)
-        for n, vector in zip(backed, vectors[len(pixels) + len(captioned) :], strict=True):
-            mine[n] = replace(mine[n], backdrop=(vector, mine[n].backdrop[1]))
+        looked = iter(vectors[len(pixels) :])
+        for n in captioned:
+            mine[n] = replace(mine[n], uncaptioned=next(looked))
+        for n in backed:
+            mine[n] = replace(mine[n], backdrop=(next(looked), mine[n].backdrop[1]))
+        for n in framed:
+            mine[n] = replace(mine[n], inside=(next(looked), mine[n].inside[1]))
         if traits is not None:
             traits.extend(mine)
         return vectors[: len(pixels)], problems

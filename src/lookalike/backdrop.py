@@ -9,6 +9,12 @@ backdrop: connected to the edges, round most of them, a fair share of the pictur
 searched for a second time with that backdrop turned to the other tone
 (:func:`lookalike.search.neighbours.search_vectors`), each hit keeping its better score:
 the cut-out on white and on black, whichever its source was indexed on.
+
+Flat margins on two opposite sides (letterbox bars; the empty canvas round a transparent
+picture padded to another shape, shown on its background) change the picture's shape the
+model sees: a tall cut-out padded to a square is a thin stroke there, where its source
+filled the frame. So a query with such margins is also searched for as what lies inside
+them (:func:`inside_margins`).
 """
 
 from __future__ import annotations
@@ -64,3 +70,31 @@ def swapped(rgb: Image.Image) -> Image.Image | None:
     px = np.array(rgb)
     px[mask] = 255 - tone
     return Image.fromarray(px, "RGB")
+
+
+FLAT_LINE = 0.99  # share of a row or column within TOLERANCE of the tone: a line of a margin
+MIN_CUT = 0.1  # the margins take at least this share of the width or the height ...
+MIN_INSIDE = 16  # ... and leave a picture of at least this many pixels a side
+
+
+def inside_margins(rgb: Image.Image) -> Image.Image | None:
+    """``rgb`` cut to what lies inside its flat black or white margins, or None when they
+    take less than :data:`MIN_CUT` of its width and of its height (or all of it)."""
+    px = np.asarray(rgb)
+    if px.shape[0] < 8 or px.shape[1] < 8:
+        return None
+    for tone in (0, 255):
+        near = _near(px, tone)
+        rows, cols = near.mean(axis=1) >= FLAT_LINE, near.mean(axis=0) >= FLAT_LINE
+        top, bottom, left, right = _lead(rows), _lead(rows[::-1]), _lead(cols), _lead(cols[::-1])
+        height, width = len(rows) - top - bottom, len(cols) - left - right
+        if min(height, width) < MIN_INSIDE:
+            continue  # blank, or hardly anything inside
+        if (top + bottom) / len(rows) >= MIN_CUT or (left + right) / len(cols) >= MIN_CUT:
+            return rgb.crop((left, top, left + width, top + height))
+    return None
+
+
+def _lead(flags: np.ndarray) -> int:
+    """How many of ``flags`` are True before the first False."""
+    return len(flags) if flags.all() else int(np.argmin(flags))

@@ -3,8 +3,9 @@
 JPEGs are decoded at reduced size inside libjpeg (Pillow's ``draft``); EXIF
 orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
 out as plain RGB. A query is also cut with its caption bars filled
-(:mod:`lookalike.captions`) and, on a flat black or white backdrop, with the backdrop in
-the other tone (:mod:`lookalike.backdrop`): a search's second looks. Nothing here imports
+(:mod:`lookalike.captions`), on a flat black or white backdrop with the backdrop in the
+other tone, and inside flat margins (:mod:`lookalike.backdrop`): a search's second looks.
+Nothing here imports
 TensorFlow: decoder processes stay light.
 """
 
@@ -94,6 +95,9 @@ class DecodedImage:
     # an opaque picture on a flat black or white backdrop, the backdrop in the other tone, if asked
     # and found (see lookalike.backdrop): its views and their colour signature
     backdrop: tuple[np.ndarray, bytes] | None = None
+    # what lies inside flat black or white margins, if asked and found (backdrop.inside_margins):
+    # its views and their colour signature
+    inside: tuple[np.ndarray, bytes] | None = None
 
 
 @dataclass
@@ -123,8 +127,8 @@ def decode(
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
     cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`); with
     ``second_looks``, also cut with its caption bars filled, when it has any (``uncaptioned``),
-    and an opaque one on a flat backdrop with the backdrop in the other tone (``backdrop``):
-    a query's second looks.
+    and an opaque one on a flat backdrop with the backdrop in the other tone (``backdrop``),
+    and what lies inside flat margins, if it has any (``inside``): a query's second looks.
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -218,8 +222,12 @@ def _decode_open(
     if second_looks and background is None and (on_other := backdrop.swapped(rgb)) is not None:
         views = descriptor.cut(on_other, size)
         other = views, colour.signature(views, detail.grid(on_other))
+    inside = None
+    if second_looks and (inner := backdrop.inside_margins(rgb)) is not None:
+        views = descriptor.cut(inner, size)
+        inside = views, colour.signature(views, detail.grid(inner), on)
     meta_at = _captured_at(meta)
-    return DecodedImage(pixels, width, height, fmt, meta, meta_at, signature, uncaptioned, other)
+    return DecodedImage(pixels, width, height, fmt, meta, meta_at, signature, uncaptioned, other, inside)
 
 
 REDUCING_GAP = 2.0  # as the views' resize: box-reduced while both sides stay this x what they need

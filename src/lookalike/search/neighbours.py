@@ -62,6 +62,8 @@ class QueryTraits:
     uncaptioned: np.ndarray | None = field(default=None, compare=False)  # its vector, caption bars filled
     # its vector and colour signature with its flat backdrop in the other tone (lookalike.backdrop)
     backdrop: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
+    # ... and of what lies inside its flat margins (lookalike.backdrop.inside_margins)
+    inside: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -145,17 +147,18 @@ def search_vectors(
     scores, ids = store.search(vectors, max(k, RIVALS), allowed)
     if traits is not None:
         scores, ids = _also_uncaptioned(store, scores, ids, traits, allowed)
-    other = _on_other_backdrop(store, traits, ids.shape[1], allowed) if traits is not None else {}
+    other = _other_looks(store, traits, ids.shape[1], allowed) if traits is not None else {}
     found_ids = {int(i) for i in ids.ravel() if i >= 0}
-    rows = store.catalogue.rows(found_ids.union(*(set(o[1].tolist()) for o in other.values())) - {-1})
+    looked = (set(o[1].tolist()) for found in other.values() for o in found)
+    rows = store.catalogue.rows(found_ids.union(*looked) - {-1})
     cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         seen = traits[q].colour if traits is not None else None
         found = _candidates(rows, q_scores, q_ids, seen, pixels)
-        if q in other:  # each file as it scores best: the query as it is, or on the other backdrop
-            found = _better(found, _candidates(rows, *other[q], traits[q].backdrop[1], pixels))
+        for look_scores, look_ids, look_colour in other.get(q, ()):  # each file as it scores best:
+            found = _better(found, _candidates(rows, look_scores, look_ids, look_colour, pixels))  # any look
         hits = []
         for row, s, seen_as in found:
             score = min(1.0, max(-1.0, s))
@@ -194,16 +197,21 @@ def _better(a: list[tuple], b: list[tuple]) -> list[tuple]:
     return sorted(best.values(), key=lambda h: _best_first(h[:2]))[: len(a) or len(b)]
 
 
-def _on_other_backdrop(
+def _other_looks(
     store: Store, traits: Sequence[QueryTraits], k: int, allowed: np.ndarray | None
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """FAISS (scores, ids) of the queries on a flat backdrop, searched for with the backdrop
-    in the other tone (``traits[q].backdrop``, see :mod:`lookalike.backdrop`), by query."""
-    which = [q for q, t in enumerate(traits) if t.backdrop is not None]
-    if not which:
-        return {}
-    scores, ids = store.search(np.stack([traits[q].backdrop[0] for q in which]), k, allowed)
-    return {q: (scores[n], ids[n]) for n, q in enumerate(which)}
+) -> dict[int, list[tuple[np.ndarray, np.ndarray, bytes]]]:
+    """FAISS (scores, ids) of the queries' looks that carry their own colour signature, with
+    it, by query: on a flat backdrop, with the backdrop in the other tone
+    (``traits[q].backdrop``), and inside flat margins (``traits[q].inside``; see
+    :mod:`lookalike.backdrop`)."""
+    looks = [(q, look) for t in ("backdrop", "inside") for q, tr in enumerate(traits)
+             if (look := getattr(tr, t)) is not None]  # fmt: skip
+    out: dict[int, list[tuple[np.ndarray, np.ndarray, bytes]]] = {}
+    if looks:
+        scores, ids = store.search(np.stack([look[0] for _, look in looks]), k, allowed)
+        for n, (q, look) in enumerate(looks):
+            out.setdefault(q, []).append((scores[n], ids[n], look[1]))
+    return out
 
 
 def _also_uncaptioned(

@@ -60,7 +60,7 @@ def test_pictures_without_a_flat_backdrop_have_none():
     assert backdrop.backdrop(framed) is None
 
 
-def test_only_an_opaque_query_gets_the_second_look():
+def test_an_opaque_query_gets_its_backdrop_swapped_and_a_transparent_one_the_other_background():
     icon = _icon(1)
     shown = _on(icon, 0)
     buf = _jpeg(shown)
@@ -69,8 +69,12 @@ def test_only_an_opaque_query_gets_the_second_look():
     views, colour = decoded.backdrop
     assert views.shape == decoded.pixels.shape and colour != decoded.colour
     assert decode(buf, SIZE).backdrop is None  # an indexed file is embedded as it is
-    png = _png(icon)
-    assert decode(png, SIZE, second_looks=True).backdrop is None  # transparent: flatten chooses
+    on_white = decode(_png(icon), SIZE, second_looks=True)  # transparent: flatten chose white
+    views, colour = on_white.backdrop
+    assert colour.endswith(b"B") and views.mean() < on_white.pixels.mean()  # ... the look is on black
+    white_shape = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    ImageDraw.Draw(white_shape).ellipse((50, 50, 250, 250), fill=(255, 255, 255, 255))
+    assert decode(_png(white_shape), SIZE, second_looks=True).backdrop is None  # blank on white
 
 
 def _jpeg(im: Image.Image) -> bytes:
@@ -185,6 +189,48 @@ def test_a_tall_picture_padded_to_a_square_is_found_from_what_lies_inside_its_ma
     with index.store() as store:
         plain = search_vectors(store, vectors, 5, traits=[replace(t, inside=None) for t in traits])
     for source, result, before in zip(tall, results, plain, strict=True):
+        assert result.hits[0].path == str(source)
+        (was,) = [h.score for h in before if h.path == str(source)] or [-1.0]
+        assert result.hits[0].score > was + 0.1
+
+
+@needs_shared(SHARED_SAVED_MODEL, SHARED_PHOTOS / "imagenet-sample")
+def test_a_grey_cut_out_lightened_onto_black_still_finds_its_source_on_white(tmp_path):
+    """A grey cut-out is indexed on white; a brightened copy of it is light enough to be
+    shown on black (white content would vanish on white), so it is also searched for on
+    white: it finds its source first, at a higher score than on black alone."""
+    from lookalike import Index, IndexOptions
+    from lookalike.images import flatten
+    from lookalike.search.neighbours import search_vectors
+
+    photos = sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())
+    folder = tmp_path / "library"
+    folder.mkdir()
+    for n, photo in enumerate(photos[:40]):
+        Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
+    sources, queries = [], []
+    for n, photo in enumerate(photos[40:43]):
+        grey = Image.open(photo).convert("L").resize((300, 300))
+        grey = Image.fromarray((120 + np.asarray(grey, np.float32) * 0.5).astype(np.uint8))  # mid grey
+        cut = grey.convert("RGBA")
+        mask = Image.new("L", cut.size, 0)
+        ImageDraw.Draw(mask).ellipse((20, 20, 280, 280), fill=255)
+        cut.putalpha(mask)
+        sources.append(folder / f"cut{n}.png")
+        cut.save(sources[-1])
+        light = Image.fromarray((170 + np.asarray(grey, np.float32) * 0.33).astype(np.uint8)).convert("RGBA")
+        light.putalpha(mask)
+        assert flatten(cut)[1] == (255, 255, 255) and flatten(light)[1] == (0, 0, 0)
+        queries.append(tmp_path / f"light{n}.png")
+        light.save(queries[-1])
+    index = Index(tmp_path / "ix")
+    index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
+    results = index.search(queries, k=5)
+    traits: list = []
+    vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
+    with index.store() as store:
+        plain = search_vectors(store, vectors, 5, traits=[replace(t, backdrop=None) for t in traits])
+    for source, result, before in zip(sources, results, plain, strict=True):
         assert result.hits[0].path == str(source)
         (was,) = [h.score for h in before if h.path == str(source)] or [-1.0]
         assert result.hits[0].score > was + 0.1

@@ -8,7 +8,9 @@ picture to the model. So a query whose edges are one flat black or white region 
 backdrop: connected to the edges, round most of them, a fair share of the picture) is
 searched for a second time with that backdrop turned to the other tone
 (:func:`lookalike.search.neighbours.search_vectors`), each hit keeping its better score:
-the cut-out on white and on black, whichever its source was indexed on.
+the cut-out on white and on black, whichever its source was indexed on. A transparent
+query is searched for on the other background too, where it shows there: an edit that
+lightens a grey cut-out moves it from white to black (:func:`lookalike.images.flatten`).
 
 Flat margins on two opposite sides (letterbox bars; the empty canvas round a transparent
 picture padded to another shape, shown on its background) change the picture's shape the

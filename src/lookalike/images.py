@@ -92,8 +92,9 @@ class DecodedImage:
     captured_at: datetime | None = None
     colour: bytes | None = None  # see lookalike.colour: tells a recoloured variant from a copy
     uncaptioned: np.ndarray | None = None  # the views with caption bars filled, if asked and found
-    # an opaque picture on a flat black or white backdrop, the backdrop in the other tone, if asked
-    # and found (see lookalike.backdrop): its views and their colour signature
+    # if asked and found: an opaque picture on a flat black or white backdrop, the backdrop in the
+    # other tone (see lookalike.backdrop); a transparent one on the other background: its views and
+    # their colour signature
     backdrop: tuple[np.ndarray, bytes] | None = None
     # what lies inside flat black or white margins, if asked and found (backdrop.inside_margins):
     # its views and their colour signature
@@ -127,8 +128,9 @@ def decode(
     """Decode ``source`` (bytes or a path) to RGB uint8 pixels of ``size`` = (height, width),
     cut into the views of ``descriptor`` (see :mod:`lookalike.descriptors`); with
     ``second_looks``, also cut with its caption bars filled, when it has any (``uncaptioned``),
-    and an opaque one on a flat backdrop with the backdrop in the other tone (``backdrop``),
-    and what lies inside flat margins, if it has any (``inside``): a query's second looks.
+    an opaque one on a flat backdrop with the backdrop in the other tone, a transparent one
+    on the other background (``backdrop``), and what lies inside flat margins, if it has any
+    (``inside``): a query's second looks.
 
     Raises ImageError with a readable reason for anything that is not a usable image.
     """
@@ -216,18 +218,49 @@ def _decode_open(
     pixels = descriptor.cut(rgb, size)
     on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
     signature = colour.signature(pixels, detail.grid(rgb), on)
-    uncaptioned = other = None
-    if second_looks and (filled := captions.filled(rgb)) is not rgb:
-        uncaptioned = descriptor.cut(filled, size)
-    if second_looks and background is None and (on_other := backdrop.swapped(rgb)) is not None:
-        views = descriptor.cut(on_other, size)
-        other = views, colour.signature(views, detail.grid(on_other))
-    inside = None
-    if second_looks and (inner := backdrop.inside_margins(rgb)) is not None:
-        views = descriptor.cut(inner, size)
-        inside = views, colour.signature(views, detail.grid(inner), on)
-    meta_at = _captured_at(meta)
-    return DecodedImage(pixels, width, height, fmt, meta, meta_at, signature, uncaptioned, other, inside)
+    looks = _second_looks(im, rgb, background, descriptor, size) if second_looks else (None, None, None)
+    return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature, *looks)
+
+
+def _second_looks(
+    im: Image.Image,
+    rgb: Image.Image,
+    background: tuple[int, int, int] | None,
+    descriptor: Descriptor,
+    size: tuple[int, int],
+) -> tuple[np.ndarray | None, tuple[np.ndarray, bytes] | None, tuple[np.ndarray, bytes] | None]:
+    """A query's second looks (see :func:`decode`: ``uncaptioned``, ``backdrop``,
+    ``inside``) of the picture ``im`` shown as ``rgb`` (on ``background``, if transparent).
+    A transparent picture's other backdrop is the other background, where it shows there:
+    an edit that lightens a cut-out past :data:`LIGHT_CONTENT` moves it from white to black."""
+
+    def cut(picture: Image.Image, on: tuple[int, int, int] | None) -> tuple[np.ndarray, bytes]:
+        views = descriptor.cut(picture, size)
+        marker = b"" if on is None else colour.ON_BLACK if on == BLACK else colour.ON_WHITE
+        return views, colour.signature(views, detail.grid(picture), marker)
+
+    filled = captions.filled(rgb)
+    uncaptioned = None if filled is rgb else descriptor.cut(filled, size)
+    other = None
+    if background is None:
+        on_other = backdrop.swapped(rgb)
+        other = None if on_other is None else cut(on_other, None)
+    else:
+        tone = WHITE if background == BLACK else BLACK
+        on_other = _shown_on(im.convert("RGBA"), tone)
+        other = None if _blank(on_other) else cut(on_other, tone)
+    inner = backdrop.inside_margins(rgb)
+    return uncaptioned, other, None if inner is None else cut(inner, background)
+
+
+BLANK_SPREAD = 4.0  # luma standard deviation (0-255) at 64 x 64 under which a picture shows nothing
+
+
+def _blank(rgb: Image.Image) -> bool:
+    """Whether ``rgb`` is one flat tone: white shapes shown on white, say."""
+    small = rgb.convert("L")
+    small.thumbnail((64, 64))
+    return float(np.asarray(small, np.float32).std()) < BLANK_SPREAD
 
 
 REDUCING_GAP = 2.0  # as the views' resize: box-reduced while both sides stay this x what they need

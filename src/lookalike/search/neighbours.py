@@ -60,7 +60,8 @@ class QueryTraits:
     content_hash: str
     colour: bytes | None
     uncaptioned: np.ndarray | None = field(default=None, compare=False)  # its vector, caption bars filled
-    # its vector and colour signature with its flat backdrop in the other tone (lookalike.backdrop)
+    # its vector and colour signature on the other backdrop: an opaque query's flat backdrop in the
+    # other tone (lookalike.backdrop), a transparent one on the other background
     backdrop: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
     # ... and of what lies inside its flat margins (lookalike.backdrop.inside_margins)
     inside: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
@@ -201,9 +202,8 @@ def _other_looks(
     store: Store, traits: Sequence[QueryTraits], k: int, allowed: np.ndarray | None
 ) -> dict[int, list[tuple[np.ndarray, np.ndarray, bytes]]]:
     """FAISS (scores, ids) of the queries' looks that carry their own colour signature, with
-    it, by query: on a flat backdrop, with the backdrop in the other tone
-    (``traits[q].backdrop``), and inside flat margins (``traits[q].inside``; see
-    :mod:`lookalike.backdrop`)."""
+    it, by query: on the other backdrop (``traits[q].backdrop``) and inside flat margins
+    (``traits[q].inside``; see :mod:`lookalike.backdrop`)."""
     looks = [(q, look) for t in ("backdrop", "inside") for q, tr in enumerate(traits)
              if (look := getattr(tr, t)) is not None]  # fmt: skip
     out: dict[int, list[tuple[np.ndarray, np.ndarray, bytes]]] = {}

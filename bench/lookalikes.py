@@ -1,7 +1,11 @@
 """Same photo or not, with hard negatives: edited copies of artwork among its look-alike siblings.
 
     python bench/lookalikes.py [--model PATH] [--work DIR] [--json OUT] [--quick] [-k 100]
-                               [--calibrate-sample N]
+                               [--calibrate-sample N] [--families tuned|heldout|fresh]
+
+``--families``: the table below (tuned: every default was chosen on it), or one kept out
+of tuning: bench/heldout.py (two fixes came from its numbers since) or bench/fresh.py
+(none); each in its own ``--work``.
 
 The default quality benchmark. bench/quality.py saturates (every ImageNet photo is unlike
 every other); real collections hold the same design in several colour schemes, light and

@@ -98,6 +98,16 @@ def test_an_icon_indexed_on_white_is_found_from_its_copy_on_black(tmp_path):
     """Transparent icons are indexed on white; a screenshot of one on a dark desktop (or a
     JPEG export that dropped the alpha over black) finds it first, at a far higher score
     than as it is."""
+    icons = [_icon(seed) for seed in range(4)]
+    _the_look_finds(tmp_path, "backdrop", icons, [(_on(icon, 0), "jpg") for icon in icons])
+
+
+def _the_look_finds(
+    tmp_path, look: str, sources: list[Image.Image], copies: list[tuple[Image.Image, str]]
+) -> None:
+    """Index ``sources`` (PNG) among 40 shared photos and search for ``copies`` (picture,
+    suffix): each finds its source first, at a score higher by 0.1 than without the second
+    ``look`` (a field of QueryTraits), which each query has."""
     from lookalike import Index, IndexOptions
     from lookalike.search.neighbours import search_vectors
 
@@ -105,24 +115,23 @@ def test_an_icon_indexed_on_white_is_found_from_its_copy_on_black(tmp_path):
     folder.mkdir()
     for n, photo in enumerate(sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())[:40]):
         Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
-    icons = [_icon(seed) for seed in range(4)]
-    for n, icon in enumerate(icons):
-        icon.save(folder / f"icon{n}.png")
+    paths = [folder / f"source{n}.png" for n in range(len(sources))]
+    for source, path in zip(sources, paths, strict=True):
+        source.save(path)
+    queries = [tmp_path / f"copy{n}.{suffix}" for n, (_, suffix) in enumerate(copies)]
+    for (copy, _), query in zip(copies, queries, strict=True):
+        copy.save(query, **({"quality": 90} if query.suffix == ".jpg" else {}))
     index = Index(tmp_path / "ix")
     index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
-    queries = []
-    for n, icon in enumerate(icons):
-        queries.append(tmp_path / f"dark{n}.jpg")
-        _on(icon, 0).save(queries[-1], quality=90)
     results = index.search(queries, k=5)
     traits: list = []
     vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
-    assert all(t.backdrop is not None for t in traits)
+    assert all(getattr(t, look) is not None for t in traits)
     with index.store() as store:
-        plain = search_vectors(store, vectors, 5, traits=[replace(t, backdrop=None) for t in traits])
-    for n, (result, before) in enumerate(zip(results, plain, strict=True)):
-        assert result.hits[0].path == str(folder / f"icon{n}.png")
-        (was,) = [h.score for h in before if h.path == result.hits[0].path] or [-1.0]
+        plain = search_vectors(store, vectors, 5, traits=[replace(t, **{look: None}) for t in traits])
+    for path, result, before in zip(paths, results, plain, strict=True):
+        assert result.hits[0].path == str(path)
+        (was,) = [h.score for h in before if h.path == str(path)] or [-1.0]
         assert result.hits[0].score > was + 0.1
 
 
@@ -158,40 +167,16 @@ def test_a_tall_picture_padded_to_a_square_is_found_from_what_lies_inside_its_ma
     """A tall picture letterboxed to a square (black bars), or a tall cut-out padded with
     transparency, is a thin stroke to the model where its source filled the frame: each
     finds its source first, at a higher score than as it is."""
-    from lookalike import Index, IndexOptions
-    from lookalike.search.neighbours import search_vectors
-
-    photos = sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())
-    folder = tmp_path / "library"
-    folder.mkdir()
-    for n, photo in enumerate(photos[:40]):
-        Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
     tall = []
-    for n, photo in enumerate(photos[40:43]):
+    for n, photo in enumerate(sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())[40:43]):
         strip = Image.open(photo).convert("RGB").resize((500, 375)).crop((175, 0, 285, 375))
         if n == 2:  # a cut-out: transparent round its shape
             mask = Image.new("L", strip.size, 0)
             ImageDraw.Draw(mask).ellipse((0, 0, *strip.size), fill=255)
             strip = strip.convert("RGBA")
             strip.putalpha(mask)
-        tall.append(folder / f"tall{n}.png")
-        strip.save(tall[-1])
-    index = Index(tmp_path / "ix")
-    index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
-    queries = []
-    for n, source in enumerate(tall):
-        queries.append(tmp_path / f"padded{n}.png")
-        _padded(Image.open(source)).save(queries[-1])
-    results = index.search(queries, k=5)
-    traits: list = []
-    vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
-    assert all(t.inside is not None for t in traits)
-    with index.store() as store:
-        plain = search_vectors(store, vectors, 5, traits=[replace(t, inside=None) for t in traits])
-    for source, result, before in zip(tall, results, plain, strict=True):
-        assert result.hits[0].path == str(source)
-        (was,) = [h.score for h in before if h.path == str(source)] or [-1.0]
-        assert result.hits[0].score > was + 0.1
+        tall.append(strip)
+    _the_look_finds(tmp_path, "inside", tall, [(_padded(strip), "png") for strip in tall])
 
 
 @needs_shared(SHARED_SAVED_MODEL, SHARED_PHOTOS / "imagenet-sample")
@@ -199,38 +184,19 @@ def test_a_grey_cut_out_lightened_onto_black_still_finds_its_source_on_white(tmp
     """A grey cut-out is indexed on white; a brightened copy of it is light enough to be
     shown on black (white content would vanish on white), so it is also searched for on
     white: it finds its source first, at a higher score than on black alone."""
-    from lookalike import Index, IndexOptions
     from lookalike.images import flatten
-    from lookalike.search.neighbours import search_vectors
 
-    photos = sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())
-    folder = tmp_path / "library"
-    folder.mkdir()
-    for n, photo in enumerate(photos[:40]):
-        Image.open(photo).convert("RGB").save(folder / f"{n}.jpg", quality=90)
-    sources, queries = [], []
-    for n, photo in enumerate(photos[40:43]):
-        grey = Image.open(photo).convert("L").resize((300, 300))
-        grey = Image.fromarray((120 + np.asarray(grey, np.float32) * 0.5).astype(np.uint8))  # mid grey
-        cut = grey.convert("RGBA")
-        mask = Image.new("L", cut.size, 0)
+    cuts, lightened = [], []
+    for photo in sorted((SHARED_PHOTOS / "imagenet-sample").iterdir())[40:43]:
+        grey = np.asarray(Image.open(photo).convert("L").resize((300, 300)), np.float32)
+        mask = Image.new("L", (300, 300), 0)
         ImageDraw.Draw(mask).ellipse((20, 20, 280, 280), fill=255)
-        cut.putalpha(mask)
-        sources.append(folder / f"cut{n}.png")
-        cut.save(sources[-1])
-        light = Image.fromarray((170 + np.asarray(grey, np.float32) * 0.33).astype(np.uint8)).convert("RGBA")
-        light.putalpha(mask)
-        assert flatten(cut)[1] == (255, 255, 255) and flatten(light)[1] == (0, 0, 0)
-        queries.append(tmp_path / f"light{n}.png")
-        light.save(queries[-1])
-    index = Index(tmp_path / "ix")
-    index.add([folder], model=str(SHARED_SAVED_MODEL), options=IndexOptions(workers=0))
-    results = index.search(queries, k=5)
-    traits: list = []
-    vectors, _ = index.query_vectors(queries, traits=traits, second_looks=True)
-    with index.store() as store:
-        plain = search_vectors(store, vectors, 5, traits=[replace(t, backdrop=None) for t in traits])
-    for source, result, before in zip(sources, results, plain, strict=True):
-        assert result.hits[0].path == str(source)
-        (was,) = [h.score for h in before if h.path == str(source)] or [-1.0]
-        assert result.hits[0].score > was + 0.1
+        for out, tone in (
+            (cuts, 120 + grey * 0.5),
+            (lightened, 170 + (120 + grey * 0.5) * 0.33),
+        ):  # mid grey; brightened
+            cut = Image.fromarray(tone.astype(np.uint8)).convert("RGBA")
+            cut.putalpha(mask)
+            out.append(cut)
+        assert flatten(cuts[-1])[1] == (255, 255, 255) and flatten(lightened[-1])[1] == (0, 0, 0)
+    _the_look_finds(tmp_path, "backdrop", cuts, [(cut, "png") for cut in lightened])

@@ -216,8 +216,7 @@ def _decode_open(
         im = ImageOps.exif_transpose(im)
     rgb, background = flatten(im)
     pixels = descriptor.cut(rgb, size)
-    on = b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
-    signature = colour.signature(pixels, detail.grid(rgb), on)
+    signature = colour.signature(pixels, detail.grid(rgb), _marker(background))
     looks = _second_looks(im, rgb, background, descriptor, size) if second_looks else (None, None, None)
     return DecodedImage(pixels, width, height, fmt, meta, _captured_at(meta), signature, *looks)
 
@@ -236,8 +235,7 @@ def _second_looks(
 
     def cut(picture: Image.Image, on: tuple[int, int, int] | None) -> tuple[np.ndarray, bytes]:
         views = descriptor.cut(picture, size)
-        marker = b"" if on is None else colour.ON_BLACK if on == BLACK else colour.ON_WHITE
-        return views, colour.signature(views, detail.grid(picture), marker)
+        return views, colour.signature(views, detail.grid(picture), _marker(on))
 
     filled = captions.filled(rgb)
     uncaptioned = None if filled is rgb else descriptor.cut(filled, size)
@@ -251,6 +249,11 @@ def _second_looks(
         other = None if _blank(on_other) else cut(on_other, tone)
     inner = backdrop.inside_margins(rgb)
     return uncaptioned, other, None if inner is None else cut(inner, background)
+
+
+def _marker(background: tuple[int, int, int] | None) -> bytes:
+    """The colour signature's note of the background a transparent picture is shown on."""
+    return b"" if background is None else colour.ON_BLACK if background == BLACK else colour.ON_WHITE
 
 
 BLANK_SPREAD = 4.0  # luma standard deviation (0-255) at 64 x 64 under which a picture shows nothing

@@ -12,11 +12,11 @@ the cut-out on white and on black, whichever its source was indexed on. A transp
 query is searched for on the other background too, where it shows there: an edit that
 lightens a grey cut-out moves it from white to black (:func:`lookalike.images.flatten`).
 
-Flat margins on two opposite sides (letterbox bars; the empty canvas round a transparent
-picture padded to another shape, shown on its background) change the picture's shape the
-model sees: a tall cut-out padded to a square is a thin stroke there, where its source
-filled the frame. So a query with such margins is also searched for as what lies inside
-them (:func:`inside_margins`).
+Flat margins (letterbox bars; the empty canvas round a transparent picture padded to
+another shape, shown on its background) change the picture's shape the model sees: a
+tall cut-out padded to a square is a thin stroke there, where its source filled the
+frame. So a query with such margins is also searched for as what lies inside them
+(:func:`inside_margins`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ orientation is applied; palette, grayscale, 16-bit, CMYK and alpha images come
 out as plain RGB. A query is also cut with its caption bars filled
 (:mod:`lookalike.captions`), on a flat black or white backdrop with the backdrop in the
 other tone, and inside flat margins (:mod:`lookalike.backdrop`): a search's second looks.
-Nothing here imports
-TensorFlow: decoder processes stay light.
+Nothing here imports TensorFlow: decoder processes stay light.
 """
 
 from __future__ import annotations

@@ -204,8 +204,8 @@ def _other_looks(
     """FAISS (scores, ids) of the queries' looks that carry their own colour signature, with
     it, by query: on the other backdrop (``traits[q].backdrop``) and inside flat margins
     (``traits[q].inside``; see :mod:`lookalike.backdrop`)."""
-    looks = [(q, look) for t in ("backdrop", "inside") for q, tr in enumerate(traits)
-             if (look := getattr(tr, t)) is not None]  # fmt: skip
+    looks = [(q, look) for name in ("backdrop", "inside") for q, mine in enumerate(traits)
+             if (look := getattr(mine, name)) is not None]  # fmt: skip
     out: dict[int, list[tuple[np.ndarray, np.ndarray, bytes]]] = {}
     if looks:
         scores, ids = store.search(np.stack([look[0] for _, look in looks]), k, allowed)

@@ -343,3 +343,41 @@ def test_matched_pixels_do_not_lift_another_shot_of_a_burst(scene):
     assert duplicates._star_groups(burst, scores, threshold, KeepRules(), None, judge) == []
     (group,) = duplicates._star_groups(rows(["Z6", "Z7"]), scores, threshold, KeepRules(), None, judge)
     assert [d.row.id for d in group.duplicates] == [1]
+
+
+def _views_as_pillow_makes_them(cells: np.ndarray) -> np.ndarray:
+    """The views of a grid made step by step with Pillow (resize, crop box, rotate) and a
+    [1, 3, 3, 1] / 8 blur at stride 2: what detail._views computes with weight matrices."""
+
+    def square(c: np.ndarray, box=None) -> np.ndarray:
+        im = Image.fromarray(c.astype(np.float32))
+        return np.asarray(im.resize((detail.FINE,) * 2, Image.Resampling.BILINEAR, box=box), np.float64)
+
+    rows, cols = cells.shape
+    whole = square(cells)
+    views = [whole]
+    for share in detail.ZOOMS:
+        lo, hi = detail.FINE * (1 - share) / 2, detail.FINE * (1 + share) / 2
+        views.append(square(whole, (lo, lo, hi, hi)))
+    views.append(whole)  # no letterbox bars in these grids
+    for angle in detail.ANGLES:
+        c, s = np.cos(np.radians(abs(angle))), np.sin(np.radians(abs(angle)))
+        width, height = np.linalg.solve([[c, s], [s, c]], [cols, rows])
+        if width < 4 or height < 4:  # too flat to have been turned so: the picture as it is
+            views.append(whole)
+            continue
+        back = np.asarray(Image.fromarray(cells.astype(np.float32)).rotate(-angle, Image.Resampling.BILINEAR))
+        box = ((cols - width) / 2, (rows - height) / 2, (cols + width) / 2, (rows + height) / 2)
+        views.append(square(back, box))
+    p = np.pad(np.stack(views), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    down = p[:, 0:-2:2] + 3 * p[:, 1:-1:2] + 3 * p[:, 2::2] + p[:, 3::2]
+    return (down[..., 0:-2:2] + 3 * down[..., 1:-1:2] + 3 * down[..., 2::2] + down[..., 3::2]) / 64
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (36, 64), (64, 43), (9, 64), (20, 30)])
+def test_views_are_what_pillow_makes_of_the_grid(shape):
+    rng = np.random.default_rng(sum(shape))
+    cells = rng.integers(40, 200, shape, dtype=np.uint8)  # grey: no letterbox bar at any edge
+    views = detail._views(bytes(shape) + cells.tobytes())
+    assert views.shape == (2 + len(detail.ZOOMS) + len(detail.ANGLES), detail.FINE // 2, detail.FINE // 2)
+    assert np.abs(views - _views_as_pillow_makes_them(cells.astype(np.float64))).max() < 1e-3

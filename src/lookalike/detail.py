@@ -65,20 +65,22 @@ def _unpack(data: bytes) -> np.ndarray | None:
     rows, cols = data[0], data[1]
     if rows * cols != len(data) - 2 or not rows or not cols:
         return None
-    return np.frombuffer(data, np.uint8, offset=2).reshape(rows, cols).astype(np.float32)
+    return np.frombuffer(data, np.uint8, offset=2).reshape(rows, cols).astype(np.float64)
 
 
-def _flat(line: np.ndarray) -> bool:
-    mean = float(line.mean())
-    return float(line.std()) < BAR_FLAT and not BAR_LEVELS[0] <= mean <= BAR_LEVELS[1]
+def _flat(lines: np.ndarray) -> np.ndarray:
+    """Which of ``lines`` (rows) are flat and dark or light enough to be a letterbox bar."""
+    mean = lines.mean(axis=1)
+    return (lines.std(axis=1) < BAR_FLAT) & ~((BAR_LEVELS[0] <= mean) & (mean <= BAR_LEVELS[1]))
 
 
 def _bars(lines: np.ndarray) -> int:
     """How many of ``lines`` (rows, or columns transposed) are a letterbox bar at each end:
     bars on both ends, about as thick (a letterbox is centred), or none."""
     n = len(lines)
-    head = next((i for i in range(n) if not _flat(lines[i])), n)
-    tail = next((i for i in range(n) if not _flat(lines[n - 1 - i])), n)
+    flat = _flat(lines)
+    head = n if flat.all() else int(np.argmin(flat))
+    tail = n if flat.all() else int(np.argmin(flat[::-1]))
     if head + tail >= n * 2 // 3 or abs(head - tail) > 1 + n // 50:
         return 0
     return min(head, tail)
@@ -86,26 +88,92 @@ def _bars(lines: np.ndarray) -> int:
 
 def _content(cells: np.ndarray) -> np.ndarray:
     """The cells inside letterbox bars."""
-    rows, cols = _bars(cells), _bars(cells.T)
+    rows, cols = _bars(cells), _bars(np.ascontiguousarray(cells.T))
     return cells[rows : cells.shape[0] - rows, cols : cells.shape[1] - cols]
 
 
-def _square(cells: np.ndarray, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """``cells`` (or the ``box`` of them: left, top, right, bottom) resampled to FINE x FINE."""
-    im = Image.fromarray(cells.astype(np.float32))
-    return np.asarray(im.resize((FINE, FINE), Image.Resampling.BILINEAR, box=box), np.float32)
+def _project(cells: np.ndarray, down: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """``cells`` resampled along each axis by a weight matrix ([out, rows], [out, cols])."""
+    return down @ cells @ across.T
+
+
+@lru_cache(maxsize=1024)  # per line length and box: the turned-back views' boxes vary with the shape
+def _resampling(n: int, start: float, end: float) -> np.ndarray:
+    """[FINE, n] float64: the weights Pillow's bilinear resize gives ``n`` cells, from
+    ``start`` to ``end`` of them, making FINE (read off resizing an identity matrix: the
+    same weights, its antialiasing when reducing included, without its per-call cost)."""
+    eye = Image.fromarray(np.eye(n, dtype=np.float32))
+    out = eye.resize((FINE, n), Image.Resampling.BILINEAR, box=(start, 0.0, end, float(n)))
+    weights = np.asarray(out, np.float64).T
+    weights.setflags(write=False)
+    return weights
+
+
+def _softening() -> np.ndarray:
+    """[FINE / POOL, FINE]: a line blurred by [1, 2, 1] / 4 (ends repeated), then averaged
+    in pairs (:data:`POOL`): what resampling moves by a fraction of a cell hardly shows,
+    what differs still does. Both steps at once: [1, 3, 3, 1] / 8 at stride 2."""
+    out = np.zeros((FINE // POOL, FINE))
+    for i in range(FINE // POOL):
+        for at, weight in zip((2 * i - 1, 2 * i, 2 * i + 1, 2 * i + 2), (1, 3, 3, 1), strict=True):
+            out[i, min(max(at, 0), FINE - 1)] += weight / 8
+    return out
+
+
+_SOFTENING = _softening()
+
+
+@lru_cache(maxsize=1024)  # at most 16 MB
+def _compared(n: int, start: float = 0.0, end: float | None = None, share: float = 1.0) -> np.ndarray:
+    """[FINE / POOL, n] read only: ``n`` cells (from ``start`` to ``end``) as compared: resampled
+    to FINE, the centre ``share`` of that resampled to FINE again (a crop's view), softened."""
+    weights = _resampling(n, start, float(n) if end is None else end)
+    if share < 1.0:
+        lo, hi = FINE * (1 - share) / 2, FINE * (1 + share) / 2
+        weights = _resampling(FINE, lo, hi) @ weights
+    out = _SOFTENING @ weights
+    out.setflags(write=False)
+    return out
 
 
 def _turned_back(cells: np.ndarray, angle: float) -> np.ndarray | None:
-    """The picture that, turned by ``angle`` with its canvas expanded, gave ``cells``."""
+    """The picture that, turned by ``angle`` with its canvas expanded, gave ``cells``, as
+    compared (:func:`_compared`)."""
     rows, cols = cells.shape
     c, s = np.cos(np.radians(abs(angle))), np.sin(np.radians(abs(angle)))
-    width, height = np.linalg.solve([[c, s], [s, c]], [cols, rows])  # the canvas of a turned w x h
+    # the canvas of a turned w x h is (c w + s h) x (s w + c h): solved for w and h
+    width, height = (c * cols - s * rows) / (c * c - s * s), (c * rows - s * cols) / (c * c - s * s)
     if width < 4 or height < 4:
         return None
-    back = Image.fromarray(cells).rotate(-angle, Image.Resampling.BILINEAR)
-    box = ((cols - width) / 2, (rows - height) / 2, (cols + width) / 2, (rows + height) / 2)
-    return _square(np.asarray(back, np.float32), box)
+    at, weights = _rotation(rows, cols, -angle)
+    back = (cells.ravel()[at] * weights).sum(axis=0).reshape(rows, cols)
+    left, top = (cols - width) / 2, (rows - height) / 2
+    return _project(back, _compared(rows, top, top + height), _compared(cols, left, left + width))
+
+
+@lru_cache(maxsize=256)  # one per grid shape and angle: at most 32 MB
+def _rotation(rows: int, cols: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's bilinear ``rotate(angle)`` of a rows x cols grid (about its centre, canvas
+    kept, outside 0) as a gather: the 4 cells each output cell reads ([4, rows * cols]
+    indices) and their weights, as Pillow samples them (pixel centres, edges clamped)."""
+    rad = -np.radians(angle)  # as Image.rotate: its matrix maps output to input cells
+    cos, sin = round(float(np.cos(rad)), 15), round(float(np.sin(rad)), 15)
+    cx, cy = cols / 2, rows / 2
+    y, x = np.mgrid[0:rows, 0:cols] + 0.5
+    xin = cos * (x - cx) + sin * (y - cy) + cx
+    yin = -sin * (x - cx) + cos * (y - cy) + cy
+    inside = (xin >= 0) & (xin < cols) & (yin >= 0) & (yin < rows)
+    x0, y0 = np.floor(xin - 0.5), np.floor(yin - 0.5)
+    dx, dy = xin - 0.5 - x0, yin - 0.5 - y0
+    xa, xb = np.clip(x0, 0, cols - 1), np.clip(x0 + 1, 0, cols - 1)
+    ya = np.clip(y0, 0, rows - 1)
+    yb = np.where((y0 + 1 >= 0) & (y0 + 1 < rows), y0 + 1, ya)
+    at = np.stack([ya * cols + xa, ya * cols + xb, yb * cols + xa, yb * cols + xb]).astype(np.int32)
+    weights = np.stack([(1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy]) * inside
+    at, weights = at.reshape(4, -1), weights.reshape(4, -1).astype(np.float32)
+    at.setflags(write=False)
+    weights.setflags(write=False)
+    return at, weights
 
 
 @lru_cache(maxsize=2048)  # one photo is compared with many (search hits, groups, calibration): 64 MB
@@ -116,33 +184,20 @@ def _views(data: bytes) -> np.ndarray | None:
     cells = _unpack(data)
     if cells is None:
         return None
-    whole = _square(cells)
+    (rows, cols), inside = cells.shape, _content(cells)
+    whole = _project(cells, _compared(rows), _compared(cols))
     views = [whole]
-    for share in ZOOMS:
-        lo, hi = FINE * (1 - share) / 2, FINE * (1 + share) / 2
-        views.append(_square(whole, (lo, lo, hi, hi)))
-    inside = _content(cells)
-    views.append(whole if inside.shape == cells.shape else _square(inside))
+    views += [_project(cells, _compared(rows, share=z), _compared(cols, share=z)) for z in ZOOMS]
+    views.append(whole if inside.shape == cells.shape else _project(inside, *map(_compared, inside.shape)))
     for angle in ANGLES:
         back = _turned_back(cells, angle)
         views.append(whole if back is None else back)
-    out = _softened_pool(np.stack(views))
+    out = np.stack(views).astype(np.float32)
     out.setflags(write=False)
     return out
 
 
 WHOLE, INSIDE, TURNED = 0, 1 + len(ZOOMS), 2 + len(ZOOMS)  # positions in _views
-
-
-def _softened_pool(cells: np.ndarray) -> np.ndarray:
-    """[..., FINE, FINE] grids blurred by [1, 2, 1] / 4 along both axes (edges repeated),
-    then averaged 2 x 2 (:data:`POOL`): what resampling moves by a fraction of a cell
-    hardly shows, what differs still does. Both steps at once: [1, 3, 3, 1] / 8 at stride 2."""
-    edge = [(0, 0)] * (cells.ndim - 2) + [(1, 1), (1, 1)]
-    p = np.pad(cells, edge, mode="edge")
-    rows = p[..., 0:-2:2, :] + 3 * p[..., 1:-1:2, :] + 3 * p[..., 2::2, :] + p[..., 3::2, :]
-    both = rows[..., 0:-2:2] + 3 * rows[..., 1:-1:2] + 3 * rows[..., 2::2] + rows[..., 3::2]
-    return both / np.float32(64.0)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ BAR_FLAT = 3.0  # ... and this flat (standard deviation along it)
 WIDE = 20.0  # a pixel differing by more than this (0-255) ...
 WIDE_ROW = 0.6  # ... in this share of a row makes it an overlay row (a caption bar) ...
 WIDE_MAX = 0.25  # ... left out of the fit when at most this share of rows are such
-BLOCK = 512  # pairs compared at once (~100 MB)
+BLOCK = 64  # pairs compared at once, every way each (~40 MB)
 # The residual is this quantile of what is left. bench/lookalikes.py, full runs: 0.9 recall@1
 # 0.992, text 0.960, best F1 0.897, dupes 0.883 / 0.907; 0.95: 0.988, text 0.943, F1 0.903,
 # dupes 0.892 / 0.933 (a caption's glyphs count more: two targets lost for small gains).
@@ -267,24 +267,17 @@ def compare(
     known = [(n, va, vb) for n, va, vb in views if va is not None and vb is not None]
     for at in range(0, len(known), BLOCK):
         part = known[at : at + BLOCK]
+        n = len(part)
         va, vb = np.stack([p[1] for p in part]), np.stack([p[2] for p in part])
-        everything = np.ones(va.shape[:1] + va.shape[-1:], bool)
-        best = np.full(len(part), np.inf, np.float32)
-        residual = np.zeros((len(part), *va.shape[-2:]), np.float32)
-        kept = everything.copy()
-        ways = list(_candidates(va, vb))
-        chosen = np.zeros(len(part), int)
-        for way, (x, y) in enumerate(ways):
-            r, keep = _explained(x, y, _fit(x, y, everything))
-            mean = (r * keep[..., None]).sum(axis=(1, 2)) / (keep.sum(axis=1) * r.shape[-1])
-            better = mean < best
-            best[better], residual[better], kept[better] = mean[better], r[better], keep[better]
-            chosen[better] = way
-        varies = np.zeros(len(part), np.float32)
-        for way, (x, y) in enumerate(ways if spread else ()):
-            on = chosen == way
-            if on.any():
-                varies[on] = np.minimum(_spread(x[on], kept[on]), _spread(y[on], kept[on]))
+        ways = list(_candidates(va, vb))  # every way at once: [ways * n, s, s]
+        x, y = np.concatenate([w[0] for w in ways]), np.concatenate([w[1] for w in ways])
+        r, keep = _explained(x, y, _fit(x, y, np.ones(x.shape[:1] + x.shape[-1:], bool)))
+        mean = (r * keep[..., None]).sum(axis=(1, 2)) / (keep.sum(axis=1) * r.shape[-1])
+        chosen = mean.reshape(len(ways), n).argmin(axis=0) * n + np.arange(n)  # the way that explains
+        residual, kept = r[chosen], keep[chosen]  # the pair best (the first, on a tie)
+        varies = np.zeros(n, np.float32)
+        if spread:
+            varies = np.minimum(_spread(x[chosen], kept), _spread(y[chosen], kept))
         left = _quantile(residual, kept, QUANTILE)
         if local:
             left += np.maximum(_patch(residual, kept) - np.float32(PATCH_FREE), 0)

@@ -31,15 +31,16 @@ MIN_SHARE, MAX_SHARE = 0.05, 0.95  # ... and of the picture: less is a frame's l
 
 def backdrop(rgb: Image.Image) -> tuple[int, np.ndarray] | None:
     """The tone (0 or 255) and mask ([h, w] bool) of ``rgb``'s flat backdrop, or None."""
-    px = np.asarray(rgb)
-    if px.shape[0] < 8 or px.shape[1] < 8:
+    if rgb.width < 8 or rgb.height < 8:
         return None
     best = None
-    rim = _edges(px)
+    top, bottom, left, right = _edge_lines(rgb)
+    rim = np.concatenate([top, bottom, left[1:-1], right[1:-1]])  # each edge pixel once
     for tone in (0, 255):
         around = float(_near(rim, tone).mean())  # each such edge pixel is in a region touching the edges
         if around < EDGES or (best is not None and around <= best[0]):  # most pictures stop here
             continue
+        px = np.asarray(rgb)
         import cv2  # OpenCV: only queries on a backdrop get this far (decoder processes stay light)
 
         count, labels = cv2.connectedComponents(_near(px, tone).astype(np.uint8), connectivity=4)
@@ -55,6 +56,14 @@ def backdrop(rgb: Image.Image) -> tuple[int, np.ndarray] | None:
 def _near(px: np.ndarray, tone: int) -> np.ndarray:
     """Which RGB pixels ([..., 3] uint8) are within :data:`TOLERANCE` of black or white."""
     return px.max(axis=-1) <= TOLERANCE if tone == 0 else px.min(axis=-1) >= 255 - TOLERANCE
+
+
+def _edge_lines(rgb: Image.Image) -> list[np.ndarray]:
+    """The top, bottom, left and right lines of pixels of ``rgb`` ([n, 3] each), read
+    without converting the whole picture."""
+    w, h = rgb.size
+    boxes = ((0, 0, w, 1), (0, h - 1, w, h), (0, 0, 1, h), (w - 1, 0, w, h))
+    return [np.asarray(rgb.crop(box)).reshape(-1, 3) for box in boxes]
 
 
 def _edges(grid: np.ndarray) -> np.ndarray:
@@ -82,13 +91,13 @@ MIN_INSIDE = 16  # ... and leave a picture of at least this many pixels a side
 def inside_margins(rgb: Image.Image) -> Image.Image | None:
     """``rgb`` cut to what lies inside its flat black or white margins, or None when they
     take less than :data:`MIN_CUT` of its width and of its height (or all of it)."""
-    px = np.asarray(rgb)
-    if px.shape[0] < 8 or px.shape[1] < 8:
+    if rgb.width < 8 or rgb.height < 8:
         return None
+    edges = _edge_lines(rgb)
     for tone in (0, 255):
-        if not any(_near(line, tone).mean() >= FLAT_LINE for line in (px[0], px[-1], px[:, 0], px[:, -1])):
+        if not any(_near(line, tone).mean() >= FLAT_LINE for line in edges):
             continue  # no margin at any edge: most pictures stop here, before a pass over every pixel
-        near = _near(px, tone)
+        near = _near(np.asarray(rgb), tone)
         rows, cols = near.mean(axis=1) >= FLAT_LINE, near.mean(axis=0) >= FLAT_LINE
         top, bottom, left, right = _lead(rows), _lead(rows[::-1]), _lead(cols), _lead(cols[::-1])
         height, width = len(rows) - top - bottom, len(cols) - left - right

@@ -219,12 +219,19 @@ MATCHED_SPREAD = 8.0  # ... where the pictures vary (luma standard deviation): f
 MATCHED_CREDIT = 5.0
 
 
-def gap_matrix(colours: Sequence[bytes | None], local: bool = False) -> np.ndarray:
+def gap_matrix(
+    colours: Sequence[bytes | None],
+    local: bool = False,
+    scores: np.ndarray | None = None,
+    floor: float | None = None,
+) -> np.ndarray:
     """Pixel gaps between every two of ``colours`` (n x n; 0 where one is missing): each
     pair once, in blocks of :data:`PAIR_BLOCK`; the detail residual (weighing a difference
     in one place if ``local``) between the first :data:`DETAIL_AMONG` only (give them best
     first, as search gives its top hits; `dupes` measures it against a larger group's centre
-    itself), the colour gap between all."""
+    itself), the colour gap between all. Given the pairs' ``scores`` (n x n) and a ``floor``,
+    a pair whose score cannot reach the floor once weighed so (:func:`highest`) keeps its
+    colour gap alone: its score stays under the floor, only less far under it."""
     n = len(colours)
     out = np.zeros((n, n), np.float32)
     known = np.array([i for i, c in enumerate(colours) if c], np.int64)
@@ -235,6 +242,10 @@ def gap_matrix(colours: Sequence[bytes | None], local: bool = False) -> np.ndarr
             a, b = first[at : at + PAIR_BLOCK], second[at : at + PAIR_BLOCK]
             gaps = colour.pixel_gaps(cells[a], cells[b])
             near = np.flatnonzero(known[b] < DETAIL_AMONG)  # known is ascending: a < b
+            if scores is not None and floor is not None:
+                pair_scores = scores[known[a[near]], known[b[near]]]
+                reach = (highest if local else with_pixels)(pair_scores, gaps[near])
+                near = near[~(reach < floor)]  # (a pair without scores is measured)
             left, right = [colours[known[i]] for i in a[near]], [colours[known[i]] for i in b[near]]
             gaps[near] = _with_detail(gaps[near], left, right, local)
             out[known[a], known[b]] = gaps

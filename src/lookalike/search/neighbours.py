@@ -327,7 +327,9 @@ def _outdone(store: Store, cal: Calibration, live: list[Hit], rows: dict, own: n
     or the same design in other colours (:func:`relations.recoloured`). A hit whose vector
     is gone (removed meanwhile: its scores are NaN) is told apart by its colours only."""
     likelier = own[None, :] > own[:, None]
-    one = np.asarray(cal.probability(scores_among(store, [h.id for h in live], rows, local=True)))
+    floor = cal.cosine_for(OTHER_PICTURE)  # what decides: pairs that cannot reach it need no detail
+    scores = scores_among(store, [h.id for h in live], rows, local=True, floor=floor)
+    one = np.asarray(cal.probability(scores))
     out = likelier & (one < OTHER_PICTURE)
     colours = [rows[h.id].colour for h in live]
     for i, j in zip(*np.nonzero(likelier & ~out), strict=True):
@@ -336,12 +338,17 @@ def _outdone(store: Store, cal: Calibration, live: list[Hit], rows: dict, own: n
 
 
 def scores_among(
-    store: Store, ids: Sequence[int], rows: dict | None = None, local: bool = False
+    store: Store,
+    ids: Sequence[int],
+    rows: dict | None = None,
+    local: bool = False,
+    floor: float | None = None,
 ) -> np.ndarray:
     """Scores between every two of ``ids`` as search gives them (as `dupes` does if
     ``local``): cosines in the learned space, if any, weighing the pixel gap when the
     calibration does (see search.metric); NaN for an id without a stored vector.
-    ``rows``: their catalogue rows, if at hand."""
+    ``rows``: their catalogue rows, if at hand. Pairs that cannot reach a ``floor`` come
+    out under it without their detail measured (:func:`metric.gap_matrix`)."""
     found, raw = store.catalogue.load_vectors(sorted(set(ids)))
     where = {int(i): n for n, i in enumerate(found.tolist())}
     own = np.full((len(ids), raw.shape[1] if len(raw) else 1), np.nan, np.float32)
@@ -355,5 +362,5 @@ def scores_among(
     if cal is not None and cal.pixels:
         rows = rows if rows is not None else store.catalogue.rows({int(i) for i in ids})
         colours = [rows[i].colour if i in rows else None for i in ids]
-        out = metric.with_pixels(out, metric.gap_matrix(colours, local=local))
+        out = metric.with_pixels(out, metric.gap_matrix(colours, local=local, scores=out, floor=floor))
     return np.clip(out, -1.0, 1.0)

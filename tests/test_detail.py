@@ -381,3 +381,25 @@ def test_views_are_what_pillow_makes_of_the_grid(shape):
     views = detail._views(bytes(shape) + cells.tobytes())
     assert views.shape == (2 + len(detail.ZOOMS) + len(detail.ANGLES), detail.FINE // 2, detail.FINE // 2)
     assert np.abs(views - _views_as_pillow_makes_them(cells.astype(np.float64))).max() < 1e-3
+
+
+def test_a_floor_spares_the_detail_of_pairs_that_cannot_reach_it_and_changes_no_decision(scene, monkeypatch):
+    pictures = [scene, _captioned(scene), _walker(scene, 100, 300), _ball(500, 200), _scene(3), _scene(11)]
+    colours = [_sig(p) for p in pictures]
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(-0.2, 0.8, (len(colours),) * 2).astype(np.float32)
+    scores = (scores + scores.T) / 2
+    full = metric.with_pixels(scores, metric.gap_matrix(colours, local=True))
+    compared, real = [], detail.compare
+
+    def counted(a, *more, **kw):
+        compared.append(len(a))
+        return real(a, *more, **kw)
+
+    monkeypatch.setattr(detail, "compare", counted)
+    floor = 0.25
+    spared = metric.with_pixels(scores, metric.gap_matrix(colours, local=True, scores=scores, floor=floor))
+    assert 0 < sum(compared) < len(colours) * (len(colours) - 1) // 2  # some pairs were spared
+    assert np.array_equal(spared >= floor, full >= floor)  # ... and no decision at the floor changed
+    reached = full >= floor
+    assert reached.any() and np.array_equal(spared[reached], full[reached])

@@ -135,3 +135,22 @@ def test_dupes_groups_the_crop_and_the_captioned_copy_with_their_original(tmp_pa
     assert checked and checked[-1][0] == checked[-1][1] >= 2  # the pairs checked from their files, told
     assert group.keep.path.endswith("original.jpg")
     assert sorted(d.row.path.rsplit("/", 1)[1] for d in group.duplicates) == ["caption.jpg", "crop.jpg"]
+
+
+def test_a_picture_is_read_once_while_pairs_still_need_it(tmp_path, monkeypatch):
+    """Kept until its last pair, not merely while it is among the latest read: ``a`` comes
+    back after four other pictures, past a cache of three."""
+    paths = [_save(_scene(10 + n, (300, 200)), tmp_path / f"{n}.jpg") for n in range(5)]
+    a, b, c, d, e = paths
+    reads: list[str] = []
+    real = geometric._read
+
+    def counted(path: str):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(geometric, "_read", counted)
+    monkeypatch.setattr(geometric, "CACHE", 3)
+    monkeypatch.setattr(geometric, "THREADS", 1)
+    geometric.verified_gaps([(a, b), (c, d), (d, e), (a, e)])
+    assert sorted(reads) == sorted(paths)  # each once; a first-in-first-out cache of 3 read a twice

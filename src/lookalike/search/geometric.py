@@ -21,6 +21,7 @@ colour: only an edit a copy's pixels can be brought back from is undone.
 from __future__ import annotations
 
 import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ MIN_SIDE = 16  # px: a picture, or what is left of two on their common ground, t
 VIEW_SIDE = 224  # the colour signature's input, as the indexer makes it from its model input
 MAX_COLOUR_GAP = 30.0  # pairs whose stored colour gap is larger differ in colour, not by an edit undone here
 THREADS = 2  # pairs verified at once (OpenCV and Pillow let go of the GIL)
-CACHE = 64  # pictures kept with their features (a file is in several pairs; ~0.4 MB each)
+CACHE = 256  # pictures kept at most with their features (~0.5 MB each; a file is in several pairs)
 
 
 @dataclass
@@ -72,22 +73,34 @@ class _Picture:
 
 
 class _Pictures:
-    """Pictures read once and kept (up to :data:`CACHE`), by path; None where unreadable."""
+    """Pictures read once and kept, by path (None where unreadable), for as long as pairs
+    still to be verified need them (``uses``: pairs per path), and up to :data:`CACHE` at
+    once: past that, the least recently used goes first."""
 
-    def __init__(self) -> None:
-        self._kept: dict[str, _Picture | None] = {}
+    def __init__(self, uses: Counter[str]) -> None:
+        self._kept: OrderedDict[str, _Picture | None] = OrderedDict()
+        self._left = uses
         self._lock = threading.Lock()
 
     def get(self, path: str) -> _Picture | None:
         with self._lock:
             if path in self._kept:
+                self._kept.move_to_end(path)
                 return self._kept[path]
         picture = _read(path)
         with self._lock:
-            if len(self._kept) >= CACHE:
-                self._kept.pop(next(iter(self._kept)))
-            self._kept[path] = picture
+            if self._left[path] > 0:  # (not released meanwhile by a thread that read it too)
+                if len(self._kept) >= CACHE:
+                    self._kept.popitem(last=False)
+                self._kept[path] = picture
         return picture
+
+    def release(self, path: str) -> None:
+        """One pair that needed ``path`` is done: dropped once no pair left needs it."""
+        with self._lock:
+            self._left[path] -= 1
+            if self._left[path] <= 0:
+                self._kept.pop(path, None)
 
 
 def _read(path: str) -> _Picture | None:
@@ -257,17 +270,21 @@ def verified_gaps(
     of files whose pictures one transform aligns, measured on the aligned pictures; pairs
     that cannot be aligned (or read) are left out. ``progress(done, total)`` is told of
     the pairs checked."""
-    pictures = _Pictures()
+    pairs = list(pairs)
+    pictures = _Pictures(Counter(path for pair in pairs for path in pair))
 
     def gap(pair: tuple[str, str]) -> float | None:
-        a, b = pictures.get(pair[0]), pictures.get(pair[1])
-        both = None if a is None or b is None else aligned(a, b)
+        try:
+            a, b = pictures.get(pair[0]), pictures.get(pair[1])
+            both = None if a is None or b is None else aligned(a, b)
+        finally:
+            pictures.release(pair[0])
+            pictures.release(pair[1])
         if both is None:
             return None
         first, second = map(_signature, both)
         return float(metric.pixel_gaps([first], [second], local=True)[0])
 
-    pairs = list(pairs)
     gaps: list[float | None] = []
     with ThreadPoolExecutor(THREADS) as pool:
         for done, found in enumerate(pool.map(gap, pairs), 1):

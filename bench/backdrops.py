@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-import lookalikes  # bench/lookalikes.py: its families, data layout and index
+import lookalike_data  # bench/lookalikes.py's data layout and edits
+from lookalike_families import FAMILIES  # ... and its families
 
 WAYS = ("on black", "on white", "alpha dropped")
 FOLDER = "backdrops-v1"  # bump when the copies change, so cached files are not reused
@@ -40,7 +41,7 @@ def opaque(rgba: Image.Image, raw: Image.Image, way: str) -> Image.Image:
     return canvas
 
 
-def make_copies(data: lookalikes.Dataset, work: Path) -> list[tuple[str, str, Path, bool]]:
+def make_copies(data: lookalike_data.Dataset, work: Path) -> list[tuple[str, str, Path, bool]]:
     """(way, member, copy, visible) for every transparent original, made where missing."""
     out = []
     for member in sorted(data.alpha):
@@ -53,7 +54,7 @@ def make_copies(data: lookalikes.Dataset, work: Path) -> list[tuple[str, str, Pa
                 if not path.exists():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     shown.save(path, quality=90)
-                out.append((way, member, path, not lookalikes.is_blank(shown)))
+                out.append((way, member, path, not lookalike_data.is_blank(shown)))
     return out
 
 
@@ -66,12 +67,12 @@ def main() -> None:
     index_dir = work / "indexes" / "search"
     if not index_dir.exists():
         raise SystemExit(f"no {index_dir}: run python bench/lookalikes.py --work {work} first")
-    data = lookalikes.build_dataset(lookalikes.FAMILIES, work)
+    data = lookalike_data.build_dataset(FAMILIES, work)
     copies = make_copies(data, work)
     from lookalike.api import Index
 
     with Index(index_dir) as index:
-        results = index.search([str(c[2]) for c in copies], k=lookalikes.K)
+        results = index.search([str(c[2]) for c in copies], k=lookalike_data.K)
     report: dict = {}
     for way in WAYS:
         rows = []

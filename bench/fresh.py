@@ -16,7 +16,7 @@ Look at the numbers; do not tune on them.
 
 from __future__ import annotations
 
-from lookalikes import VISP, Family, _family, _light_dark, _m, _shots, _single
+from lookalike_families import VISP, Family, _family, _light_dark, _m, _shots, _single
 
 GFXBOOT = "gfxboot-themes", "etc/bootsplash/themes/"
 K3B = "k3b-extrathemes", "usr/share/k3b/pics/"

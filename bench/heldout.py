@@ -3,7 +3,7 @@
     python bench/lookalikes.py --families heldout --work DIR [--json OUT]
 
 Every rule of this project (schemes, relations, backdrops, calibration) was chosen on
-:data:`lookalikes.FAMILIES`; a benchmark that decides also flatters. These families come
+:data:`lookalike_families.FAMILIES`; a benchmark that decides also flatters. These families come
 from packages that table never reads (lxqt-themes, lxde-common, breeze,
 plasma-workspace-data) and from files of opencv-doc and visp-images-data it leaves alone,
 so the numbers printed with ``--families heldout`` are a check on pictures the rules have
@@ -15,7 +15,7 @@ Look at the numbers; do not tune on them (then they would be a second tuning set
 
 from __future__ import annotations
 
-from lookalikes import OPENCV, VISP, Family, _family, _light_dark, _m, _shots, _single
+from lookalike_families import OPENCV, VISP, Family, _family, _light_dark, _m, _shots, _single
 
 LXQT = "lxqt-themes", "usr/share/lxqt/wallpapers/"
 LXDE = "lxde-common", "usr/share/lxde/wallpapers/"

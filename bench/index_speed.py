@@ -97,16 +97,17 @@ def make_mix(work: Path) -> list[Path]:
     if not PHOTOS.exists():
         raise Skip(f"needs {PHOTOS}")
     sys.path.insert(0, str(Path(__file__).parent))
-    import lookalikes  # bench/lookalikes.py: the Debian artwork and its 16 edits
+    import lookalike_data  # bench/lookalikes.py's Debian artwork and its 16 edits
+    from lookalike_families import FAMILIES
 
     try:
-        lookalikes.fetch(lookalikes.FAMILIES, work)
+        lookalike_data.fetch(FAMILIES, work)
     except SystemExit as exc:  # no apt-get, no network, a package gone
         raise Skip(f"cannot fetch the Debian artwork: {exc}") from None
     folder = work / MIX
     originals, edits = folder / "originals", folder / "edits"
     jobs = {}
-    for n, m in enumerate(m for f in lookalikes.FAMILIES for m in f.members):
+    for n, m in enumerate(m for f in FAMILIES for m in f.members):
         if m.converted:  # a video frame or Netpbm image (under 1 MP): indexed as a PNG made of it
             continue
         src = work / "pkgs" / m.package / m.path
@@ -122,33 +123,34 @@ def make_mix(work: Path) -> list[Path]:
             except OSError:
                 shutil.copyfile(src, dst)
         targets = {}
-        for i, name in enumerate(lookalikes.EDITS):
+        for i, name in enumerate(lookalike_data.EDITS):
             path = edits / name / m.id  # the suffix depends on the picture's transparency
             if not any(path.with_name(f"{m.id}.{s}").exists() for s in ("jpg", "png", "webp")):
                 targets[name] = (str(path), MIX_SIDES[(n + i) % len(MIX_SIDES)])
         if targets:
             jobs[str(src)] = targets
     if jobs:
-        for name in lookalikes.EDITS:
+        for name in lookalike_data.EDITS:
             (edits / name).mkdir(parents=True, exist_ok=True)
         print(f"making the small edits of {len(jobs)} originals ...", file=sys.stderr)
         with ProcessPoolExecutor(os.cpu_count()) as pool:
             list(pool.map(_small_edits, jobs, jobs.values()))
     count = len(list(originals.iterdir()))
-    print(f"mix: {count} originals x {len(lookalikes.EDITS)} edits (and {PHOTOS.name})", file=sys.stderr)
+    print(f"mix: {count} originals x {len(lookalike_data.EDITS)} edits (and {PHOTOS.name})", file=sys.stderr)
     return [originals, edits, PHOTOS]
 
 
 def _small_edits(src: str, targets: dict[str, tuple[str, int]]) -> None:
     """The edits of ``src`` named in ``targets`` (path without suffix, longer side of the
     reduced picture each is made from)."""
-    import lookalikes
+    import lookalike_data
 
-    pic = lookalikes.load_picture(Path(src))
+    pic = lookalike_data.load_picture(Path(src))
     for name, (path, side) in targets.items():
-        small = lookalikes.Picture(_reduced(pic.rgb, side), pic.rgba and _reduced(pic.rgba, side), pic.matte)
-        edit = lookalikes.EDITS[name]
-        lookalikes._write(Path(f"{path}.{edit.ext(pic.rgba is not None)}"), edit.make(small))
+        rgba = pic.rgba and _reduced(pic.rgba, side)
+        small = lookalike_data.Picture(_reduced(pic.rgb, side), rgba, pic.matte)
+        edit = lookalike_data.EDITS[name]
+        lookalike_data._write(Path(f"{path}.{edit.ext(pic.rgba is not None)}"), edit.make(small))
 
 
 def _reduced(im: Image.Image, side: int) -> Image.Image:

@@ -16,11 +16,13 @@ held-out set of that kind (78 large originals x 16 edits, 1,000 ImageNet distrac
 Data: artwork and photos shipped in Debian packages, fetched at run time with
 ``apt-get download`` (about 440 MB once; run ``apt-get update`` first) and read with
 ``dpkg-deb --fsys-tarfile`` into ``--work`` (default ``~/.cache/lookalike-bench``): only
-the files named in :data:`FAMILIES` are unpacked. Nothing is committed to the repository.
-The work folder grows to about 2 GB (the .debs, 2,800 full-size edits, two indexes).
-Video frames are read with PyAV (``pip install -e '.[bench]'``).
+the files named in :data:`lookalike_families.FAMILIES` are unpacked. Nothing is
+committed to the repository. The work folder grows to about 2 GB (the .debs, 2,800
+full-size edits, two indexes). Video frames are read with PyAV
+(``pip install -e '.[bench]'``).
 
-Families (the table :data:`FAMILIES`; every rule is checked when the files are read):
+Families (the table :data:`lookalike_families.FAMILIES`; every rule is checked when the
+files are read):
   * A *family* is one design; its *members* are the distinct pictures of that design. Two
     members of a family are look-alike siblings: HARD NEGATIVES, different pictures for
     every purpose here (a pair of them is false, in search and in ``dupes``). Relations:
@@ -74,14 +76,15 @@ true), and for each half of the families (split by a hash of the family name) ho
 worst bucket is from what it predicts: a constant tuned to the whole set can hide halves
 that err in opposite directions.
 
-Dupes: a library of originals + 8 kinds of copies (:data:`DUPES_EDITS`: jpeg_q50, webp,
-half_size, thumbnail, mirror, text, crop_80, gray: what the default preset promises,
-"re-encoded, resized, mirrored or captioned", and two "edited" kinds) + natural copies
-+ the distractors, indexed anew; ``lookalike dupes --json`` (a subprocess, as a user runs
-it) with the default preset, and the other presets for context. Predicted pairs are all
-pairs inside a group; a pair is right when both files come from the same original (colour
-variants and other siblings are NOT duplicates). Printed: pair precision and recall, the
-false pairs by kind, and the share of each copy kind grouped with its original.
+Dupes: a library of originals + 8 kinds of copies (:data:`lookalike_data.DUPES_EDITS`:
+jpeg_q50, webp, half_size, thumbnail, mirror, text, crop_80, gray: what the default preset
+promises, "re-encoded, resized, mirrored or captioned", and two "edited" kinds), natural
+copies and the distractors, indexed anew; ``lookalike dupes --json`` (a subprocess, as a
+user runs it) with the default preset, and the other presets for context. Predicted pairs
+are all pairs inside a group; a pair is right when both files come from the same original
+(colour variants and other siblings are NOT duplicates). Printed: pair precision and
+recall, the false pairs by kind, and the share of each copy kind grouped with its
+original.
 
 Search with copies: the same queries searched in the dupes library's index, where each
 original sits beside its copies (as in a real library, unlike the search index): any copy

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from typer.testing import CliRunner
 
 from lookalike import colour
@@ -21,6 +21,7 @@ from lookalike.search import calibration, edits, neighbours
 from lookalike.search.calibration import Calibration, fit_logistic
 from lookalike.search.duplicates import PRESETS, presets_for
 from lookalike.search.edits import EDITS, SHOTS, edited_copies
+from lookalike.storage.store import Store
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -285,6 +286,66 @@ def test_a_hits_probability_is_shared_with_its_rivals_not_with_its_own_copies():
     assert kept[0] == pytest.approx(0.99 / 1.01 * 0.99 / (0.99 + 0.0025), rel=0.05) and kept[0] > 0.97
     alone = calibration.among_rivals(np.array([0.9]), np.eye(1))
     assert alone[0] == pytest.approx(0.9)
+
+
+def test_a_hit_can_be_the_querys_no_more_than_being_one_picture_with_the_likeliest():
+    most = calibration.under_the_likeliest(0.999, np.array([1.0, 0.95, 0.5, 0.0]))
+    assert most == pytest.approx([1.0, 0.999 * 0.95 + 0.001, 0.999 * 0.5 + 0.001, 0.001])
+    assert calibration.under_the_likeliest(0.0, np.array([0.0, 0.5])) == pytest.approx([1.0, 1.0])
+
+
+def test_search_caps_each_hit_by_the_likeliest_and_how_alike_the_two_are(tmp_path, tf2_model):
+    """Beside a 0.999 likely hit, another photo its own score puts at 0.99 falls to what
+    being one picture with that hit allows; the same bytes as that hit, and a hit already
+    less likely than the bound allows, keep their scores."""
+    index, photos, cal = _calibrated(tmp_path, tf2_model, 70)
+    (photos / "p0-copy.jpg").write_bytes((photos / "p0.jpg").read_bytes())
+    index.add([photos], model=str(tf2_model))
+    ids = {name: index.file_at(photos / name).id for name in ("p0.jpg", "p0-copy.jpg", "p1.jpg", "p2.jpg")}
+    own = {"p0.jpg": 0.999, "p0-copy.jpg": 0.99, "p1.jpg": 0.99, "p2.jpg": 0.0005}
+    at = {n: cal.cosine_for(p) for n, p in own.items()}
+    hits = [neighbours.Hit(ids[n], str(photos / n), at[n], probability=p, similarity=at[n]) for n, p in own.items()]  # fmt: skip # noqa: E501
+    scores = index.similarities([h.id for h in hits], dupes=True)  # as search's rivals are scored
+    assert neighbours._under_the_likeliest(cal, hits, scores, {i: index.file(i) for i in ids.values()})
+    same = cal.probability(scores[0, 2])
+    assert same < 0.5  # two different photos
+    by_name = {h.path.rsplit("/", 1)[1]: h for h in hits}
+    assert by_name["p1.jpg"].score == pytest.approx(cal.cosine_for(0.999 * same + 0.001), abs=1e-6)
+    for name in ("p0.jpg", "p0-copy.jpg", "p2.jpg"):
+        assert by_name[name].score == pytest.approx(cal.cosine_for(own[name]), abs=1e-9), name
+
+
+def test_no_search_hit_is_likelier_than_being_one_picture_with_the_likeliest_allows(
+    tmp_path, tf2_model, monkeypatch
+):
+    """Through search, on a steep curve (the other photos 0.9-0.99 likely by their own
+    scores) where no hit gives way to a likelier other picture (as if every two were one
+    picture): the bound alone keeps them under what being one picture with the likeliest
+    hit allows, lowering score and probability together."""
+    monkeypatch.setattr(neighbours, "OTHER_PICTURE", 1e-9)
+    index, photos, _ = _calibrated(tmp_path, tf2_model, 90)
+    query = tmp_path / "query.png"
+    make_photo(90).filter(ImageFilter.GaussianBlur(2)).save(query)  # p0, blurred
+    ids = [index.file_at(photos / f"p{i}.jpg").id for i in range(8)]
+    near = np.sort(index.similarities(ids)[0, 1:])[-4:]  # p0's nearest others
+    steep = Calibration(60.0, -60.0 * near.min() + np.log(9), 8, 8, 8)
+    with Store(tmp_path / "index", writable=True) as store:
+        store.set_calibration(steep.to_dict())
+    hits = index.search([query], k=8)[0].hits
+    top = hits[0]
+    assert top.path.endswith("p0.jpg") and top.probability > 0.999
+    found = sorted(hits, key=lambda h: -h.similarity)  # as search scores its top hits among them
+    scores = index.similarities([h.id for h in found], dupes=True)
+    lowered = 0
+    for h, score in zip(found, scores[found.index(top)], strict=True):
+        if h is top or steep.probability(h.similarity) < neighbours.NOT_RIVAL:
+            continue  # (a hit that unlikely is nobody's rival, and keeps its score)
+        same = steep.probability(score)
+        assert h.probability <= top.probability * same + 1 - top.probability + 1e-9
+        read = 0.0 if h.relation == "recoloured" else steep.probability(h.score)  # (another picture)
+        assert h.probability == pytest.approx(read, abs=1e-9)
+        lowered += h.score < h.similarity - 1e-6
+    assert lowered  # the bound was what held them
 
 
 def _calibrated(tmp_path: Path, model: Path, seed: int, again: bool = False) -> tuple:

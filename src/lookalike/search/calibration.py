@@ -123,6 +123,16 @@ def among_rivals(p: np.ndarray, same: np.ndarray) -> np.ndarray:
     return odds / (1.0 + odds + rivals.sum(axis=1))
 
 
+def under_the_likeliest(p_top: float, same: np.ndarray) -> np.ndarray:
+    """The most another hit can be the query's, beside the likeliest hit (P ``p_top``):
+    it is the query's together with that hit, which needs the two to be one picture
+    (``same``: how likely they are), or without it, which leaves 1 - p_top. So
+    P <= p_top * same + (1 - p_top): a sibling design one picture with its original at
+    0.95 cannot be 0.99 likely once the original is 0.999 likely."""
+    p_top = min(max(float(p_top), 0.0), 1.0)
+    return p_top * np.asarray(same, np.float64) + (1.0 - p_top)
+
+
 def _edited_or_none(data: bytes) -> tuple[list[bytes], list[bytes]] | None:
     try:
         return edited_copies(data)

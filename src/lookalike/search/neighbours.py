@@ -10,7 +10,7 @@ import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search import metric
-from lookalike.search.calibration import Calibration, among_rivals
+from lookalike.search.calibration import Calibration, among_rivals, under_the_likeliest
 from lookalike.search.duplicates import cutoffs_of
 from lookalike.search.relations import COPY, RECOLOURED, SIMILAR, recoloured, relation
 from lookalike.storage.catalogue import FileRow
@@ -170,9 +170,12 @@ def search_vectors(
                 kind = relation(score, cutoffs, same, seen_as, row.colour)
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind, score))
         if cal is not None:
-            _give_way(store, cal, hits, rows)
+            among = _give_way(store, cal, hits, rows)
             hits.sort(key=lambda h: -h.score)  # stable: equal scores stay as weigh_pixels put them
             read_scores(hits, cal, cutoffs[0])
+            if among is not None and _under_the_likeliest(cal, *among, rows):
+                hits.sort(key=lambda h: -h.score)
+                read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
 
@@ -300,41 +303,77 @@ NOT_RIVAL = 0.01  # hits less likely than this to be the query's are nobody's ri
 OTHER_PICTURE = 0.7
 
 
-def _give_way(store: Store, cal: Calibration, hits: list[Hit], rows: dict) -> None:
+def _give_way(
+    store: Store, cal: Calibration, hits: list[Hit], rows: dict
+) -> tuple[list[Hit], np.ndarray] | None:
     """Lower the score of each of the top :data:`RIVALS` hits to where the calibration puts
     its probability among the likelier hits that are other pictures (:func:`_outdone`), each
     counted whole (:func:`calibration.among_rivals`): the top hit keeps its score, and so do
     the copies of it under it, while another shot or colour scheme under a closer hit loses
     (a weaker hit is no evidence against it, for ranking). Hits further down keep their own.
     A recoloured variant is nobody's rival (another picture, whatever its score) but has
-    rivals of its own; hits with the same bytes are one picture."""
+    rivals of its own; hits with the same bytes are one picture. Returns those hits and
+    their scores among them as `dupes` tells them (exact where they can reach
+    :data:`OTHER_PICTURE`'s level, else under it), for :func:`_under_the_likeliest`."""
     live = [h for h in hits[:RIVALS] if h.probability is not None and h.probability >= NOT_RIVAL]
     if len(live) < 2:
-        return
+        return None
     digests = np.array([rows[h.id].content_hash or f"no hash {h.id}" for h in live])
     recoloured = np.array([h.relation == RECOLOURED for h in live])
     own = np.array([h.probability for h in live])
-    outdone = _outdone(store, cal, live, rows, own) & ~recoloured[None, :]
+    floor = cal.cosine_for(OTHER_PICTURE)  # what decides: pairs that cannot reach it need no detail
+    scores = scores_among(store, [h.id for h in live], rows, local=True, floor=floor)
+    outdone = _outdone(cal, live, rows, own, scores) & ~recoloured[None, :]
     outdone &= digests[:, None] != digests[None, :]
     for h, q in zip(live, among_rivals(own, 1.0 - outdone), strict=True):
-        h.score = max(-1.0, min(h.score, cal.cosine_for(min(max(float(q), 1e-12), 1 - 1e-12))))
+        _lower_to(h, cal, float(q))
+    return live, scores
 
 
-def _outdone(store: Store, cal: Calibration, live: list[Hit], rows: dict, own: np.ndarray) -> np.ndarray:
+def _lower_to(hit: Hit, cal: Calibration, probability: float) -> None:
+    """Lower ``hit``'s score to where the calibration puts ``probability`` (if it is higher)."""
+    hit.score = max(-1.0, min(hit.score, cal.cosine_for(min(max(probability, 1e-12), 1 - 1e-12))))
+
+
+def _outdone(
+    cal: Calibration, live: list[Hit], rows: dict, own: np.ndarray, scores: np.ndarray
+) -> np.ndarray:
     """``out[i, j]``: hit j is likelier than hit i and another picture, as `dupes` tells
-    them: less than :data:`OTHER_PICTURE` likely one picture by its scores (a difference in
+    them (their ``scores``): less than :data:`OTHER_PICTURE` likely one picture (a difference in
     one place weighed: another shot of a scene is another picture, a captioned copy is not),
     or the same design in other colours (:func:`relations.recoloured`). A hit whose vector
     is gone (removed meanwhile: its scores are NaN) is told apart by its colours only."""
     likelier = own[None, :] > own[:, None]
-    floor = cal.cosine_for(OTHER_PICTURE)  # what decides: pairs that cannot reach it need no detail
-    scores = scores_among(store, [h.id for h in live], rows, local=True, floor=floor)
     one = np.asarray(cal.probability(scores))
     out = likelier & (one < OTHER_PICTURE)
     colours = [rows[h.id].colour for h in live]
     for i, j in zip(*np.nonzero(likelier & ~out), strict=True):
         out[i, j] = recoloured(colours[i], colours[j])
     return out
+
+
+def _under_the_likeliest(cal: Calibration, live: list[Hit], scores: np.ndarray, rows: dict) -> bool:
+    """Lower the score of each of the ``live`` hits (:func:`_give_way`'s) to where the
+    calibration puts the most it can be beside the likeliest of them
+    (:func:`calibration.under_the_likeliest`), given how likely the two are one picture by
+    their ``scores``. Copies of that hit (the same bytes, or scoring as copies do) keep
+    theirs; a look-alike it calls one picture with it, yet not quite, falls (SUSE's Desktop
+    boot screen under an edit of the Server one, a word apart: one picture at 0.994, P 0.992
+    -> 0.989). A pair not measured (under :data:`OTHER_PICTURE`'s level) bounds from its
+    higher estimate: those gave way already. True when a score moved. Measured on
+    bench/lookalikes.py's three tables: README, "The latest stop"."""
+    own = np.array([h.probability or 0.0 for h in live])
+    top = int(np.argmax(own))
+    digest = rows[live[top].id].content_hash if live[top].id in rows else None
+    same = np.asarray(cal.probability(np.nan_to_num(scores[top], nan=1.0)))
+    most = under_the_likeliest(own[top], same)
+    moved = False
+    for j, h in enumerate(live):
+        if j == top or own[j] <= most[j] or (digest and rows[h.id].content_hash == digest):
+            continue
+        _lower_to(h, cal, float(most[j]))
+        moved = True
+    return moved
 
 
 def scores_among(

@@ -22,9 +22,10 @@ class Hit:
     """One neighbour: the indexed file and how alike it is to the query.
 
     ``similarity`` is the pair's own score (a cosine in the index's learned space, less the
-    pixel gap); ``score`` is the same, less what a closer hit that is another picture takes
-    from it (see :func:`_give_way`): what hits are ranked and thresholded by, and what
-    ``probability`` (P(same photo) by the index's calibration) and ``relation`` read."""
+    pixel gap: under -1 for pictures far apart); ``score`` is the same, less what a closer
+    hit that is another picture takes from it (see :func:`_give_way`): what hits are ranked
+    and thresholded by, and what ``probability`` (P(same photo) by the index's calibration)
+    and ``relation`` read."""
 
     id: int
     path: str
@@ -162,7 +163,7 @@ def search_vectors(
             found = _better(found, _candidates(rows, look_scores, look_ids, look_colour, pixels))  # any look
         hits = []
         for row, s, seen_as in found:
-            score = min(1.0, max(-1.0, s))
+            score = min(1.0, s)  # (under -1 it stays: the calibration reads it)
             p = None if cal is None else float(cal.probability(score))
             kind = None
             if traits is not None:
@@ -332,7 +333,7 @@ def _give_way(
 
 def _lower_to(hit: Hit, cal: Calibration, probability: float) -> None:
     """Lower ``hit``'s score to where the calibration puts ``probability`` (if it is higher)."""
-    hit.score = max(-1.0, min(hit.score, cal.cosine_for(min(max(probability, 1e-12), 1 - 1e-12))))
+    hit.score = min(hit.score, cal.cosine_for(min(max(probability, 1e-12), 1 - 1e-12)))
 
 
 def _outdone(

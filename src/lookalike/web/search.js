@@ -83,7 +83,7 @@ function hitCard(hit, n) {
   score.textContent = `score ${hit.score.toFixed(3)}`;
   if (hit.similarity !== undefined && hit.similarity - hit.score > 5e-4) {
     score.textContent += ` (alone ${hit.similarity.toFixed(3)})`;
-    score.title = "Lowered: a closer result is another picture";
+    score.title = "Lowered: a closer result is another picture, or not quite this one";
   }
   score.dataset.score = String(hit.score);
   const meta = document.createElement("p");

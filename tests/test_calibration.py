@@ -304,7 +304,9 @@ def test_search_caps_each_hit_by_the_likeliest_and_how_alike_the_two_are(tmp_pat
     ids = {name: index.file_at(photos / name).id for name in ("p0.jpg", "p0-copy.jpg", "p1.jpg", "p2.jpg")}
     own = {"p0.jpg": 0.999, "p0-copy.jpg": 0.99, "p1.jpg": 0.99, "p2.jpg": 0.0005}
     at = {n: cal.cosine_for(p) for n, p in own.items()}
-    hits = [neighbours.Hit(ids[n], str(photos / n), at[n], probability=p, similarity=at[n]) for n, p in own.items()]  # fmt: skip # noqa: E501
+    hits = []
+    for n, p in own.items():
+        hits.append(neighbours.Hit(ids[n], str(photos / n), at[n], probability=p, similarity=at[n]))
     scores = index.similarities([h.id for h in hits], dupes=True)  # as search's rivals are scored
     assert neighbours._under_the_likeliest(cal, hits, scores, {i: index.file(i) for i in ids.values()})
     same = cal.probability(scores[0, 2])

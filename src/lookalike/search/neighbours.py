@@ -23,9 +23,10 @@ class Hit:
 
     ``similarity`` is the pair's own score (a cosine in the index's learned space, less the
     pixel gap: under -1 for pictures far apart); ``score`` is the same, less what a closer
-    hit that is another picture takes from it (see :func:`_give_way`): what hits are ranked
-    and thresholded by, and what ``probability`` (P(same photo) by the index's calibration)
-    and ``relation`` read."""
+    hit that is another picture takes from it (see :func:`_give_way`) and, under the
+    likeliest hit, no higher than being one picture with it allows (see
+    :func:`_under_the_likeliest`): what hits are ranked and thresholded by, and what
+    ``probability`` (P(same photo) by the index's calibration) and ``relation`` read."""
 
     id: int
     path: str

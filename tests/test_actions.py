@@ -164,3 +164,18 @@ def test_a_member_grouped_only_through_one_that_goes_too_is_left(library, tmp_pa
     [only] = groups[0].duplicates
     only.via = str(photos / "photo0.jpg")  # the kept file: it stays
     assert idx.act_on_duplicates(groups, "move", move_to=tmp_path / "aside2").done == [only.row.path]
+
+
+def test_a_journal_named_onto_a_photo_is_refused_and_undo_of_one_is_a_clear_error(library, trash):
+    photos, index = library
+    before, data = _tree(photos), (photos / "photo0.jpg").read_bytes()
+    catalogue = (index / "catalog.sqlite").read_bytes()
+    for target in (photos / "photo0.jpg", index / "catalog.sqlite"):
+        res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--trash",
+                                  "--journal", str(target)])  # fmt: skip
+        assert res.exit_code == 1 and "not a lookalike journal" in res.output, res.output
+    assert _tree(photos) == before and (photos / "photo0.jpg").read_bytes() == data
+    assert (index / "catalog.sqlite").read_bytes() == catalogue
+    res = runner.invoke(app, ["undo", str(photos / "photo0.jpg")])
+    assert res.exit_code == 1 and "error: " in res.output and "not a lookalike journal" in res.output
+    assert (photos / "photo0.jpg").read_bytes() == data

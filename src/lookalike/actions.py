@@ -95,6 +95,33 @@ def _alone(dup: Duplicate, going: set[str]) -> str | None:
     return None
 
 
+JOURNAL_PEEK = 1 << 20  # bytes of an existing journal's first line read to recognise it
+
+
+def journal_problem(journal: Path) -> str | None:
+    """Why ``journal`` cannot take a run's journal lines, or None: it is a folder, or a file
+    that is not a lookalike journal (a photo, a catalogue: appending would corrupt it, and
+    undo could not read it back). A missing or empty file is fine."""
+    if journal.is_dir():
+        return f"{journal}: a folder is there; a journal is a file"
+    try:
+        with open(journal, "rb") as f:
+            first = f.readline(JOURNAL_PEEK).strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{journal}: cannot be read ({exc.strerror or exc})"
+    if not first:
+        return None
+    try:
+        entry = json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        entry = None
+    if not isinstance(entry, dict) or entry.get("action") not in ACTIONS or "path" not in entry:
+        return f"{journal} is a file that is not a lookalike journal: choose a new file name"
+    return None
+
+
 def apply(
     groups: Sequence[Group],
     action: str,
@@ -113,6 +140,8 @@ def apply(
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise InvalidArgument("move needs a destination folder")
+    if (why := journal_problem(journal)) is not None:
+        raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     with open(journal, "a", encoding="utf-8") as log:
@@ -206,7 +235,11 @@ def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> A
     """Reverse a journal, newest action first. Actions that did not happen are skipped.
     ``progress`` hears (entries done, entries)."""
     report = ActionReport(journal)
-    lines = [x for x in journal.read_text(encoding="utf-8").splitlines() if x.strip()]
+    try:
+        text = journal.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{journal} is not a lookalike journal (not text)") from None
+    lines = [x for x in text.splitlines() if x.strip()]
     for done, line in enumerate(reversed(lines)):
         if progress:
             progress(done, len(lines))

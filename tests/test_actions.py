@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -179,3 +180,16 @@ def test_a_journal_named_onto_a_photo_is_refused_and_undo_of_one_is_a_clear_erro
     res = runner.invoke(app, ["undo", str(photos / "photo0.jpg")])
     assert res.exit_code == 1 and "error: " in res.output and "not a lookalike journal" in res.output
     assert (photos / "photo0.jpg").read_bytes() == data
+
+
+def test_a_reused_journal_after_a_torn_line_starts_each_entry_on_its_own_line(library, tmp_path):
+    photos, index = library
+    before = _tree(photos)
+    journal = tmp_path / "j.jsonl"
+    old = {"action": "move", "path": "/gone.jpg", "dest": "/aside/gone.jpg", "size": 1, "mtime_ns": 1}
+    journal.write_text(json.dumps(old) + '\n{"action": "mo')  # a crash mid-write
+    res = _dupes(index, "--move-to", str(tmp_path / "aside"), "--journal", str(journal))
+    assert "move: 2 files" in res.stdout
+    res = runner.invoke(app, ["undo", str(journal)])
+    assert "restored 2 files" in res.stdout and "unreadable journal line" in res.output
+    assert _tree(photos) == before

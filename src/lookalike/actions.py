@@ -122,6 +122,15 @@ def journal_problem(journal: Path) -> str | None:
     return None
 
 
+def _start_on_a_new_line(log) -> None:
+    """After a line a crash tore (no newline at the end), the next entry starts on its own
+    line, so undo reads it."""
+    if log.tell() > 0:
+        log.seek(log.tell() - 1)
+        if log.read(1) != b"\n":
+            log.write(b"\n")
+
+
 def apply(
     groups: Sequence[Group],
     action: str,
@@ -144,7 +153,8 @@ def apply(
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
-    with open(journal, "a", encoding="utf-8") as log:
+    with open(journal, "a+b") as log:
+        _start_on_a_new_line(log)
         for group in groups:
             kept_problem = _kept_problem(group.keep)
             going = {d.row.path for d in group.duplicates}
@@ -172,7 +182,7 @@ def apply(
                     if os.path.lexists(entry["dest"]):
                         report.skipped.append((path, f"{entry['dest']} already exists"))
                         continue
-                log.write(json.dumps(entry) + "\n")
+                log.write((json.dumps(entry) + "\n").encode("utf-8"))
                 log.flush()
                 os.fsync(log.fileno())
                 try:

@@ -193,3 +193,15 @@ def test_a_reused_journal_after_a_torn_line_starts_each_entry_on_its_own_line(li
     res = runner.invoke(app, ["undo", str(journal)])
     assert "restored 2 files" in res.stdout and "unreadable journal line" in res.output
     assert _tree(photos) == before
+
+
+def test_an_edited_journal_line_missing_a_field_is_skipped_not_fatal(library, tmp_path):
+    photos, index = library
+    before = _tree(photos)
+    res = _dupes(index, "--move-to", str(tmp_path / "aside"))
+    journal = _journal(res.stdout)
+    with open(journal, "a") as f:
+        f.write('{"path": "/x/y.jpg"}\n')  # valid JSON, no action
+    res = runner.invoke(app, ["undo", journal])
+    assert not res.exception and "restored 2 files, 1 skipped" in res.stdout
+    assert "unreadable journal line" in res.output and _tree(photos) == before

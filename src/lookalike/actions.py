@@ -263,6 +263,9 @@ def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> A
             why = _undo_one(entry)
         except OSError as exc:
             why = f"failed: {exc.strerror or exc}"
+        except (KeyError, TypeError, ValueError, AttributeError):  # an edited line lacking a field
+            report.skipped.append((line[:80], "unreadable journal line"))
+            continue
         if why:
             report.skipped.append((path, why))
         else:

@@ -205,3 +205,25 @@ def test_an_edited_journal_line_missing_a_field_is_skipped_not_fatal(library, tm
     res = runner.invoke(app, ["undo", journal])
     assert not res.exception and "restored 2 files, 1 skipped" in res.stdout
     assert "unreadable journal line" in res.output and _tree(photos) == before
+
+
+def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf2_model):
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    (lib / "sub").mkdir(parents=True)
+    outside.mkdir()
+    make_photo(3).save(outside / "k.jpg", quality=92)
+    os.utime(outside / "k.jpg", (978_307_200, 978_307_200))  # older: the link is kept
+    shutil.copyfile(outside / "k.jpg", lib / "sub" / "d.jpg")  # the library's one real copy
+    (lib / "k.jpg").symlink_to("../outside/k.jpg")
+    make_photo(4).save(lib / "other.jpg")
+    Index(tmp_path / "ix").add([lib], model=str(tf2_model), options=IndexOptions(workers=0))
+    data = (lib / "sub" / "d.jpg").read_bytes()
+    assert f"keep {lib / 'k.jpg'}" in _dupes(tmp_path / "ix").stdout.replace("\n", "")
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(tmp_path / "ix"), "--hardlink"]
+    )
+    assert (
+        res.exit_code == 1 and "hardlink: 0 files, 1 skipped" in res.stdout and "symbolic link" in res.output
+    )
+    d = lib / "sub" / "d.jpg"
+    assert not d.is_symlink() and os.stat(d).st_nlink == 1 and d.read_bytes() == data

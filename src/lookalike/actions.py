@@ -197,6 +197,8 @@ def apply(
 def _hardlink_blocker(kind: str, path: str, keep: str, known: dict[str, Known]) -> str | None:
     if kind != EXACT:
         return "not an exact copy: a hardlink would lose its pixels"
+    if os.path.islink(keep):
+        return f"the kept {keep} is a symbolic link: a hardlink to it would be one more link, not the photo"
     why = _unchanged(keep, known.get(keep))
     if why is not None:
         return f"kept file {keep}: {why}"

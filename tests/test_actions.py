@@ -227,3 +227,19 @@ def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf
     )
     d = lib / "sub" / "d.jpg"
     assert not d.is_symlink() and os.stat(d).st_nlink == 1 and d.read_bytes() == data
+
+
+def test_undoing_a_hardlink_writes_no_file_already_there_and_a_second_undo_finds_it_back(library, tmp_path):
+    photos, index = library
+    copy = photos / "sub" / "exact_copy.jpg"
+    data = copy.read_bytes()
+    journal = _journal(_dupes(index, "--hardlink").stdout)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    Path(f"{copy}.lookalike-restore").symlink_to(notes)  # a name an older undo wrote through
+    res = runner.invoke(app, ["undo", journal])
+    assert "restored 1 files" in res.stdout
+    assert notes.read_text() == "my notes" and not copy.is_symlink() and copy.read_bytes() == data
+    assert os.stat(copy).st_nlink == 1
+    res = runner.invoke(app, ["undo", journal])
+    assert res.exit_code == 3 and "already back in place" in res.output

@@ -18,6 +18,8 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -287,12 +289,12 @@ def _undo_one(entry: dict) -> str | None:
         if not os.path.exists(path):
             return "missing"
         if os.stat(path).st_nlink < 2 or identity(path) != identity(entry["keep"]):
+            st = os.lstat(path)
+            as_journaled = (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"])
+            if stat.S_ISREG(st.st_mode) and as_journaled:  # an earlier undo restored it
+                return ALREADY_BACK
             return "not a hardlink to the kept file any more"
-        tmp = f"{path}.lookalike-restore"  # ours: one a killed undo left is made again
-        shutil.copyfile(path, tmp)  # its own copy of the (identical) bytes
-        os.chmod(tmp, entry["mode"])
-        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
-        os.replace(tmp, path)
+        _restore_own_copy(path, entry)
         return None
     if os.path.lexists(path):
         happened = os.path.lexists(entry["dest"]) if action == "move" else _trashed(entry) is not None
@@ -318,6 +320,23 @@ def _undo_one(entry: dict) -> str | None:
     shutil.move(trashed, path)
     os.unlink(info)
     return None
+
+
+def _restore_own_copy(path: str, entry: dict) -> None:
+    """Give a hardlinked ``path`` its own copy of the (identical) bytes again, with the mode
+    and mtime the journal recorded: written under a new name of its own (nothing already
+    there is opened or followed), then renamed over the link."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".lookalike-restore", dir=folder or ".")
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out)
+        os.chmod(tmp, entry["mode"])
+        os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _trash_dirs(paths: Sequence[str]) -> list[tuple[Path, Path]]:

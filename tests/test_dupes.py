@@ -274,6 +274,30 @@ def test_resolve_threshold():
         dup.resolve_threshold(min_probability=1.0, calibration=cal)
 
 
+def test_keeping_another_copy_in_the_review_leaves_a_member_close_only_to_the_old_one(tmp_path):
+    """A member that passes the threshold against the rules' kept copy only is in the
+    group through it once a person keeps another: it is not removed while that one goes."""
+    from lookalike.actions import _alone
+    from lookalike.review import regroup
+
+    a = _unit(np.eye(DIM)[0])
+    b = _near(a, 0.95, 1)
+    e = _unit(2 * 0.95 * a - b)  # as close to a, on b's other side: copies of a, not of each other
+    assert b.dot(e) < 0.9
+    files = [_file(f"/{n}.jpg", size=s) for n, s in (("a", 4000), ("b", 3000), ("e", 2000))]
+    [group] = _groups(_store(tmp_path, files, [a, b, e]))
+    assert all(x.via is None for x in group.duplicates)
+    ids = [group.keep.id, *(x.row.id for x in group.duplicates)]
+    vectors = {f.path: v for f, v in zip(files, (a, b, e), strict=True)}
+    rows = [group.keep.path, *(x.row.path for x in group.duplicates)]
+    sims = np.array([[vectors[p].dot(vectors[q]) for q in rows] for p in rows])
+    kept_b = regroup(group, ids[rows.index("/b.jpg")], sims, 0.9)
+    vias = {x.row.path: x.via for x in kept_b.duplicates}
+    assert vias == {"/a.jpg": None, "/e.jpg": "/a.jpg"}
+    going = {x.row.path for x in kept_b.duplicates}
+    assert [x.row.path for x in kept_b.duplicates if _alone(x, going)] == ["/e.jpg"]
+
+
 def test_via_names_a_centre_that_goes_and_carries_through_the_review(tmp_path):
     """``via`` names a centre that is itself a duplicate (it goes); a person who keeps
     another copy in the review keeps it, one who keeps the centre drops it."""
@@ -289,11 +313,11 @@ def test_via_names_a_centre_that_goes_and_carries_through_the_review(tmp_path):
     vias = {x.row.path: x.via for x in group.duplicates}
     assert vias == {"/b.jpg": None, "/c.jpg": "/b.jpg", "/d.jpg": "/b.jpg"}
     ids = {x.row.path: x.row.id for x in group.duplicates}
-    sims = np.eye(4)  # the scores do not matter here
-    kept_c = regroup(group, ids["/c.jpg"], sims)
+    sims = np.eye(4)  # the scores do not matter here: no cutoff
+    kept_c = regroup(group, ids["/c.jpg"], sims, 0.0)
     vias = {x.row.path: x.via for x in kept_c.duplicates}
     assert vias == {"/a.jpg": None, "/b.jpg": None, "/d.jpg": "/b.jpg"}
-    assert all(x.via is None for x in regroup(group, ids["/b.jpg"], sims).duplicates)  # the centre kept
+    assert all(x.via is None for x in regroup(group, ids["/b.jpg"], sims, 0.0).duplicates)  # the centre kept
     with Store(index, writable=True) as s:  # b is no duplicate of a: it stays, vouching for c and d
         s.catalogue.ignore_pair(files[0].content_hash, files[1].content_hash)
     for g in _groups(index):

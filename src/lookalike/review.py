@@ -207,9 +207,12 @@ def _via(group: Group, n: int, kept: FileRow) -> str | None:
     return via if via != kept.path else None
 
 
-def regroup(group: Group, keep: int, sims: np.ndarray) -> Group:
+def regroup(group: Group, keep: int, sims: np.ndarray, cutoff: float) -> Group:
     """``group`` with member ``keep`` kept instead (``sims`` as for :func:`group_view`):
-    what the actions get, so a person's choice is acted on as a rules' choice would be."""
+    what the actions get, so a person's choice is acted on as a rules' choice would be.
+    A member under ``cutoff`` to the new kept copy is in the group through the old one
+    (``via``), as a rules' group says of a member close only to its centre: the actions
+    leave it while the old kept copy goes too."""
     rows = [group.keep, *(d.row for d in group.duplicates)]
     k = [r.id for r in rows].index(keep)
     if k == 0:
@@ -219,7 +222,10 @@ def regroup(group: Group, keep: int, sims: np.ndarray) -> Group:
         if n != k:
             same = row.content_hash is not None and row.content_hash == rows[k].content_hash
             score = 1.0 if same else float(sims[k, n])
-            out.duplicates.append(Duplicate(row, score, EXACT if same else NEAR, via=_via(group, n, rows[k])))
+            via = _via(group, n, rows[k])
+            if via is None and n and score < cutoff:
+                via = group.keep.path
+            out.duplicates.append(Duplicate(row, score, EXACT if same else NEAR, via=via))
             out.reasons.append("chosen in the review")
     return out
 
@@ -270,6 +276,7 @@ class _Slot:
 class _Groups:
     key: tuple
     slots: list[_Slot]
+    cutoff: float  # the preset's score threshold the groups were made at
 
 
 @dataclass
@@ -337,7 +344,7 @@ class Review:
                 cal = Calibration.from_dict(manifest.calibration)
                 cutoff, _, _ = resolve_threshold(preset, None, None, manifest.model.source, cal)
                 groups = self.index.duplicates(cutoff, include_recoloured=preset == "similar")
-                found = self._groups[preset] = _Groups(key, [_Slot(g) for g in groups])
+                found = self._groups[preset] = _Groups(key, [_Slot(g) for g in groups], cutoff)
                 self.computed += 1
             return found
 
@@ -417,7 +424,7 @@ class Review:
                 for action in ("trash", "move"):
                     chosen = [d for d in decisions if d.action == action]
                     if chosen:
-                        self._files(action, chosen, slots, move_to, step, outcome)
+                        self._files(action, chosen, slots, found.cutoff, move_to, step, outcome)
                 pairs = [
                     (a.path, b.path)
                     for d in decisions if d.action == "ignore"
@@ -438,8 +445,8 @@ class Review:
             outcome.message = self._message(decisions, outcome)
             return outcome
 
-    def _files(self, action, chosen, slots, move_to, step: Step, outcome: Outcome) -> None:
-        groups = [regroup(slots[d.number].group, d.keep, slots[d.number].sims) for d in chosen]
+    def _files(self, action, chosen, slots, cutoff: float, move_to, step: Step, outcome: Outcome) -> None:
+        groups = [regroup(slots[d.number].group, d.keep, slots[d.number].sims, cutoff) for d in chosen]
         journal = self.index.journals / f"dupes-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}.jsonl"
         kind = "move" if action == "move" else "trash"
         target = Path(move_to) if action == "move" else None

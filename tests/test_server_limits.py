@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from PIL import Image
 
 from lookalike import Index
@@ -226,3 +227,27 @@ def test_concurrent_uploads_checkpoint_every_n(index):
             t.join(timeout=60)
         assert errors == [] and {p.name for p in index.glob("vectors-*.faiss")} != names
         assert httpx.get(f"{base}/stats").json()["files"] == 12
+
+
+def _jpeg_header(width: int, height: int, first_scan: int) -> bytes:
+    """A sequential JPEG's markers, three components, its first scan holding ``first_scan``
+    of them (3: interleaved, one pass; 1: one channel at a time), and no picture data."""
+    components = b"".join(bytes([c, 0x11, 0]) for c in (1, 2, 3))
+    sof = b"\xff\xc0" + (8 + 9).to_bytes(2, "big") + b"\x08" + height.to_bytes(2, "big")
+    sof += width.to_bytes(2, "big") + b"\x03" + components
+    scan = b"".join(bytes([c, 0]) for c in (1, 2, 3)[:first_scan])
+    sos = b"\xff\xda" + (6 + 2 * first_scan).to_bytes(2, "big") + bytes([first_scan]) + scan + b"\x00\x3f\x00"
+    return b"\xff\xd8" + sof + sos + b"\x00" * 16 + b"\xff\xd9"
+
+
+def test_a_jpeg_written_one_channel_at_a_time_counts_at_full_size(tmp_path):
+    """A sequential JPEG whose first scan holds one channel has libjpeg buffer the whole
+    image (~6 bytes a pixel, as a progressive one): it is held to the full-size budget,
+    while the same frame in one interleaved scan decodes reduced."""
+    from lookalike.images import ImageTooLarge
+    from lookalike.server.inputs import check_pixels
+
+    cfg = ServerConfig(index=tmp_path)
+    check_pixels(_jpeg_header(9000, 9000, 3), cfg, 224)  # 81 MP, reduced as it decodes: accepted
+    with pytest.raises(ImageTooLarge, match="limit for this format"):
+        check_pixels(_jpeg_header(9000, 9000, 1), cfg, 224)

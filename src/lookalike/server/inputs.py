@@ -125,20 +125,51 @@ def search_params(fields: dict) -> tuple[int, Filters, float | None, float | Non
     return k, filters, threshold, min_probability
 
 
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_SOS, _STANDALONE = 0xDA, frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def one_pass_jpeg(data: bytes) -> bool:
+    """Whether a JPEG's first scan holds every component of its frame (interleaved), as a
+    single-scan baseline file does. A first scan of fewer components (a sequential JPEG
+    written one channel at a time) makes libjpeg buffer the whole image's coefficients, as
+    for a progressive one. Read from the markers up to that scan; False if they cannot be."""
+    at, components = 2, None
+    if data[:2] != b"\xff\xd8":
+        return False
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return False
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _STANDALONE:
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _SOF and at + 10 <= len(data):
+            components = data[at + 9]
+        elif marker == _SOS:
+            return at + 4 < len(data) and components is not None and data[at + 4] == components
+        at += 2 + length
+    return False
+
+
 def check_pixels(data: bytes, cfg: ServerConfig, side: int) -> None:
     """Refuse, from its header alone, an image whose decoding would cost more pixels than
     the budget: over ``max_megapixels`` at all, or over ``max_decode_megapixels`` as
-    decoded. A baseline JPEG decodes reduced inside libjpeg (to at least ``side``, as
-    :func:`lookalike.images.decode` asks); every other format, progressive JPEG included
-    (its coefficients are buffered whole), decodes at full size. Bytes that are no image
-    pass: decoding says why."""
+    decoded. A baseline JPEG of one interleaved scan decodes reduced inside libjpeg (to at
+    least ``side``, as :func:`lookalike.images.decode` asks); every other format,
+    progressive and multi-scan JPEGs included (their coefficients are buffered whole),
+    decodes at full size. Bytes that are no image pass: decoding says why."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
                 if width * height <= cfg.max_megapixels * 1e6:
-                    if im.format == "JPEG" and not im.info.get("progressive"):
+                    if im.format == "JPEG" and not im.info.get("progressive") and one_pass_jpeg(data):
                         im.draft("RGB", (side, side))
                     decoded = im.size[0] * im.size[1]
     except Image.DecompressionBombError as exc:

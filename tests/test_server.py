@@ -200,6 +200,16 @@ def test_only_intact_indexed_files_are_served(tmp_path, photo_dir, tf2_model):
     swapped.unlink()
     os.symlink("/etc/hostname", swapped)  # replaced by a link to something else
     assert c.get(f"/images/{known[str(swapped)].id}").status_code == 404
+    bait, secret = photo_dir / "photo4.jpg", tmp_path / "secret.txt"
+    r = c.get(f"/images/{known[str(bait)].id}")
+    assert r.status_code == 200 and r.content == bait.read_bytes()
+    assert r.headers["content-type"] == "image/jpeg" and r.headers["content-length"] == str(len(r.content))
+    secret.write_bytes(b"s" * bait.stat().st_size)  # ... even one given the photo's size and mtime
+    os.utime(secret, ns=(bait.stat().st_atime_ns, bait.stat().st_mtime_ns))
+    bait.unlink()
+    os.symlink(secret, bait)
+    for url in (f"/images/{known[str(bait)].id}", f"/images/{known[str(bait)].id}/thumbnail"):
+        assert c.get(url).status_code == 404
     r = c.post("/search", content=b'{"url": "http://127.0.0.1:9/x", "k": 1e999}',
                headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 422 and "k must be" in r.json()["detail"]

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -459,7 +460,7 @@ def _refuse_unread(f, size: int, max_megapixels: float) -> str | None:
 
 
 def thumbnail_jpeg(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     side: int = 256,
     quality: int = 80,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
@@ -473,7 +474,7 @@ def thumbnail_jpeg(
 
 
 def screen_view(
-    path: str | os.PathLike, side: int, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    path: str | os.PathLike | BinaryIO, side: int, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 ) -> Image.Image:
     """A file's picture as the indexer sees it (EXIF orientation applied, transparency on
     the background a screen shows it on, see :func:`flatten`), its longer side at most

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
 import os
 import threading
 import time
@@ -11,11 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from lookalike import descriptors
@@ -249,6 +251,31 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         async with svc.decodes.slot():
             return await run_in_threadpool(svc.search, data, url or name, params, url is not None)
 
+    def open_intact(row: FileRow) -> BinaryIO:
+        """``row``'s file opened, if it still holds the bytes indexed (size, mtime and
+        SHA-256, read from the open file: a path swapped afterwards for a link elsewhere,
+        even one given the same size and mtime, changes nothing), else 404."""
+        try:
+            f = open(row.path, "rb")  # noqa: SIM115 (the caller closes it)
+        except OSError:
+            raise HTTPException(404, "no such image in the index") from None
+        try:
+            st = os.fstat(f.fileno())
+            same = (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
+            if same and row.content_hash is not None:
+                same = hashlib.file_digest(f, "sha256").hexdigest() == row.content_hash
+                f.seek(0)
+        except OSError:
+            same = False
+        if not same:
+            f.close()
+            raise HTTPException(404, "no such image in the index")
+        return f
+
+    def _thumbnail_of_intact(row: FileRow) -> bytes:
+        with open_intact(row) as f:
+            return thumbnail_jpeg(f, THUMB)
+
     def row_or_404(image_id: int) -> FileRow:
         """An indexed image whose file is still the one indexed (same size and mtime):
         error rows, and files swapped since (say for a symlink elsewhere), are not served."""
@@ -262,9 +289,13 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         return row
 
     @app.get("/images/{image_id}")
-    async def image(image_id: int) -> FileResponse:
+    async def image(image_id: int) -> StreamingResponse:
         row = await run_in_threadpool(row_or_404, image_id)
-        return FileResponse(row.path)  # only paths the index holds
+        f = await run_in_threadpool(open_intact, row)  # only files the index holds, as indexed
+        return StreamingResponse(
+            _chunks(f), media_type=mimetypes.guess_type(row.path)[0] or "application/octet-stream",
+            headers={"Content-Length": str(row.size)}, background=BackgroundTask(f.close),
+        )  # fmt: skip
 
     @app.get("/images/{image_id}/thumbnail")
     async def thumbnail(image_id: int) -> Response:
@@ -274,7 +305,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         if data is None:
             try:
                 async with svc.decodes.slot():
-                    data = await run_in_threadpool(thumbnail_jpeg, row.path, THUMB)
+                    data = await run_in_threadpool(_thumbnail_of_intact, row)
             except (OSError, ImageError):
                 raise HTTPException(404, "image can no longer be read") from None
             if len(svc.thumbs) > 4096:
@@ -307,3 +338,12 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     return app
+
+
+def _chunks(f: BinaryIO, size: int = 1 << 16):
+    """An open file's bytes, ``size`` at a time; closed at the end."""
+    try:
+        while chunk := f.read(size):
+            yield chunk
+    finally:
+        f.close()

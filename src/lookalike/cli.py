@@ -521,7 +521,7 @@ def serve(
     ] = False,
     runtime: Runtime = "auto",
 ) -> None:
-    """Serve reverse image search over HTTP, with a web page at / and the API at /docs."""
+    """Serve reverse image search over HTTP: a web page at /, the API's schema at /openapi.json."""
     import uvicorn
 
     from lookalike.cli_io import bind
@@ -548,7 +548,7 @@ def serve(
     except ValueError as exc:  # a malformed --allowed-host
         sock.close()
         raise fail(str(exc)) from None
-    err.print(f"serving {cfg.index} on http://{host}:{port}/ (API docs at /docs)", highlight=False)
+    err.print(f"serving {cfg.index} on http://{host}:{port}/ (API schema at /openapi.json)", highlight=False)
     uvicorn.Server(uvicorn.Config(api, log_level="warning")).run(sockets=[sock])
 
 

@@ -193,6 +193,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         summary="Reverse image search: which indexed images look like this one?",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc pages load their scripts from a CDN into
+        redoc_url=None,  # this origin, where they could read the pages' token: the schema only
     )
     app.state.service = svc
     app.add_middleware(Guard, cfg=cfg)

@@ -105,7 +105,7 @@ def journal_problem(journal: Path) -> str | None:
     that is not a lookalike journal (a photo, a catalogue: appending would corrupt it, and
     undo could not read it back). A missing or empty file is fine."""
     if journal.is_dir():
-        return f"{journal}: a folder is there; a journal is a file"
+        return f"{journal}: a folder is there; --journal takes a file name"
     try:
         with open(journal, "rb") as f:
             first = f.readline(JOURNAL_PEEK).strip()

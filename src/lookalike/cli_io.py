@@ -100,8 +100,6 @@ def check_journal(journal: Path) -> None:
     """``--journal FILE``: a new file or a lookalike journal, not a folder or another file."""
     from lookalike.actions import journal_problem
 
-    if journal.is_dir():
-        raise InvalidArgument(f"--journal {journal}: a folder is there; --journal takes a file name")
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(f"--journal {why}")
 

@@ -201,26 +201,46 @@ def test_a_reused_journal_after_a_torn_line_starts_each_entry_on_its_own_line(li
     assert _tree(photos) == before
 
 
-def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf2_model):
+def _linked_library(tmp_path: Path, model: Path) -> tuple[Path, Path]:
+    """A library whose one real copy of a photo (sub/d.jpg) has an exact twin outside it,
+    named in the library by a symbolic link (best/k.jpg); its index is tmp_path/ix."""
     lib, outside = tmp_path / "lib", tmp_path / "outside"
-    (lib / "sub").mkdir(parents=True)
-    outside.mkdir()
+    for folder in (lib / "sub", lib / "best", outside):
+        folder.mkdir(parents=True)
     make_photo(3).save(outside / "k.jpg", quality=92)
-    os.utime(outside / "k.jpg", (978_307_200, 978_307_200))  # older: the link is kept
-    shutil.copyfile(outside / "k.jpg", lib / "sub" / "d.jpg")  # the library's one real copy
-    (lib / "k.jpg").symlink_to("../outside/k.jpg")
+    os.utime(outside / "k.jpg", (978_307_200, 978_307_200))  # older than the library's copy
+    shutil.copyfile(outside / "k.jpg", lib / "sub" / "d.jpg")
+    (lib / "best" / "k.jpg").symlink_to("../../outside/k.jpg")
     make_photo(4).save(lib / "other.jpg")
-    Index(tmp_path / "ix").add([lib], model=str(tf2_model), options=IndexOptions(workers=0))
+    Index(tmp_path / "ix").add([lib], model=str(model), options=IndexOptions(workers=0))
+    return lib, tmp_path / "ix"
+
+
+def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf2_model):
+    lib, index = _linked_library(tmp_path, tf2_model)
     data = (lib / "sub" / "d.jpg").read_bytes()
-    assert f"keep {lib / 'k.jpg'}" in _dupes(tmp_path / "ix").stdout.replace("\n", "")
+    prefer = ["--prefer-folder", str(lib / "best")]  # the link is kept
+    assert f"keep {lib / 'best' / 'k.jpg'}" in _dupes(index, *prefer).stdout.replace("\n", "")
     res = runner.invoke(
-        app, ["dupes", "--threshold", THRESHOLD, "--index", str(tmp_path / "ix"), "--hardlink"]
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), *prefer, "--hardlink"]
     )
     assert (
         res.exit_code == 1 and "hardlink: 0 files, 1 skipped" in res.stdout and "symbolic link" in res.output
     )
     d = lib / "sub" / "d.jpg"
     assert not d.is_symlink() and os.stat(d).st_nlink == 1 and d.read_bytes() == data
+
+
+def test_the_library_s_own_file_is_kept_over_a_link_to_an_older_twin_elsewhere(tmp_path, tf2_model, trash):
+    lib, index = _linked_library(tmp_path, tf2_model)
+    data = (lib / "sub" / "d.jpg").read_bytes()
+    res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--json"])
+    group = json.loads(res.stdout)["groups"][0]
+    assert group["keep"] == str(lib / "sub" / "d.jpg"), group  # older, but only a link's target
+    assert "not a symbolic link" in json.dumps(group)
+    res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--trash"])
+    assert "trash: 0 files, 1 skipped" in res.stdout and "symbolic link" in res.output, res.output
+    assert (lib / "sub" / "d.jpg").read_bytes() == data and (lib / "best" / "k.jpg").is_symlink()
 
 
 def test_undoing_a_hardlink_writes_no_file_already_there_and_a_second_undo_finds_it_back(library, tmp_path):

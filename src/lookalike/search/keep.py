@@ -18,8 +18,10 @@ the first rule that tells two copies apart decides:
    (lossy WebP, GIF) below;
 6. file size, for lossy files (what an encoder kept); two lossless files of one resolution
    are equally faithful, whatever their compression level, so age decides;
-7. age: older capture time, then older file;
-8. the path, so that the choice never depends on the order files were found in.
+7. a file over a symbolic link to one elsewhere: links are never removed, so keeping the
+   file leaves the library its own copy;
+8. age: older capture time, then older file;
+9. the path, so that the choice never depends on the order files were found in.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class FileFacts:
     reencode_of: str | None = None  # the format of the member whose decode this file's pixels are
     by_date: bool = False  # ... told by the file dates: the two JPEGs re-encode to each other
     lossless: bool = False  # a format that may be either says it is lossless (a VP8L WebP)
+    link: bool = False  # the path is a symbolic link (to a file no other member's path names)
 
 
 NO_FACTS = FileFacts()
@@ -156,6 +159,7 @@ class KeepRules:
             facts.reencode_of is not None,
             -fidelity,
             -row.size if fidelity < LOSSLESS_QUALITY else 0,  # between lossless files, size is no fidelity
+            facts.link,
             row.captured_at or datetime.max,
             row.mtime_ns,
             row.path,
@@ -199,8 +203,10 @@ class KeepRules:
         if rule == 8:
             return f"larger file ({keep.size:,} vs {other.size:,} bytes)"
         if rule == 9:
-            return "older capture time"
+            return "a file, not a symbolic link to one elsewhere"
         if rule == 10:
+            return "older capture time"
+        if rule == 11:
             return "older file (modified earlier)"
         return "path order (otherwise equal)"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from lookalike.search import resave
-from lookalike.search.keep import JPEG_FORMATS, LOSSLESS_QUALITY, NO_FACTS, FileFacts, jpeg_quality, quality
+from lookalike.search.keep import JPEG_FORMATS, LOSSLESS_QUALITY, FileFacts, jpeg_quality, quality
 from lookalike.storage.catalogue import FileRow
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ RESAVE_TESTS = 12  # re-save checks among the JPEGs of one resolution, at most
 
 
 def header_facts(path: str) -> FileFacts:
-    """GPS, JPEG quality and whether a WebP is lossless from a file's header; nothing when
-    it cannot be read."""
+    """GPS, JPEG quality and whether a WebP is lossless from a file's header (nothing when
+    it cannot be read), and whether the path is a symbolic link."""
+    link = os.path.islink(path)
     try:
         with Image.open(path) as im:
             gps = False
@@ -50,9 +52,9 @@ def header_facts(path: str) -> FileFacts:
             tables = getattr(im, "quantization", None) if im.format in JPEG_FORMATS else None
             lossless = im.format == "WEBP" and _webp_picture(path) == b"VP8L"
             quality = jpeg_quality(tables) if tables else None
-            return FileFacts(gps=gps, jpeg_quality=quality, lossless=lossless)
+            return FileFacts(gps=gps, jpeg_quality=quality, lossless=lossless, link=link)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
-        return NO_FACTS
+        return FileFacts(link=link)
 
 
 def _pixels(path: str) -> np.ndarray | None:
@@ -116,9 +118,7 @@ def same_pixels(a: str, b: str, decoded: dict[str, np.ndarray | None] | None = N
     )
 
 
-def group_facts(
-    members: Sequence[FileRow], vector: Callable[[FileRow], np.ndarray]
-) -> dict[int, FileFacts]:
+def group_facts(members: Sequence[FileRow], vector: Callable[[FileRow], np.ndarray]) -> dict[int, FileFacts]:
     """:class:`FileFacts` of the members of one group (or component), by file id; a
     non-JPEG is a re-encode when its pixels are the decode of the JPEG member of its
     resolution closest to it (``vector`` gives a member's unit vector), and a JPEG when

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 
-from lookalike.server import ServerConfig, create_app
+from lookalike.server import ServerConfig, create_app, uvicorn_config
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,7 +33,7 @@ def live_app(cfg: ServerConfig) -> Iterator[str]:
 
     port = free_port()
     cfg = replace(cfg, port=port)
-    config = uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn_config(create_app(cfg), cfg, host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -6,6 +6,7 @@ over loopback against the app under uvicorn in this process."""
 from __future__ import annotations
 
 import io
+import itertools
 import socket
 import threading
 import time
@@ -207,6 +208,52 @@ def test_request_bodies_must_arrive_in_time(index):
         started = time.monotonic()
         status, _, _ = send_until_answered(base, head, slowly())
         assert status == 408 and time.monotonic() - started < 3
+
+
+def _closed_within(raw: socket.socket, seconds: float, trickle: bytes = b"") -> bool:
+    """Whether the server closes ``raw`` (answering nothing) within ``seconds`` while the
+    client sends ``trickle`` a byte every 0.2 s."""
+    raw.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    for n in itertools.count():
+        if time.monotonic() > deadline:
+            return False
+        try:
+            if raw.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            pass
+        try:
+            if n < len(trickle):
+                raw.sendall(trickle[n : n + 1])
+        except OSError:  # reset: closed
+            return True
+    return False
+
+
+def test_a_request_head_must_arrive_in_time(index):
+    """A connection whose request head trickles in (slowloris) or never comes is closed at
+    the head deadline, on a fresh connection and after a first answer; a head that came in
+    time is not cut, though its body comes after the head deadline."""
+    cfg = ServerConfig(index=index, head_timeout_s=1.0, body_timeout_s=10.0)
+    with live_app(cfg) as base:
+        host, port = base.removeprefix("http://").split(":")
+        address = (host, int(port))
+        trickle = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n".encode() + b"X-Slow: " + b"a" * 100
+        started = time.monotonic()
+        with socket.create_connection(address) as raw:
+            assert _closed_within(raw, 5.0, trickle) and time.monotonic() - started < 3
+        with socket.create_connection(address) as raw:  # says nothing at all
+            assert _closed_within(raw, 5.0)
+        with socket.create_connection(address) as raw:  # one answer, then a slow second head
+            raw.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            assert raw.recv(4096).startswith(b"HTTP/1.1 ")
+            assert _closed_within(raw, 5.0, trickle)
+        with socket.create_connection(address, timeout=10) as raw:
+            raw.sendall(f"{json_head(host + ':' + port)}Content-Length: 2\r\n\r\n".encode())
+            time.sleep(1.6)  # past the head deadline, within the body's
+            raw.sendall(b"{}")
+            assert raw.recv(4096).startswith(b"HTTP/1.1 422 ")  # answered: {} names no image
 
 
 def test_concurrent_uploads_checkpoint_every_n(index):

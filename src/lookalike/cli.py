@@ -525,7 +525,7 @@ def serve(
     import uvicorn
 
     from lookalike.cli_io import bind
-    from lookalike.server import ServerConfig, create_app, is_loopback
+    from lookalike.server import ServerConfig, create_app, is_loopback, uvicorn_config
 
     if not is_loopback(host) and not token:
         raise fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
@@ -549,7 +549,7 @@ def serve(
         sock.close()
         raise fail(str(exc)) from None
     err.print(f"serving {cfg.index} on http://{host}:{port}/ (API schema at /openapi.json)", highlight=False)
-    uvicorn.Server(uvicorn.Config(api, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(api, cfg)).run(sockets=[sock])
 
 
 @app.command()

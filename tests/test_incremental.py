@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +122,48 @@ def test_a_file_given_directly_is_skipped_when_unchanged(idx, photo_dir):
     report = idx.add([photo_dir / "photo0.jpg"], options=OPTS)
     assert (report.indexed, report.reused, report.unchanged, report.removed) == (0, 0, 1, 0)
     assert len(_rows(idx)) == 8
+
+
+def test_a_file_replaced_by_a_folder_leaves_the_index(idx, photo_dir):
+    path = photo_dir / "photo0.jpg"
+    path.unlink()
+    path.mkdir()
+    report = idx.add([photo_dir], options=OPTS)
+    assert report.removed == 1 and str(path) not in _rows(idx)
+    with Store(idx.directory) as s:
+        assert s.verify().ok
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    """``command`` run with the file permissions an owner has: as root, without the
+    capabilities that override them (``setpriv``); else as it is."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to bite")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
+
+
+def test_files_of_a_folder_that_lost_its_execute_bit_stay_indexed(idx, photo_dir):
+    """`chmod 644` on a folder: its names can be listed, their details not. What is below
+    it is unknown, not gone: the rows stay, the folder is reported, and once readable
+    again nothing is embedded anew."""
+    before = _rows(idx)
+    sub = photo_dir / "sub"
+    cli = str(Path(sys.executable).with_name("lookalike"))
+    index = [cli, "index", str(photo_dir), "--index", str(idx.directory)]
+    sub.chmod(0o644)
+    try:
+        res = subprocess.run(_as_owner(index), capture_output=True, text=True, timeout=300)
+    finally:
+        sub.chmod(0o755)
+    assert res.returncode == 0, res.stderr
+    said = res.stdout + res.stderr
+    assert "0 removed" in said and "cannot read the files in folder" in said, said
+    assert _rows(idx).items() >= before.items()
+    with Store(idx.directory) as s:
+        assert [path for path, _ in s.catalogue.errors()] == [str(sub)]
+    report = idx.add([photo_dir], options=OPTS)
+    assert (report.indexed, report.reused, report.removed) == (0, 0, 1)  # the folder's error row
+    assert _rows(idx) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,7 +22,6 @@ from lookalike.indexer.walk import Entry, walk
 from lookalike.models.labels import top_k
 from lookalike.models.runtimes import Embedder
 from lookalike.storage.catalogue import Known, is_under
-from lookalike.storage.schema import STATUS_ERROR
 from lookalike.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (files done, files to do)
@@ -216,13 +216,7 @@ def index_paths(
     known = store.catalogue.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}
     unlisted = [e.path for e in entries if e.error]  # what is below them is unknown, not gone
-    gone = {  # vanished files, and folders recorded as unreadable that are listed now
-        p
-        for p, k in known.items()
-        if p not in seen
-        and not any(is_under(p, u) for u in unlisted)
-        and (not os.path.exists(p) or (k.status == STATUS_ERROR and os.path.isdir(p)))
-    }
+    gone = {p for p in known if p not in seen and not any(is_under(p, u) for u in unlisted) and _gone(p)}
     changed = [e for e in entries if not _unchanged(known.get(e.path), e)]
     todo = [e.path for e in changed if not e.error]
     report.unchanged = len(entries) - len(changed)
@@ -251,6 +245,21 @@ def index_paths(
     store.checkpoint()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _gone(path: str) -> bool:
+    """Whether a catalogue row's path, not found by the walk, names no file now: nothing
+    is there (or a folder on its way is now a file), or a folder is (a file replaced by a
+    folder; a folder recorded as unreadable, listed now). A path whose details cannot be
+    read (permission denied) is unknown, not gone; a file still there but not taken by
+    the walk (``--exclude``, hidden) stays."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:  # permission denied, a link loop...: unknown
+        return False
+    return stat.S_ISDIR(st.st_mode)
 
 
 @contextmanager

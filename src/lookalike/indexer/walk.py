@@ -45,6 +45,18 @@ def _dead_link(path: str) -> Entry | None:
     return None  # it leads to something that is not a file (a folder was handled before)
 
 
+def _details_hidden(path: str) -> bool:
+    """Whether the folder holding ``path`` lists it but refuses its details (a folder
+    without its execute bit, after ``chmod -R 644``)."""
+    try:
+        os.lstat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def walk(
     roots: Sequence[str | os.PathLike],
     include: Sequence[str] = (),
@@ -57,8 +69,9 @@ def walk(
     ``include``/``exclude`` are globs matched against the path relative to its root and
     against the bare name; without ``include``, every known image extension is taken.
     Symlinked folders are followed once each: a link back up the tree is not a loop.
-    Folders that cannot be listed and image links that lead nowhere come as entries
-    with an ``error``; what is below such a folder is unknown, not gone.
+    Folders that cannot be listed (or whose files' details cannot be read) and image links
+    that lead nowhere come as entries with an ``error``; what is below such a folder is
+    unknown, not gone.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -107,6 +120,10 @@ def walk(
                         continue
                     st = e.stat(follow_symlinks=follow_symlinks)
                 except OSError:  # removed meanwhile, a dangling link, a link loop, a FIFO...
+                    if _details_hidden(e.path):  # a folder listed but not searchable (no x bit)
+                        yield _unusable(folder, "cannot read the files in folder: permission denied")
+                        subdirs.clear()  # unreachable too; what is below is unknown, not gone
+                        break
                     dead = _dead_link(e.path) if follow_symlinks and is_image_name(e.name) else None
                     if dead and e.path not in seen_files:
                         seen_files.add(e.path)

@@ -112,6 +112,21 @@ def test_a_group_changed_since_the_page_is_refused(library):
     assert all(os.path.exists(m.row.path) for m in view.members)
 
 
+def test_a_rename_indexed_since_the_page_is_seen(library):
+    """A rename re-indexed (same vectors, a new path) makes the groups be computed again:
+    the page shows the new name and acting on it works."""
+    photos, index = library
+    idx = Index(index)
+    review = Review(idx)
+    _group_of(review, "photo2_q60.jpg")
+    (photos / "photo2_q60.jpg").rename(photos / "renamed_q60.jpg")
+    report = idx.add([photos], options=IndexOptions(workers=0), calibrate=False)
+    assert (report.reused, report.indexed) == (1, 0)
+    view = _group_of(review, "renamed_q60.jpg")
+    assert review.computed == 2
+    assert "1 group not duplicates" in review.act([_decision(view, view.keep.row.id, "ignore")]).message
+
+
 def test_moving_needs_an_absolute_folder(library, tmp_path):
     photos, index = library
     review = Review(Index(index))

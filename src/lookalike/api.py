@@ -473,10 +473,12 @@ class Index:
         with self._reading(sync=False) as store:
             return store.catalogue.ignored_pairs()
 
-    def generation(self) -> int:
-        """The catalogue's generation: it moves whenever the set of indexed vectors changes."""
+    def version(self) -> tuple[int, int]:
+        """What anything cached of the catalogue's rows depends on: (its generation, which
+        moves whenever the set of indexed vectors changes, and its revision, which moves
+        when files are moved, renamed or touched in place)."""
         with self._reading(sync=False) as store:
-            return store.generation()
+            return store.generation(), store.catalogue.revision()
 
     def similarities(self, ids: Sequence[int], dupes: bool = False) -> np.ndarray:
         """Scores between the stored images ``ids``, as a matrix in their order, as search

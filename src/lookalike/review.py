@@ -326,9 +326,10 @@ class Review:
     # --- reading ---------------------------------------------------------------------
 
     def state(self) -> tuple:
-        """What the groups depend on: the catalogue's generation and the ignored pairs."""
+        """What the groups depend on: the catalogue's version (see Index.version) and the
+        ignored pairs."""
         ignored = hashlib.sha256(repr(sorted(self.index.ignored_pairs())).encode()).hexdigest()
-        return self.index.generation(), ignored
+        return self.index.version(), ignored
 
     def scoring(self) -> Scoring:
         return scoring_of(self.index)

@@ -165,6 +165,21 @@ class Catalogue:
         )
         return int(s.execute(bumped).scalar_one())
 
+    def revision(self) -> int:
+        """How many times files were moved, renamed or touched in place (their rows kept):
+        with :meth:`generation`, what a cache of rows (paths, stamps) depends on."""
+        value = self.meta("revision")
+        return int(value) if value else 0
+
+    @staticmethod
+    def _revise(s: Session) -> None:
+        """Count a change of rows that leaves the set of vectors as it is (see :meth:`revision`)."""
+        row = s.get(Meta, "revision")
+        if row is None:
+            s.add(Meta(key="revision", value="1"))
+        else:
+            row.value = str(int(row.value) + 1)
+
     # --- writes ----------------------------------------------------------------------
 
     def add(
@@ -280,6 +295,8 @@ class Catalogue:
                 else:
                     added.append(new_id)
             generation = self._bump(s) if added or replaced else None
+            if len(stale) < len(moves) + len(copies):
+                self._revise(s)
         return stale, Change(generation, replaced, added)
 
     @staticmethod

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 import numpy as np
 import pytest
 
@@ -213,3 +216,28 @@ def test_equal_scores_come_in_path_order_whatever_the_indexing_order(tmp_path, b
             s.add(_files("z"), v[1:2])
             hits = search_vectors(s, v[:1], k=4)[0]
         assert [h.path for h in hits[:3]] == ["/p/a", "/p/b", "/p/c"]
+
+
+def test_folder_size_counts_around_files_renamed_away_meanwhile(tmp_path):
+    """A writer's temporaries come and go while `info` adds up the index folder's size."""
+    from lookalike.fsutil import folder_size
+
+    (tmp_path / "kept.bin").write_bytes(b"x" * 1000)
+    stop = threading.Event()
+
+    def churn() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            temporary = tmp_path / f".tmp-{i % 50}"
+            temporary.write_bytes(b"y")
+            temporary.unlink()
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        sizes = {folder_size(tmp_path) for _ in range(3000)}
+    finally:
+        stop.set()
+        writer.join()
+    assert sizes <= {1000, 1001} and folder_size(tmp_path / "missing") == 0

@@ -89,6 +89,23 @@ def atomic_replace_dir(fill: Callable[[Path], None], target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def folder_size(folder: str | os.PathLike) -> int:
+    """Bytes in the regular files directly in ``folder`` (0 if it does not exist); a file
+    renamed away while they are counted (a writer's temporary) is not counted."""
+    total = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+    except FileNotFoundError:
+        return 0
+    return total
+
+
 def printable(path: str) -> str:
     """A path as a person reads it: bytes that are not UTF-8 (surrogate-escaped by
     Python) shown as ``\\xNN`` instead of failing to print."""

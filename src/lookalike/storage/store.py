@@ -33,7 +33,7 @@ from lookalike.errors import (
     ReadOnlyIndex,
     StoreError,
 )
-from lookalike.fsutil import atomic_write_text, remove_temporaries
+from lookalike.fsutil import atomic_write_text, folder_size, remove_temporaries
 from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
@@ -428,8 +428,7 @@ class Store:
         return verify.repair(self)
 
     def stats(self) -> dict:
-        files = self.directory.iterdir() if self.directory.is_dir() else ()  # a reader's may not exist
-        size = sum(p.stat().st_size for p in files if p.is_file())
+        size = folder_size(self.directory)  # a reader's may not exist; a writer's temporaries come and go
         model = self.manifest.model
         return {
             "index": str(self.directory),

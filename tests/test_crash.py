@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from lookalike import Index, IndexOptions
@@ -174,3 +175,23 @@ def test_every_bad_input_is_recorded_and_retried_only_when_changed(tmp_path, tf2
 def test_bad_cli_values(tmp_path, photo_dir, max_mp):
     res = runner.invoke(app, ["index", str(photo_dir), "--max-megapixels", max_mp, "--index", str(tmp_path)])
     assert res.exit_code == 2 and "max-megapixels" in res.output
+
+
+def test_a_damaged_stored_vector_is_reported_and_repaired(tmp_path, photo_dir, tf2_model):
+    """A vector blob cut short (a disk error, a hand edit): verify names it, reading it
+    (FAISS rebuilt from the catalogue) is a clear error rather than a traceback, repair
+    drops it and the next run embeds its file again."""
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0), calibrate=False)
+    with Store(index, writable=True) as s, s.catalogue.engine.begin() as c:
+        c.execute(text("UPDATE vectors SET data = substr(data, 1, 100) WHERE id = 3"))
+    res = runner.invoke(app, ["verify", "--index", str(index)])
+    assert res.exit_code == 1 and "damaged vectors: 1 (ids 3)" in res.stdout, res.output
+    for checkpoint in index.glob("vectors-*.faiss"):  # a new machine: FAISS rebuilt from the catalogue
+        checkpoint.unlink()
+    res = runner.invoke(app, ["search", str(photo_dir / "photo0.jpg"), "--index", str(index)])
+    assert res.exit_code == 1 and "verify --repair" in res.stderr and isinstance(res.exception, SystemExit)
+    res = runner.invoke(app, ["verify", "--repair", "--index", str(index)])
+    assert res.exit_code == 0 and "repaired" in res.stdout, res.output
+    report = Index(index).add([photo_dir], options=IndexOptions(workers=0), calibrate=False)
+    assert report.indexed == 1 and runner.invoke(app, ["verify", "--index", str(index)]).exit_code == 0

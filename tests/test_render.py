@@ -65,7 +65,7 @@ def test_info_table_and_verify_lines():
     assert "files" in text and "size on disk" in text and "2.5 MB" in text
     from lookalike.storage import VerifyReport
 
-    report = VerifyReport(4, 3, list(range(12)), [], [], [], [])
+    report = VerifyReport(4, 3, list(range(12)), [], [], [], [], [])
     lines = render.verify_lines(report)
     assert lines[0] == "catalogue generation 4, FAISS checkpoint generation 3"
     assert lines[1:] == ["  rows without vector: 12 (ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...)"]

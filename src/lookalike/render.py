@@ -41,6 +41,7 @@ VERIFY_FIELDS = (
     "missing_from_faiss",
     "extra_in_faiss",
     "mismatched_vectors",
+    "damaged_vectors",
 )
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from lookalike.errors import StoreError
 from lookalike.images import ImageFile
 from lookalike.storage.schema import STATUS_ERROR, STATUS_OK, File, IgnoredPair, Label, Meta, Vector
 
@@ -378,6 +379,12 @@ class Catalogue:
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         ids_arr = np.array([r[0] for r in rows], np.int64)
+        width = 4 * self.dim
+        if damaged := [i for i, data in rows if data is None or len(data) != width]:
+            raise StoreError(
+                f"{len(damaged)} stored vectors are damaged (ids {', '.join(map(str, damaged[:10]))}): "
+                "`lookalike verify --repair` drops them, and the next `index` run embeds their files again"
+            )
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
         return ids_arr, vecs.astype(np.float32)
 
@@ -509,15 +516,18 @@ class Catalogue:
             n, total = s.execute(select(func.count(), func.sum(func.length(Vector.data)))).one()
         return n or 0, total or 0
 
-    def consistency(self) -> tuple[set[int], dict[int, int], set[int]]:
-        """(ids of usable rows, id -> vector_id of rows with one, ids of stored vectors)."""
+    def consistency(self) -> tuple[set[int], dict[int, int], set[int], set[int]]:
+        """(ids of usable rows, id -> vector_id of rows with one, ids of stored vectors, ids
+        of stored vectors that are damaged: not ``dim`` float32 values)."""
         with Session(self.engine) as s:
             ok_rows = set(s.scalars(select(File.id).where(File.status == STATUS_OK)))
             with_vid = dict(
                 s.execute(select(File.id, File.vector_id).where(File.vector_id.is_not(None))).all()
             )
             stored = set(s.scalars(select(Vector.id)))
-        return ok_rows, with_vid, stored
+            wrong_length = or_(Vector.data.is_(None), func.length(Vector.data) != 4 * self.dim)
+            damaged = set(s.scalars(select(Vector.id).where(wrong_length)))
+        return ok_rows, with_vid, stored, damaged
 
 
 ESCAPE = "\uffff"  # a Unicode noncharacter: starts the escape of a byte that is not UTF-8

@@ -23,6 +23,7 @@ class VerifyReport:
     missing_from_faiss: list[int]
     extra_in_faiss: list[int]
     mismatched_vectors: list[int]
+    damaged_vectors: list[int]  # stored vectors of the wrong length: not to be read
 
     @property
     def behind(self) -> bool:
@@ -34,7 +35,13 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         """Catalogue and vectors agree (a checkpoint that is only behind is fine)."""
-        if self.rows_without_vector or self.vectors_without_row or self.mismatched_vectors:
+        broken = (
+            self.rows_without_vector,
+            self.vectors_without_row,
+            self.mismatched_vectors,
+            self.damaged_vectors,
+        )
+        if any(broken):
             return False
         return self.behind or not (self.missing_from_faiss or self.extra_in_faiss)
 
@@ -43,10 +50,10 @@ def verify(store: Store, sample: int = 1000) -> VerifyReport:
     """Compare catalogue rows, stored vectors and the FAISS checkpoint on disk (up to
     ``sample`` vectors compared value by value)."""
     checkpoint = store.load_checkpoint()
-    ok_rows, with_vid, stored = store.catalogue.consistency()
+    ok_rows, with_vid, stored, damaged = store.catalogue.consistency()
     in_faiss = set(checkpoint.ids().tolist())
     mismatched = sorted(i for i, v in with_vid.items() if v != i or i not in stored)
-    probe = sorted(stored & in_faiss)
+    probe = sorted((stored - damaged) & in_faiss)
     if len(probe) > sample:
         probe = sorted(np.random.default_rng(0).choice(probe, sample, replace=False).tolist())
     ids, vecs = store.catalogue.load_vectors(probe)
@@ -64,6 +71,7 @@ def verify(store: Store, sample: int = 1000) -> VerifyReport:
         missing_from_faiss=sorted(stored - in_faiss),
         extra_in_faiss=sorted(in_faiss - stored),
         mismatched_vectors=sorted(set(bad) | set(mismatched)),
+        damaged_vectors=sorted(damaged),
     )
 
 
@@ -72,7 +80,8 @@ def repair(store: Store) -> VerifyReport:
     from the catalogue when its vectors disagree). Returns what was found."""
     store.require_writable()
     report = verify(store)
-    drop = set(report.rows_without_vector) | set(report.vectors_without_row) | set(report.mismatched_vectors)
+    drop = {*report.rows_without_vector, *report.vectors_without_row, *report.mismatched_vectors}
+    drop |= set(report.damaged_vectors)
     store.apply(store.catalogue.drop_ids(drop))
     if report.mismatched_vectors:  # rebuild from the catalogue rather than trust FAISS
         store.vectors = VectorIndex(store.dim)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import errno
+import resource
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from sqlalchemy import Engine, event
 from typer.testing import CliRunner
 
 from lookalike.api import Index
@@ -15,11 +21,14 @@ from lookalike.errors import (
     IndexLocked,
     InvalidArgument,
     LookalikeError,
+    StoreError,
     http_status,
 )
 from lookalike.fetch import FetchError
 from lookalike.images import ImageError
 from lookalike.models import ModelError
+from lookalike.storage import VectorIndex
+from tests.conftest import make_photo
 
 runner = CliRunner()
 
@@ -72,3 +81,54 @@ def test_dupes_options_that_do_not_go_together_are_usage_errors(monkeypatch, tmp
     monkeypatch.setattr(Index, "manifest", lambda self: manifest)
     res = runner.invoke(app, ["dupes", "--index", str(tmp_path), *args])
     assert res.exit_code == 2, res.output
+
+
+@contextmanager
+def _catalogue_cannot_grow() -> Iterator[None]:
+    """Every SQLite database opened meanwhile may not grow: SQLite's own SQLITE_FULL, as
+    on a full disk."""
+
+    def no_growth(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA max_page_count = 1")  # clamped to the pages the file has now
+        cur.close()
+
+    event.listen(Engine, "connect", no_growth)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", no_growth)
+
+
+def test_a_full_disk_under_the_catalogue_is_one_line_and_the_run_resumes(tmp_path, photo_dir, tf2_model):
+    first = photo_dir / "sub"
+    index = ["index", "--index", str(tmp_path / "ix"), "--workers", "0"]
+    assert runner.invoke(app, [*index, str(first), "--model", str(tf2_model)]).exit_code == 0
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(40):
+        make_photo(100 + i).save(more / f"m{i}.jpg")
+    with _catalogue_cannot_grow():
+        res = runner.invoke(app, [*index, str(more)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert "cannot write the catalogue" in res.stderr and "the disk is full" in res.stderr
+    res = runner.invoke(app, [*index, str(more)])
+    assert res.exit_code == 0 and "indexed 40" in res.output.replace("\n", " "), res.output
+    assert runner.invoke(app, ["verify", "--index", str(tmp_path / "ix")]).exit_code == 0
+
+
+def test_a_full_disk_under_the_vector_checkpoint_is_a_store_error(tmp_path):
+    """FAISS's write error (here the file-size limit, EFBIG, as ENOSPC would be) names the
+    checkpoint and the system's reason; no temporary is left."""
+    vectors = VectorIndex(64)
+    vectors.add(np.arange(5000, dtype=np.int64), np.random.default_rng(0).random((5000, 64), np.float32))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not kills
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limit[1]))
+    try:
+        with pytest.raises(StoreError, match=r"cannot write the vector checkpoint .*: File too large"):
+            vectors.save(tmp_path, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from lookalike.errors import InvalidCatalogueURL
+from lookalike.errors import InvalidCatalogueURL, StoreError
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -123,6 +123,13 @@ def make_engine(url: str | URL) -> Engine:
             f"no database driver for {url.drivername} ({exc.name}); for PostgreSQL: "
             "pip install 'lookalike[postgres]'"
         ) from exc
+    where = url.render_as_string(hide_password=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _out_of_room(context) -> None:
+        if (reason := out_of_room(context.original_exception)) is not None:
+            raise StoreError(f"cannot write the catalogue {where}: {reason}") from context.original_exception
+
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -135,3 +142,14 @@ def make_engine(url: str | URL) -> Engine:
             cur.close()
 
     return engine
+
+
+def out_of_room(exc: BaseException) -> str | None:
+    """The reason, when a database error is its disk (or server) out of room: SQLite's
+    SQLITE_FULL, PostgreSQL's class 53 (insufficient resources: disk full, out of memory,
+    too many connections); None for anything else."""
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL" or str(exc) == "database or disk is full":
+        return "the disk is full"
+    if str(getattr(exc, "sqlstate", "") or "").startswith("53"):
+        return str(exc).strip().splitlines()[0]
+    return None

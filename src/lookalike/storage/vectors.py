@@ -27,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lookalike.errors import IncompatibleIndex, IndexSettingsError, InvalidArgument
+from lookalike.errors import IncompatibleIndex, IndexSettingsError, InvalidArgument, StoreError
 from lookalike.fsutil import atomic_path, remove_temporaries
 
 Loader = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]]  # ids -> (ids, vectors) chunks
@@ -418,7 +418,12 @@ class VectorIndex:
         name = f"vectors-{generation}-{catalogue}.faiss" if catalogue else f"vectors-{generation}.faiss"
         final = directory / name
         with atomic_path(final) as tmp:
-            faiss.write_index(self.index, str(tmp))
+            try:
+                faiss.write_index(self.index, str(tmp))
+            except RuntimeError as exc:  # FAISS's write error ends with the system's reason
+                reason = re.search(r"\(([^()]+)\)\s*$", str(exc))
+                why = reason.group(1) if reason else str(exc).splitlines()[-1]
+                raise StoreError(f"cannot write the vector checkpoint {final}: {why}") from exc
         self.generation = generation
         for _, path in self.checkpoints(directory):
             if path != final:

@@ -8,8 +8,10 @@ import pytest
 
 from lookalike import Index, IndexOptions
 from lookalike.errors import CalibrationError, InvalidArgument
+from lookalike.models import ModelError
 from lookalike.search import Filters
 from lookalike.storage import Store
+from tests import model_factory
 from tests.conftest import make_photo
 
 
@@ -103,3 +105,19 @@ def test_queries_decoded_together_keep_their_order_and_their_own_errors(index, p
     ]
     assert [r.hits[0].path for r in results if r.error is None] == [str(p) for p in photos]
     assert "not a recognised image" in results[1].error and "cannot read" in results[3].error
+
+
+def test_a_model_moved_elsewhere_is_found_there_once_indexed_with_it(tmp_path, photo_dir):
+    """The index remembers where its model is; after the folder moved, loading fails with
+    how to tell it, and one `index` run with --model at the new place does."""
+    model = model_factory.make_tf2_saved_model(tmp_path / "model")
+    index = Index(tmp_path / "ix")
+    index.add([photo_dir], model=str(model), options=IndexOptions(workers=0), calibrate=False)
+    moved = model.rename(tmp_path / "moved-model")
+    with pytest.raises(ModelError, match="if it moved, run `lookalike index`"):
+        Index(tmp_path / "ix").search([photo_dir / "photo0.jpg"], k=1)
+    report = Index(tmp_path / "ix").add([photo_dir], model=str(moved), options=IndexOptions(workers=0))
+    assert report.indexed == 0 and report.unchanged == 8
+    assert Index(tmp_path / "ix").manifest().model.source == str(moved)
+    (result,) = Index(tmp_path / "ix").search([photo_dir / "photo0.jpg"], k=1)
+    assert result.hits[0].path == str(photo_dir / "photo0.jpg")

@@ -163,9 +163,14 @@ class Index:
         if self._embedder is None:
             manifest = self.manifest()
             info = manifest.model
-            embedder = load_model(
-                info.source, input_size=info.input_size[0], input_range=info.input_range, runtime=self.runtime
-            )
+            size, scale = info.input_size[0], info.input_range
+            try:
+                embedder = load_model(info.source, input_size=size, input_range=scale, runtime=self.runtime)
+            except ModelError as exc:
+                raise ModelError(
+                    f"{exc}. The index {self.directory} was built with it: if it moved, run "
+                    "`lookalike index` on the indexed folders once with --model and its new place"
+                ) from None
             if embedder.info.identity != info.identity:
                 raise IncompatibleIndex(
                     f"model {info.source} has changed since index {self.directory} was built "

@@ -120,6 +120,8 @@ class Store:
         else:
             if model is not None:
                 manifest.check_model(model, self.directory)
+                if self.writable and model.source != manifest.model.source:  # moved, re-downloaded:
+                    manifest.model = replace(manifest.model, source=model.source)  # found there now
             manifest.check_descriptor(descriptor, self.directory)
         manifest.database = self.location.remembered
         self.manifest = manifest

@@ -195,3 +195,31 @@ def test_a_damaged_stored_vector_is_reported_and_repaired(tmp_path, photo_dir, t
     assert res.exit_code == 0 and "repaired" in res.stdout, res.output
     report = Index(index).add([photo_dir], options=IndexOptions(workers=0), calibrate=False)
     assert report.indexed == 1 and runner.invoke(app, ["verify", "--index", str(index)]).exit_code == 0
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "truncated", "deleted"])
+def test_a_damaged_faiss_checkpoint_is_rebuilt_from_the_catalogue(tmp_path, photo_dir, tf2_model, damage):
+    """The checkpoint is a cache of the catalogue's vectors: one that cannot be read (or
+    is not there) is rebuilt (searches answer), verify says so (a problem when damaged),
+    and --repair writes it anew."""
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0), calibrate=False)
+    (checkpoint,) = index.glob("vectors-*.faiss")
+    if damage == "overwritten":
+        with open(checkpoint, "r+b") as f:
+            f.write(b"\xff" * 1000)
+    elif damage == "truncated":
+        os.truncate(checkpoint, checkpoint.stat().st_size // 2)
+    else:
+        checkpoint.unlink()
+    res = runner.invoke(app, ["search", str(photo_dir / "photo0.jpg"), "--index", str(index), "-k", "1"])
+    assert res.exit_code == 0 and "photo0.jpg" in res.stdout, res.output
+    res = runner.invoke(app, ["verify", "--index", str(index)])
+    if damage == "deleted":
+        assert res.exit_code == 0 and "there is no FAISS checkpoint" in res.stdout, res.output
+    else:
+        assert res.exit_code == 1 and "the FAISS checkpoint cannot be read" in res.stdout, res.output
+    res = runner.invoke(app, ["verify", "--repair", "--index", str(index)])
+    assert res.exit_code == 0 and list(index.glob("vectors-*.faiss")), res.output
+    res = runner.invoke(app, ["verify", "--index", str(index)])
+    assert res.exit_code == 0 and "cannot be read" not in res.stdout and "no FAISS" not in res.stdout

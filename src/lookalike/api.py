@@ -381,8 +381,8 @@ class Index:
         """
         with self.store(writable=repair, sync=False) as store:
             found = store.verify()
-            if not repair or found.ok:
-                return found, None
+            if not repair or (found.ok and not found.behind):
+                return found, None  # (a checkpoint behind is fine, and repair writes it anew)
             store.repair()
             return found, store.verify()
 

@@ -328,7 +328,9 @@ def verify(
     if after is None:
         err.print("problems found; `lookalike verify --repair` fixes them")
         raise typer.Exit(1)
-    out.print("repaired: rows without a usable vector were dropped (re-indexed on the next run)")
+    if dropped := len(found.unusable):
+        out.print(f"repaired: {dropped} rows without a usable vector dropped (indexed again next run)")
+    out.print("repaired: the FAISS checkpoint written anew from the catalogue")
     _print_verify(after)
     if not after.ok:
         raise fail("still inconsistent after repair")

@@ -186,7 +186,17 @@ def verify_lines(report: VerifyReport) -> list[str]:
         if ids:
             sample = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
             lines.append(f"  {name.replace('_', ' ')}: {len(ids)} (ids {sample})")
-    if report.behind and report.ok:
+    if report.checkpoint_unreadable:
+        lines.append(
+            f"  the FAISS checkpoint cannot be read ({report.checkpoint_unreadable}): rebuilt from the "
+            "catalogue on every open, nothing is lost; `lookalike verify --repair` writes it anew"
+        )
+    elif report.checkpoint_absent and report.generation > 0:
+        lines.append(
+            "  there is no FAISS checkpoint (a new machine, or it was deleted): rebuilt from the catalogue "
+            "on every open, nothing is lost; the next index run or `lookalike verify --repair` writes it"
+        )
+    elif report.behind and report.ok:
         lines.append(
             "  the FAISS checkpoint is behind the catalogue (a run stopped between a commit and "
             "its checkpoint): brought up to date on every open, nothing is lost"

@@ -18,6 +18,7 @@ functions: :func:`choose_spec` picks a type from the collection size and a memor
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +30,9 @@ import numpy as np
 
 from lookalike.errors import IncompatibleIndex, IndexSettingsError, InvalidArgument, StoreError
 from lookalike.fsutil import atomic_path, remove_temporaries
+
+log = logging.getLogger(__name__)
+_WARNED: set[Path] = set()  # unreadable checkpoints already told of
 
 Loader = Callable[[np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]]  # ids -> (ids, vectors) chunks
 _NAME = re.compile(r"^vectors-(\d+)(?:-([0-9a-f]+))?\.faiss$")  # generation, catalogue id
@@ -218,6 +222,8 @@ class VectorIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.generation = generation
         self.nprobe: int | None = None  # lists visited per query; None: :meth:`default_nprobe`
+        self.unreadable: str | None = None  # why the checkpoint loaded in its place could not be read
+        self.absent = False  # loaded where there was no checkpoint
 
     @classmethod
     def build(cls, dim: int, spec: IndexSpec, training: np.ndarray | None = None) -> VectorIndex:
@@ -396,17 +402,27 @@ class VectorIndex:
         cls, directory: Path, dim: int, catalogue: str | None = None, untagged: bool = True
     ) -> VectorIndex:
         """The newest checkpoint in ``directory`` (of ``catalogue``, see :meth:`checkpoints`),
-        or an empty index (generation 0)."""
+        or an empty index (generation 0) when there is none or it cannot be read: the
+        catalogue holds every vector, and the store rebuilds the index from it."""
         for attempt in range(5):
             found = cls.checkpoints(directory, catalogue, untagged)
             if not found:
-                return cls(dim)
+                empty = cls(dim)
+                empty.absent = True
+                return empty
             generation, path = found[-1]
             try:
                 index = faiss.read_index(str(path))
                 break
-            except RuntimeError:  # a writer replaced it between listing and reading
-                if path.exists() or attempt == 4:
+            except RuntimeError as exc:  # a writer replaced it between listing and reading, or
+                if path.exists():  # it is damaged (they are written whole, then renamed in)
+                    empty = cls(dim)
+                    empty.unreadable = f"{path.name}: {_faiss_reason(exc)}"
+                    if path not in _WARNED:  # once, though a command may look at it more than once
+                        _WARNED.add(path)
+                        log.warning("vector checkpoint %s: rebuilt from the catalogue", empty.unreadable)
+                    return empty
+                if attempt == 4:
                     raise
         if index.d != dim:
             raise IncompatibleIndex(f"{path}: vectors have {index.d} dimensions, manifest says {dim}")
@@ -422,7 +438,7 @@ class VectorIndex:
                 faiss.write_index(self.index, str(tmp))
             except RuntimeError as exc:  # FAISS's write error ends with the system's reason
                 reason = re.search(r"\(([^()]+)\)\s*$", str(exc))
-                why = reason.group(1) if reason else str(exc).splitlines()[-1]
+                why = reason.group(1) if reason else _faiss_reason(exc)
                 raise StoreError(f"cannot write the vector checkpoint {final}: {why}") from exc
         self.generation = generation
         for _, path in self.checkpoints(directory):
@@ -437,6 +453,12 @@ class VectorIndex:
         renaming a new checkpoint into place and removing the old ones leaves behind."""
         for _, path in cls.checkpoints(directory, catalogue, untagged)[:-1]:
             path.unlink(missing_ok=True)
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    """A FAISS error's message without where in FAISS's source it was raised."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    return re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", text)
 
 
 def remove_stale_temporaries(directory: Path) -> None:

@@ -24,6 +24,8 @@ class VerifyReport:
     extra_in_faiss: list[int]
     mismatched_vectors: list[int]
     damaged_vectors: list[int]  # stored vectors of the wrong length: not to be read
+    checkpoint_unreadable: str | None = None  # the FAISS file's damage (rebuilt on every open meanwhile)
+    checkpoint_absent: bool = False  # no FAISS file (rebuilt on every open meanwhile)
 
     @property
     def behind(self) -> bool:
@@ -33,6 +35,12 @@ class VerifyReport:
         return self.checkpoint_generation < self.generation
 
     @property
+    def unusable(self) -> set[int]:
+        """Ids of the rows a repair drops (their files are indexed again by the next run)."""
+        return {*self.rows_without_vector, *self.vectors_without_row, *self.mismatched_vectors,
+                *self.damaged_vectors}  # fmt: skip
+
+    @property
     def ok(self) -> bool:
         """Catalogue and vectors agree (a checkpoint that is only behind is fine)."""
         broken = (
@@ -40,6 +48,7 @@ class VerifyReport:
             self.vectors_without_row,
             self.mismatched_vectors,
             self.damaged_vectors,
+            self.checkpoint_unreadable,
         )
         if any(broken):
             return False
@@ -72,17 +81,19 @@ def verify(store: Store, sample: int = 1000) -> VerifyReport:
         extra_in_faiss=sorted(in_faiss - stored),
         mismatched_vectors=sorted(set(bad) | set(mismatched)),
         damaged_vectors=sorted(damaged),
+        checkpoint_unreadable=checkpoint.unreadable,
+        checkpoint_absent=checkpoint.absent,
     )
 
 
 def repair(store: Store) -> VerifyReport:
     """Fix what :func:`verify` finds: bad rows are dropped, FAISS brought in step (rebuilt
-    from the catalogue when its vectors disagree). Returns what was found."""
+    from the catalogue when its vectors disagree) and its checkpoint written. Returns what
+    was found."""
     store.require_writable()
     report = verify(store)
-    drop = {*report.rows_without_vector, *report.vectors_without_row, *report.mismatched_vectors}
-    drop |= set(report.damaged_vectors)
-    store.apply(store.catalogue.drop_ids(drop))
+    if drop := report.unusable:
+        store.apply(store.catalogue.drop_ids(drop))
     if report.mismatched_vectors:  # rebuild from the catalogue rather than trust FAISS
         store.vectors = VectorIndex(store.dim)
     store.sync_vectors(force=True)

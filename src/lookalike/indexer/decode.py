@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 
@@ -81,14 +82,34 @@ def decode_files(
     # spawn: the parent has TensorFlow's threads running; forking it is unsafe.
     ctx = multiprocessing.get_context("spawn")
     init = (known_hashes, os.getpid())
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=init) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=init)
+    try:
         pending: deque[Future] = deque()
         for chunk in chunks:
-            pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels, descriptor))
+            with _ctrl_c_deferred():  # a submit may start a worker: it is born deaf to Ctrl-C
+                pending.append(pool.submit(_decode_chunk, chunk, size, max_megapixels, descriptor))
             if len(pending) >= window:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
+    except BaseException:  # Ctrl-C, the consumer gone (GeneratorExit): queued chunks are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT (blocked, not lost) in this thread meanwhile, so that a worker process
+    started meanwhile inherits it blocked for life. Ctrl-C on a terminal goes to the whole
+    process group: a worker it interrupted inside the pool's queue lock left the others
+    waiting on that lock for ever, and the parent's shutdown with them; and a worker it
+    caught while starting up printed a traceback. The parent alone handles Ctrl-C."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _chunked(items: Iterable[str], n: int) -> Iterator[list[str]]:

@@ -141,6 +141,21 @@ def test_undo_survives_a_torn_or_edited_journal_line(library, tmp_path, line):
     assert _tree(photos) == before
 
 
+def test_a_run_that_changes_nothing_leaves_no_journal_for_undo_last(library):
+    """A second --hardlink finds only skips: it writes no journal, says nothing changed,
+    and `undo --last` still undoes the first run."""
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    journal = _journal(_dupes(index, "--hardlink").stdout)
+    journals = set((index / "journals").iterdir())
+    res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--hardlink"])
+    assert "hardlink: 0 files, 1 skipped; nothing was changed" in res.stdout and "undo with" not in res.stdout
+    assert set((index / "journals").iterdir()) == journals == {Path(journal)}
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 1 files" in res.stdout, res.output
+    assert os.stat(keep).st_ino != os.stat(copy).st_ino
+
+
 def test_undo_last_takes_the_newest_journal_and_version_is_printed(library, tmp_path):
     photos, index = library
     before = _tree(photos)

@@ -133,6 +133,32 @@ def _start_on_a_new_line(log) -> None:
             log.write(b"\n")
 
 
+class _Journal:
+    """A run's journal, opened at its first entry: a run that changes nothing leaves no
+    journal behind (that `undo --last` would take for the last run's). Each entry is
+    on disk (fsync) before the file it names is touched."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._log = None
+
+    def write(self, entry: dict) -> None:
+        if self._log is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.path, "a+b")  # noqa: SIM115 (closed by __exit__)
+            _start_on_a_new_line(self._log)
+        self._log.write((json.dumps(entry) + "\n").encode("utf-8"))
+        self._log.flush()
+        os.fsync(self._log.fileno())
+
+    def __enter__(self) -> _Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._log is not None:
+            self._log.close()
+
+
 def apply(
     groups: Sequence[Group],
     action: str,
@@ -154,9 +180,7 @@ def apply(
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with open(journal, "a+b") as log:
-        _start_on_a_new_line(log)
+    with _Journal(journal) as log:
         for group in groups:
             kept_problem = _kept_problem(group.keep)
             going = {d.row.path for d in group.duplicates}
@@ -184,9 +208,7 @@ def apply(
                     if os.path.lexists(entry["dest"]):
                         report.skipped.append((path, f"{entry['dest']} already exists"))
                         continue
-                log.write((json.dumps(entry) + "\n").encode("utf-8"))
-                log.flush()
-                os.fsync(log.fileno())
+                log.write(entry)
                 try:
                     _do(entry)
                 except OSError as exc:

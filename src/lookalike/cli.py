@@ -484,7 +484,8 @@ def undo(
     if (journal is None) == (not last):
         raise typer.BadParameter("give a JOURNAL or --last")
     if last:
-        found = sorted(_open(index).journals.glob("dupes-*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+        journals = [p for p in _open(index).journals.glob("dupes-*.jsonl") if p.stat().st_size]
+        found = sorted(journals, key=lambda p: p.stat().st_mtime_ns)  # (older releases left empty ones)
         if not found:
             raise fail(f"no journal in {_open(index).journals}")
         journal = found[-1]

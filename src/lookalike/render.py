@@ -245,10 +245,8 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
 
 def action_summary(action: str, report: ActionReport) -> str:
     """The line a ``dupes`` action ends with: counts and how to undo it (plain text)."""
-    return (
-        f"{action}: {len(report.done)} files, {len(report.skipped)} skipped; "
-        f"undo with: lookalike undo {report.journal}"
-    )
+    undo = f"undo with: lookalike undo {report.journal}" if report.done else "nothing was changed"
+    return f"{action}: {len(report.done)} files, {len(report.skipped)} skipped; {undo}"
 
 
 def undo_summary(report: ActionReport) -> str:

@@ -454,9 +454,9 @@ class Review:
         try:
             report = self.write(lambda: self.index.act_on_duplicates(groups, kind, journal, target))
         finally:
-            if journal.exists():
+            if journal.exists():  # (written only once a file is acted on)
                 step.journals.append(journal)
-        outcome.journals.append(str(journal))
+                outcome.journals.append(str(journal))
         outcome.done += len(report.done)
         outcome.skipped += report.skipped
         skipped = {p for p, _ in report.skipped}

@@ -39,6 +39,17 @@ def test_search_table_prints_paths_as_they_are():
     assert "alone" in text and "0.1234" in text and "0.7654" in text
 
 
+def test_scores_under_minus_one_are_shown_as_minus_one():
+    """A learned space less the pixel gap can score far pictures under -1: the table and
+    the JSON show -1, as the README says and as --threshold can reach."""
+    from lookalike.api import QueryResult
+
+    hit = Hit(1, "/p/far.jpg", -2.0517, similarity=-1.5)
+    assert hit.to_dict()["score"] == -1.0 and hit.to_dict()["similarity"] == -1.0
+    text = _text(render.search_table(QueryResult("q", [hit])))
+    assert "-1.0000" in text and "-2.05" not in text and "-1.5" not in text
+
+
 def test_dupes_outputs():
     via_b = Duplicate(_row("/c.jpg"), 0.86, "near", "similar", "/b.jpg")  # in the group through b
     dups = [Duplicate(_row("/b.jpg"), 0.97, "near"), via_b]

@@ -89,6 +89,8 @@ def index_summary(report: IndexReport, directory: Path) -> str:
 def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Table:
     """One query's hits: rank, score, the pair's score alone where a closer hit lowered it,
     P(same photo) when calibrated, relation, path (as ``shown``), labels."""
+    from lookalike.search.neighbours import shown_score  # (loaded already: the hits are its)
+
     table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
@@ -106,10 +108,10 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Tabl
         table.add_column("labels")
     for rank, h in enumerate(result.hits, 1):
         p = "" if h.probability is None else f"{h.probability:.3f}"
-        alone = f"{h.alone:.4f}"
+        alone = f"{shown_score(h.alone):.4f}"
         extra = [alone] if lowered else []
         extra += ([p] if calibrated else []) + ([h.relation or ""] if related else [])
-        row = [str(rank), f"{h.score:.4f}", *extra, escape(shown(h.path))]
+        row = [str(rank), f"{shown_score(h.score):.4f}", *extra, escape(shown(h.path))]
         if h.labels:
             row.append(escape(", ".join(n for n, _ in h.labels[:3])))
         table.add_row(*row)

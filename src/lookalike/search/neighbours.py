@@ -45,14 +45,21 @@ class Hit:
 
     def to_dict(self) -> dict:
         """The JSON form of a hit, the same for every front end (CLI ``--json``, HTTP)."""
-        out: dict = {"id": self.id, "path": self.path, "score": round(self.score, 6)}
-        out["similarity"] = round(self.alone, 6)
+        out: dict = {"id": self.id, "path": self.path, "score": round(shown_score(self.score), 6)}
+        out["similarity"] = round(shown_score(self.alone), 6)
         if self.probability is not None:
             out["probability"] = round(self.probability, 4)
         if self.relation is not None:
             out["relation"] = self.relation
         out.update(width=self.width, height=self.height, labels=[name for name, _ in self.labels])
         return out
+
+
+def shown_score(score: float) -> float:
+    """A score as shown to a person or a program: one under -1 (pictures far apart, less
+    their pixel gap, see :class:`Hit`) is shown as -1, the cosine's own floor, which
+    ``--threshold`` accepts."""
+    return max(-1.0, score)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,9 @@ def test_export_npy_and_parquet(indexed, tmp_path):
 
     from lookalike.storage import Store
 
+    res = run("export", tmp_path / "out" / "vecs", "--format", "npy", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and "no such folder" in res.output and not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
     res = run("export", tmp_path / "out" / "vecs", "--format", "npy", "--index", indexed)
     assert "vecs.npy" in res.stdout
     vectors = np.load(tmp_path / "out" / "vecs.npy", mmap_mode="r")
@@ -240,6 +243,11 @@ def test_export_npy_and_parquet(indexed, tmp_path):
     table = pq.read_table(tmp_path / "t.parquet")
     assert table.num_rows == 8 and table.column("path").to_pylist() == [x["path"] for x in listing]
     np.testing.assert_allclose(np.array(table.column("vector").to_pylist()), vectors, atol=1e-6)
+    run("export", tmp_path / "out" / "vecs.2024-06", "--index", indexed)  # a dot in the name is kept
+    assert {p.name for p in (tmp_path / "out").glob("vecs.2024-06*")} == {
+        "vecs.2024-06.npy",
+        "vecs.2024-06.paths.json",
+    }
     res = run("export", tmp_path / "x", "--format", "csv", "--index", indexed, ok=False)
     assert res.exit_code == 1 and "format must be one of" in res.output
 

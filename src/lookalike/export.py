@@ -24,10 +24,11 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
     if fmt not in FORMATS:
         raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}")
     rows = store.catalogue.exported_rows()
-    base = out.with_suffix("") if out.suffix in (".npy", ".parquet") else out
-    base.parent.mkdir(parents=True, exist_ok=True)
+    base = out.with_suffix("") if out.suffix in (".npy", ".parquet") else out  # "vecs.2024-06" keeps its dot
+    if not base.parent.is_dir():  # a typo makes no folders anywhere
+        raise InvalidArgument(f"{base.parent}: no such folder (make it first)")
     if fmt == "npy":
-        target = base.with_suffix(".npy")
+        target = base.with_name(base.name + ".npy")
         vectors = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(rows), store.dim))
         for start in range(0, len(rows), CHUNK):
             ids = [r[0] for r in rows[start : start + CHUNK]]
@@ -42,7 +43,7 @@ def export(store: Store, out: Path, fmt: str) -> list[Path]:
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidArgument("parquet export needs pyarrow: pip install 'lookalike[parquet]'") from None
-    target = base.with_suffix(".parquet")
+    target = base.with_name(base.name + ".parquet")
     schema = pa.schema([
         ("id", pa.int64()), ("path", pa.string()), ("content_hash", pa.string()),
         ("width", pa.int32()), ("height", pa.int32()), ("captured_at", pa.timestamp("s")),

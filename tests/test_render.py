@@ -33,6 +33,8 @@ def test_search_table_prints_paths_as_they_are():
     assert "/q/[bold]q.jpg" in text and "/p/photo [red].jpg" in text
     assert "p(same)" in text and "0.999" in text and "0.8123" in text
     assert "(no results)" in _text(render.search_table(QueryResult("q", [])))
+    long = "/q/" + "a_long_folder_name/" * 8 + "query.jpg"  # wider than the table: not wrapped to it
+    assert long in _text(render.search_table(QueryResult(long, []))).splitlines()
     assert "alone" not in text  # no score was lowered by a closer hit
     hits.append(Hit(3, "/p/sibling.jpg", 0.1234, probability=0.2, similarity=0.7654))
     text = _text(render.search_table(QueryResult("q", hits)))

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -23,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -86,12 +87,12 @@ def index_summary(report: IndexReport, directory: Path) -> str:
     )
 
 
-def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Table:
+def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Group:
     """One query's hits: rank, score, the pair's score alone where a closer hit lowered it,
     P(same photo) when calibrated, relation, path (as ``shown``), labels."""
     from lookalike.search.neighbours import shown_score  # (loaded already: the hits are its)
 
-    table = Table(title=escape(result.query), title_justify="left", box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     lowered = any(h.alone - h.score > 5e-5 for h in result.hits)
@@ -117,7 +118,8 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Tabl
         table.add_row(*row)
     if not result.hits:
         table.add_row("", "", "(no results)")
-    return table
+    # the query on a line of its own: a table's title wraps at the table's width, even piped
+    return Group(Text(result.query, style="table.title"), table)
 
 
 def search_json(result: QueryResult, shown: Callable[[str], str] = str) -> dict:

@@ -75,11 +75,19 @@ def test_a_closed_pipe_is_left_to_click(monkeypatch, tmp_path):
     assert res.exit_code == 1 and "error:" not in res.output
 
 
-@pytest.mark.parametrize("args", [["--preset", "nope"], ["--threshold", "0.9", "--min-probability", "0.9"]])
-def test_dupes_options_that_do_not_go_together_are_usage_errors(monkeypatch, tmp_path, args):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["dupes", "--preset", "nope"],
+        ["dupes", "--threshold", "0.9", "--min-probability", "0.9"],
+        ["dupes", "--json", "--csv"],
+        ["reindex", "--index-type", "bogus"],
+    ],
+)
+def test_options_that_do_not_go_together_or_are_unknown_are_usage_errors(monkeypatch, tmp_path, args):
     manifest = SimpleNamespace(model=SimpleNamespace(source="m"), calibration=None)  # what dupes reads
     monkeypatch.setattr(Index, "manifest", lambda self: manifest)
-    res = runner.invoke(app, ["dupes", "--index", str(tmp_path), *args])
+    res = runner.invoke(app, [*args, "--index", str(tmp_path)])
     assert res.exit_code == 2, res.output
 
 

@@ -389,6 +389,8 @@ def dupes(
     from lookalike.search.calibration import Calibration
     from lookalike.search.duplicates import KeepRules, resolve_threshold
 
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json, --csv")
     checks = ((html_dir, check_report_folder), (move_to, check_move_target), (journal, check_journal))
     for given, check in checks:
         if given is not None:  # before any work, and before anything moves or a journal is written

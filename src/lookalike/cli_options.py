@@ -66,10 +66,13 @@ MaxMemory = Annotated[
 
 def index_settings(index_type: str | None, max_memory: str | None, nprobe: int | None = None) -> dict:
     """The vector index settings the options ask for (only those given)."""
-    from lookalike.storage.vectors import parse_memory
+    from lookalike.storage.vectors import INDEX_TYPES, parse_memory
 
     settings: dict = {}
     if index_type is not None:
+        if index_type not in ("auto", *INDEX_TYPES):
+            choices = ", ".join(("auto", *INDEX_TYPES))
+            raise typer.BadParameter(f"{index_type!r} is not one of {choices}", param_hint="--index-type")
         settings["type"] = index_type
     if max_memory is not None:
         try:

@@ -72,6 +72,17 @@ def test_move_to_and_undo(library, tmp_path):
     assert _tree(photos) == before
 
 
+def test_moving_into_a_folder_of_indexed_photos_is_refused(library):
+    """Copies moved among indexed photos would be indexed and found again by the next run."""
+    photos, index = library
+    before = _tree(photos)
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(photos / "sub")]
+    )
+    assert res.exit_code == 1 and "holds indexed photos" in res.output, res.output
+    assert _tree(photos) == before and not list((index / "journals").glob("*.jsonl"))
+
+
 def test_trash_and_undo(library, trash):
     photos, index = library
     before = _tree(photos)

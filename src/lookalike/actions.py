@@ -29,7 +29,7 @@ from pathlib import Path
 from lookalike.errors import InvalidArgument
 from lookalike.fsutil import identity, is_inside
 from lookalike.search.duplicates import EXACT, Duplicate, Group
-from lookalike.storage.catalogue import FileRow, Known
+from lookalike.storage.catalogue import FileRow, Known, is_under
 
 ACTIONS = ("move", "trash", "hardlink")
 
@@ -177,6 +177,11 @@ def apply(
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise InvalidArgument("move needs a destination folder")
+    if action == "move" and any(is_under(p, target := os.path.abspath(move_to)) for p in known):
+        raise InvalidArgument(
+            f"cannot move duplicates into {target}: it holds indexed photos, so the copies moved "
+            "there would be indexed and found again; choose a folder outside the indexed ones"
+        )
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)

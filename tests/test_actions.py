@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from lookalike import Index, IndexOptions
 from lookalike.cli import app
+from lookalike.cli_io import EXIT_INTERRUPTED
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -81,6 +82,31 @@ def test_moving_into_a_folder_of_indexed_photos_is_refused(library):
     )
     assert res.exit_code == 1 and "holds indexed photos" in res.output, res.output
     assert _tree(photos) == before and not list((index / "journals").glob("*.jsonl"))
+
+
+def test_ctrl_c_during_an_action_says_what_was_done_and_how_to_undo_it(library, tmp_path, monkeypatch):
+    from lookalike import actions
+
+    photos, index = library
+    before = _tree(photos)
+    done = actions._do
+    calls = []
+
+    def second_is_interrupted(entry: dict) -> None:
+        calls.append(entry["path"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        done(entry)
+
+    monkeypatch.setattr(actions, "_do", second_is_interrupted)
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(tmp_path / "aside")]
+    )
+    assert res.exit_code == EXIT_INTERRUPTED, res.output
+    assert "move: 1 files, 0 skipped; undo with" in res.stderr
+    monkeypatch.setattr(actions, "_do", done)
+    res = runner.invoke(app, ["undo", _journal(res.stderr)])
+    assert "restored 1 files" in res.stdout and _tree(photos) == before
 
 
 def test_trash_and_undo(library, trash):

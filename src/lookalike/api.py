@@ -12,6 +12,7 @@ import errno
 import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -412,6 +413,10 @@ class Index:
         """Where the undo journals of ``dupes`` actions go by default."""
         return self.directory / "journals"
 
+    def new_journal(self) -> Path:
+        """A fresh journal path in :attr:`journals` (by time: `undo --last` takes the newest)."""
+        return self.journals / f"dupes-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}.jsonl"
+
     @property
     def uploads(self) -> Path:
         """Where the server keeps the images uploaded into this index."""
@@ -432,16 +437,18 @@ class Index:
         journal: Path | None = None,
         move_to: Path | None = None,
         protect: Sequence[str] = (),
+        report: ActionReport | None = None,
     ) -> ActionReport:
         """Move aside, trash or hardlink the duplicates of ``groups``, journalled for undo.
 
         Files moved or trashed leave the index; hardlinked ones stay (same bytes). Nothing
         below ``protect`` is touched, and nothing whose kept file is not there as indexed
-        (see :mod:`lookalike.actions`).
+        (see :mod:`lookalike.actions`). ``report``, filled as files are done, tells a caller
+        what happened even when this raises (Ctrl-C).
         """
-        journal = journal or self.journals / f"dupes-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        journal = journal or self.new_journal()
         with self.store(writable=True) as store:
-            report = actions.ActionReport(journal)
+            report = report if report is not None else actions.ActionReport(journal)
             try:
                 actions.apply(groups, action, store.catalogue.known(), journal, move_to, report, protect)
             finally:  # whatever was moved or trashed leaves the index, even if apply failed

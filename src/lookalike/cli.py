@@ -384,6 +384,7 @@ def dupes(
     """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors).
 
     Exit status 3 when there are none (nothing to act on)."""
+    from lookalike.actions import ActionReport
     from lookalike.cli_io import check_journal, check_move_target, check_report_folder
     from lookalike.errors import InvalidArgument
     from lookalike.search.calibration import Calibration
@@ -427,8 +428,13 @@ def dupes(
     if chosen:
         if not groups:
             raise nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
-        with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
-            report = idx.act_on_duplicates(groups, chosen[0], journal, move_to, rules.protect)
+        report = ActionReport(journal or idx.new_journal())
+        try:
+            with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
+                idx.act_on_duplicates(groups, chosen[0], report.journal, move_to, rules.protect, report)
+        except KeyboardInterrupt:
+            err.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
+            raise
         _print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
         if not report.done:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -448,7 +446,7 @@ class Review:
 
     def _files(self, action, chosen, slots, cutoff: float, move_to, step: Step, outcome: Outcome) -> None:
         groups = [regroup(slots[d.number].group, d.keep, slots[d.number].sims, cutoff) for d in chosen]
-        journal = self.index.journals / f"dupes-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}.jsonl"
+        journal = self.index.new_journal()
         kind = "move" if action == "move" else "trash"
         target = Path(move_to) if action == "move" else None
         try:

@@ -119,6 +119,9 @@ def test_clear_errors(tmp_path, photo_dir, indexed):
     assert res.exit_code == 1 and "no such file or folder" in res.output
     res = run("search", tmp_path / "missing.jpg", "--json", "--index", indexed, ok=False)
     assert res.exit_code == 1 and json.loads(res.stdout)["error"].startswith("cannot read")
+    assert res.stderr.startswith(f"error: {tmp_path / 'missing.jpg'}: cannot read")  # as every error
+    res = run("search", tmp_path / "missing.jpg", "--index", indexed, ok=False)
+    assert res.exit_code == 1 and res.stderr.startswith("error: ") and not res.stdout
     res = run("index", photo_dir, "--model", "nonsense", "--index", tmp_path / "ix2", ok=False)
     assert res.exit_code == 1 and "catalogue name" in res.output
 

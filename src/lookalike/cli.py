@@ -230,13 +230,12 @@ def search(
     shown = path_shower(relative)
     for r in results:
         failed |= r.error is not None
+        if r.error:  # on stderr as every error is, and in the JSON line too
+            err.print(f"[red]error[/]: {escape(r.query)}: {escape(r.error)}", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps(render.search_json(r, shown)), flush=True)
-            continue
-        if r.error:
-            err.print(f"[red]{escape(r.query)}: {escape(r.error)}[/]", highlight=False)
-            continue
-        out.print(render.search_table(r, shown))
+        elif not r.error:
+            out.print(render.search_table(r, shown))
     if failed:
         raise typer.Exit(1)
     if not any(r.hits for r in results):

@@ -499,12 +499,15 @@ class Index:
         with self._reading(sync=False) as store:
             return scores_among(store, ids, local=dupes)
 
-    def undo(self, journal: Path) -> ActionReport:
-        """Put back what a duplicate action did (see :func:`lookalike.actions.undo`), and
-        index again the files it brought back (they left the index when they went)."""
-        report = actions.undo(Path(journal))
+    def undo(self, journal: Path, progress: Progress | None = None) -> ActionReport:
+        """Put back what a duplicate action did (see :func:`lookalike.actions.undo`; ``progress``
+        hears entries done), and index again the files it brought back (they left the index
+        when they went)."""
+        report = actions.undo(Path(journal), progress)
+        if not self.exists:  # a journal of no index here: the files are back, nothing to index
+            return report
         back = [p for p in report.done if os.path.isfile(p) and self.file_at(p) is None]
-        if back and self.exists:
+        if back:
             self.add(back, options=IndexOptions(workers=0), calibrate=False)
         return report
 

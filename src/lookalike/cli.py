@@ -484,9 +484,11 @@ def undo(
     last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
     index: IndexDir = None,
 ) -> None:
-    """Put back what a `dupes` action moved, trashed or hardlinked (newest first)."""
+    """Put back what a `dupes` action moved, trashed or hardlinked (newest first), and index
+    again what comes back (the index's own journals: into that index; others: --index)."""
     from lookalike.actions import ALREADY_BACK
     from lookalike.actions import undo as undo_journal
+    from lookalike.storage.manifest import MANIFEST
 
     if (journal is None) == (not last):
         raise typer.BadParameter("give a JOURNAL or --last")
@@ -498,8 +500,11 @@ def undo(
         journal = found[-1]
     if not journal.is_file():
         raise fail(f"no journal at {journal}")
-    with steps(err, "restoring") as update:
-        report = undo_journal(journal, update)
+    home = journal.absolute().parents[1] if journal.absolute().parent.name == "journals" else None
+    if home is not None and (home / MANIFEST).is_file():
+        index = home  # the index whose action it undoes
+    with steps(err, "restoring") as update:  # and indexed again, where the index is known
+        report = undo_journal(journal, update) if index is None else _open(index).undo(journal, update)
     _print_skipped(report.skipped)
     out.print(render.undo_summary(report), highlight=False, markup=False, soft_wrap=True)
     if not report.done:

@@ -91,8 +91,10 @@ def test_remove_matching_nothing_and_search_filters_matching_nothing_exit_3(inde
     res = run("remove", photo_dir / "nothing-here", "--index", index, code=EXIT_NOTHING)
     assert "removed 0 files" in res.stderr
     query = photo_dir / "photo0.jpg"
-    res = run("search", query, "--label", "tabby", "--index", index, code=EXIT_NOTHING)
-    assert "no indexed image matches --label tabby" in res.stderr
+    res = run("search", query, "--label", "tabby", "--index", index, code=1)  # a feature-vector model's
+    assert "error: label filter: this index has no labels" in res.stderr
+    res = run("search", query, "--since", "2026-01-01", "--until", "2025-01-01", "--index", index, code=1)
+    assert "error: since (2026-01-01) is after until (2025-01-01)" in res.stderr
     res = run("search", query, "--under", photo_dir / "nowhere", "--index", index, code=EXIT_NOTHING)
     assert "no indexed image matches --under" in res.stderr
     run("search", query, "--under", photo_dir / "sub", "--index", index)  # something found: 0

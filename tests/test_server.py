@@ -268,7 +268,11 @@ def test_search_filters_over_http(served):
     assert len(paths(under=[str(photos / "sub"), str(photos / "photo0.jpg")])) == 5
     assert paths(since="2999-01-01") == [] and len(paths(until="2999-01-01")) == 8
     assert len(paths(since="2000-01-01T00:00:00+00:00")) == 8  # ISO datetime with an offset
-    assert paths(label="no such label") == []
+    r = c.post("/search", files={"image": ("q.jpg", query)}, data={"label": "tench"})
+    assert r.status_code == 422 and "this index has no labels" in r.text  # a feature-vector model's
+    inverted = {"since": "2026-01-01", "until": "2025-01-01"}
+    r = c.post("/search", files={"image": ("q.jpg", query)}, data=inverted)
+    assert r.status_code == 422 and "is after until" in r.text
     r = c.post("/search", files={"image": ("q.jpg", query)}, data={"threshold": "0.99"})
     assert r.json()["results"] and all(h["score"] >= 0.99 for h in r.json()["results"])
     for bad in ({"since": "yesterday"}, {"until": "2024-13-01"}, {"min_probability": "1.5"},

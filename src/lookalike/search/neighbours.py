@@ -147,9 +147,17 @@ def search_vectors(
     cal = Calibration.from_dict(store.manifest.calibration)
     if min_probability is not None and cal is None:
         raise CalibrationError("this index has no score calibration yet: run `lookalike calibrate` first")
+    filters = filters or Filters()
+    if filters.label and not store.manifest.model.has_labels:
+        raise InvalidArgument(
+            "label filter: this index has no labels (its model gives feature vectors, not classes: "
+            "an index made with a classification model has them)"
+        )
+    if filters.since and filters.until and filters.since > filters.until:
+        raise InvalidArgument(f"since ({filters.since:%Y-%m-%d}) is after until ({filters.until:%Y-%m-%d})")
     if len(vectors) == 0:
         return []
-    allowed = (filters or Filters()).allowed(store)
+    allowed = filters.allowed(store)
     if allowed is not None and len(allowed) == 0:
         return [[] for _ in vectors]
     if store.vectors.ntotal == 0:

@@ -179,6 +179,8 @@ def test_review_writes_obey_the_guard(library):
         assert httpx.get(base + "/static/api.py").status_code == 404
         assert httpx.get(base + "/dupes/groups").status_code == 401
         data = httpx.get(base + "/dupes/groups", headers=auth).json()
+        missing = httpx.get(base + "/dupes/groups/999", headers=auth)
+        assert missing.status_code == 404 and "no group 999" in missing.text  # not "has changed": 409
         group = next(g for g in data["groups"] if any(m["path"].endswith("q60.jpg") for m in g["members"]))
         ids = [m["id"] for m in group["members"]]
         decision = {"number": group["number"], "members": ids, "keep": ids[0], "action": "move"}

@@ -87,6 +87,12 @@ class CalibrationError(LookalikeError, ValueError):
     http_status = 409
 
 
+class GroupNotFound(LookalikeError):
+    """A duplicate review was asked for a group number it does not have."""
+
+    http_status = 404
+
+
 class ReviewOutdated(LookalikeError):
     """A duplicate review acted on groups that have changed since they were shown."""
 

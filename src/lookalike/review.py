@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from lookalike.errors import InvalidArgument, ReviewOutdated
+from lookalike.errors import GroupNotFound, InvalidArgument, ReviewOutdated
 from lookalike.search.calibration import Calibration
 from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, cutoffs_of, resolve_threshold
 from lookalike.search.keep import camera_name
@@ -382,6 +382,8 @@ class Review:
         """Group ``number`` with ``keep`` (an id) kept (default: the rules' choice)."""
         scoring = self.scoring()
         with self._lock:
+            if not 1 <= number <= (count := len(self._current(preset).slots)):
+                raise GroupNotFound(f"no group {number}: there are {count} ({preset})")
             slot = self._slot(preset, number)
             if keep is not None and keep != slot.group.keep.id:
                 self._sims([slot])

@@ -71,6 +71,7 @@ def test_move_to_and_undo(library, tmp_path):
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
     assert res.exit_code == 0 and "restored 2 files" in res.stdout
     assert _tree(photos) == before
+    assert "indexed again" in res.stdout
     assert "2 duplicates" in _dupes(index).stdout  # indexed again: found again without an index run
 
 

@@ -166,6 +166,8 @@ def index(
     if report.indexed + report.unchanged + report.reused == 0:
         where = ", ".join(str(p) for p in paths)
         if report.errors:
+            if len(paths) == 1 and paths[0].is_file():
+                raise fail(f"{where} could not be indexed")
             raise fail(f"none of the {report.errors} image files below {where} could be indexed")
         raise nothing(f"no image files found below {where}")
 
@@ -506,7 +508,8 @@ def undo(
     with steps(err, "restoring") as update:  # and indexed again, where the index is known
         report = undo_journal(journal, update) if index is None else _open(index).undo(journal, update)
     _print_skipped(report.skipped)
-    out.print(render.undo_summary(report), highlight=False, markup=False, soft_wrap=True)
+    indexed = index is not None and _open(index).exists
+    out.print(render.undo_summary(report, indexed), highlight=False, markup=False, soft_wrap=True)
     if not report.done:
         if any(why != ALREADY_BACK for _, why in report.skipped):
             raise typer.Exit(1)

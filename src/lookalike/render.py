@@ -253,12 +253,10 @@ def action_summary(action: str, report: ActionReport) -> str:
     return f"{action}: {len(report.done)} files, {len(report.skipped)} skipped; {undo}"
 
 
-def undo_summary(report: ActionReport) -> str:
-    """The line ``undo`` ends with (plain text)."""
-    return (
-        f"restored {len(report.done)} files, {len(report.skipped)} skipped; "
-        "run `lookalike index` to index restored files again"
-    )
+def undo_summary(report: ActionReport, indexed: bool = False) -> str:
+    """The line ``undo`` ends with (plain text); ``indexed``: what came back was indexed again."""
+    then = "indexed again" if indexed else "run `lookalike index` to index restored files again"
+    return f"restored {len(report.done)} files, {len(report.skipped)} skipped; {then}"
 
 
 def models_table(entries: Iterable[KnownModel], default: str) -> Table:

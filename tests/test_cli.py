@@ -80,6 +80,16 @@ def test_incremental_runs(indexed, photo_dir, tf2_model):
     assert Index(indexed).info()["files"] == 8
 
 
+def test_an_empty_root_folder_is_reported_and_its_photos_kept(indexed, photo_dir, tmp_path):
+    shutil.move(photo_dir, tmp_path / "elsewhere")
+    photo_dir.mkdir()
+    res = run("index", photo_dir, "--index", indexed, "--workers", "0", "-q", ok=False)
+    assert res.exit_code == 3 and "0 removed" in res.stdout
+    assert f"{photo_dir} is empty now, but 8 indexed photos were below it" in res.stderr
+    assert f"lookalike remove {photo_dir}" in res.stderr
+    assert Index(indexed).info()["files"] == 8
+
+
 def test_bad_files_are_recorded_and_skipped(tmp_path, photo_dir, tf2_model):
     (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (photo_dir / "empty.png").write_bytes(b"")

@@ -105,6 +105,18 @@ def test_indexing_a_subfolder_does_not_remove_the_rest(idx, photo_dir):
     assert report.removed == 0 and len(_rows(idx)) == 8
 
 
+def test_a_root_folder_found_empty_keeps_its_photos(idx, photo_dir, tmp_path):
+    """An unmounted drive leaves its mount point an empty folder: its photos are kept."""
+    before = _rows(idx)
+    shutil.move(photo_dir, tmp_path / "unplugged")
+    photo_dir.mkdir()
+    report = idx.add([photo_dir], options=OPTS)
+    assert report.offline == [(str(photo_dir), 8)] and report.removed == 0 and _rows(idx) == before
+    (photo_dir / "notes.txt").write_text("not an image")  # a folder holding anything is believed
+    report = idx.add([photo_dir], options=OPTS)
+    assert report.offline == [] and report.removed == 8 and _rows(idx) == {}
+
+
 def test_copy_of_a_file_that_changed_in_the_same_run(idx, photo_dir):
     """a_dup.jpg copies photo0's old bytes while photo0 itself changes: no double work."""
     old_vec = _vector(idx, photo_dir / "photo0.jpg")

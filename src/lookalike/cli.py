@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
-from lookalike.cli_io import EXIT_INTERRUPTED, err, fail, nothing, out, path_shower, steps, tidy_help
+from lookalike.cli_io import EXIT_INTERRUPTED, err, fail, nothing, out, path_shower, steps, tidy_help, warn
 from lookalike.cli_options import (
     HELP_EXTRAS,
     Db,
@@ -161,6 +161,8 @@ def index(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
     _print_skipped(report.error_samples[:10])
+    for root, kept in report.offline:
+        warn(render.offline_note(root, kept))
     if report.errors > 10:
         err.print(f"  ... see `lookalike info --errors` for all {report.errors}", highlight=False)
     if report.indexed + report.unchanged + report.reused == 0:

@@ -52,9 +52,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` on stderr."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def nothing(message: str) -> typer.Exit:
     """Print ``warning: <message>`` on stderr; the exit (status 3: nothing found or done) to raise."""
-    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    warn(message)
     return typer.Exit(EXIT_NOTHING)
 
 

@@ -87,6 +87,15 @@ def index_summary(report: IndexReport, directory: Path) -> str:
     )
 
 
+def offline_note(root: str, kept: int) -> str:
+    """What ``index`` warns of a folder root found empty although indexed photos were below it."""
+    photos = "photo was" if kept == 1 else "photos were"
+    return (
+        f"{root} is empty now, but {kept} indexed {photos} below it: kept in the index "
+        f"(a drive or share not mounted?). If they are gone for good: lookalike remove {root}"
+    )
+
+
 def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Group:
     """One query's hits: rank, score, the pair's score alone where a closer hit lowered it,
     P(same photo) when calibrated, relation, path (as ``shown``), labels."""

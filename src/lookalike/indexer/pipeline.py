@@ -85,6 +85,7 @@ class IndexReport:
     errors: int = 0
     reused: int = 0  # touched, moved or copied files whose stored vector was reused
     removed: int = 0
+    offline: list[tuple[str, int]] = field(default_factory=list)  # empty root folders: (root, rows kept)
     seconds: float = 0.0
     error_samples: list[tuple[str, str]] = field(default_factory=list)
     calibration: object | None = None  # the score calibration fitted at the end, if any
@@ -217,6 +218,8 @@ def index_paths(
     seen = {e.path for e in entries}
     unlisted = [e.path for e in entries if e.error]  # what is below them is unknown, not gone
     gone = {p for p in known if p not in seen and not any(is_under(p, u) for u in unlisted) and _gone(p)}
+    report.offline = _offline(roots, gone)
+    gone -= {p for p in gone if any(is_under(p, root) for root, _ in report.offline)}
     changed = [e for e in entries if not _unchanged(known.get(e.path), e)]
     todo = [e.path for e in changed if not e.error]
     report.unchanged = len(entries) - len(changed)
@@ -245,6 +248,28 @@ def index_paths(
     store.checkpoint()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _offline(roots: list[str], gone: set[str]) -> list[tuple[str, int]]:
+    """The folder roots that are empty now although indexed photos were below them, with
+    how many: an unmounted drive or share leaves its mount point an empty folder, and
+    forgetting its photos would mean reading them all again once it is back. Their rows
+    are kept (``lookalike remove`` forgets them); a folder that still holds anything,
+    even no images, is taken at its word."""
+    offline = []
+    for root in roots:
+        lost = sum(1 for p in gone if is_under(p, root))
+        if lost and os.path.isdir(root) and _empty(root):
+            offline.append((root, lost))
+    return offline
+
+
+def _empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
 
 
 def _gone(path: str) -> bool:

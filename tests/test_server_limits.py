@@ -256,6 +256,31 @@ def test_a_request_head_must_arrive_in_time(index):
             assert raw.recv(4096).startswith(b"HTTP/1.1 422 ")  # answered: {} names no image
 
 
+def test_connections_past_the_cap_are_closed_at_once(index):
+    """Idle connections up to ``max_connections`` stay; one more is closed as it opens;
+    once one of them goes, requests are answered again."""
+    cfg = ServerConfig(index=index, head_timeout_s=30.0, max_connections=3)
+    with live_app(cfg) as base:
+        host, port = base.removeprefix("http://").split(":")
+        address = (host, int(port))
+        idle = [socket.create_connection(address) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            with socket.create_connection(address) as extra:
+                assert _closed_within(extra, 5.0) and time.monotonic() - started < 2
+            for raw in idle:  # still open: not closed by the one turned away
+                raw.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    raw.recv(1)
+            idle.pop().close()
+            time.sleep(0.3)
+            assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        finally:
+            for raw in idle:
+                raw.close()
+
+
 def test_concurrent_uploads_checkpoint_every_n(index):
     """Every ``checkpoint_every`` changes the server writes one checkpoint."""
     with live_app(ServerConfig(index=index, checkpoint_every=2)) as base:

@@ -37,6 +37,7 @@ class ServerConfig:
     busy_wait_s: float = 5.0  # how long a request waits for a free slot before 503
     body_timeout_s: float = 60.0  # a request body must arrive within this (else 408)
     head_timeout_s: float = 10.0  # ... and its head (request line, headers), else the connection closes
+    max_connections: int = 256  # open connections; one more is closed at once (file descriptors)
     checkpoint_every: int = 64  # uploads between FAISS checkpoints (and one on shutdown)
 
 

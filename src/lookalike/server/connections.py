@@ -7,7 +7,9 @@ of them use up the process's file descriptors. :class:`HeadDeadline` closes a co
 whose request head (request line and headers) is not complete ``head_timeout_s`` after the
 connection opened or the previous response ended. A request's body has its own deadline
 in the app (:attr:`ServerConfig.body_timeout_s <lookalike.server.config.ServerConfig>`,
-answered with 408); a slow answer is never cut.
+answered with 408); a slow answer is never cut. Past ``max_connections`` open at once, a
+new connection is closed as soon as it opens: connections made faster than the deadline
+ends them cannot use up the descriptors the index itself needs.
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ class HeadDeadline(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head comes too slowly."""
 
     head_timeout_s: float = 10.0
+    max_connections: int = 256
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.info("%s: closed, %d connections open already", self.client, self.max_connections)
+            transport.close()
+            return
         self._arm()
 
     def on_response_complete(self) -> None:
@@ -62,5 +69,6 @@ class HeadDeadline(H11Protocol):
 def uvicorn_config(app: object, cfg: ServerConfig, **where: object) -> uvicorn.Config:
     """How ``lookalike serve`` runs ``app`` (built from ``cfg``) under uvicorn; ``where``:
     uvicorn's host and port, when it binds the socket itself."""
-    protocol = type("HeadDeadline", (HeadDeadline,), {"head_timeout_s": cfg.head_timeout_s})
+    limits = {"head_timeout_s": cfg.head_timeout_s, "max_connections": cfg.max_connections}
+    protocol = type("HeadDeadline", (HeadDeadline,), limits)
     return uvicorn.Config(app, http=protocol, log_level="warning", **where)

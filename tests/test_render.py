@@ -76,9 +76,15 @@ def test_dupes_outputs():
 def test_info_table_and_verify_lines():
     text = _text(render.info_table({"files": 3, "size_bytes": 2_500_000}))
     assert "files" in text and "size on disk" in text and "2.5 MB" in text
+    learning = {"learned_on": 1204, "calibrated_on": None, "calibration_refused": "too few copies"}
+    text = _text(render.info_table(learning))
+    assert "whitening, from 1,204 photos" in text and "lookalike calibrate" in text
+    assert "calibration refused  too few copies" in text
+    assert "refused" not in _text(render.info_table({**learning, "calibration_refused": None}))
     from lookalike.storage import VerifyReport
 
     report = VerifyReport(4, 3, list(range(12)), [], [], [], [], [])
     lines = render.verify_lines(report)
     assert lines[0] == "catalogue generation 4, FAISS checkpoint generation 3"
     assert lines[1:] == ["  rows without vector: 12 (ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...)"]
+

@@ -164,6 +164,14 @@ def info_table(stats: dict) -> Table:
     for key, value in stats.items():
         if key == "size_bytes":
             key, value = "size on disk", f"{value / 1e6:.1f} MB"
+        elif key == "learned_on":
+            key, value = "learned", f"whitening, from {value:,} photos" if value else "nothing (plain cosine)"
+        elif key == "calibrated_on":
+            key, value = "calibrated", f"on {value:,} photos" if value else "no (see `lookalike calibrate`)"
+        elif key == "calibration_refused":
+            if value is None:
+                continue
+            key = "calibration refused"
         table.add_row(f"[bold]{key}", escape(str(value)))
     return table
 

@@ -446,9 +446,20 @@ class Store:
             "index_setting": self.index_settings.type,
             "index_memory_bytes": self.vectors.spec.memory(self.vectors.ntotal, self.dim),
             "metric": self.manifest.metric,
+            **self._learning_stats(),
             "generation": self.generation(),
             "last_indexed": _iso(self.catalogue.last_indexed()),
             "size_bytes": size,
+        }
+
+    def _learning_stats(self) -> dict:
+        """What the index learned of itself: the photos its whitening and its calibration
+        were made from (None: none), and why its last calibration was refused, if it was."""
+        learned, cal = self.manifest.learned or {}, self.manifest.calibration or {}
+        return {
+            "learned_on": learned.get("vectors") if learned.get("whitening") else None,
+            "calibrated_on": cal.get("photos") if "a" in cal else None,
+            "calibration_refused": cal.get("reason"),
         }
 
     # --- writes: catalogue first, then FAISS follows -------------------------------------

@@ -230,7 +230,7 @@ def run_lookalike(folders: list[Path], extra: list[str]) -> dict:
         start = time.perf_counter()
         out = _run(cmd)
         seconds = time.perf_counter() - start
-    found = re.search(r"indexed (\d+) images in ([\d.]+) s", out.stdout)
+    found = re.search(r"indexed (\d+) images? in ([\d.]+) s", out.stdout)
     timed = re.search(r"^TIMED (.*)$", out.stderr, re.M)
     if not found or not timed:
         raise SystemExit(f"unexpected output of lookalike index:\n{out.stdout}\n{out.stderr}")

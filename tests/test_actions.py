@@ -105,10 +105,10 @@ def test_ctrl_c_during_an_action_says_what_was_done_and_how_to_undo_it(library, 
         app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(tmp_path / "aside")]
     )
     assert res.exit_code == EXIT_INTERRUPTED, res.output
-    assert "move: 1 files, 0 skipped; undo with" in res.stderr
+    assert "move: 1 file, 0 skipped; undo with" in res.stderr
     monkeypatch.setattr(actions, "_do", done)
     res = runner.invoke(app, ["undo", _journal(res.stderr)])
-    assert "restored 1 files" in res.stdout and _tree(photos) == before
+    assert "restored 1 file" in res.stdout and _tree(photos) == before
 
 
 def test_trash_and_undo(library, trash):
@@ -126,13 +126,13 @@ def test_hardlink_only_exact_copies_and_undo(library):
     photos, index = library
     keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
     res = _dupes(index, "--hardlink")
-    assert "hardlink: 1 files, 1 skipped" in res.stdout
+    assert "hardlink: 1 file, 1 skipped" in res.stdout
     assert "not an exact copy" in res.output
     assert os.stat(keep).st_ino == os.stat(copy).st_ino
     assert (photos / "smaller.jpg").exists()
     data = keep.read_bytes()
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
-    assert "restored 1 files" in res.stdout
+    assert "restored 1 file" in res.stdout
     assert os.stat(keep).st_ino != os.stat(copy).st_ino and copy.read_bytes() == data
     assert os.stat(keep).st_nlink == 1
 
@@ -141,7 +141,7 @@ def test_changed_files_are_skipped(library, tmp_path):
     photos, index = library
     make_photo(77).save(photos / "smaller.jpg")  # changed after indexing
     res = _dupes(index, "--move-to", str(tmp_path / "aside"))
-    assert "move: 1 files, 1 skipped" in res.stdout and "changed since indexing" in res.output
+    assert "move: 1 file, 1 skipped" in res.stdout and "changed since indexing" in res.output
     assert (photos / "smaller.jpg").exists()
 
 
@@ -151,7 +151,7 @@ def test_undo_skips_what_did_not_happen(library, tmp_path):
     journal = _journal(res.stdout)
     make_photo(5).save(photos / "smaller.jpg")  # someone put a new file at the old path
     res = runner.invoke(app, ["undo", journal])
-    assert "restored 1 files, 1 skipped" in res.stdout and "taken" in res.output
+    assert "restored 1 file, 1 skipped" in res.stdout and "taken" in res.output
 
 
 def test_one_action_at_a_time(library, tmp_path):
@@ -191,7 +191,7 @@ def test_a_run_that_changes_nothing_leaves_no_journal_for_undo_last(library):
     assert "hardlink: 0 files, 1 skipped; nothing was changed" in res.stdout and "undo with" not in res.stdout
     assert set((index / "journals").iterdir()) == journals == {Path(journal)}
     res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
-    assert res.exit_code == 0 and "restored 1 files" in res.stdout, res.output
+    assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
     assert os.stat(keep).st_ino != os.stat(copy).st_ino
 
 
@@ -306,7 +306,7 @@ def test_undoing_a_hardlink_writes_no_file_already_there_and_a_second_undo_finds
     notes.write_text("my notes")
     Path(f"{copy}.lookalike-restore").symlink_to(notes)  # a name an older undo wrote through
     res = runner.invoke(app, ["undo", journal])
-    assert "restored 1 files" in res.stdout
+    assert "restored 1 file" in res.stdout
     assert notes.read_text() == "my notes" and not copy.is_symlink() and copy.read_bytes() == data
     assert os.stat(copy).st_nlink == 1
     res = runner.invoke(app, ["undo", journal])

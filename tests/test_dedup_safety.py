@@ -170,11 +170,11 @@ def test_trash_undo_through_a_linked_folder_restores_the_same_file(tmp_path, tf2
     Index(tmp_path / "ix").add([tmp_path / "via"], model=str(tf2_model), options=OPTS)
     data = (real / "z-copy.jpg").read_bytes()
     res = _dupes(tmp_path / "ix", "--trash")
-    assert "trash: 1 files" in res.stdout and not (real / "z-copy.jpg").exists()
+    assert "trash: 1 file" in res.stdout and not (real / "z-copy.jpg").exists()
     (real / "z-copy.jpg").write_bytes(b"another file, trashed later from the same path")
     send2trash(str(real / "z-copy.jpg"))
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
-    assert "restored 1 files" in res.stdout and (real / "z-copy.jpg").read_bytes() == data
+    assert "restored 1 file" in res.stdout and (real / "z-copy.jpg").read_bytes() == data
 
 
 def test_dupes_on_a_snapshot_behind_the_catalogue_does_not_crash(tmp_path, tf2_model):
@@ -196,10 +196,10 @@ def test_a_hardlink_left_half_done_by_a_kill_is_finished_or_cleaned(tmp_path, tf
     Index(tmp_path / "ix").add([photos], model=str(tf2_model), options=OPTS)
     os.link(original, photos / "q-copy.jpg.lookalike-link")  # a kill between link and rename
     res = _dupes(tmp_path / "ix", "--hardlink")
-    assert "hardlink: 1 files" in res.stdout, res.output
+    assert "hardlink: 1 file" in res.stdout, res.output
     assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
     os.link(original, photos / "q-copy.jpg.lookalike-link")  # ... and again during a later run
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
-    assert "restored 1 files" in res.stdout
+    assert "restored 1 file" in res.stdout
     assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
     assert os.stat(original).st_nlink == 1 and (photos / "q-copy.jpg").read_bytes() == original.read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 from rich.console import Console
 
@@ -88,3 +89,10 @@ def test_info_table_and_verify_lines():
     assert lines[0] == "catalogue generation 4, FAISS checkpoint generation 3"
     assert lines[1:] == ["  rows without vector: 12 (ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...)"]
 
+
+def test_counts_are_singular_for_one():
+    assert [render.count(n, "file") for n in (0, 1, 1204)] == ["0 files", "1 file", "1204 files"]
+    from lookalike.indexer import IndexReport
+
+    one = render.index_summary(IndexReport(indexed=1, seconds=1.0), Path("/ix"))
+    assert one.startswith("indexed 1 image in 1.0 s")

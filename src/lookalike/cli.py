@@ -153,9 +153,9 @@ def index(
                 calibration_progress=calibrating,
             )
     except KeyboardInterrupt:  # the bar moves after each committed batch: its count is committed
-        committed = int(progress.tasks[0].completed)
+        committed = render.count(int(progress.tasks[0].completed), "image")
         err.print(
-            f"interrupted: {committed} images committed; run the same command again to resume",
+            f"interrupted: {committed} committed; run the same command again to resume",
             highlight=False,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -312,7 +312,7 @@ def remove(
     count = _open(index, db=db).remove([str(p) for p in paths])
     if not count:
         raise nothing(f"nothing in the index below {', '.join(str(p) for p in paths)}; removed 0 files")
-    out.print(f"removed {count} files from the index", highlight=False)
+    out.print(f"removed {render.count(count, 'file')} from the index", highlight=False)
 
 
 @app.command()

@@ -78,10 +78,15 @@ def index_progress(
     return progress, update, calibrating
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: "1 file", "0 files", "1204 files"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def index_summary(report: IndexReport, directory: Path) -> str:
     """The one line ``index`` ends with (plain text)."""
     return (
-        f"indexed {report.indexed} images in {report.seconds:.1f} s "
+        f"indexed {count(report.indexed, 'image')} in {report.seconds:.1f} s "
         f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
         f"{report.errors} errors, {report.removed} removed; index: {directory}"
     )
@@ -267,13 +272,13 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
 def action_summary(action: str, report: ActionReport) -> str:
     """The line a ``dupes`` action ends with: counts and how to undo it (plain text)."""
     undo = f"undo with: lookalike undo {report.journal}" if report.done else "nothing was changed"
-    return f"{action}: {len(report.done)} files, {len(report.skipped)} skipped; {undo}"
+    return f"{action}: {count(len(report.done), 'file')}, {len(report.skipped)} skipped; {undo}"
 
 
 def undo_summary(report: ActionReport, indexed: bool = False) -> str:
     """The line ``undo`` ends with (plain text); ``indexed``: what came back was indexed again."""
     then = "indexed again" if indexed else "run `lookalike index` to index restored files again"
-    return f"restored {len(report.done)} files, {len(report.skipped)} skipped; {then}"
+    return f"restored {count(len(report.done), 'file')}, {len(report.skipped)} skipped; {then}"
 
 
 def models_table(entries: Iterable[KnownModel], default: str) -> Table:

@@ -7,6 +7,8 @@ import functools
 import http.server
 import io
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -243,3 +245,27 @@ def trash(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(xdg / "Trash"))
     monkeypatch.setattr(plat_other, "HOMETRASH", str(xdg / "Trash"))
     return xdg / "Trash"
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A read-only bind mount of ``tmp_path / "src"`` (a snapshot, a backup disc); skipped
+    where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    source, view = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    mounted: list[bool] = []
+
+    def mount() -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command")
+        bind = subprocess.run(["mount", "--bind", source, view], capture_output=True)
+        if bind.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+        mounted.append(True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", view], check=True)
+        return view
+
+    yield source, mount
+    if mounted:  # lazily: a connection the test left open keeps it busy until it closes
+        subprocess.run(["umount", "--lazy", view], check=True)

@@ -42,6 +42,18 @@ def _jpeg(seed: int, size=(320, 240)) -> bytes:
     return buf.getvalue()
 
 
+def test_an_index_on_read_only_media_is_served_for_search_only(photo_dir, tf2_model, read_only_mount):
+    source, mount = read_only_mount
+    Index(source).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    c = _client(mount())
+    r = c.post("/search", files={"image": ("q.jpg", (photo_dir / "photo2.jpg").read_bytes())})
+    assert r.status_code == 200 and r.json()["results"][0]["score"] > 0.99
+    r = c.post("/index", files={"image": ("new.jpg", _jpeg(77))})
+    assert r.status_code == 409 and "read-only" in r.json()["detail"], r.text
+    r = c.delete("/images/1")
+    assert r.status_code == 409 and "can be searched, not changed" in r.json()["detail"], r.text
+
+
 def test_search_by_upload_finds_the_copy_first(served):
     photos, index = served
     c = _client(index)

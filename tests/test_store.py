@@ -8,9 +8,10 @@ import threading
 import numpy as np
 import pytest
 
+from lookalike.errors import CatalogueUnavailable, ReadOnlyIndex
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
-from lookalike.storage import StoreError, VectorIndex
+from lookalike.storage import Store, StoreError, VectorIndex
 
 DIM = 8
 
@@ -129,7 +130,6 @@ def test_errors_view_and_labels(tmp_path, backend):
 
 
 def test_a_sqlite_catalogue_elsewhere_is_remembered_and_checked(tmp_path):
-    from lookalike.storage import Store
 
     elsewhere = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     with Store(tmp_path / "a", model=_info(), writable=True, db=elsewhere) as s:
@@ -148,7 +148,6 @@ def test_a_sqlite_catalogue_elsewhere_is_remembered_and_checked(tmp_path):
 
 
 def test_a_sqlite_catalogue_elsewhere_is_locked_and_absolute(tmp_path, monkeypatch):
-    from lookalike.storage import Store
 
     monkeypatch.chdir(tmp_path)
     with Store(tmp_path / "a", model=_info(), writable=True, db="sqlite:///rel/../cat.sqlite") as s:
@@ -165,7 +164,6 @@ def test_a_sqlite_catalogue_elsewhere_is_locked_and_absolute(tmp_path, monkeypat
 def test_checkpoints_of_older_versions_are_used_only_by_their_catalogue(tmp_path):
     from sqlalchemy import delete
 
-    from lookalike.storage import Store
     from lookalike.storage.schema import Meta
 
     def untag(folder):  # as an older version left it: no catalogue id, untagged checkpoint
@@ -241,3 +239,27 @@ def test_folder_size_counts_around_files_renamed_away_meanwhile(tmp_path):
         stop.set()
         writer.join()
     assert sizes <= {1000, 1001} and folder_size(tmp_path / "missing") == 0
+
+
+def test_an_index_on_read_only_media_is_searched_not_changed(read_only_mount):
+    source, mount = read_only_mount
+    with Store(source, model=_info(), writable=True) as s:
+        v = _vecs(4)
+        s.add(_files("abcd"), v)
+    view = mount()
+    with Store(view) as s:  # WAL catalogue: read as it stands, no -shm file made
+        assert s.vectors.ntotal == 4 and s.stats()["files"] == 4
+        _, found = s.search(v[1:2], 1)
+        assert s.catalogue.rows([int(found[0][0])])[int(found[0][0])].path == "/p/b"
+    with pytest.raises(ReadOnlyIndex, match="read-only media: it can be searched, not changed"):
+        Store(view, writable=True)
+    assert sorted(p.name for p in view.iterdir()) == sorted(p.name for p in source.iterdir())
+
+
+def test_an_index_copied_mid_write_to_read_only_media_is_refused(read_only_mount):
+    source, mount = read_only_mount
+    with Store(source, model=_info(), writable=True) as s:
+        s.add(_files("ab"), _vecs(2))
+    (source / "catalog.sqlite-wal").write_bytes(b"\0" * 32)  # changes not yet in the file
+    with pytest.raises(CatalogueUnavailable, match="unsaved changes beside it"):
+        Store(mount())

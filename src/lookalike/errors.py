@@ -52,9 +52,13 @@ class IncompatibleIndex(StoreError):
 
 
 class ReadOnlyIndex(StoreError):
-    """A write was asked of an index opened for reading."""
+    """A write was asked of an index opened for reading, or kept on read-only media."""
 
     http_status = 409
+
+    @classmethod
+    def on_media(cls, directory: object) -> ReadOnlyIndex:
+        return cls(f"index folder {directory} is on read-only media: it can be searched, not changed")
 
 
 class CatalogueUnavailable(StoreError):

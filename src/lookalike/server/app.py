@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import mimetypes
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike import descriptors
 from lookalike.api import Index
-from lookalike.errors import IndexLocked, LookalikeError
+from lookalike.errors import IndexLocked, LookalikeError, ReadOnlyIndex, StoreError
 from lookalike.fetch import GENERIC, FetchError, fetch_async
 from lookalike.images import ImageError, ImageFile, decode, is_image_name, thumbnail_jpeg
 from lookalike.models import load_labels
@@ -102,13 +103,18 @@ class Service:
         suffix = Path(filename).suffix.lower()
         suffix = suffix if is_image_name(f"x{suffix}") else ".img"
         folder = self.index.directory / "uploads"
-        folder.mkdir(exist_ok=True)
         digest = hashlib.sha256(data).hexdigest()
         target = folder / (digest[:32] + suffix)
-        if not target.exists():
-            tmp = target.with_suffix(".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+        try:
+            folder.mkdir(exist_ok=True)
+            if not target.exists():
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+        except OSError as exc:  # read-only media, a full disk, no permission: said, not a traceback
+            if exc.errno == errno.EROFS:
+                raise ReadOnlyIndex.on_media(self.index.directory) from None
+            raise StoreError(f"cannot keep the upload in {folder}: {exc.strerror or exc}") from None
         st = target.stat()
         known = self.index.file_at(target)
         if known is not None and known.ok and (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns):

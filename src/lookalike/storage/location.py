@@ -4,13 +4,14 @@ folder remembers (without password: PGPASSWORD or ~/.pgpass supply it)."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 from sqlalchemy.engine import URL
 
-from lookalike.errors import IncompatibleIndex, IndexNotFound, InvalidCatalogueURL
+from lookalike.errors import CatalogueUnavailable, IncompatibleIndex, IndexNotFound, InvalidCatalogueURL
 from lookalike.storage.manifest import Manifest
 from lookalike.storage.schema import database_url
 
@@ -64,6 +65,31 @@ def locate(directory: Path, db: str | None, local: Manifest | None, creating: bo
     if missing and not creating:
         raise IndexNotFound(f"no index at {directory} (create one with `lookalike index`)")
     return Location(url, where)
+
+
+def read_only_media(path: Path) -> bool:
+    """Whether ``path`` is on a file system mounted read-only: a snapshot, a backup disc,
+    a share exported read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
+
+
+def frozen(url: URL) -> URL:
+    """A SQLite catalogue on read-only media, opened as unchanging (``immutable``): SQLite
+    cannot make there the shared-memory file that reading a WAL database needs, and
+    nothing can write there meanwhile. Refused when its write-ahead log holds changes (a
+    copy taken while it was written): reading without them would lose them."""
+    path = Path(url.database or "")
+    log = path.with_name(path.name + "-wal")
+    if log.exists() and log.stat().st_size > 0:
+        raise CatalogueUnavailable(
+            f"{path} is on read-only media with unsaved changes beside it ({log.name}); "
+            "copy the index folder somewhere writable to use it"
+        )
+    query = {"mode": "ro", "immutable": "1", "uri": "true"}
+    return url.set(database=f"file:{urllib.parse.quote(str(path))}", query=query)
 
 
 def absolute(url: URL) -> URL:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
 from lookalike.errors import (
@@ -38,7 +39,7 @@ from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
 from lookalike.storage.catalogue import Catalogue, Change
-from lookalike.storage.location import default_index_dir, locate
+from lookalike.storage.location import default_index_dir, frozen, locate, read_only_media
 from lookalike.storage.locks import CatalogueLock, FileLock, lock_folder
 from lookalike.storage.manifest import MANIFEST, IndexSettings, Manifest, read_local
 from lookalike.storage.migrations import migrate
@@ -82,9 +83,11 @@ class Store:
         local = read_local(self.directory)
         self.location = locate(self.directory, db, local, creating=writable and model is not None)
         if writable:
+            if read_only_media(self.directory):
+                raise ReadOnlyIndex.on_media(self.directory)
             self._folder_lock = lock_folder(self.directory)
         try:
-            self.engine = make_engine(self.location.url)
+            self.engine = make_engine(self._url())
             if writable:
                 self.catalogue_lock = CatalogueLock(self.engine, self.location.remembered)
             self.catalogue = Catalogue(self.engine, before_write=self._check_lock)
@@ -97,6 +100,13 @@ class Store:
         except BaseException:
             self._release()  # a failed open must not leave the index locked
             raise
+
+    def _url(self) -> URL:
+        """The catalogue's URL as opened: a reader's SQLite file on read-only media frozen."""
+        url = self.location.url
+        if self.writable or self.location.shared or not read_only_media(Path(url.database or "")):
+            return url
+        return frozen(url)
 
     def _open(
         self,

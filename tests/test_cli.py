@@ -65,6 +65,12 @@ def test_human_output_and_info(indexed, photo_dir):
     assert "files" in run("info", "--index", indexed).stdout
 
 
+def test_piped_tables_end_their_lines_without_padding(indexed, photo_dir):
+    for res in (run("info", "--index", indexed), run("search", photo_dir / "photo2.jpg", "--index", indexed)):
+        lines = res.stdout.splitlines()
+        assert len(lines) > 3 and not [line for line in lines if line.endswith(" ")], res.stdout
+
+
 def test_incremental_runs(indexed, photo_dir, tf2_model):
     def again():
         res = run("index", photo_dir, "--index", indexed, "--workers", "0", "-q")

@@ -6,8 +6,9 @@ exit statuses, paths as shown, output paths checked before any work, progress on
 from __future__ import annotations
 
 import os
+import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 
 from lookalike.errors import InvalidArgument
 
@@ -26,6 +28,7 @@ EXIT_NOTHING = 3  # it ran, and found or did nothing: no images, no match, no du
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 UNWRAPPED = 1_000_000  # the width of output that is not a terminal: lines are never folded
+_TRAILING_SPACES = re.compile(r" +$", re.MULTILINE)
 
 
 class Output(Console):
@@ -40,6 +43,12 @@ class Output(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        """Lines as rendered; not on a terminal, without the spaces a table pads them with
+        at the end (a diff or ``cut`` of the output would see them)."""
+        text = super()._render_buffer(buffer)
+        return text if self.is_terminal else _TRAILING_SPACES.sub("", text)
 
 
 out = Output()  # wraps on a terminal only: piped to grep, a path stays on its line

@@ -96,3 +96,17 @@ def test_counts_are_singular_for_one():
 
     one = render.index_summary(IndexReport(indexed=1, seconds=1.0), Path("/ix"))
     assert one.startswith("indexed 1 image in 1.0 s")
+
+
+def test_models_show_whole_names_and_drop_handles_that_do_not_fit():
+    from lookalike.models import DEFAULT_MODEL, KNOWN_MODELS
+
+    def shown(width: int) -> str:
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        console.print(render.models_output(KNOWN_MODELS.values(), DEFAULT_MODEL, console))
+        return console.file.getvalue()
+
+    narrow, wide = shown(80), shown(200)
+    assert all(name in narrow and name in wide for name in KNOWN_MODELS)
+    assert "tfhub.dev" not in narrow and "lookalike models --json" in narrow
+    assert all(e.handle in wide for e in KNOWN_MODELS.values()) and "--json" not in wide

@@ -594,7 +594,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         rows = [{**e.__dict__, "default": e.name == DEFAULT_MODEL} for e in KNOWN_MODELS.values()]
         print(json.dumps(rows, indent=2))
         return
-    out.print(render.models_table(KNOWN_MODELS.values(), DEFAULT_MODEL))
+    out.print(render.models_output(KNOWN_MODELS.values(), DEFAULT_MODEL, out))
 
 
 def main() -> None:

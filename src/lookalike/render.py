@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import (
@@ -281,14 +282,27 @@ def undo_summary(report: ActionReport, indexed: bool = False) -> str:
     return f"restored {count(len(report.done), 'file')}, {len(report.skipped)} skipped; {then}"
 
 
-def models_table(entries: Iterable[KnownModel], default: str) -> Table:
-    """The model catalogue, the default marked."""
-    table = Table()
-    for col in ("name", "dim", "input", "labels", "format", "handle"):
-        table.add_column(col)
+def models_table(entries: Iterable[KnownModel], default: str, handles: bool = True) -> Table:
+    """The model catalogue, the default marked; ``handles``: with their TF Hub handles
+    (too wide for a narrow terminal: see :func:`models_output`)."""
+    entries = list(entries)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", no_wrap=True, min_width=max((len(e.name) for e in entries), default=4))
+    for col in ("dim", "input", "labels", "format", "handle")[: 5 if handles else 4]:
+        table.add_column(col, no_wrap=True)
     for e in entries:
         name = f"{e.name} [green](default)[/]" if e.name == default else e.name
-        table.add_row(
-            name, str(e.dim), str(e.input_size), "yes" if e.has_labels else "", e.hub_format, e.handle
-        )
+        row = [name, str(e.dim), str(e.input_size), "yes" if e.has_labels else "", e.hub_format, e.handle]
+        table.add_row(*row[: 6 if handles else 5])
     return table
+
+
+def models_output(entries: Iterable[KnownModel], default: str, console: Console) -> Group:
+    """The model catalogue as ``console`` can show it whole: the names (what ``--model``
+    takes) never cut short; the handles left out where they do not fit, with a note."""
+    entries = list(entries)
+    table = models_table(entries, default)
+    if console.measure(table, options=console.options.update_width(10**6)).maximum <= console.width:
+        return Group(table)
+    note = Text("(the TF Hub handles: lookalike models --json)", style="dim")
+    return Group(models_table(entries, default, handles=False), note)

@@ -168,15 +168,20 @@ def test_the_default_model_offline_says_what_to_do(tmp_path):
 # --- help -----------------------------------------------------------------------------------
 
 
-def test_help_names_the_default_model_presets_with_thresholds_and_every_descriptor():
+@pytest.mark.parametrize("columns", ["400", "80"])  # typer's panels; click's plain text (narrow)
+def test_help_names_the_default_model_presets_with_thresholds_and_every_descriptor(columns):
     from lookalike.descriptors import DESCRIPTORS
     from lookalike.models.known import DEFAULT_MODEL
     from lookalike.search.duplicates import PRESETS
 
-    wide = {"COLUMNS": "400"}
-    index_help = run("index", "--help", env=wide).stdout
-    dupes_help = run("dupes", "--help", env=wide).stdout
-    search_help = run("search", "--help", env=wide).stdout
+    width = {"COLUMNS": columns}
+    index_help = run("index", "--help", env=width).stdout
+    dupes_help = run("dupes", "--help", env=width).stdout
+    search_help = run("search", "--help", env=width).stdout
+    if columns == "80":  # every option's help beside it, several words a line
+        assert "╭" not in index_help and max(len(line) for line in index_help.splitlines()) <= 80
+        index_help = " ".join(index_help.split())  # the checks below read across line ends
+        dupes_help, search_help = " ".join(dupes_help.split()), " ".join(search_help.split())
     for text in (index_help, dupes_help, search_help):
         assert "<bool>" not in text and "<list[" not in text and "<str>" not in text and "%Y" not in text
     assert "--since" in search_help and "<YYYY-MM-DD[THH:MM:SS]>" in search_help

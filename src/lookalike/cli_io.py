@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.segment import Segment
+from typer.core import TyperGroup
 
 from lookalike.errors import InvalidArgument
 
@@ -29,6 +31,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 
 UNWRAPPED = 1_000_000  # the width of output that is not a terminal: lines are never folded
 _TRAILING_SPACES = re.compile(r" +$", re.MULTILINE)
+# Narrower terminals get a command's help as click's plain text: typer's panels of options
+# squeeze the help column there to a word or two a line.
+WIDE_HELP = 120
 
 
 class Output(Console):
@@ -194,16 +199,26 @@ def tidy_help(command: Any, extras: dict[str, Callable[[], str]] | None = None) 
         return option
 
     command.get_help_option = get_help_option  # type: ignore[method-assign]
-    if not extras:
-        return
     original = command.format_help
 
     def format_help(ctx: Any, formatter: Any) -> None:
         for param in command.params:
-            extra = extras.get(param.name or "")
+            extra = (extras or {}).get(param.name or "")
             if extra is not None and not getattr(param, "_tidied", False):
                 param.help = f"{param.help or ''} {extra()}".strip()
                 param._tidied = True  # type: ignore[attr-defined]
-        original(ctx, formatter)
+        if isinstance(command, TyperGroup) or shutil.get_terminal_size().columns >= WIDE_HELP:
+            original(ctx, formatter)
+            return
+        marked = {param: param.help for param in command.params if param.help and "\\[" in param.help}
+        mode, command.rich_markup_mode = command.rich_markup_mode, None  # click's plain text
+        try:
+            for param, text in marked.items():
+                param.help = text.replace("\\[", "[")  # markup escapes are not markup there
+            original(ctx, formatter)
+        finally:
+            command.rich_markup_mode = mode
+            for param, text in marked.items():
+                param.help = text
 
     command.format_help = format_help  # type: ignore[method-assign]

@@ -488,8 +488,9 @@ def undo(
     last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
     index: IndexDir = None,
 ) -> None:
-    """Put back what a `dupes` action moved, trashed or hardlinked (newest first), and index
-    again what comes back (the index's own journals: into that index; others: --index)."""
+    """Put back what a `dupes` action moved, trashed or hardlinked, newest first.
+
+    What comes back is indexed again: into the journal's own index, or --index."""
     from lookalike.actions import ALREADY_BACK
     from lookalike.actions import undo as undo_journal
     from lookalike.storage.manifest import MANIFEST

@@ -311,3 +311,23 @@ def test_undoing_a_hardlink_writes_no_file_already_there_and_a_second_undo_finds
     assert os.stat(copy).st_nlink == 1
     res = runner.invoke(app, ["undo", journal])
     assert res.exit_code == 3 and "already back in place" in res.output
+
+
+def test_an_index_on_read_only_media_lists_duplicates_and_refuses_to_act(library, read_only_mount, tmp_path):
+    """Photos on a writable disk, their index on read-only media: `dupes` reports, but an
+    action is refused before any file moves or any journal is written (the index could not
+    be told the files left)."""
+    photos, index = library
+    source, mount = read_only_mount
+    shutil.copytree(index, source, dirs_exist_ok=True)
+    view = mount()
+    before = _tree(photos)
+    res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(view)])
+    assert res.exit_code == 0 and "2 duplicates" in res.stdout, res.output
+    journal = tmp_path / "elsewhere" / "j.jsonl"
+    for action in (["--trash"], ["--move-to", str(tmp_path / "aside"), "--journal", str(journal)]):
+        res = runner.invoke(app, ["dupes", "--threshold", THRESHOLD, "--index", str(view), *action])
+        assert res.exit_code == 1 and "read-only media" in res.stderr, res.output
+        assert "Traceback" not in res.output
+    assert _tree(photos) == before and not journal.exists() and not (tmp_path / "aside").exists()
+    assert not (source / "journals").exists()

@@ -179,3 +179,19 @@ def test_files_of_a_folder_that_lost_its_execute_bit_stay_indexed(idx, photo_dir
     report = idx.add([photo_dir], options=OPTS)
     assert (report.indexed, report.reused, report.removed) == (0, 0, 1)  # the folder's error row
     assert _rows(idx) == before
+
+
+def test_the_index_s_own_folder_inside_the_photos_is_never_indexed(tmp_path, photo_dir, tf2_model):
+    """An index kept among the photos it indexes: its catalogue, vectors, journals and a
+    report's thumbnails are not photos of the collection, whatever --include says."""
+    index = Index(photo_dir / "lookalike-index")
+    report = index.add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0, include=["*"]))
+    assert report.indexed == 8 and report.errors == 0
+    (index.directory / "journals").mkdir()
+    make_photo(99).save(index.directory / "journals" / "thumb.jpg")  # an image in there too
+    linked = photo_dir / "sub" / "to-index"
+    linked.symlink_to(index.directory)  # reached through a link: the same folder
+    for include in (["*"], []):
+        report = index.add([photo_dir], options=IndexOptions(workers=0, include=include))
+        assert report.indexed == 0 and report.errors == 0 and report.unchanged == 8
+    assert all("lookalike-index" not in p for p in _rows(index))

@@ -212,7 +212,8 @@ def index_paths(
     missing = [r for r in roots if not os.path.exists(r)]
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
-    entries = list(walk(roots, opts.include, opts.exclude, opts.follow_symlinks, opts.hidden))
+    own = [str(store.directory)]  # its catalogue, vectors and journals are no photos
+    entries = list(walk(roots, opts.include, opts.exclude, opts.follow_symlinks, opts.hidden, own))
     report.scanned = len(entries)
     known = store.catalogue.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}

@@ -57,12 +57,22 @@ def _details_hidden(path: str) -> bool:
     return False
 
 
+def _folder_key(folder: str | os.PathLike) -> tuple[int, int] | None:
+    """The (device, inode) naming ``folder`` whatever the path taken to it, or None."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def walk(
     roots: Sequence[str | os.PathLike],
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     follow_symlinks: bool = True,
     hidden: bool = False,
+    skip: Sequence[str | os.PathLike] = (),
 ) -> Iterator[Entry]:
     """Yield image files below ``roots`` (files given directly are yielded as they are).
 
@@ -71,9 +81,10 @@ def walk(
     Symlinked folders are followed once each: a link back up the tree is not a loop.
     Folders that cannot be listed (or whose files' details cannot be read) and image links
     that lead nowhere come as entries with an ``error``; what is below such a folder is
-    unknown, not gone.
+    unknown, not gone. Folders in ``skip`` (the index's own) are never entered, under any
+    name.
     """
-    seen_dirs: set[tuple[int, int]] = set()
+    seen_dirs = {key for folder in skip if (key := _folder_key(folder)) is not None}
     seen_files: set[str] = set()
     for root in roots:
         root = os.path.abspath(os.fspath(root))

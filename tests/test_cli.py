@@ -123,6 +123,23 @@ def test_labels_from_classification_module(tmp_path, photo_dir, tf1_module, labe
     assert json.loads(res.stdout)["results"] == [] and res.exit_code == 3  # 3: nothing found
 
 
+def test_a_bad_labels_file_is_refused_before_an_index_is_made(tmp_path, photo_dir, tf1_module, labels_file):
+    """Labels that cannot be read, or that do not name one class each, fail before the index
+    folder exists: nothing is left tied to that model, and the next try starts clean."""
+    index = tmp_path / "ix"
+    (tmp_path / "empty.txt").write_text("\n")
+    short = tmp_path / "short.txt"  # no "background" line: one name short of the model's classes
+    short.write_text("\n".join(labels_file.read_text().splitlines()[1:]))
+    for bad, why in ((tmp_path / "missing.txt", "cannot read labels"), (tmp_path / "empty.txt", "is empty"),
+                     (short, "name 1000 classes, but the model gives 1001")):  # fmt: skip
+        res = run("index", photo_dir, "--model", tf1_module, "--labels", bad, "--index", index, ok=False)
+        assert res.exit_code == 1 and why in res.stderr and "Traceback" not in res.output, res.output
+        assert not index.exists()
+    run("index", photo_dir, "--model", tf1_module, "--labels", labels_file, "--index", index, "-q",
+        "--workers", "0")  # fmt: skip
+    assert Index(index).info()["files"] == 8
+
+
 def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
     res = run("index", photo_dir, "--model", tf1_feature_module, "--index", indexed, ok=False)
     assert res.exit_code == 1 and "cannot be compared" in res.output

@@ -31,7 +31,8 @@ from lookalike.errors import IncompatibleIndex, NotIndexed, StoreError
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
-from lookalike.models import DEFAULT_MODEL, Embedder, load_labels, load_model
+from lookalike.models import DEFAULT_MODEL, Embedder, load_model
+from lookalike.models.labels import model_labels
 from lookalike.models.sources import ModelError
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.against import find_in_other
@@ -228,13 +229,14 @@ class Index:
                 model or DEFAULT_MODEL, input_size=input_size, input_range=input_range, runtime=self.runtime
             )
         opts = options or IndexOptions()
+        if embedder.info.has_labels and opts.label_names is None:  # before an index tied to the model is made
+            named = labels or (self.manifest().labels if self.exists else None)
+            opts.label_names = model_labels(embedder, named)
         with self.store(model=embedder.info, writable=True, labels=labels, descriptor=descriptor) as store:
             self._embedder = embedder
             self._descriptor = get_descriptor(store.descriptor)
             if index_settings:
                 store.set_index_settings(**index_settings)
-            if embedder.info.has_labels and opts.label_names is None:
-                opts.label_names = load_labels(labels or store.manifest.labels)
             if ray is None:
                 report = index_paths(store, embedder, paths, opts, progress)
             else:

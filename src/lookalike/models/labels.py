@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from lookalike.errors import InvalidArgument
+from lookalike.models.sources import ModelError, load_labels
+
+if TYPE_CHECKING:
+    from lookalike.models.runtimes import Embedder
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
@@ -24,3 +30,17 @@ def top_k(scores: np.ndarray, names: list[str], k: int = 5) -> list[list[tuple[i
     probs = probabilities(scores)
     best = np.argsort(-probs, axis=1)[:, :k]
     return [[(int(c), names[c], float(p[c])) for c in row] for p, row in zip(probs, best, strict=True)]
+
+
+def model_labels(embedder: Embedder, value: str | None) -> list[str]:
+    """The class names ``value`` gives (a file, a URL; None: the ImageNet list), refused
+    unless they name each class ``embedder`` scores: before anything is indexed with them."""
+    names = load_labels(value)
+    height, width = embedder.info.input_size
+    scores = embedder.embed(np.zeros((1, height, width, 3), np.uint8)).scores
+    classes = 0 if scores is None else scores.shape[1]
+    if classes != len(names):
+        raise ModelError(
+            f"labels {value or 'of ImageNet'} name {len(names)} classes, but the model gives {classes}"
+        )
+    return names

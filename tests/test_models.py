@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from lookalike.errors import InvalidArgument
 from lookalike.models import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
@@ -59,6 +60,19 @@ def test_tf2_saved_model_folder(tf2_model):
 
 def test_tf2_input_size_option(tf2_model):
     assert load_model(str(tf2_model), input_size=128).info.input_size == (128, 128)
+
+
+def test_an_input_size_or_range_a_model_cannot_take_is_refused_not_ignored(tf2_model, tf1_module):
+    for size in (7, 100_000):  # a 7-px picture has no colour grid; 100,000 px asked for 112 GiB
+        with pytest.raises(InvalidArgument, match=f"input size must be 32 to 1024 pixels, not {size}"):
+            load_model(str(tf2_model), input_size=size)
+    fixed = model_factory.TF1_SIZE
+    with pytest.raises(InvalidArgument, match=f"takes {fixed}x{fixed} images only, not 96"):
+        load_model(str(tf1_module), input_size=96, runtime="tf")
+    with pytest.raises(InvalidArgument, match=r"takes pixels in \[0, 1\] only"):
+        load_model(str(tf2_model), input_range=(-1.0, 1.0), runtime="tf")
+    same = load_model(str(tf1_module), input_size=fixed, input_range=(0.0, 1.0), runtime="tf")
+    assert same.info.input_size == (fixed, fixed)  # what an index records of it: accepted
 
 
 def test_tf1_classification_module_gives_vectors_and_logits_in_one_pass(tf1_module):

@@ -145,6 +145,16 @@ def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
     assert res.exit_code == 1 and "cannot be compared" in res.output
 
 
+def test_another_input_size_for_an_index_is_refused_not_ignored(indexed, photo_dir, tf2_model):
+    for model in ((), ("--model", tf2_model)):  # the index's own model, named or not
+        res = run("index", photo_dir, *model, "--input-size", "128", "--index", indexed, ok=False)
+        said = " ".join(res.stderr.split())
+        assert res.exit_code == 1 and "at 224x224 input; 128x128 input would give vectors" in said, said
+        assert "Use another --index, or no --input-size." in said
+    res = run("index", photo_dir, "--input-size", "224", "--index", indexed, "-q")  # its own: fine
+    assert "8 unchanged" in res.stdout
+
+
 def test_clear_errors(tmp_path, photo_dir, indexed):
     res = run("search", photo_dir / "photo0.jpg", "--index", tmp_path / "nothing", ok=False)
     assert res.exit_code == 1 and "no index at" in res.output

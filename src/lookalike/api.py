@@ -222,12 +222,11 @@ class Index:
             raise FileNotFoundError(errno.ENOENT, "no such file or folder", ", ".join(missing))
         if isinstance(model, Embedder):
             embedder = model
-        elif self.exists and model is None:
+        elif self.exists and model is None and input_size is None and input_range is None:
             embedder = self.model()
-        else:
-            embedder = load_model(
-                model or DEFAULT_MODEL, input_size=input_size, input_range=input_range, runtime=self.runtime
-            )
+        else:  # an index's own model at another size or range is refused by the store, not ignored
+            model = model or (self.manifest().model.source if self.exists else DEFAULT_MODEL)
+            embedder = load_model(model, input_size=input_size, input_range=input_range, runtime=self.runtime)
         opts = options or IndexOptions()
         if embedder.info.has_labels and opts.label_names is None:  # before an index tied to the model is made
             named = labels or (self.manifest().labels if self.exists else None)

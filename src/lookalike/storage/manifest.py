@@ -141,14 +141,25 @@ class Manifest:
 
     def check_model(self, model: ModelInfo, directory: Path) -> None:
         """Refuse to mix vectors from different models or preprocessing in one index."""
-        if not self.same_model(model):
-            have = self.model
-            raise IncompatibleIndex(
-                f"index {directory} was built with model {have.source} "
-                f"({have.dim} dims, identity {have.identity[:12]}); "
-                f"{model.source} ({model.dim} dims, identity {model.identity[:12]}) would give "
-                "vectors that cannot be compared. Use another --index, or the index's own model."
-            )
+        if self.same_model(model):
+            return
+        have = self.model
+        if have.identity != model.identity:
+            built = f"model {have.source} ({have.dim} dims, identity {have.identity[:12]})"
+            asked = f"{model.source} ({model.dim} dims, identity {model.identity[:12]})"
+            fix = "the index's own model"
+        elif have.input_size != model.input_size:
+            built, asked = f"model {have.source} at {_size(have)} input", f"{_size(model)} input"
+            fix = "no --input-size"
+        elif have.input_range != model.input_range:
+            built, asked = f"model {have.source} fed pixels in {_range(have)}", f"pixels in {_range(model)}"
+            fix = "no --input-range"
+        else:  # an older release's preprocessing
+            built, asked, fix = f"preprocessing {self.preprocessing}", "this release's", "a new --index"
+        raise IncompatibleIndex(
+            f"index {directory} was built with {built}; {asked} would give vectors that cannot be "
+            f"compared. Use another --index, or {fix}."
+        )
 
     def check_descriptor(self, descriptor: str | None, directory: Path) -> None:
         """Refuse a descriptor other than the one the index was built with."""
@@ -157,6 +168,15 @@ class Manifest:
                 f"index {directory} was built with descriptor {self.descriptor!r}, not {descriptor!r}: "
                 "vectors made differently cannot be compared. Use another --index."
             )
+
+
+def _size(model: ModelInfo) -> str:
+    return "x".join(str(n) for n in model.input_size)
+
+
+def _range(model: ModelInfo) -> str:
+    lo, hi = model.input_range
+    return f"[{lo:g}, {hi:g}]"
 
 
 def preprocessing(model: ModelInfo, descriptor: str = DEFAULT_DESCRIPTOR) -> dict:

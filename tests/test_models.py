@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -198,6 +200,31 @@ def test_labels_from_file_and_url(labels_file, http_dir):
     assert len(load_labels(url)) == model_factory.CLASSES
     assert len(load_labels(url)) == model_factory.CLASSES and len(server.requests) == 1
     assert os.listdir(os.path.join(os.environ["LOOKALIKE_CACHE_DIR"], "labels"))
+
+
+def test_a_bad_url_or_a_download_cut_short_is_a_clear_error_and_caches_nothing():
+    """A port that is not a number, and a server closing before the length it announced,
+    fail as downloads do (not with a traceback), and leave nothing in the cache."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def cut_short() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nbackground\n")
+        conn.close()
+
+    server = threading.Thread(target=cut_short, daemon=True)
+    server.start()
+    for url in (
+        "http://127.0.0.1:80a/labels.txt",
+        f"http://127.0.0.1:{listener.getsockname()[1]}/labels.txt",
+    ):
+        with pytest.raises(ModelError, match=f"could not download {url}"):
+            load_labels(url)
+    server.join(10)
+    listener.close()
+    cached = os.path.join(os.environ["LOOKALIKE_CACHE_DIR"], "labels")
+    assert not os.path.isdir(cached) or os.listdir(cached) == []
 
 
 def test_top_k_softmaxes_logits_and_keeps_probabilities():

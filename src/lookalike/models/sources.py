@@ -9,6 +9,7 @@ is cached beside it, written atomically so an interrupted download leaves nothin
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -140,6 +141,15 @@ def _extract_archive(archive: Path) -> Path:
     return _check_saved_model_dir(target)
 
 
+def _copy_whole(response, out) -> None:
+    """Copy ``response`` to ``out``; a body shorter than its Content-Length (the connection
+    closed early) is an error, so a cut-off file is never cached as the whole one."""
+    shutil.copyfileobj(response, out)
+    announced = response.headers.get("Content-Length")
+    if announced and announced.isdigit() and out.tell() != int(announced):
+        raise http.client.IncompleteRead(b"", int(announced) - out.tell())
+
+
 def download(url: str, folder: Path, suffix: str = "") -> Path:
     """Fetch ``url`` once into ``folder`` (named by the URL's hash); atomic."""
     target = folder / (hashlib.sha1(url.encode()).hexdigest() + suffix)
@@ -148,9 +158,9 @@ def download(url: str, folder: Path, suffix: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            atomic_write_stream(target, lambda out: shutil.copyfileobj(r, out))
-    except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
-        raise ModelError(f"could not download {url}: {exc}") from exc
+            atomic_write_stream(target, lambda out: _copy_whole(r, out))
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, HTTPError, timeouts;
+        raise ModelError(f"could not download {url}: {exc}") from exc  # a cut-off body, a bad port
     return target
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from lookalike.models import (
     resolve_model,
 )
 from lookalike.models.labels import probabilities, top_k
+from lookalike.models.sources import clear_abandoned_downloads
 from tests import model_factory
 from tests.conftest import SHARED_MODELS, SHARED_PHOTOS, needs_shared
 
@@ -225,6 +229,76 @@ def test_a_bad_url_or_a_download_cut_short_is_a_clear_error_and_caches_nothing()
     listener.close()
     cached = os.path.join(os.environ["LOOKALIKE_CACHE_DIR"], "labels")
     assert not os.path.isdir(cached) or os.listdir(cached) == []
+
+
+def test_a_download_killed_midway_does_not_stall_the_next_run(tf2_model, tmp_path):
+    """tensorflow_hub locks a module while it downloads and removes the lock in a ``finally``
+    that SIGTERM skips; the next run waited 10 minutes for that dead process. Now a lock
+    whose owner on this machine is gone is cleared, with its part-downloaded folder."""
+    archive = model_factory.make_tarball(tf2_model, tmp_path / "tiny.tar.gz").read_bytes()
+    release, requests = threading.Event(), []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the first request stalls halfway, later ones are served
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(archive)))
+            self.end_headers()
+            if len(requests) == 1:
+                self.wfile.write(archive[: len(archive) // 2])
+                self.wfile.flush()
+                release.wait(120)
+            else:
+                self.wfile.write(archive)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/tiny.tar.gz"
+    resolve = f"from lookalike.models import resolve_model; print(resolve_model({url!r}).path)"
+    try:
+        first = subprocess.Popen([sys.executable, "-c", resolve], stdout=subprocess.DEVNULL)
+        cache = tmp_path / "tfhub"
+        for _ in range(600):  # importing TensorFlow takes a while
+            if list(cache.glob("*.lock")) and requests:
+                break
+            time.sleep(0.1)
+        first.terminate()
+        first.wait(30)
+        assert list(cache.glob("*.lock")) and list(cache.glob("*.tmp"))  # what SIGTERM leaves
+        second = subprocess.run([sys.executable, "-c", resolve], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert (Path(second.stdout.strip()) / "saved_model.pb").is_file()
+        assert not list(cache.glob("*.lock")) and not list(cache.glob("*.tmp"))
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_download_locks_of_live_or_foreign_processes_are_kept(tmp_path):
+    """Only a dead local owner's lock is cleared: a live run's download is not pulled from
+    under it, and a process on another machine sharing the cache cannot be checked."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    owners = {
+        "live": f"{host}.{os.getpid()}.aa",
+        "foreign": f"elsewhere.example.{dead.pid}.bb",
+        "dead": f"{host}.{dead.pid}.cc",
+    }
+    for name, owner in owners.items():
+        (tmp_path / f"{name}.lock").write_text(owner)
+        (tmp_path / f"{name}.{owner.rsplit('.', 1)[1]}.tmp").mkdir()
+    clear_abandoned_downloads(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "foreign.bb.tmp",
+        "foreign.lock",
+        "live.aa.tmp",
+        "live.lock",
+    ]
 
 
 def test_top_k_softmaxes_logits_and_keeps_probabilities():

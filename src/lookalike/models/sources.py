@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import shutil
+import socket
 import tarfile
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from lookalike.fsutil import atomic_replace_dir, atomic_write_stream
 from lookalike.models.known import LABELS_URL, KnownModel, lookup
 
 DOWNLOAD_TIMEOUT_S = 60
+log = logging.getLogger("lookalike")
 
 
 class ModelError(LookalikeError):
@@ -91,7 +94,11 @@ def resolve_model(value: str) -> ModelSource:
 
 
 def _resolve_hub_handle(handle: str) -> Path:
-    tfhub_cache_dir()
+    cache = tfhub_cache_dir()
+    clear_abandoned_downloads(cache)
+    lock = cache / (hashlib.sha1(handle.encode()).hexdigest() + ".lock")  # tensorflow_hub's name
+    if lock.exists():
+        log.warning("another process is downloading %s (lock %s); waiting for it", handle, lock)
     from lookalike.models.native import import_tensorflow
 
     import_tensorflow()
@@ -103,6 +110,37 @@ def _resolve_hub_handle(handle: str) -> Path:
         raise
     except Exception as exc:  # tensorflow_hub raises many kinds (URLError, tarfile, OSError)
         raise ModelError(f"could not download {handle}: {exc}\n{offline_hint()}") from exc
+
+
+def clear_abandoned_downloads(cache: Path) -> None:
+    """Remove the download locks, and part-downloaded folders, of tensorflow_hub runs that died.
+
+    tensorflow_hub writes ``<module>.lock`` (``host.pid.uid``) while it downloads into
+    ``<module>.<uid>.tmp`` and removes both in a ``finally`` that a killed process (SIGTERM,
+    SIGKILL, a closed terminal) never runs; the next run then waits 10 minutes for it. A lock
+    whose owner is a process of this machine that no longer exists is cleared; a live owner's
+    is left (that run waits for it, as it should), and so is one from another machine.
+    """
+    host = socket.gethostname()
+    for lock in cache.glob("*.lock"):
+        try:
+            owner_host, pid, uid = lock.read_text(encoding="utf-8").rsplit(".", 2)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # gone meanwhile, or not tensorflow_hub's
+        if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        shutil.rmtree(f"{lock.with_suffix('')}.{uid}.tmp", ignore_errors=True)
+        lock.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
 
 
 def offline_hint() -> str:

@@ -382,6 +382,17 @@ def test_unconvertible_model_falls_back_to_tensorflow(models_dir, caplog):
         load_model(str(model), runtime="tflite")
 
 
+def test_a_cache_that_cannot_be_written_falls_back_to_tensorflow(tf2_model, tmp_path, monkeypatch, caplog):
+    """A full disk or an unwritable cache folder stopped every command at the LiteRT
+    conversion ("Not a directory" and nothing indexed); TensorFlow runs the model all the same."""
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LOOKALIKE_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    assert isinstance(load_model(str(tf2_model)), TensorFlowEmbedder)
+    assert "using TensorFlow: cannot cache the TFLite conversion" in caplog.text
+    with pytest.raises(ModelError, match=r"cannot cache the TFLite conversion in .*a-file"):
+        load_model(str(tf2_model), runtime="tflite")
+
+
 def test_unfaithful_conversion_is_rejected(tf2_model, monkeypatch):
     from lookalike.models import convert
 

@@ -10,6 +10,7 @@ of every command on an idle machine, 9 s under load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -59,8 +60,11 @@ def convert(tf_model: TensorFlowEmbedder) -> Path:
     except Exception as exc:  # the converter raises many kinds for unsupported graphs
         reason = next((line for line in str(exc).splitlines() if "error" in line), str(exc)[:200])
         raise ModelError(f"cannot convert {tf_model.info.source} to TFLite: {reason.strip()}") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as exc:  # a full disk, a cache folder that cannot be written
+        raise ModelError(f"cannot cache the TFLite conversion in {path.parent}: {exc}") from exc
     return path
 
 
@@ -106,7 +110,8 @@ def fast_embedder(
         path.unlink(missing_ok=True)
         raise ModelError(f"TFLite vectors differ from TensorFlow's (min cosine {cos:.6f} < {MIN_COSINE})")
     record = {"tflite": path.name, "info": _comparable(lite.info)}
-    atomic_write_bytes(_record_path(tf_model.path, requested_size), json.dumps(record).encode())
+    with contextlib.suppress(OSError):  # unrecorded, later runs check the twin again with TensorFlow
+        atomic_write_bytes(_record_path(tf_model.path, requested_size), json.dumps(record).encode())
     return lite
 
 

@@ -140,6 +140,22 @@ def test_a_bad_labels_file_is_refused_before_an_index_is_made(tmp_path, photo_di
     assert Index(index).info()["files"] == 8
 
 
+def test_a_relative_labels_path_serves_later_runs_from_anywhere(tmp_path, photo_dir, tf1_module, labels_file,
+                                                                 monkeypatch):  # fmt: skip
+    """The index records its labels file for later runs: as given, a relative path failed
+    ("cannot read labels") in every later `index` or `serve` started from another folder."""
+    monkeypatch.chdir(labels_file.parent)
+    index = tmp_path / "ix"
+    run("index", photo_dir, "--model", tf1_module, "--labels", labels_file.name, "--index", index, "-q",
+        "--workers", "0")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    make_photo(77).save(photo_dir / "new.jpg")
+    res = run("index", photo_dir, "--index", index, "-q", "--workers", "0")
+    assert "indexed 1 image " in res.stdout
+    hit = Index(index).search([photo_dir / "new.jpg"], k=1)[0].hits[0]
+    assert hit.path.endswith("new.jpg") and len(hit.labels) == 5
+
+
 def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
     res = run("index", photo_dir, "--model", tf1_feature_module, "--index", indexed, ok=False)
     assert res.exit_code == 1 and "cannot be compared" in res.output

@@ -33,7 +33,7 @@ from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_model
 from lookalike.models.labels import model_labels
-from lookalike.models.sources import ModelError
+from lookalike.models.sources import ModelError, is_url
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.against import find_in_other
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates
@@ -228,6 +228,8 @@ class Index:
             model = model or (self.manifest().model.source if self.exists else DEFAULT_MODEL)
             embedder = load_model(model, input_size=input_size, input_range=input_range, runtime=self.runtime)
         opts = options or IndexOptions()
+        if labels is not None and not is_url(labels):  # recorded: later runs start from anywhere
+            labels = str(Path(labels).expanduser().resolve())
         if embedder.info.has_labels and opts.label_names is None:  # before an index tied to the model is made
             named = labels or (self.manifest().labels if self.exists else None)
             opts.label_names = model_labels(embedder, named)

@@ -156,6 +156,29 @@ def test_a_relative_labels_path_serves_later_runs_from_anywhere(tmp_path, photo_
     assert hit.path.endswith("new.jpg") and len(hit.labels) == 5
 
 
+def test_other_labels_for_an_index_are_refused_and_a_moved_list_is_followed(tmp_path, photo_dir, tf1_module,
+                                                                            labels_file):  # fmt: skip
+    """--labels on an existing index labelled its new files from that list and the old ones
+    from the first (and the index went on recording the first). A list naming the classes
+    otherwise is now refused; the same names from another place are recorded there."""
+    index = tmp_path / "ix"
+    run("index", photo_dir, "--model", tf1_module, "--labels", labels_file, "--index", index, "-q",
+        "--workers", "0")  # fmt: skip
+    names = labels_file.read_text().splitlines()
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join([*names[:3], "a tabby cat", *names[4:]]))
+    make_photo(78).save(photo_dir / "new.jpg")
+    res = run("index", photo_dir, "--labels", other, "--index", index, ok=False)
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"{other} names class 3 'a tabby cat', not {names[3]!r}" in res.stderr
+    assert Index(index).info()["files"] == 8
+    moved = tmp_path / "moved.txt"
+    labels_file.rename(moved)
+    run("index", photo_dir, "--labels", moved, "--index", index, "-q", "--workers", "0")
+    assert json.loads((index / "manifest.json").read_text())["labels"] == str(moved)
+    assert Index(index).info()["files"] == 9
+
+
 def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
     res = run("index", photo_dir, "--model", tf1_feature_module, "--index", indexed, ok=False)
     assert res.exit_code == 1 and "cannot be compared" in res.output

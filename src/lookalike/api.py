@@ -32,7 +32,7 @@ from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_model
-from lookalike.models.labels import model_labels
+from lookalike.models.labels import index_labels
 from lookalike.models.sources import ModelError, is_url
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.against import find_in_other
@@ -231,8 +231,8 @@ class Index:
         if labels is not None and not is_url(labels):  # recorded: later runs start from anywhere
             labels = str(Path(labels).expanduser().resolve())
         if embedder.info.has_labels and opts.label_names is None:  # before an index tied to the model is made
-            named = labels or (self.manifest().labels if self.exists else None)
-            opts.label_names = model_labels(embedder, named)
+            recorded = self.manifest().labels if self.exists else None
+            opts.label_names = index_labels(embedder, labels, recorded, self.exists)
         with self.store(model=embedder.info, writable=True, labels=labels, descriptor=descriptor) as store:
             self._embedder = embedder
             self._descriptor = get_descriptor(store.descriptor)

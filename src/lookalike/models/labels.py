@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.errors import InvalidArgument
+from lookalike.errors import IncompatibleIndex, InvalidArgument
 from lookalike.models.sources import ModelError, load_labels
 
 if TYPE_CHECKING:
@@ -42,5 +42,27 @@ def model_labels(embedder: Embedder, value: str | None) -> list[str]:
     if classes != len(names):
         raise ModelError(
             f"labels {value or 'of ImageNet'} name {len(names)} classes, but the model gives {classes}"
+        )
+    return names
+
+
+def index_labels(embedder: Embedder, given: str | None, recorded: str | None, existing: bool) -> list[str]:
+    """The class names to index with: ``given`` (a ``--labels`` value), else the list the
+    index recorded (``recorded``; None: ImageNet's). On an ``existing`` index, a list that
+    names the classes otherwise is refused: its files would be labelled from two lists. One
+    the index can no longer read (moved, deleted) is replaced by ``given``."""
+    names = model_labels(embedder, given or recorded)
+    if not (existing and given and given != recorded):
+        return names
+    try:
+        before = load_labels(recorded)
+    except ModelError:
+        return names
+    if before != names:
+        i = next((i for i, (a, b) in enumerate(zip(before, names, strict=False)) if a != b), None)
+        what = f"class {i} {names[i]!r}, not {before[i]!r}" if i is not None else f"{len(names)} classes"
+        raise IncompatibleIndex(
+            f"this index was labelled with {recorded or 'the ImageNet list'}; {given} names {what}: "
+            "its files would be labelled from two lists. Use another --index, or no --labels"
         )
     return names

@@ -82,6 +82,11 @@ def test_info_table_and_verify_lines():
     assert "whitening, from 1,204 photos" in text and "lookalike calibrate" in text
     assert "calibration refused  too few copies" in text
     assert "refused" not in _text(render.info_table({**learning, "calibration_refused": None}))
+    model = "/models/mobilenet_v1_025_128_classification_quant.tflite"
+    narrow = Console(file=io.StringIO(), width=40, color_system=None)
+    narrow.print(render.info_table({"model": model, "model_identity": "cb273c23" * 8}))
+    folded = "".join(line.strip() for line in narrow.file.getvalue().splitlines())
+    assert model in folded and "cb273c23" * 8 in folded  # not cut at "…" on a narrow terminal
     from lookalike.storage import VerifyReport
 
     report = VerifyReport(4, 3, list(range(12)), [], [], [], [], [])

@@ -167,6 +167,8 @@ def no_hits(label, under, since, until, threshold, min_probability) -> str:
 def info_table(stats: dict) -> Table:
     """An index's statistics, one per line; the size in MB."""
     table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a path or a hash whole on a narrow terminal, not cut at "…"
     for key, value in stats.items():
         if key == "size_bytes":
             key, value = "size on disk", f"{value / 1e6:.1f} MB"

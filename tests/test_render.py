@@ -40,6 +40,9 @@ def test_search_table_prints_paths_as_they_are():
     hits.append(Hit(3, "/p/sibling.jpg", 0.1234, probability=0.2, similarity=0.7654))
     text = _text(render.search_table(QueryResult("q", hits)))
     assert "alone" in text and "0.1234" in text and "0.7654" in text
+    names = [("tench, Tinca tinca", 0.8), ("goldfish, Carassius auratus", 0.1), ("snoek", 0.1), ("eel", 0)]
+    text = _text(render.search_table(QueryResult("q", [Hit(4, "/p/fish.jpg", 0.9, labels=names)])))
+    assert "tench, Tinca tinca; goldfish, Carassius auratus; snoek" in text  # a name's own commas
 
 
 def test_scores_under_minus_one_are_shown_as_minus_one():

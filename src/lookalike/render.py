@@ -129,7 +129,7 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Grou
         extra += ([p] if calibrated else []) + ([h.relation or ""] if related else [])
         row = [str(rank), f"{shown_score(h.score):.4f}", *extra, escape(shown(h.path))]
         if h.labels:
-            row.append(escape(", ".join(n for n, _ in h.labels[:3])))
+            row.append(escape("; ".join(n for n, _ in h.labels[:3])))  # ImageNet names hold commas
         table.add_row(*row)
     if not result.hits:
         table.add_row("", "", "(no results)")

@@ -91,7 +91,7 @@ function hitCard(hit, n) {
   const parts = [];
   if (hit.relation) parts.push(hit.relation);
   if (hit.probability !== undefined) parts.push(`P(same photo) ${pct(hit.probability)}`);
-  if (hit.labels && hit.labels.length) parts.push(hit.labels.slice(0, 3).join(", "));
+  if (hit.labels && hit.labels.length) parts.push(hit.labels.slice(0, 3).join("; "));  // ImageNet names hold commas
   meta.textContent = parts.join(" · ");
   const path = document.createElement("p");
   path.className = "path";  // its folders may break after a slash, the name is in bold

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -299,6 +300,24 @@ def test_download_locks_of_live_or_foreign_processes_are_kept(tmp_path):
         "live.aa.tmp",
         "live.lock",
     ]
+
+
+def test_an_abandoned_download_lock_on_read_only_media_is_left_to_tensorflow_hub(tmp_path):
+    """A cache on read-only media (a shared, mounted cache) cannot lose its locks: resolving
+    goes on (tensorflow_hub waits out the lock itself) instead of failing with EROFS."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to mount a read-only folder")
+    cache = tmp_path / "ro"
+    cache.mkdir()
+    (cache / "m.lock").write_text(f"{socket.gethostname()}.999999999.ab")  # no such process
+    clear = "from pathlib import Path; from lookalike.models.sources import clear_abandoned_downloads as c"
+    script = f"mount --bind {cache} {cache} && mount -o remount,bind,ro {cache} && {sys.executable} -c "
+    script += shlex.quote(f"{clear}; c(Path({str(cache)!r})); print('resolved')")
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    if "mount" in res.stderr and "resolved" not in res.stdout:
+        pytest.skip(f"no read-only mount here: {res.stderr.strip()}")
+    assert res.returncode == 0 and "resolved" in res.stdout, res.stderr
+    assert (cache / "m.lock").exists()
 
 
 def test_top_k_softmaxes_logits_and_keeps_probabilities():

@@ -8,6 +8,7 @@ is cached beside it, written atomically so an interrupted download leaves nothin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -130,7 +131,8 @@ def clear_abandoned_downloads(cache: Path) -> None:
         if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
             continue
         shutil.rmtree(f"{lock.with_suffix('')}.{uid}.tmp", ignore_errors=True)
-        lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only cache: tensorflow_hub's own timeout it is
+            lock.unlink(missing_ok=True)
 
 
 def _process_exists(pid: int) -> bool:

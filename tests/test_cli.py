@@ -162,6 +162,7 @@ def test_other_labels_for_an_index_are_refused_and_a_moved_list_is_followed(tmp_
     from the first (and the index went on recording the first). A list naming the classes
     otherwise is now refused; the same names from another place are recorded there."""
     index = tmp_path / "ix"
+    labels_file = shutil.copy(labels_file, tmp_path / "labels.txt")  # moved below: not the shared one
     run("index", photo_dir, "--model", tf1_module, "--labels", labels_file, "--index", index, "-q",
         "--workers", "0")  # fmt: skip
     names = labels_file.read_text().splitlines()

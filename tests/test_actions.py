@@ -195,6 +195,26 @@ def test_a_run_that_changes_nothing_leaves_no_journal_for_undo_last(library):
     assert os.stat(keep).st_ino != os.stat(copy).st_ino
 
 
+def test_a_run_whose_every_action_failed_leaves_no_journal_for_undo_last(library, tmp_path):
+    """A --move-to that could not move anything (its folders cannot be made) left a journal
+    of failed attempts; `undo --last` took it ("already back in place") and the run before
+    stayed undone."""
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    journal = _journal(_dupes(index, "--hardlink").stdout)
+    blocked = tmp_path / "aside"
+    blocked.mkdir()
+    (blocked / str(photos).split(os.sep)[1]).write_text("")  # a file where a folder must go
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(blocked)]
+    )
+    assert res.exit_code == 1 and "failed: Not a directory" in res.stdout + res.stderr, res.output
+    assert set((index / "journals").iterdir()) == {Path(journal)}
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
+    assert os.stat(keep).st_ino != os.stat(copy).st_ino
+
+
 def test_undo_last_takes_the_newest_journal_and_version_is_printed(library, tmp_path):
     photos, index = library
     before = _tree(photos)

@@ -185,6 +185,7 @@ def apply(
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
+    fresh = not journal.exists() or journal.stat().st_size == 0
     with _Journal(journal) as log:
         for group in groups:
             kept_problem = _kept_problem(group.keep)
@@ -220,6 +221,8 @@ def apply(
                     report.skipped.append((path, f"failed: {exc.strerror or exc}"))
                     continue
                 report.done.append(path)
+    if fresh and not report.done:  # only attempts that failed: nothing for `undo --last` to take
+        journal.unlink(missing_ok=True)
     return report
 
 

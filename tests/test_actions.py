@@ -290,6 +290,25 @@ def _linked_library(tmp_path: Path, model: Path) -> tuple[Path, Path]:
     return lib, tmp_path / "ix"
 
 
+@pytest.mark.parametrize("edit", ["append", "same size"])
+def test_undo_of_a_hardlink_does_not_give_back_edited_bytes_as_the_old_file(library, edit):
+    """The kept file edited in place after --hardlink: undo copied the edited bytes out under
+    the copy's old mtime and said it restored the file. Now it says why and leaves the link."""
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    _dupes(index, "--hardlink")
+    data = bytearray(keep.read_bytes())
+    if edit == "append":
+        data += b"EDITED"
+    else:
+        data[-100] ^= 0xFF
+    keep.write_bytes(data)
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 1 and "restored 0 files" in res.stdout, res.output
+    assert "its bytes changed since it was hardlinked" in res.stdout + res.stderr
+    assert os.stat(keep).st_ino == os.stat(copy).st_ino and copy.read_bytes() == bytes(data)
+
+
 def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf2_model):
     lib, index = _linked_library(tmp_path, tf2_model)
     data = (lib / "sub" / "d.jpg").read_bytes()

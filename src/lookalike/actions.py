@@ -209,6 +209,8 @@ def apply(
                     "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
                     "real": os.path.realpath(path), "at": datetime.now().isoformat(timespec="seconds"),
                 }  # fmt: skip
+                if action == "hardlink" and group.keep.content_hash:  # the bytes undo gives back
+                    entry["sha256"] = group.keep.content_hash
                 if action == "move":
                     entry["dest"] = str(Path(move_to).resolve() / path.lstrip(os.sep))
                     if os.path.lexists(entry["dest"]):
@@ -324,8 +326,7 @@ def _undo_one(entry: dict) -> str | None:
             if stat.S_ISREG(st.st_mode) and as_journaled:  # an earlier undo restored it
                 return ALREADY_BACK
             return "not a hardlink to the kept file any more"
-        _restore_own_copy(path, entry)
-        return None
+        return _restore_own_copy(path, entry)
     if os.path.lexists(path):
         happened = os.path.lexists(entry["dest"]) if action == "move" else _trashed(entry) is not None
         if happened:
@@ -352,21 +353,30 @@ def _undo_one(entry: dict) -> str | None:
     return None
 
 
-def _restore_own_copy(path: str, entry: dict) -> None:
+def _restore_own_copy(path: str, entry: dict) -> str | None:
     """Give a hardlinked ``path`` its own copy of the (identical) bytes again, with the mode
     and mtime the journal recorded: written under a new name of its own (nothing already
-    there is opened or followed), then renamed over the link."""
+    there is opened or followed), then renamed over the link. Bytes that are no longer
+    those hardlinked (the kept file was edited since) are not given out as the old file:
+    returns why, leaving the link as it is."""
     folder, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".lookalike-restore", dir=folder or ".")
     try:
+        digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out)
+            while block := src.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+            size = out.tell()
+        if size != entry["size"] or entry.get("sha256", digest.hexdigest()) != digest.hexdigest():
+            return "its bytes changed since it was hardlinked (the kept file was edited): left linked"
         os.chmod(tmp, entry["mode"])
         os.utime(tmp, ns=(entry["mtime_ns"], entry["mtime_ns"]))
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+    return None
 
 
 def _trash_dirs(paths: Sequence[str]) -> list[tuple[Path, Path]]:

@@ -75,6 +75,21 @@ def test_move_to_and_undo(library, tmp_path):
     assert "2 duplicates" in _dupes(index).stdout  # indexed again: found again without an index run
 
 
+def test_an_undo_cut_short_before_indexing_is_finished_by_the_next(library, tmp_path):
+    """An undo killed after putting files back but before indexing them left them out of the
+    index for good: the next undo found them "already back in place" and indexed nothing."""
+    from lookalike import actions
+
+    photos, index = library
+    journal = _journal(_dupes(index, "--move-to", str(tmp_path / "aside")).stdout)
+    actions.undo(Path(journal))  # what an undo killed before its indexing step leaves
+    assert Index(index).file_at(photos / "smaller.jpg") is None
+    res = runner.invoke(app, ["undo", journal])
+    assert res.exit_code == 3 and "already back in place" in res.output, res.output
+    assert Index(index).file_at(photos / "smaller.jpg") is not None
+    assert "2 duplicates" in _dupes(index).stdout
+
+
 def test_moving_into_a_folder_of_indexed_photos_is_refused(library):
     """Copies moved among indexed photos would be indexed and found again by the next run."""
     photos, index = library

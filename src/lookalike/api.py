@@ -505,11 +505,12 @@ class Index:
     def undo(self, journal: Path, progress: Progress | None = None) -> ActionReport:
         """Put back what a duplicate action did (see :func:`lookalike.actions.undo`; ``progress``
         hears entries done), and index again the files it brought back (they left the index
-        when they went)."""
+        when they went), and those an undo killed before indexing them brought back."""
         report = actions.undo(Path(journal), progress)
         if not self.exists:  # a journal of no index here: the files are back, nothing to index
             return report
-        back = [p for p in report.done if os.path.isfile(p) and self.file_at(p) is None]
+        again = [p for p, why in report.skipped if why == actions.ALREADY_BACK]  # an undo cut short
+        back = [p for p in [*report.done, *again] if os.path.isfile(p) and self.file_at(p) is None]
         if back:
             self.add(back, options=IndexOptions(workers=0), calibrate=False)
         return report

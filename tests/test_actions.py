@@ -90,15 +90,24 @@ def test_an_undo_cut_short_before_indexing_is_finished_by_the_next(library, tmp_
     assert "2 duplicates" in _dupes(index).stdout
 
 
-def test_moving_into_a_folder_of_indexed_photos_is_refused(library):
-    """Copies moved among indexed photos would be indexed and found again by the next run."""
+def test_moving_into_a_folder_of_indexed_photos_is_refused(library, tmp_path):
+    """Copies moved among indexed photos would be indexed and found again by the next run:
+    into a folder of them, also through a symbolic link (was: accepted), or into a new
+    folder inside one (was: accepted)."""
     photos, index = library
     before = _tree(photos)
-    res = runner.invoke(
-        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(photos / "sub")]
-    )
-    assert res.exit_code == 1 and "holds indexed photos" in res.output, res.output
+    (tmp_path / "link").symlink_to(photos / "sub")
+    for target, why in (
+        (photos / "sub", "it holds indexed photos"),
+        (tmp_path / "link", "it holds indexed photos"),
+        (photos / "aside", f"it is inside {photos}, which holds indexed photos"),
+    ):
+        res = runner.invoke(
+            app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(target)]
+        )
+        assert res.exit_code == 1 and why in res.output.replace("\n", ""), res.output
     assert _tree(photos) == before and not list((index / "journals").glob("*.jsonl"))
+    assert not (photos / "aside").exists()
 
 
 def test_ctrl_c_during_an_action_says_what_was_done_and_how_to_undo_it(library, tmp_path, monkeypatch):

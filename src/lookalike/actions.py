@@ -21,7 +21,7 @@ import shutil
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -177,9 +177,9 @@ def apply(
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise InvalidArgument("move needs a destination folder")
-    if action == "move" and any(is_under(p, target := os.path.abspath(move_to)) for p in known):
+    if action == "move" and (why := _move_target_problem(move_to, known)) is not None:
         raise InvalidArgument(
-            f"cannot move duplicates into {target}: it holds indexed photos, so the copies moved "
+            f"cannot move duplicates into {os.path.abspath(move_to)}: {why}, so the copies moved "
             "there would be indexed and found again; choose a folder outside the indexed ones"
         )
     if (why := journal_problem(journal)) is not None:
@@ -226,6 +226,21 @@ def apply(
     if fresh and not report.done:  # only attempts that failed: nothing for `undo --last` to take
         journal.unlink(missing_ok=True)
     return report
+
+
+def _move_target_problem(move_to: Path, known: Iterable[str]) -> str | None:
+    """Why duplicates must not be moved into ``move_to``, or None: it holds indexed photos,
+    or lies in a folder that does; through any spelling or symbolic link of either."""
+    folders = {os.path.dirname(p) for p in known}
+    folders |= {os.path.realpath(f) for f in folders}
+    for target in dict.fromkeys((os.path.abspath(move_to), os.path.realpath(move_to))):
+        if any(is_under(f, target) for f in folders):
+            return "it holds indexed photos"
+        if (
+            up := next((u for u in (target, *map(str, Path(target).parents)) if u in folders), None)
+        ) is not None:
+            return f"it is inside {up}, which holds indexed photos"
+    return None
 
 
 def _hardlink_blocker(kind: str, path: str, keep: str, known: dict[str, Known]) -> str | None:

@@ -333,6 +333,24 @@ def test_undo_of_a_hardlink_does_not_give_back_edited_bytes_as_the_old_file(libr
     assert os.stat(keep).st_ino == os.stat(copy).st_ino and copy.read_bytes() == bytes(data)
 
 
+def test_undo_of_a_hardlink_whose_kept_file_is_gone_gives_the_copy_its_own_mode_back(library):
+    """The kept file deleted after --hardlink: the copy holds the bytes alone, but with the
+    kept file's mode (was: left so, "not a hardlink to the kept file any more")."""
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    own = os.stat(copy)
+    os.chmod(keep, 0o640)  # the kept file's mode differs from the copy's own
+    _dupes(index, "--hardlink")
+    assert os.stat(copy).st_mode & 0o777 == 0o640
+    keep.unlink()
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
+    st = os.stat(copy)
+    assert (st.st_mode, st.st_mtime_ns, st.st_size) == (own.st_mode, own.st_mtime_ns, own.st_size)
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 3 and "already back in place" in res.output, res.output
+
+
 def test_no_hardlink_is_made_to_a_kept_file_that_is_a_symbolic_link(tmp_path, tf2_model):
     lib, index = _linked_library(tmp_path, tf2_model)
     data = (lib / "sub" / "d.jpg").read_bytes()

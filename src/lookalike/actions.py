@@ -338,7 +338,13 @@ def _undo_one(entry: dict) -> str | None:
         if os.stat(path).st_nlink < 2 or identity(path) != identity(entry["keep"]):
             st = os.lstat(path)
             as_journaled = (st.st_size, st.st_mtime_ns) == (entry["size"], entry["mtime_ns"])
-            if stat.S_ISREG(st.st_mode) and as_journaled:  # an earlier undo restored it
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and _hardlinked_bytes(path, entry):
+                if as_journaled and st.st_mode & 0o7777 == entry["mode"]:
+                    return ALREADY_BACK  # an earlier undo restored it
+                os.chmod(path, entry["mode"])  # the kept file went: these bytes are the copy's alone,
+                os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]))  # with its own mode and mtime
+                return None
+            if stat.S_ISREG(st.st_mode) and as_journaled:
                 return ALREADY_BACK
             return "not a hardlink to the kept file any more"
         return _restore_own_copy(path, entry)
@@ -366,6 +372,14 @@ def _undo_one(entry: dict) -> str | None:
     shutil.move(trashed, path)
     os.unlink(info)
     return None
+
+
+def _hardlinked_bytes(path: str, entry: dict) -> bool:
+    """Whether ``path`` holds the bytes a hardlink entry linked (its SHA-256; older journals:
+    its size)."""
+    if os.path.getsize(path) != entry["size"]:
+        return False
+    return "sha256" not in entry or _sha256(path) == entry["sha256"]
 
 
 def _restore_own_copy(path: str, entry: dict) -> str | None:

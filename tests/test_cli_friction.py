@@ -376,3 +376,16 @@ def test_the_calibration_at_the_end_of_index_has_its_own_bar_on_a_terminal(tmp_p
     shown = in_terminal(args, tmp_path, columns=120)
     assert f"indexed {AUTO_CALIBRATE} images" in shown.replace("\r\n", " ")
     assert "calibrating scores" in shown
+
+
+def test_a_file_name_with_an_emoji_code_is_printed_as_it_is(tmp_path, photo_dir, tf2_model):
+    """rich turned ":x:" and ":smile:" in file names into emoji, piped output included."""
+    shutil.copy(photo_dir / "photo0.jpg", photo_dir / "a:x:b.jpg")
+    (photo_dir / "bad:smile:.jpg").write_bytes(b"")
+    index = tmp_path / "ix"
+    run("index", photo_dir, "--model", tf2_model, "--index", index, "--workers", "0", "-q")
+    res = piped(["dupes", "--index", str(index)], tmp_path)
+    assert str(photo_dir / "a:x:b.jpg") in res.stdout
+    assert "\u274c" not in res.stdout, res.stdout
+    res = piped(["info", "--errors", "--index", str(index)], tmp_path)
+    assert "bad:smile:.jpg" in res.stdout and "\U0001f604" not in res.stdout, res.stdout

@@ -56,8 +56,8 @@ class Output(Console):
         return text if self.is_terminal else _TRAILING_SPACES.sub("", text)
 
 
-out = Output()  # wraps on a terminal only: piped to grep, a path stays on its line
-err = Output(stderr=True)
+out = Output(emoji=False)  # wraps on a terminal only: piped to grep, a path stays on its line
+err = Output(stderr=True, emoji=False)  # ":x:" in a file name is no emoji code
 
 
 def fail(message: str) -> typer.Exit:

@@ -132,8 +132,8 @@ class Store:
                 manifest.check_model(model, self.directory)
                 if self.writable and model.source != manifest.model.source:  # moved, re-downloaded:
                     manifest.model = replace(manifest.model, source=model.source)  # found there now
-            if self.writable and labels and manifest.labels != labels:  # the same names (see
-                manifest.labels = labels  # models.labels.index_labels), from where they are now
+            if self.writable and labels and manifest.model.has_labels and manifest.labels != labels:  # see
+                manifest.labels = labels  # models.labels.index_labels: the same names, from a new place
             manifest.check_descriptor(descriptor, self.directory)
         manifest.database = self.location.remembered
         self.manifest = manifest

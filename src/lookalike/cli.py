@@ -16,7 +16,19 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from lookalike import render
-from lookalike.cli_io import EXIT_INTERRUPTED, err, fail, nothing, out, path_shower, steps, tidy_help, warn
+from lookalike.cli_dupes import dupes, undo
+from lookalike.cli_io import (
+    EXIT_INTERRUPTED,
+    err,
+    fail,
+    nothing,
+    out,
+    path_shower,
+    print_skipped,
+    steps,
+    tidy_help,
+    warn,
+)
 from lookalike.cli_options import (
     HELP_EXTRAS,
     Db,
@@ -27,6 +39,7 @@ from lookalike.cli_options import (
     Relative,
     Runtime,
     index_settings,
+    open_index,
     parse_range,
 )
 from lookalike.errors import LookalikeError
@@ -68,15 +81,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-def _open(index: Path | None, runtime: str = "auto", db: str | None = None):
-    from lookalike.api import Index
-    from lookalike.models import RUNTIMES
-
-    if runtime not in RUNTIMES:
-        raise typer.BadParameter(f"--runtime must be one of {', '.join(RUNTIMES)}")
-    return Index(index, runtime=runtime, db=db)
-
 
 @app.command()
 def index(
@@ -126,7 +130,7 @@ def index(
     """Index images below PATHS (again: only new and changed files are read)."""
     from lookalike.indexer import IndexOptions
 
-    idx = _open(index, runtime, db)
+    idx = open_index(index, runtime, db)
     opts = IndexOptions(
         include=include or (),
         exclude=exclude or (),
@@ -160,7 +164,7 @@ def index(
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     out.print(render.index_summary(report, idx.directory), highlight=False, markup=False, soft_wrap=True)
-    _print_skipped(report.error_samples[:10])
+    print_skipped(report.error_samples[:10])
     for root, kept in report.offline:
         warn(render.offline_note(root, kept))
     if report.errors > 10:
@@ -172,11 +176,6 @@ def index(
                 raise fail(f"{where} could not be indexed")
             raise fail(f"none of the {report.errors} image files below {where} could be indexed")
         raise nothing(f"no image files found below {where}")
-
-
-def _print_skipped(items: list[tuple[str, str]]) -> None:
-    for path, why in items:
-        err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
 
 
 @app.command()
@@ -210,7 +209,7 @@ def search(
     no query found anything (filters matching nothing, a threshold nothing reaches)."""
     from lookalike.search import Filters
 
-    idx = _open(index, runtime, db)
+    idx = open_index(index, runtime, db)
     filters = Filters(label=label, under=[canonical(p) for p in under or ()], since=since, until=until)
     queries: list = []
     fetch_errors: dict[int, str] = {}
@@ -254,7 +253,7 @@ def info(
     errors: Annotated[bool, typer.Option("--errors", help="List files that could not be indexed.")] = False,
 ) -> None:
     """Describe an index: files, errors, model, dimension, index type, size on disk."""
-    idx = _open(index, db=db)
+    idx = open_index(index, db=db)
     stats = idx.info()
     bad = idx.errors() if errors else []
     if as_json:
@@ -284,7 +283,7 @@ def reindex(
     settings = index_settings(index_type, max_memory, nprobe)
     started = datetime.now()
     with steps(err, "rebuilding"):
-        stats = _open(index, db=db).reindex(**settings)
+        stats = open_index(index, db=db).reindex(**settings)
     seconds = (datetime.now() - started).total_seconds()
     out.print(render.reindex_summary(stats, seconds), highlight=False, markup=False)
 
@@ -298,7 +297,7 @@ def calibrate(
 ) -> None:
     """Fit the index's score calibration: cosine -> P(same photo), on its own photos."""
     with steps(err, "calibrating") as update:
-        cal = _open(index, runtime, db).calibrate(sample, progress=update)
+        cal = open_index(index, runtime, db).calibrate(sample, progress=update)
     out.print(render.calibration_summary(cal), highlight=False, markup=False, soft_wrap=True)
 
 
@@ -309,7 +308,7 @@ def remove(
     db: Db = None,
 ) -> None:
     """Drop files from the index (the files themselves are not touched)."""
-    count = _open(index, db=db).remove([str(p) for p in paths])
+    count = open_index(index, db=db).remove([str(p) for p in paths])
     if not count:
         raise nothing(f"nothing in the index below {', '.join(str(p) for p in paths)}; removed 0 files")
     out.print(f"removed {render.count(count, 'file')} from the index", highlight=False)
@@ -323,7 +322,7 @@ def verify(
 ) -> None:
     """Check that every catalogue row has its vector in FAISS and vice versa."""
     with steps(err, "repairing" if repair else "verifying"):
-        found, after = _open(index, db=db).verify(repair=repair)
+        found, after = open_index(index, db=db).verify(repair=repair)
     _print_verify(found)
     if found.ok:
         out.print("[green]ok[/]: catalogue and vectors agree")
@@ -345,121 +344,8 @@ def _print_verify(report) -> None:
         out.print(line, highlight=False, markup=False)
 
 
-@app.command()
-def dupes(
-    index: IndexDir = None,
-    db: Db = None,
-    preset: Annotated[str, typer.Option(help="How alike copies must be:")] = "copies",
-    threshold: Annotated[
-        float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
-    ] = None,
-    min_probability: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=1.0, help="P(same photo) threshold of a calibrated index; overrides --preset."
-        ),
-    ] = None,
-    protect: Annotated[
-        list[Path] | None, typer.Option(help="Folder whose files are never proposed for removal.")
-    ] = None,
-    prefer_folder: Annotated[list[Path] | None, typer.Option(help="Keep copies from this folder.")] = None,
-    prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
-    html_dir: Annotated[
-        Path | None, typer.Option("--html", help="Write a static report page (with thumbnails) here.")
-    ] = None,
-    against: Annotated[
-        Path | None,
-        typer.Option(help="Another index: this index's images already in it (scored as its searches are)."),
-    ] = None,
-    ignore: Annotated[
-        tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
-    ] = None,
-    move_to: Annotated[Path | None, typer.Option(help="Move duplicates into this folder.")] = None,
-    trash: Annotated[bool, typer.Option("--trash", help="Send duplicates to the trash.")] = False,
-    hardlink: Annotated[
-        bool, typer.Option("--hardlink", help="Replace exact duplicates by hardlinks to the kept file.")
-    ] = False,
-    journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
-    relative: Relative = False,
-) -> None:
-    """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors).
-
-    Exit status 3 when there are none (nothing to act on)."""
-    from lookalike.actions import ActionReport
-    from lookalike.cli_io import check_journal, check_move_target, check_report_folder
-    from lookalike.errors import InvalidArgument
-    from lookalike.search.calibration import Calibration
-    from lookalike.search.duplicates import KeepRules, resolve_threshold
-
-    if as_json and as_csv:
-        raise typer.BadParameter("choose one of --json, --csv")
-    checks = ((html_dir, check_report_folder), (move_to, check_move_target), (journal, check_journal))
-    for given, check in checks:
-        if given is not None:  # before any work, and before anything moves or a journal is written
-            check(given)
-    idx = _open(index, db=db)
-    if ignore is not None:
-        idx.ignore(*ignore)
-        out.print("remembered: these two are not duplicates", highlight=False)
-        return
-    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
-    if len(chosen) > 1:
-        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
-    scored = _open(against) if against else idx  # --against: the scores are the other index's
-    manifest = scored.manifest()
-    calibration = Calibration.from_dict(manifest.calibration)
-    try:
-        cutoff, label, note = resolve_threshold(
-            preset, threshold, min_probability, manifest.model.source, calibration, against and str(against)
-        )
-    except InvalidArgument as exc:  # options that do not go together: a usage error
-        raise typer.BadParameter(str(exc)) from None
-    if note:
-        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    rules = KeepRules(
-        protect=[canonical(p) for p in protect or ()],
-        prefer_folders=[canonical(p) for p in prefer_folder or ()],
-        prefer_formats=prefer_format or (),
-    )
-    looks = preset == "similar" and threshold is None and min_probability is None  # look-alikes too
-    with steps(err, "finding duplicates") as checked:  # a bar while pairs are checked from their files
-        groups = (
-            idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks, checked)
-        )
-    if chosen:
-        if not groups:
-            raise nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
-        report = ActionReport(journal or idx.new_journal())
-        try:
-            with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
-                idx.act_on_duplicates(groups, chosen[0], report.journal, move_to, rules.protect, report)
-        except KeyboardInterrupt:
-            err.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
-            raise
-        _print_skipped(report.skipped)
-        out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
-        if not report.done:
-            raise fail(f"{chosen[0]}: no file was acted on ({len(report.skipped)} skipped, see above)")
-        return
-    shown = path_shower(relative)
-    if html_dir is not None:
-        from lookalike.report import write_html
-        from lookalike.review import scoring_of
-
-        with steps(err, "writing the report"):
-            page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(scored))
-        err.print(f"report written to {page}", highlight=False, markup=False)
-    if as_json:
-        print(render.dupes_json(groups, shown))
-    elif as_csv:
-        render.write_dupes_csv(groups, sys.stdout, shown)
-    else:
-        for line in render.dupes_lines(groups, label, shown):
-            out.print(line, highlight=False)
-    if not groups:
-        raise nothing(f"no duplicates found ({label})")
+app.command()(dupes)
+app.command()(undo)
 
 
 def _version(value: bool) -> None:
@@ -477,46 +363,6 @@ def _main(
     ] = False,
 ) -> None:
     """Find look-alike and duplicate images: index folders, search by image."""
-
-
-@app.command()
-def undo(
-    journal: Annotated[
-        Path | None,
-        typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.", show_default=False),
-    ] = None,
-    last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
-    index: IndexDir = None,
-) -> None:
-    """Put back what a `dupes` action moved, trashed or hardlinked, newest first.
-
-    What comes back is indexed again: into the journal's own index, or --index."""
-    from lookalike.actions import ALREADY_BACK
-    from lookalike.actions import undo as undo_journal
-    from lookalike.storage.manifest import MANIFEST
-
-    if (journal is None) == (not last):
-        raise typer.BadParameter("give a JOURNAL or --last")
-    if last:
-        journals = [p for p in _open(index).journals.glob("dupes-*.jsonl") if p.stat().st_size]
-        found = sorted(journals, key=lambda p: p.stat().st_mtime_ns)  # (older releases left empty ones)
-        if not found:
-            raise fail(f"no journal in {_open(index).journals}")
-        journal = found[-1]
-    if not journal.is_file():
-        raise fail(f"no journal at {journal}")
-    home = journal.absolute().parents[1] if journal.absolute().parent.name == "journals" else None
-    if home is not None and (home / MANIFEST).is_file():
-        index = home  # the index whose action it undoes
-    with steps(err, "restoring") as update:  # and indexed again, where the index is known
-        report = undo_journal(journal, update) if index is None else _open(index).undo(journal, update)
-    _print_skipped(report.skipped)
-    indexed = index is not None and _open(index).exists
-    out.print(render.undo_summary(report, indexed), highlight=False, markup=False, soft_wrap=True)
-    if not report.done:
-        if any(why != ALREADY_BACK for _, why in report.skipped):
-            raise typer.Exit(1)
-        raise nothing("nothing to restore: the journal's files are already back in place")
 
 
 @app.command()
@@ -551,7 +397,7 @@ def serve(
     if not is_loopback(host) and not token:
         raise fail(f"listening on {host} needs --token (or $LOOKALIKE_TOKEN)")
     cfg = ServerConfig(
-        index=_open(index, db=db).directory,
+        index=open_index(index, db=db).directory,
         db=db,
         token=token,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
@@ -582,7 +428,7 @@ def export(
 ) -> None:
     """Write the index's vectors with their paths, for other tools."""
     with steps(err, "exporting"):
-        files = _open(index, db=db).export(out, fmt)
+        files = open_index(index, db=db).export(out, fmt)
     typer.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 

@@ -71,6 +71,12 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def print_skipped(items: Iterable[tuple[str, str]]) -> None:
+    """One stderr line per file a command passed over, with the reason."""
+    for path, why in items:
+        err.print(f"  skipped {path}: {why}", highlight=False, markup=False)
+
+
 def nothing(message: str) -> typer.Exit:
     """Print ``warning: <message>`` on stderr; the exit (status 3: nothing found or done) to raise."""
     warn(message)

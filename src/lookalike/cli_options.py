@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from lookalike.api import Index
 
 IndexDir = Annotated[
     Path | None,
@@ -62,6 +65,16 @@ MaxMemory = Annotated[
         help="Memory budget of the vector index, e.g. 2G (none: no limit). Recorded.", show_default=False
     ),
 ]
+
+
+def open_index(index: Path | None, runtime: str = "auto", db: str | None = None) -> Index:
+    """The :class:`~lookalike.api.Index` that ``--index``, ``--runtime`` and ``--db`` name."""
+    from lookalike.api import Index
+    from lookalike.models import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise typer.BadParameter(f"--runtime must be one of {', '.join(RUNTIMES)}")
+    return Index(index, runtime=runtime, db=db)
 
 
 def index_settings(index_type: str | None, max_memory: str | None, nprobe: int | None = None) -> dict:

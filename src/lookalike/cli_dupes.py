@@ -1,0 +1,170 @@
+"""The ``lookalike dupes`` and ``lookalike undo`` commands: report duplicate groups, act on
+them (move, trash, hardlink) with a journal, and put back what an action did."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike import render
+from lookalike.cli_io import err, fail, nothing, out, path_shower, print_skipped, steps
+from lookalike.cli_options import Db, IndexDir, Relative, open_index
+from lookalike.fsutil import canonical
+
+
+def dupes(
+    index: IndexDir = None,
+    db: Db = None,
+    preset: Annotated[str, typer.Option(help="How alike copies must be:")] = "copies",
+    threshold: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Cosine threshold; overrides --preset.")
+    ] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="P(same photo) threshold of a calibrated index; overrides --preset."
+        ),
+    ] = None,
+    protect: Annotated[
+        list[Path] | None, typer.Option(help="Folder whose files are never proposed for removal.")
+    ] = None,
+    prefer_folder: Annotated[list[Path] | None, typer.Option(help="Keep copies from this folder.")] = None,
+    prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
+    html_dir: Annotated[
+        Path | None, typer.Option("--html", help="Write a static report page (with thumbnails) here.")
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="Another index: this index's images already in it (scored as its searches are)."),
+    ] = None,
+    ignore: Annotated[
+        tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
+    ] = None,
+    move_to: Annotated[Path | None, typer.Option(help="Move duplicates into this folder.")] = None,
+    trash: Annotated[bool, typer.Option("--trash", help="Send duplicates to the trash.")] = False,
+    hardlink: Annotated[
+        bool, typer.Option("--hardlink", help="Replace exact duplicates by hardlinks to the kept file.")
+    ] = False,
+    journal: Annotated[Path | None, typer.Option(help="Undo journal (default: in the index).")] = None,
+    relative: Relative = False,
+) -> None:
+    """Find duplicate groups: exact copies (same bytes) and near ones (similar vectors).
+
+    Exit status 3 when there are none (nothing to act on)."""
+    from lookalike.actions import ActionReport
+    from lookalike.cli_io import check_journal, check_move_target, check_report_folder
+    from lookalike.errors import InvalidArgument
+    from lookalike.search.calibration import Calibration
+    from lookalike.search.duplicates import KeepRules, resolve_threshold
+
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json, --csv")
+    checks = ((html_dir, check_report_folder), (move_to, check_move_target), (journal, check_journal))
+    for given, check in checks:
+        if given is not None:  # before any work, and before anything moves or a journal is written
+            check(given)
+    idx = open_index(index, db=db)
+    if ignore is not None:
+        idx.ignore(*ignore)
+        out.print("remembered: these two are not duplicates", highlight=False)
+        return
+    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
+    scored = open_index(against) if against else idx  # --against: the scores are the other index's
+    manifest = scored.manifest()
+    calibration = Calibration.from_dict(manifest.calibration)
+    try:
+        cutoff, label, note = resolve_threshold(
+            preset, threshold, min_probability, manifest.model.source, calibration, against and str(against)
+        )
+    except InvalidArgument as exc:  # options that do not go together: a usage error
+        raise typer.BadParameter(str(exc)) from None
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    rules = KeepRules(
+        protect=[canonical(p) for p in protect or ()],
+        prefer_folders=[canonical(p) for p in prefer_folder or ()],
+        prefer_formats=prefer_format or (),
+    )
+    looks = preset == "similar" and threshold is None and min_probability is None  # look-alikes too
+    with steps(err, "finding duplicates") as checked:  # a bar while pairs are checked from their files
+        groups = (
+            idx.found_in(against, cutoff, rules) if against else idx.duplicates(cutoff, rules, looks, checked)
+        )
+    if chosen:
+        if not groups:
+            raise nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
+        report = ActionReport(journal or idx.new_journal())
+        try:
+            with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
+                idx.act_on_duplicates(groups, chosen[0], report.journal, move_to, rules.protect, report)
+        except KeyboardInterrupt:
+            err.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
+            raise
+        print_skipped(report.skipped)
+        out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
+        if not report.done:
+            raise fail(f"{chosen[0]}: no file was acted on ({len(report.skipped)} skipped, see above)")
+        return
+    shown = path_shower(relative)
+    if html_dir is not None:
+        from lookalike.report import write_html
+        from lookalike.review import scoring_of
+
+        with steps(err, "writing the report"):
+            page = write_html(groups, html_dir, f"lookalike duplicates: {idx.directory}", scoring_of(scored))
+        err.print(f"report written to {page}", highlight=False, markup=False)
+    if as_json:
+        print(render.dupes_json(groups, shown))
+    elif as_csv:
+        render.write_dupes_csv(groups, sys.stdout, shown)
+    else:
+        for line in render.dupes_lines(groups, label, shown):
+            out.print(line, highlight=False)
+    if not groups:
+        raise nothing(f"no duplicates found ({label})")
+
+
+def undo(
+    journal: Annotated[
+        Path | None,
+        typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.", show_default=False),
+    ] = None,
+    last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
+    index: IndexDir = None,
+) -> None:
+    """Put back what a `dupes` action moved, trashed or hardlinked, newest first.
+
+    What comes back is indexed again: into the journal's own index, or --index."""
+    from lookalike.actions import ALREADY_BACK
+    from lookalike.actions import undo as undo_journal
+    from lookalike.storage.manifest import MANIFEST
+
+    if (journal is None) == (not last):
+        raise typer.BadParameter("give a JOURNAL or --last")
+    if last:
+        journals = [p for p in open_index(index).journals.glob("dupes-*.jsonl") if p.stat().st_size]
+        found = sorted(journals, key=lambda p: p.stat().st_mtime_ns)  # (older releases left empty ones)
+        if not found:
+            raise fail(f"no journal in {open_index(index).journals}")
+        journal = found[-1]
+    if not journal.is_file():
+        raise fail(f"no journal at {journal}")
+    home = journal.absolute().parents[1] if journal.absolute().parent.name == "journals" else None
+    if home is not None and (home / MANIFEST).is_file():
+        index = home  # the index whose action it undoes
+    with steps(err, "restoring") as update:  # and indexed again, where the index is known
+        report = undo_journal(journal, update) if index is None else open_index(index).undo(journal, update)
+    print_skipped(report.skipped)
+    indexed = index is not None and open_index(index).exists
+    out.print(render.undo_summary(report, indexed), highlight=False, markup=False, soft_wrap=True)
+    if not report.done:
+        if any(why != ALREADY_BACK for _, why in report.skipped):
+            raise typer.Exit(1)
+        raise nothing("nothing to restore: the journal's files are already back in place")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import resource
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -140,3 +142,32 @@ def test_a_full_disk_under_the_vector_checkpoint_is_a_store_error(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, previous)
     assert list(tmp_path.iterdir()) == []
+
+
+def _damaged(folder: Path, name: str, data: bytes) -> Path:
+    """A copy of the index ``folder`` whose file ``name`` now holds ``data``."""
+    copy = folder.with_name(f"{folder.name}-{name}-{data[:8].hex()}")
+    shutil.copytree(folder, copy)
+    (copy / name).write_bytes(data)
+    return copy
+
+
+def test_a_damaged_index_folder_is_one_line_naming_the_file(tmp_path, photo_dir, tf2_model):
+    folder = tmp_path / "ix"
+    made = ["index", str(photo_dir / "sub"), "--index", str(folder), "--model", str(tf2_model)]
+    assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
+    catalogue = (folder / "catalog.sqlite").read_bytes()
+    damaged = [
+        (_damaged(folder, "catalog.sqlite", catalogue[: len(catalogue) // 2]), "sqlite: database disk"),
+        (_damaged(folder, "catalog.sqlite", b"not a database" * 100), "sqlite: file is not a database"),
+        (_damaged(folder, "manifest.json", b'{"garb'), "manifest.json is damaged (Unterminated string"),
+        (_damaged(folder, "manifest.json", b"[]"), "manifest.json is damaged (not the manifest of an index)"),
+        (_damaged(folder, "manifest.json", b"{}"), "manifest.json is damaged (not the manifest of an index)"),
+    ]
+    for copy, message in damaged:
+        for command in (["info"], ["dupes"], ["index", str(photo_dir / "sub")]):
+            res = runner.invoke(app, [*command, "--index", str(copy)])
+            assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (command, copy, res.output)
+            assert message in res.stderr and "restore it from a backup" in res.stderr, res.stderr
+    assert runner.invoke(app, ["verify", "--index", str(folder)]).exit_code == 0  # the original is fine
+

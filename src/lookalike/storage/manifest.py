@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lookalike.descriptors import DEFAULT_DESCRIPTOR, get_descriptor
-from lookalike.errors import IncompatibleIndex
+from lookalike.errors import IncompatibleIndex, StoreError
 from lookalike.models.runtimes import ModelInfo
 
 MANIFEST = "manifest.json"
@@ -196,4 +196,10 @@ def preprocessing(model: ModelInfo, descriptor: str = DEFAULT_DESCRIPTOR) -> dic
 def read_local(directory: Path) -> Manifest | None:
     """The folder's ``manifest.json``, or None when there is none."""
     path = directory / MANIFEST
-    return Manifest.from_json(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not a manifest's
+        reason = str(exc) if isinstance(exc, ValueError) else "not the manifest of an index"
+        raise StoreError(f"{path} is damaged ({reason}); restore it from a backup") from None

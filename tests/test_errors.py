@@ -171,3 +171,17 @@ def test_a_damaged_index_folder_is_one_line_naming_the_file(tmp_path, photo_dir,
             assert message in res.stderr and "restore it from a backup" in res.stderr, res.stderr
     assert runner.invoke(app, ["verify", "--index", str(folder)]).exit_code == 0  # the original is fine
 
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("bogus://u:secret@host/db", "unknown kind of database 'bogus' in bogus://u:***@host/db"),
+        ("postgresql+nodriver://host/db", "unknown kind of database 'postgresql+nodriver'"),
+        ("mysql://u@localhost/db", "no database driver for mysql (MySQLdb)"),
+    ],
+)
+def test_a_catalogue_url_lookalike_cannot_use_is_one_line(tmp_path, db, message):
+    res = runner.invoke(app, ["info", "--index", str(tmp_path / "ix"), "--db", db])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert message in res.stderr and "secret" not in res.output
+    assert not (tmp_path / "ix").exists()

@@ -20,10 +20,10 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from lookalike.errors import InvalidCatalogueURL, StoreError
+from lookalike.errors import CatalogueUnavailable, InvalidCatalogueURL, StoreError
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -104,6 +104,13 @@ def database_url(url: str | URL) -> URL:
         raise InvalidCatalogueURL(f"not a database URL: {url!r} (e.g. postgresql://user@host/db)") from None
     if url.drivername in ("postgresql", "postgres"):  # postgres:// is libpq's alias
         url = url.set(drivername="postgresql+psycopg")
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise InvalidCatalogueURL(
+            f"unknown kind of database {url.drivername!r} in {url.render_as_string(hide_password=True)} "
+            "(e.g. postgresql://user@host/db)"
+        ) from None
     return url
 
 
@@ -119,10 +126,10 @@ def make_engine(url: str | URL) -> Engine:
     try:
         engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite", connect_args=args)
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
+        raise CatalogueUnavailable(
             f"no database driver for {url.drivername} ({exc.name}); for PostgreSQL: "
             "pip install 'lookalike[postgres]'"
-        ) from exc
+        ) from None
     where = url.render_as_string(hide_password=True)
 
     @event.listens_for(engine, "handle_error")

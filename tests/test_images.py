@@ -114,6 +114,9 @@ def test_megapixel_cap():
     with pytest.raises(ImageError, match="6 MP exceeds the 5 MP limit"):
         decode(data, SIZE, max_megapixels=5)
     assert decode(data, SIZE, max_megapixels=7).width == 3000
+    small = _save(Image.new("RGB", (500, 375)), "PNG")
+    with pytest.raises(ImageError, match=r"500x375 = 0\.188 MP exceeds the 0\.01 MP limit"):  # not "0 MP"
+        decode(small, SIZE, max_megapixels=0.01)
 
 
 def test_read_image_file_records_identity_and_errors(tmp_path):

@@ -6,6 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
+from lookalike import units
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import StoreError
@@ -203,8 +204,11 @@ def test_memory_budget_and_settings_persist(filled):
     with backend(directory, writable=True) as s:
         with pytest.raises(ValueError, match="unknown index type"):
             s.set_index_settings(type="annoy")
-        with pytest.raises(StoreError, match="raise --max-memory"):
+        with pytest.raises(StoreError, match="raise --max-memory") as refused:
             s.set_index_settings(max_memory=N)
+        least = units.memory(choose_spec(N, DIM, N).memory(N, DIM))
+        assert f"need at least {least} even as" in str(refused.value)
+        assert "need at least 0" not in str(refused.value)
         assert s.index_settings.max_memory == N * 110  # a refused change changes nothing
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lookalike import render
+from lookalike import render, units
 from lookalike.search.duplicates import Duplicate, Group
 from lookalike.search.neighbours import Hit
 from lookalike.storage.catalogue import FileRow
@@ -118,3 +118,11 @@ def test_models_show_whole_names_and_drop_handles_that_do_not_fit():
     assert all(name in narrow and name in wide for name in KNOWN_MODELS)
     assert "tfhub.dev" not in narrow and "lookalike models --json" in narrow
     assert all(e.handle in wide for e in KNOWN_MODELS.values()) and "--json" not in wide
+
+
+def test_units_never_round_a_nonzero_amount_to_zero():
+    assert [units.megapixels(*wh) for wh in ((500, 375), (3000, 2000), (14000, 12800), (100, 100))] == [
+        "0.188 MP", "6 MP", "179 MP", "0.01 MP"
+    ]
+    sizes = [512, 1600, 3 * 2**20 // 2, 150 * 2**30, 2**43]
+    assert [units.memory(n) for n in sizes] == ["512 bytes", "1.56 KiB", "1.5 MiB", "150 GiB", "8 TiB"]

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from lookalike import backdrop, captions, colour, detail
+from lookalike import backdrop, captions, colour, detail, units
 from lookalike.descriptors import Descriptor, get_descriptor
 from lookalike.errors import LookalikeError
 
@@ -197,7 +197,7 @@ def _decode_open(
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
         raise ImageTooLarge(
-            f"too large: {im.width}x{im.height} = {megapixels:.0f} MP exceeds the "
+            f"too large: {im.width}x{im.height} = {units.megapixels(im.width, im.height)} exceeds the "
             f"{max_megapixels:g} MP limit (decompression-bomb guard)"
         )
     fmt = im.format or "unknown"
@@ -451,7 +451,7 @@ def _refuse_unread(f, size: int, max_megapixels: float) -> str | None:
         return "not a recognised image format"
     if width * height > max_megapixels * 1e6:
         return (
-            f"too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+            f"too large: {width}x{height} = {units.megapixels(width, height)} exceeds the "
             f"{max_megapixels:g} MP limit (decompression-bomb guard)"
         )
     if size > BYTES_PER_PIXEL_MAX * width * height + READ_FREELY:

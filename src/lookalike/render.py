@@ -26,6 +26,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from lookalike import units
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -188,7 +190,7 @@ def reindex_summary(stats: dict, seconds: float) -> str:
     """The line ``reindex`` ends with (plain text)."""
     return (
         f"rebuilt {stats['index_type']} ({stats['index_kind']}, setting {stats['index_setting']}) over "
-        f"{stats['vectors']} vectors in {seconds:.1f} s; about {stats['index_memory_bytes'] / 2**20:.1f} MiB"
+        f"{stats['vectors']} vectors in {seconds:.1f} s; about {units.memory(stats['index_memory_bytes'])}"
     )
 
 

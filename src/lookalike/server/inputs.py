@@ -17,6 +17,7 @@ import anyio
 from fastapi import HTTPException, Request
 from PIL import Image
 
+from lookalike import units
 from lookalike.images import ImageTooLarge
 from lookalike.search import Filters
 from lookalike.server.config import ServerConfig
@@ -178,12 +179,12 @@ def check_pixels(data: bytes, cfg: ServerConfig, side: int) -> None:
         return
     if width * height > cfg.max_megapixels * 1e6:
         raise ImageTooLarge(
-            f"too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+            f"too large: {width}x{height} = {units.megapixels(width, height)} exceeds the "
             f"{cfg.max_megapixels:g} MP limit (decompression-bomb guard)"
         )
     if decoded > cfg.max_decode_megapixels * 1e6:
         raise ImageTooLarge(
-            f"too large to decode: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+            f"too large to decode: {width}x{height} = {units.megapixels(width, height)} exceeds the "
             f"{cfg.max_decode_megapixels:g} MP limit for this format (baseline JPEGs may be larger)"
         )
 

@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError, OperationalError
 
+from lookalike import units
 from lookalike.errors import (
     CatalogueUnavailable,
     IndexLocked,
@@ -373,7 +374,7 @@ class Store:
         if not fits(spec, n, self.dim, settings.max_memory):
             raise IndexSettingsError(
                 f"{n} vectors of {self.dim} dimensions need at least "
-                f"{spec.memory(n, self.dim) / 2**20:.1f} MiB even as {spec}; raise --max-memory"
+                f"{units.memory(spec.memory(n, self.dim))} even as {spec}; raise --max-memory"
             )
         self.manifest.vector_index = settings
         self._save_manifest()

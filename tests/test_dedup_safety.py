@@ -203,3 +203,28 @@ def test_a_hardlink_left_half_done_by_a_kill_is_finished_or_cleaned(tmp_path, tf
     assert "restored 1 file" in res.stdout
     assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
     assert os.stat(original).st_nlink == 1 and (photos / "q-copy.jpg").read_bytes() == original.read_bytes()
+
+
+def test_dupes_refuses_what_it_cannot_do_as_asked_and_touches_nothing(tmp_path, tf2_model, trash):
+    photos = tmp_path / "photos"
+    originals = _photos(photos / "a", 3)
+    for p in originals:
+        (photos / "b").mkdir(exist_ok=True)
+        shutil.copy2(p, photos / "b" / p.name)
+    ix = tmp_path / "ix"
+    Index(ix).add([photos], model=str(tf2_model), options=OPTS)
+    before = _contents(photos)
+
+    def refused(*args: str, status: int, says: str) -> None:
+        res = runner.invoke(app, ["dupes", "--threshold", "0.98", "--index", str(ix), *args])
+        assert res.exit_code == status and says in " ".join(res.stderr.replace("│", " ").split()), (args, res.output)
+        assert _contents(photos) == before and not (ix / "journals").exists(), args
+
+    refused("--trash", "--protect", str(tmp_path / "Photos-typo"), status=2, says="does not exist")
+    refused("--trash", "--prefer-folder", str(photos / "c"), status=2, says="does not exist")
+    refused("--trash", "--json", status=2, says="--json reports the groups; run it first, then act with --trash")
+    refused("--hardlink", "--csv", status=2, says="--csv reports the groups")
+    report = tmp_path / "report"
+    refused("--move-to", str(tmp_path / "moved"), "--html", str(report), status=2, says="--html reports")
+    assert not report.exists() and not (tmp_path / "moved").exists()
+    assert "3 duplicates" in _dupes(ix).output  # all three groups still found

@@ -14,6 +14,8 @@ from lookalike.cli_io import err, fail, nothing, out, path_shower, print_skipped
 from lookalike.cli_options import Db, IndexDir, Relative, open_index
 from lookalike.fsutil import canonical
 
+ACTION_OPTION = {"move": "--move-to", "trash": "--trash", "hardlink": "--hardlink"}
+
 
 def dupes(
     index: IndexDir = None,
@@ -29,9 +31,12 @@ def dupes(
         ),
     ] = None,
     protect: Annotated[
-        list[Path] | None, typer.Option(help="Folder whose files are never proposed for removal.")
+        list[Path] | None,
+        typer.Option(exists=True, help="Folder whose files are never proposed for removal."),
     ] = None,
-    prefer_folder: Annotated[list[Path] | None, typer.Option(help="Keep copies from this folder.")] = None,
+    prefer_folder: Annotated[
+        list[Path] | None, typer.Option(exists=True, help="Keep copies from this folder.")
+    ] = None,
     prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
@@ -64,6 +69,14 @@ def dupes(
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json, --csv")
+    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"choose one of {', '.join(ACTION_OPTION.values())}")
+    reports = [o for o, on in (("--json", as_json), ("--csv", as_csv), ("--html", html_dir)) if on]
+    if chosen and reports:  # an action prints what it did, not the groups: a report would be dropped
+        raise typer.BadParameter(
+            f"{reports[0]} reports the groups; run it first, then act with {ACTION_OPTION[chosen[0]]}"
+        )
     checks = ((html_dir, check_report_folder), (move_to, check_move_target), (journal, check_journal))
     for given, check in checks:
         if given is not None:  # before any work, and before anything moves or a journal is written
@@ -73,9 +86,6 @@ def dupes(
         idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)
         return
-    chosen = [a for a, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink)) if on]
-    if len(chosen) > 1:
-        raise typer.BadParameter("choose one of --move-to, --trash, --hardlink")
     scored = open_index(against) if against else idx  # --against: the scores are the other index's
     manifest = scored.manifest()
     calibration = Calibration.from_dict(manifest.calibration)

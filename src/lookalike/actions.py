@@ -167,16 +167,23 @@ def apply(
     move_to: Path | None = None,
     report: ActionReport | None = None,
     protect: Sequence[str] = (),
+    home: Path | None = None,
 ) -> ActionReport:
     """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``.
 
     ``report`` (filled as files are done) lets a caller see what happened even if this
-    raises. Files below ``protect`` are never touched, whatever the groups say.
+    raises. Files below ``protect`` are never touched, whatever the groups say. Nothing
+    is moved into ``home``, the index folder (deleting an index must not delete photos).
     """
     if action not in ACTIONS:
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise InvalidArgument("move needs a destination folder")
+    if action == "move" and home is not None and _within(move_to, home):
+        raise InvalidArgument(
+            f"cannot move duplicates into {os.path.abspath(move_to)}: it is inside the index folder "
+            f"{home}, and deleting an index would delete them; choose a folder outside it"
+        )
     if action == "move" and (why := _move_target_problem(move_to, known)) is not None:
         raise InvalidArgument(
             f"cannot move duplicates into {os.path.abspath(move_to)}: {why}, so the copies moved "
@@ -226,6 +233,12 @@ def apply(
     if fresh and not report.done:  # only attempts that failed: nothing for `undo --last` to take
         journal.unlink(missing_ok=True)
     return report
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or below it, as spelled or resolved."""
+    spelled = (os.path.abspath(path), os.path.realpath(path))
+    return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))
 
 
 def _move_target_problem(move_to: Path, known: Iterable[str]) -> str | None:

@@ -453,7 +453,8 @@ class Index:
         with self.store(writable=True) as store:
             report = report if report is not None else actions.ActionReport(journal)
             try:
-                actions.apply(groups, action, store.catalogue.known(), journal, move_to, report, protect)
+                known = store.catalogue.known()
+                actions.apply(groups, action, known, journal, move_to, report, protect, store.directory)
             finally:  # whatever was moved or trashed leaves the index, even if apply failed
                 gone = [p for p in report.done if not os.path.exists(p)]
                 if action != "hardlink" and gone:

@@ -229,4 +229,9 @@ def test_dupes_refuses_what_it_cannot_do_as_asked_and_touches_nothing(tmp_path, 
     report = tmp_path / "report"
     refused("--move-to", str(tmp_path / "moved"), "--html", str(report), status=2, says="--html reports")
     assert not report.exists() and not (tmp_path / "moved").exists()
+    a, b = str(originals[0]), str(photos / "b" / originals[0].name)
+    refused("--ignore", a, a, status=1, says="are one file")
+    refused("--ignore", a, str(photos / "a" / ".." / "a" / originals[0].name), status=1, says="are one file")
+    refused("--ignore", a, b, status=1, says="have the same bytes")
+    assert not Index(ix).ignored_pairs()
     assert "3 duplicates" in _dupes(ix).output  # all three groups still found

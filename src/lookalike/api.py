@@ -27,7 +27,7 @@ import numpy as np
 from lookalike import actions, descriptors
 from lookalike.actions import ActionReport
 from lookalike.descriptors import get_descriptor
-from lookalike.errors import IncompatibleIndex, NotIndexed, StoreError
+from lookalike.errors import IncompatibleIndex, InvalidArgument, NotIndexed, StoreError
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
@@ -462,17 +462,23 @@ class Index:
         return report
 
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
-        """Remember that two indexed files are not duplicates; later runs respect it."""
-        self.ignore_pairs([(a, b)])
+        """Remember that two indexed files are not duplicates; later runs respect it. Refused
+        for one file named twice, and for two files of the same bytes (always duplicates)."""
+        self.ignore_pairs([(a, b)], strict=True)
 
     def unignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Forget that two files were marked as not duplicates (undoes :meth:`ignore`)."""
         self.ignore_pairs([(a, b)], forget=True)
 
     def ignore_pairs(
-        self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], forget: bool = False
+        self,
+        pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+        forget: bool = False,
+        strict: bool = False,
     ) -> None:
-        """:meth:`ignore` (or, with ``forget``, :meth:`unignore`) each pair of files, in one write."""
+        """:meth:`ignore` (or, with ``forget``, :meth:`unignore`) each pair of files, in one
+        write; ``strict``: each pair two files of different bytes (a review's group passes
+        all its pairs, exact copies among them)."""
         pairs = [tuple(os.path.abspath(os.fspath(p)) for p in pair) for pair in pairs]
         paths = sorted({p for pair in pairs for p in pair})
         with self.store(writable=True) as store:
@@ -480,6 +486,11 @@ class Index:
             missing = [p for p in paths if p not in known or not known[p].content_hash]
             if missing:
                 raise NotIndexed(f"not in the index: {', '.join(missing)}")
+            for a, b in pairs if strict else ():
+                if a == b or os.path.realpath(a) == os.path.realpath(b):
+                    raise InvalidArgument(f"{a} and {b} are one file: give two different files")
+                if known[a].content_hash == known[b].content_hash:
+                    raise InvalidArgument(f"{a} and {b} have the same bytes: exact copies stay duplicates")
             for a, b in pairs:
                 hashes = known[a].content_hash, known[b].content_hash
                 (store.unignore_pair if forget else store.ignore_pair)(*hashes)

@@ -84,6 +84,9 @@ def test_a_closed_pipe_is_left_to_click(monkeypatch, tmp_path):
         ["dupes", "--threshold", "0.9", "--min-probability", "0.9"],
         ["dupes", "--json", "--csv"],
         ["reindex", "--index-type", "bogus"],
+        ["search", "q.jpg", "--since", "2025-01-01", "--until", "2024-01-01"],
+        ["index", "photos", "--descriptor", "bogus"],
+        ["index", "photos", "--input-size", "5"],
     ],
 )
 def test_options_that_do_not_go_together_or_are_unknown_are_usage_errors(monkeypatch, tmp_path, args):

@@ -45,6 +45,7 @@ from lookalike.cli_options import (
 from lookalike.errors import LookalikeError
 from lookalike.fsutil import canonical
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS
+from lookalike.models import INPUT_SIZES
 
 
 class Commands(TyperGroup):
@@ -82,6 +83,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
 @app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index.")],
@@ -109,7 +111,10 @@ def index(
         float, typer.Option(min=0.01, help="Refuse larger images (decompression bombs).")
     ] = DEFAULT_MAX_MEGAPIXELS,
     input_size: Annotated[
-        int | None, typer.Option(help="Input size for models that accept any size.")
+        int | None,
+        typer.Option(
+            min=INPUT_SIZES[0], max=INPUT_SIZES[1], help="Input size for models that accept any size."
+        ),
     ] = None,
     input_range: Annotated[
         str | None, typer.Option(help="Pixel range of float .tflite models: 0,1 or -1,1 (default).")
@@ -128,8 +133,11 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index images below PATHS (again: only new and changed files are read)."""
+    from lookalike.descriptors import DESCRIPTORS
     from lookalike.indexer import IndexOptions
 
+    if descriptor is not None and descriptor not in DESCRIPTORS:
+        raise typer.BadParameter(f"unknown descriptor {descriptor!r}; choose from {', '.join(DESCRIPTORS)}")
     idx = open_index(index, runtime, db)
     opts = IndexOptions(
         include=include or (),
@@ -209,6 +217,8 @@ def search(
     no query found anything (filters matching nothing, a threshold nothing reaches)."""
     from lookalike.search import Filters
 
+    if since is not None and until is not None and since > until:
+        raise typer.BadParameter(f"--since {since:%Y-%m-%d} is after --until {until:%Y-%m-%d}")
     idx = open_index(index, runtime, db)
     filters = Filters(label=label, under=[canonical(p) for p in under or ()], since=since, until=until)
     queries: list = []

@@ -217,14 +217,17 @@ def test_dupes_refuses_what_it_cannot_do_as_asked_and_touches_nothing(tmp_path, 
 
     def refused(*args: str, status: int, says: str) -> None:
         res = runner.invoke(app, ["dupes", "--threshold", "0.98", "--index", str(ix), *args])
-        assert res.exit_code == status and says in " ".join(res.stderr.replace("│", " ").split()), (args, res.output)
+        said = " ".join(res.stderr.replace("│", " ").split())  # rich's usage panel unfolded
+        assert res.exit_code == status and says in said, (args, res.output)
         assert _contents(photos) == before and not (ix / "journals").exists(), args
 
     refused("--move-to", str(ix / "moved"), status=1, says="inside the index folder")
     refused("--move-to", str(ix), status=1, says="inside the index folder")
     refused("--trash", "--protect", str(tmp_path / "Photos-typo"), status=2, says="does not exist")
     refused("--trash", "--prefer-folder", str(photos / "c"), status=2, says="does not exist")
-    refused("--trash", "--json", status=2, says="--json reports the groups; run it first, then act with --trash")
+    refused(
+        "--trash", "--json", status=2, says="--json reports the groups; run it first, then act with --trash"
+    )
     refused("--hardlink", "--csv", status=2, says="--csv reports the groups")
     report = tmp_path / "report"
     refused("--move-to", str(tmp_path / "moved"), "--html", str(report), status=2, says="--html reports")

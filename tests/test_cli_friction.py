@@ -389,3 +389,16 @@ def test_a_file_name_with_an_emoji_code_is_printed_as_it_is(tmp_path, photo_dir,
     assert "\u274c" not in res.stdout, res.stdout
     res = piped(["info", "--errors", "--index", str(index)], tmp_path)
     assert "bad:smile:.jpg" in res.stdout and "\U0001f604" not in res.stdout, res.stdout
+
+
+def test_indexing_the_index_folder_itself_is_refused_before_anything_is_written(
+    tmp_path, photo_dir, tf2_model
+):
+    photos = tmp_path / "lib"
+    shutil.copytree(photo_dir / "sub", photos)
+    before = sorted(p.name for p in photos.iterdir())
+    for spelled in (photos, photos / ".." / "lib"):
+        res = run("index", photos, "--index", spelled, "--model", tf2_model, code=1)
+        assert "is the index folder, which is never indexed" in " ".join(res.stderr.split())
+    assert sorted(p.name for p in photos.iterdir()) == before  # no catalogue among the photos
+    run("index", photos, "--index", photos / "index", "--model", tf2_model)  # a folder of its own: fine

@@ -220,6 +220,11 @@ class Index:
         missing = [os.fspath(p) for p in paths if not os.path.lexists(p)]
         if missing:  # before a model is loaded or an index is created, tied to that model
             raise FileNotFoundError(errno.ENOENT, "no such file or folder", ", ".join(missing))
+        if home := [os.fspath(p) for p in paths if _same_folder(p, self.directory)]:
+            raise InvalidArgument(  # the walk never enters the index folder: nothing would be found
+                f"{home[0]} is the index folder, which is never indexed; give --index a folder of its "
+                "own (or leave it out: a per-user data folder)"
+            )
         if isinstance(model, Embedder):
             embedder = model
         elif self.exists and model is None and input_size is None and input_range is None:
@@ -572,3 +577,11 @@ def _counted(embed, progress: Progress | None, total: int):
 
 
 __all__ = ["Index", "ModelError", "QueryResult", "StoreError"]
+
+
+def _same_folder(path: str | os.PathLike, folder: Path) -> bool:
+    """``path`` names the folder ``folder``, under any spelling or link."""
+    try:
+        return os.path.isdir(path) and os.path.samefile(path, folder)
+    except OSError:  # the index folder not made yet
+        return False

@@ -140,6 +140,16 @@ def test_a_bad_labels_file_is_refused_before_an_index_is_made(tmp_path, photo_di
     assert Index(index).info()["files"] == 8
 
 
+def test_labels_for_a_model_without_classes_are_refused_before_an_index_is_made(
+    tmp_path, photo_dir, tf2_model, labels_file
+):
+    index = tmp_path / "ix"
+    for given in (labels_file, tmp_path / "missing.txt"):
+        res = run("index", photo_dir, "--model", tf2_model, "--labels", given, "--index", index, ok=False)
+        assert res.exit_code == 1 and "has none (it gives feature vectors)" in " ".join(res.stderr.split())
+        assert not index.exists()
+
+
 def test_a_relative_labels_path_serves_later_runs_from_anywhere(tmp_path, photo_dir, tf1_module, labels_file,
                                                                  monkeypatch):  # fmt: skip
     """The index records its labels file for later runs: as given, a relative path failed

@@ -233,6 +233,11 @@ class Index:
             model = model or (self.manifest().model.source if self.exists else DEFAULT_MODEL)
             embedder = load_model(model, input_size=input_size, input_range=input_range, runtime=self.runtime)
         opts = options or IndexOptions()
+        if labels is not None and not embedder.info.has_labels:
+            raise InvalidArgument(
+                f"--labels names a classifier's classes; {embedder.info.source} has none (it gives "
+                "feature vectors): leave --labels out"
+            )
         if labels is not None and not is_url(labels):  # recorded: later runs start from anywhere
             labels = str(Path(labels).expanduser().resolve())
         if embedder.info.has_labels and opts.label_names is None:  # before an index tied to the model is made

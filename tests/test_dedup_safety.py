@@ -238,3 +238,30 @@ def test_dupes_refuses_what_it_cannot_do_as_asked_and_touches_nothing(tmp_path, 
     refused("--ignore", a, b, status=1, says="have the same bytes")
     assert not Index(ix).ignored_pairs()
     assert "3 duplicates" in _dupes(ix).output  # all three groups still found
+
+
+def test_move_to_a_new_folder_inside_an_indexed_folder_is_refused(tmp_path, tf2_model):
+    """``index lib`` walks all of lib: duplicates moved to lib/dupes would be indexed and found
+    again, though no photo lies directly in lib (only in lib/2023, lib/2024)."""
+    lib, ix = tmp_path / "lib", tmp_path / "ix"
+    for p in _photos(lib / "2023", 3):
+        (lib / "2024").mkdir(exist_ok=True)
+        shutil.copy2(p, lib / "2024" / p.name)
+    os.symlink(lib, tmp_path / "lib-link")
+
+    def cli(*args: str):
+        return runner.invoke(app, [*args, "--index", str(ix)])
+
+    assert cli("index", str(lib), "--model", str(tf2_model)).exit_code == 0
+    before = _contents(lib)
+    for target in (lib / "dupes", tmp_path / "lib-link" / "dupes"):
+        res = cli("dupes", "--threshold", "0.98", "--move-to", str(target))
+        assert res.exit_code == 1 and "which `lookalike index` walks" in res.stderr, res.output
+        assert _contents(lib) == before and not (lib / "dupes").exists()
+    assert cli("remove", str(lib)).exit_code == 0  # lib is no longer walked ...
+    assert cli("index", str(lib / "2023")).exit_code == 0  # ... only lib/2023, which has no duplicates
+    assert "nothing to move" in _dupes(ix, "--move-to", str(lib / "dupes")).stderr
+    assert cli("index", str(lib / "2024")).exit_code == 0
+    _dupes(ix, "--move-to", str(tmp_path / "aside"))
+    assert len(list((tmp_path / "aside").rglob("*.jpg"))) == 3
+    assert _contents(lib, tmp_path / "aside") == before

@@ -168,12 +168,14 @@ def apply(
     report: ActionReport | None = None,
     protect: Sequence[str] = (),
     home: Path | None = None,
+    roots: Sequence[str] = (),
 ) -> ActionReport:
     """Apply ``action`` to every duplicate in ``groups``; record each step in ``journal``.
 
     ``report`` (filled as files are done) lets a caller see what happened even if this
     raises. Files below ``protect`` are never touched, whatever the groups say. Nothing
-    is moved into ``home``, the index folder (deleting an index must not delete photos).
+    is moved into ``home``, the index folder (deleting an index must not delete photos), nor
+    into the folders ``roots`` that ``index`` walks (the moved copies would be found again).
     """
     if action not in ACTIONS:
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
@@ -184,7 +186,7 @@ def apply(
             f"cannot move duplicates into {os.path.abspath(move_to)}: it is inside the index folder "
             f"{home}, and deleting an index would delete them; choose a folder outside it"
         )
-    if action == "move" and (why := _move_target_problem(move_to, known)) is not None:
+    if action == "move" and (why := _move_target_problem(move_to, known, roots)) is not None:
         raise InvalidArgument(
             f"cannot move duplicates into {os.path.abspath(move_to)}: {why}, so the copies moved "
             "there would be indexed and found again; choose a folder outside the indexed ones"
@@ -241,9 +243,10 @@ def _within(path: Path, folder: Path) -> bool:
     return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))
 
 
-def _move_target_problem(move_to: Path, known: Iterable[str]) -> str | None:
+def _move_target_problem(move_to: Path, known: Iterable[str], roots: Sequence[str] = ()) -> str | None:
     """Why duplicates must not be moved into ``move_to``, or None: it holds indexed photos,
-    or lies in a folder that does; through any spelling or symbolic link of either."""
+    or lies in a folder that does or that ``index`` walks (``roots``); through any spelling
+    or symbolic link of either."""
     folders = {os.path.dirname(p) for p in known}
     folders |= {os.path.realpath(f) for f in folders}
     for target in dict.fromkeys((os.path.abspath(move_to), os.path.realpath(move_to))):
@@ -253,6 +256,8 @@ def _move_target_problem(move_to: Path, known: Iterable[str]) -> str | None:
             up := next((u for u in (target, *map(str, Path(target).parents)) if u in folders), None)
         ) is not None:
             return f"it is inside {up}, which holds indexed photos"
+    if (root := next((r for r in roots if _within(move_to, Path(r))), None)) is not None:
+        return f"it is inside {root}, which `lookalike index` walks"
     return None
 
 

@@ -386,6 +386,7 @@ class Index:
         targets = [os.path.abspath(os.fspath(p)) for p in paths]
         with self.store(writable=True) as store:
             known = store.catalogue.known(under=targets)
+            store.record_roots(dropped=targets)
             return store.remove_paths(sorted(known))
 
     def verify(self, repair: bool = False) -> tuple[VerifyReport, VerifyReport | None]:
@@ -463,8 +464,8 @@ class Index:
         with self.store(writable=True) as store:
             report = report if report is not None else actions.ActionReport(journal)
             try:
-                known = store.catalogue.known()
-                actions.apply(groups, action, known, journal, move_to, report, protect, store.directory)
+                known, home = store.catalogue.known(), store.directory
+                actions.apply(groups, action, known, journal, move_to, report, protect, home, store.roots())
             finally:  # whatever was moved or trashed leaves the index, even if apply failed
                 gone = [p for p in report.done if not os.path.exists(p)]
                 if action != "hardlink" and gone:

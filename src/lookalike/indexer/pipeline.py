@@ -212,6 +212,7 @@ def index_paths(
     missing = [r for r in roots if not os.path.exists(r)]
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    store.record_roots([r for r in roots if os.path.isdir(r)])  # where `dupes --move-to` must not move to
     own = [str(store.directory)]  # its catalogue, vectors and journals are no photos
     entries = list(walk(roots, opts.include, opts.exclude, opts.follow_symlinks, opts.hidden, own))
     report.scanned = len(entries)

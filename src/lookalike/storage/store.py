@@ -16,6 +16,7 @@ the index-type policy (:mod:`.vectors`), searching (:mod:`.lookup`), verify/repa
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,7 +40,7 @@ from lookalike.fsutil import atomic_write_text, folder_size, remove_temporaries
 from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
-from lookalike.storage.catalogue import Catalogue, Change
+from lookalike.storage.catalogue import Catalogue, Change, is_under
 from lookalike.storage.location import default_index_dir, frozen, locate, read_only_media
 from lookalike.storage.locks import CatalogueLock, FileLock, lock_folder
 from lookalike.storage.manifest import MANIFEST, IndexSettings, Manifest, read_local
@@ -527,6 +528,19 @@ class Store:
         """Forget a pair marked as not duplicates."""
         self.require_writable()
         self.catalogue.unignore_pair(hash_a, hash_b)
+
+    def roots(self) -> list[str]:
+        """The folders ``index`` was given (absolute): what a later run walks again."""
+        value = self.catalogue.meta("roots")
+        return json.loads(value) if value else []
+
+    def record_roots(self, added: Sequence[str] = (), dropped: Sequence[str] = ()) -> None:
+        """Add folders ``index`` walks; forget those at or below ``dropped`` (``remove``)."""
+        self.require_writable()
+        have = self.roots()
+        now = sorted({r for r in [*have, *added] if not any(is_under(r, d) for d in dropped)})
+        if now != have:
+            self.catalogue.set_meta("roots", json.dumps(now))
 
 
 def _iso(when) -> str | None:

@@ -11,7 +11,7 @@ from PIL import Image
 from lookalike import Index, IndexOptions
 from lookalike.search.keep import jpeg_quality
 from lookalike.search.provenance import header_facts, lossy_webp, same_pixels
-from tests.conftest import SHARED_PHOTOS, make_photo, needs_shared
+from tests.conftest import SHARED_PHOTOS, SHARED_SAVED_MODEL, make_photo, needs_shared
 
 PARROT = SHARED_PHOTOS / "coral" / "parrot.jpg"  # a Canon EOS 50D JPEG with EXIF and GPS
 
@@ -298,3 +298,39 @@ def test_of_two_jpegs_that_reencode_to_each_other_the_newer_is_the_resave(tmp_pa
     assert g.keep.path.endswith("wallpaper.jpg")
     each_other = "original JPEG: a newer re-save of the same pixels"
     assert _reasons(g) == {"wallpaper-copy.jpg": each_other, "wallpaper-resaved.jpg": each_other}
+
+
+def _framed(im: Image.Image, left: int, top: int, right: int, bottom: int, tone: int) -> Image.Image:
+    """``im`` on a larger canvas of one ``tone``: bands added at its edges."""
+    canvas = Image.new("RGB", (im.width + left + right, im.height + top + bottom), (tone,) * 3)
+    canvas.paste(im, (left, top))
+    return canvas
+
+
+@needs_shared(PARROT, SHARED_SAVED_MODEL)
+def test_a_copy_with_a_caption_bar_or_border_added_is_not_kept_for_its_larger_canvas(tmp_path):
+    """The bands add pixels, not picture: the camera original is kept over a captioned copy
+    saved at a higher quality, and a crop is still no original (was: the captioned copy,
+    'larger resolution')."""
+    from PIL import ImageDraw
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(PARROT, folder / "parrot.jpg")
+    photo = Image.open(PARROT).convert("RGB")
+    captioned = _framed(photo, 0, 0, 0, 70, 255)
+    ImageDraw.Draw(captioned).text((12, photo.height + 25), "Our parrot, summer", fill=(0, 0, 0))
+    captioned.save(folder / "parrot_caption.jpg", quality=97)
+    _framed(photo, 0, 60, 0, 0, 0).save(folder / "parrot_bar_above.jpg", quality=97)
+    _framed(photo, 40, 0, 40, 0, 0).save(folder / "parrot_pillarbox.jpg", quality=97)
+    w, h = photo.size
+    photo.crop((0, h // 8, w, h - h // 8)).save(folder / "parrot_crop.jpg", quality=97)
+    (g,) = _groups(tmp_path, folder, SHARED_SAVED_MODEL)  # the real model: these are copies to it
+    assert g.keep.path.endswith("/parrot.jpg")
+    lacks = "camera metadata this copy lacks (Canon EOS 50D, capture time, GPS)"
+    assert _reasons(g) == {
+        "parrot_caption.jpg": lacks,
+        "parrot_bar_above.jpg": lacks,
+        "parrot_pillarbox.jpg": lacks,
+        "parrot_crop.jpg": f"larger resolution ({w}x{h} vs {w}x{h - 2 * (h // 8)})",
+    }

@@ -7,7 +7,8 @@ the first rule that tells two copies apart decides:
 
 1. the user's folders and formats (``--protect``, ``--prefer-folder``, ``--prefer-format``);
    copies lookalike stored itself (the server's uploads) come last;
-2. resolution (more pixels);
+2. resolution (more pixels of the picture: a caption bar or border added around it does
+   not count, see :mod:`lookalike.search.padding`);
 3. camera metadata (EXIF make/model, capture time, GPS: more of them);
 4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
    from that JPEG and is not better for being larger, and a JPEG re-saved (perhaps mirrored
@@ -68,6 +69,7 @@ class FileFacts:
     by_date: bool = False  # ... told by the file dates: the two JPEGs re-encode to each other
     lossless: bool = False  # a format that may be either says it is lossless (a VP8L WebP)
     link: bool = False  # the path is a symbolic link (to a file no other member's path names)
+    picture: tuple[int, int] | None = None  # (w, h) without bands added at its edges (padding.py)
 
 
 NO_FACTS = FileFacts()
@@ -121,6 +123,18 @@ def _quality_words(row: FileRow, facts: FileFacts) -> str:
     return f"{fmt}, quality not measured"
 
 
+def _area(row: FileRow, facts: FileFacts) -> int:
+    """The pixels of the picture: a caption bar or a border added around it left out."""
+    w, h = facts.picture or (row.width or 0, row.height or 0)
+    return w * h
+
+
+def _resolution(row: FileRow, facts: FileFacts) -> str:
+    if facts.picture is None:
+        return f"{row.width}x{row.height}"
+    return f"{facts.picture[0]}x{facts.picture[1]} in a {row.width}x{row.height} frame"
+
+
 def _inside(path: str, folder: str) -> bool:
     """``path`` is in ``folder``: by spelling first (cheap), else by folder identity."""
     return is_under(path, os.path.abspath(folder)) or is_inside(path, folder)
@@ -154,7 +168,7 @@ class KeepRules:
             any(_inside(row.path, d) for d in self.kept_last),
             not any(_inside(row.path, d) for d in self.prefer_folders),
             _fmt(row) not in {f.upper() for f in self.prefer_formats},
-            -((row.width or 0) * (row.height or 0)),
+            -_area(row, facts),
             -len(camera_metadata(row, facts)),
             facts.reencode_of is not None,
             -fidelity,
@@ -185,7 +199,7 @@ class KeepRules:
         if rule == 3:
             return f"the kept copy is in a preferred format ({_fmt(keep)})"
         if rule == 4:
-            return f"larger resolution ({keep.width}x{keep.height} vs {other.width}x{other.height})"
+            return f"larger resolution ({_resolution(keep, fk)} vs {_resolution(other, fo)})"
         if rule == 5:
             lacks = [m for m in camera_metadata(keep, fk) if m not in camera_metadata(other, fo)]
             return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"

@@ -149,7 +149,10 @@ async function pick(section, id) {
   }
 }
 
-function describeOutcome(data) { return data.message + (data.undo ? " (u to undo)" : ""); }
+const touch = window.matchMedia("(hover: none), (pointer: coarse)");  // as the stylesheet: no key hints
+function describeOutcome(data) {
+  return data.message + (data.undo ? (touch.matches ? " (tap Undo to undo)" : " (u to undo)") : "");
+}
 
 async function submit(decisions) {
   if (state.busy) return;

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -38,9 +39,9 @@ def _e(text: object) -> str:
     return html.escape(printable(str(text)) if isinstance(text, str) else str(text), quote=True)
 
 
-def _folder(path: str) -> str:
-    """A folder path, escaped, that may break after each slash (not inside names)."""
-    return "/<wbr>".join(_e(part) for part in path.split("/"))
+def _breakable(path: str) -> str:
+    """A name or path, escaped, that may break after / _ - and before a dot (not inside words)."""
+    return re.sub(r"(?<=[/_-])(?=.)|(?<=.)(?=\.)", "<wbr>", _e(path))
 
 
 def _similarity(m: MemberView) -> str:
@@ -101,7 +102,7 @@ def _member(view: GroupView, n: int, m: MemberView, thumb: Link, full: Link, int
     return (
         f'<li class="member{" kept" if m.kept else ""}" data-id="{m.row.id}"><div class="member-grid">'
         f'{picture}<div class="member-info"><p class="member-title"><span class="num">{n}</span>{badge}</p>'
-        f'<p class="name">{_e(name)}</p><p class="folder">{_folder(folder)}</p>'
+        f'<p class="name">{_breakable(name)}</p><p class="folder">{_breakable(folder)}</p>'
         f'<dl class="facts">{"".join(rows)}</dl>{actions}</div></div></li>'
     )
 
@@ -115,6 +116,7 @@ def group_html(view: GroupView, thumb: Link, full: Link, interactive: bool = Fal
     n = view.number
     ids = ",".join(str(m.row.id) for m in view.members)
     keep = view.keep
+    kept = _breakable(os.path.basename(keep.row.path))
     resolved = " resolved" if view.status else ""
     status = f'<p class="group-status">Done: {_e(view.note)}</p>' if view.status else ""
     members = "".join(
@@ -138,7 +140,7 @@ def group_html(view: GroupView, thumb: Link, full: Link, interactive: bool = Fal
         f'data-keep="{keep.row.id}" data-rules-keep="{view.rules_keep}" tabindex="-1" '
         f'aria-labelledby="group-{n}-title">'
         f'<div class="group-head"><h2 id="group-{n}-title">Group {n}</h2>'
-        f"<p>{count} images · keeping <span class=\"name\">{_e(os.path.basename(keep.row.path))}</span></p>"
+        f"<p>{count} images · keeping <span class=\"name\">{kept}</span></p>"
         f"{status}</div><ol class=\"members\">{members}</ol>{actions}</section>"
     )
 

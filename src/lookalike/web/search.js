@@ -20,6 +20,9 @@ function show(message, isError) {
 }
 
 const baseName = (path) => path.split(/[\\/]/).pop();
+// A name or path as text nodes with line break opportunities (<wbr>) after / _ - and before a dot.
+const breakable = (text) => text.split(/(?<=[/_-])(?=.)|(?<=.)(?=\.)/)
+  .flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part]));
 const pct = (p) => (p >= 0.999 && p < 1 ? (p * 100).toFixed(2) : (p * 100).toFixed(1)) + "%";
 
 async function summary() {
@@ -94,12 +97,11 @@ function hitCard(hit, n) {
   if (hit.labels && hit.labels.length) parts.push(hit.labels.slice(0, 3).join("; "));  // ImageNet names hold commas
   meta.textContent = parts.join(" · ");
   const path = document.createElement("p");
-  path.className = "path";  // its folders may break after a slash, the name is in bold
-  const segments = hit.path.split("/");
-  segments.forEach((part, i) => {
-    if (i === segments.length - 1) path.append(Object.assign(document.createElement("b"), { textContent: part }));
-    else path.append(part + "/", document.createElement("wbr"));
-  });
+  path.className = "path";  // it may break at / _ - . (not inside words), the name is in bold
+  const folder = hit.path.slice(0, hit.path.length - name.length);
+  const bold = document.createElement("b");
+  bold.append(...breakable(name));
+  path.append(...breakable(folder), document.createElement("wbr"), bold);
   const links = document.createElement("p");
   links.className = "links";
   const full = document.createElement("a");

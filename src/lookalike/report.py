@@ -102,7 +102,8 @@ def _member(view: GroupView, n: int, m: MemberView, thumb: Link, full: Link, int
     return (
         f'<li class="member{" kept" if m.kept else ""}" data-id="{m.row.id}"><div class="member-grid">'
         f'{picture}<div class="member-info"><p class="member-title"><span class="num">{n}</span>{badge}</p>'
-        f'<p class="name">{_breakable(name)}</p><p class="folder">{_breakable(folder)}</p>'
+        f'<div class="member-where"><p class="name">{_breakable(name)}</p>'
+        f'<p class="folder">{_breakable(folder)}</p></div>'
         f'<dl class="facts">{"".join(rows)}</dl>{actions}</div></div></li>'
     )
 

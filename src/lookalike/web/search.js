@@ -80,7 +80,8 @@ function hitCard(hit, n) {
   img.loading = "lazy";
   img.alt = `Result ${n}: ${name}` + (hit.relation ? `, ${hit.relation}` : "") + `; search by this image`;
   again.append(img);
-  again.addEventListener("click", () => run({ id: hit.id, name, thumbnail: hit.thumbnail }));
+  const searchFrom = () => run({ id: hit.id, name, thumbnail: hit.thumbnail });
+  again.addEventListener("click", searchFrom);
   const score = document.createElement("p");
   score.className = "score";
   score.textContent = `score ${hit.score.toFixed(3)}`;
@@ -110,7 +111,13 @@ function hitCard(hit, n) {
   full.rel = "noopener";
   full.textContent = "Full image";
   full.setAttribute("aria-label", `Full image of ${name}`);
-  links.append(full);
+  const from = document.createElement("button");
+  from.type = "button";
+  from.className = "link";
+  from.textContent = "Search from this";
+  from.setAttribute("aria-label", `Search from this image: ${name}`);
+  from.addEventListener("click", searchFrom);
+  links.append(full, from);
   li.append(again, score, meta, path, links);
   return li;
 }

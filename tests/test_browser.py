@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import os
 import shutil
 import socket
@@ -88,6 +89,36 @@ def test_pick_and_drop_an_image_see_its_duplicate_first(live_server, tmp_path):
         page.wait_for_function(
             "document.querySelector('.hit .path')?.textContent.endsWith('photo5.jpg')", timeout=30_000
         )
+        browser.close()
+
+
+def test_on_a_phone_names_break_at_separators_and_a_result_has_a_search_from_this_link(live_server, tmp_path):
+    """At phone width on a touch screen: no keyboard hints, no sideways scrolling, tap targets
+    44px tall, a result's path breaks only after / _ - or before a dot, and "Search from this"
+    searches by that result (a thumbnail click did, told only by a tooltip)."""
+    url, photos = live_server  # below pytest's folders, named with _ and -
+    phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(**phone).new_page()
+        page.goto(url)
+        assert page.get_by_text("Drop an image here").is_hidden() and page.locator("#choose").is_visible()
+        page.set_input_files("#file", str(photos / "photo4.jpg"))
+        assert _first_result(page) == str(photos / "photo4.jpg")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        text = "(p) => p.innerHTML.split('<wbr>').map((h) => h.replace(/<[^>]*>/g, ''))"
+        pieces = page.locator(".hit .path").first.evaluate(text)  # what lies between break chances
+        assert "".join(pieces) == str(photos / "photo4.jpg")
+        assert all(a[-1:] in "/_-" or b[:1] == "." for a, b in itertools.pairwise(pieces)), pieces
+        assert pieces[-2:] == ["photo4", ".jpg"]  # the name breaks before its extension, not inside it
+        links = page.locator(".hit .links").nth(1)
+        assert links.locator("a").bounding_box()["height"] >= 44
+        second = page.locator(".hit .path").nth(1).inner_text()
+        link = links.get_by_role("button", name="Search from this image")
+        assert link.bounding_box()["height"] >= 44
+        link.click()
+        _status_is(page, "8 results for " + os.path.basename(second))
+        assert _first_result(page) == second
         browser.close()
 
 

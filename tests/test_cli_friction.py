@@ -93,8 +93,8 @@ def test_remove_matching_nothing_and_search_filters_matching_nothing_exit_3(inde
     query = photo_dir / "photo0.jpg"
     res = run("search", query, "--label", "tabby", "--index", index, code=1)  # a feature-vector model's
     assert "error: label filter: this index has no labels" in res.stderr
-    res = run("search", query, "--since", "2026-01-01", "--until", "2025-01-01", "--index", index, code=1)
-    assert "error: since (2026-01-01) is after until (2025-01-01)" in res.stderr
+    res = run("search", query, "--since", "2026-01-01", "--until", "2025-01-01", "--index", index, code=2)
+    assert "--since 2026-01-01 is after --until 2025-01-01" in res.stderr  # a usage error
     res = run("search", query, "--under", photo_dir / "nowhere", "--index", index, code=EXIT_NOTHING)
     assert "no indexed image matches --under" in res.stderr
     run("search", query, "--under", photo_dir / "sub", "--index", index)  # something found: 0

@@ -111,7 +111,7 @@ def test_another_descriptor_on_an_existing_index_is_refused(tmp_path, photo_dir,
     res = runner.invoke(app, ["index", str(photo_dir), "--index", str(index), "--descriptor", "squash", "-q"])
     assert res.exit_code == 1 and "built with descriptor 'mirror'" in res.stderr
     res = runner.invoke(app, ["index", str(photo_dir), "--index", str(tmp_path / "new"), "--descriptor", "x"])
-    assert res.exit_code == 1 and "unknown descriptor 'x'" in res.stderr
+    assert res.exit_code == 2 and "unknown descriptor 'x'" in res.stderr  # a usage error
     assert not (tmp_path / "new" / "manifest.json").exists()
     stats = json.loads(runner.invoke(app, ["info", "--json", "--index", str(index)]).stdout)
     assert stats["descriptor"] == "mirror"

@@ -334,3 +334,45 @@ def test_a_copy_with_a_caption_bar_or_border_added_is_not_kept_for_its_larger_ca
         "parrot_pillarbox.jpg": lacks,
         "parrot_crop.jpg": f"larger resolution ({w}x{h} vs {w}x{h - 2 * (h // 8)})",
     }
+
+
+IMAGENET = SHARED_PHOTOS / "imagenet-sample"
+
+
+@needs_shared(IMAGENET)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "n02129165_lion",  # a black border around the photo
+        "n02114855_coyote",  # a caption bar below the photo
+        "n07714990_broccoli",  # a plain white background above the plate
+    ],
+)
+def test_a_crop_that_cuts_flat_bands_off_a_photo_never_outranks_it(tmp_path, name):
+    """A crop that takes exactly the flat bands above and below a photo off (a border, a
+    caption, a plain background) holds the same picture in a smaller frame: the original is
+    kept, even against a lossless crop (was: the crop, 'higher quality', once the bands
+    were found)."""
+    import numpy as np
+
+    from lookalike.search import padding
+    from lookalike.search.keep import FileFacts, KeepRules
+    from lookalike.storage.catalogue import FileRow
+
+    original = IMAGENET / f"{name}.JPEG"
+    im = Image.open(original).convert("RGB")
+    w, h = im.size
+    luma = padding._luma(str(original))
+    tone = np.median(luma, axis=1)
+    share = (np.abs(luma - tone[:, None]) <= padding.SPREAD).mean(axis=1)
+    top, bottom = padding._band(tone, share), padding._band(tone[::-1], share[::-1])
+    assert top or bottom
+    crop = tmp_path / f"{name}_crop.png"
+    im.crop((0, round(top / len(luma) * h), w, h - round(bottom / len(luma) * h))).save(crop)
+    files = [FileRow(n, str(p), p.stat().st_size, 0, None, *Image.open(p).size, "PNG" if n else "JPEG", None)
+             for n, p in enumerate((original, crop))]  # fmt: skip
+    pictures = padding.picture_sizes(files)
+    assert 0 in pictures  # the bands are found: the two are one picture, in two frames
+    rules = KeepRules(facts={i: FileFacts(picture=size) for i, size in pictures.items()})
+    assert min(files, key=rules.rank).path == str(original), rules.reason(files[1], files[0])
+    assert rules.reason(*files).startswith("larger frame")

@@ -10,6 +10,7 @@ the first rule that tells two copies apart decides:
 2. resolution (more pixels of the picture: a caption bar or border added around it does
    not count, see :mod:`lookalike.search.padding`);
 3. camera metadata (EXIF make/model, capture time, GPS: more of them);
+   then, of a picture and the same picture in a larger frame (bands added), the frame;
 4. an original over a re-encode: a PNG/WebP/... whose pixels are a JPEG's decode was made
    from that JPEG and is not better for being larger, and a JPEG re-saved (perhaps mirrored
    or captioned) from a lossy member's pixels is not better for its higher quality setting
@@ -170,6 +171,7 @@ class KeepRules:
             _fmt(row) not in {f.upper() for f in self.prefer_formats},
             -_area(row, facts),
             -len(camera_metadata(row, facts)),
+            -(row.width or 0) * (row.height or 0),  # of a picture and a frame around it: the frame
             facts.reencode_of is not None,
             -fidelity,
             -row.size if fidelity < LOSSLESS_QUALITY else 0,  # between lossless files, size is no fidelity
@@ -204,6 +206,9 @@ class KeepRules:
             lacks = [m for m in camera_metadata(keep, fk) if m not in camera_metadata(other, fo)]
             return f"camera metadata this copy lacks ({', '.join(lacks) or 'more of it'})"
         if rule == 6:
+            frames = f"{keep.width}x{keep.height} vs {other.width}x{other.height}"
+            return f"larger frame ({frames}) of the same picture"
+        if rule == 7:
             if fo.by_date:
                 return f"original {_fmt(keep)}: a newer re-save of the same pixels"
             if _fmt(other) in JPEG_FORMATS:
@@ -212,15 +217,15 @@ class KeepRules:
                 f"original {_fmt(keep)}: this {_fmt(other)} is a re-encode of a {fo.reencode_of} "
                 "(same pixels)"
             )
-        if rule == 7:
-            return f"higher quality ({_quality_words(keep, fk)} vs {_quality_words(other, fo)})"
         if rule == 8:
-            return f"larger file ({keep.size:,} vs {other.size:,} bytes)"
+            return f"higher quality ({_quality_words(keep, fk)} vs {_quality_words(other, fo)})"
         if rule == 9:
-            return "a file, not a symbolic link to one elsewhere"
+            return f"larger file ({keep.size:,} vs {other.size:,} bytes)"
         if rule == 10:
-            return "older capture time"
+            return "a file, not a symbolic link to one elsewhere"
         if rule == 11:
+            return "older capture time"
+        if rule == 12:
             return "older file (modified earlier)"
         return "path order (otherwise equal)"
 

@@ -376,3 +376,15 @@ def test_a_crop_that_cuts_flat_bands_off_a_photo_never_outranks_it(tmp_path, nam
     rules = KeepRules(facts={i: FileFacts(picture=size) for i, size in pictures.items()})
     assert min(files, key=rules.rank).path == str(original), rules.reason(files[1], files[0])
     assert rules.reason(*files).startswith("larger frame")
+
+
+def test_a_huge_non_jpeg_is_not_decoded_for_its_bands(tmp_path, recwarn):
+    """Bands are looked for on a reduced decode; a PNG decodes whole, so one over 40 MP is
+    left alone (was: decoded, a 91 MP one took 355 MB and warned of a decompression bomb)."""
+    from lookalike.search import padding
+
+    Image.new("L", (7000, 6000), 200).save(tmp_path / "huge.png")  # 42 MP
+    Image.new("L", (7000, 6000), 200).save(tmp_path / "huge.jpg")  # a JPEG decodes at 1/8 scale
+    assert padding._luma(str(tmp_path / "huge.png")) is None
+    assert padding._luma(str(tmp_path / "huge.jpg")).shape == (219, 256)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

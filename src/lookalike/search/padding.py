@@ -19,6 +19,7 @@ quality and size (after camera metadata): a misjudged crop never outranks its or
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ SHAPE = 0.02  # aspect ratios this far apart (relative) are another shape
 TOLERANCE = 0.02  # of the side: bands found vs the difference of shape
 MATCH = 16.0  # mean level gap (on a 64x64 grid) between what is left and the other member's picture
 COMPARE = 64
+MAX_MEGAPIXELS = 40.0  # larger non-JPEG files are not decoded (as provenance.MAX_COMPARE_MEGAPIXELS)
 
 
 def picture_sizes(members: Sequence[FileRow]) -> dict[int, tuple[int, int]]:
@@ -91,11 +93,15 @@ def _picture(
 def _luma(path: str) -> np.ndarray | None:
     """The file's luma on a grid of at most :data:`GRID` a side (a JPEG decoded reduced)."""
     unreadable = (OSError, ValueError, Image.DecompressionBombError, SyntaxError)
-    with contextlib.suppress(*unreadable), Image.open(path) as im:
-        im.draft("L", (GRID, GRID))
-        small = ImageOps.exif_transpose(im).convert("L")  # as the catalogue's width and height
-        small.thumbnail((GRID, GRID), Image.Resampling.BOX)
-        return np.asarray(small, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a large one is refused below
+        with contextlib.suppress(*unreadable), Image.open(path) as im:
+            if im.width * im.height > MAX_MEGAPIXELS * 1e6 and im.format not in ("JPEG", "MPO"):
+                return None  # a JPEG decodes reduced; another format whole: not for a tie-break
+            im.draft("L", (GRID, GRID))
+            small = ImageOps.exif_transpose(im).convert("L")  # as the catalogue's width and height
+            small.thumbnail((GRID, GRID), Image.Resampling.BOX)
+            return np.asarray(small, np.float32)
     return None
 
 

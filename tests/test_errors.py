@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import resource
 import shutil
 import signal
@@ -149,7 +150,7 @@ def test_a_full_disk_under_the_vector_checkpoint_is_a_store_error(tmp_path):
 
 def _damaged(folder: Path, name: str, data: bytes) -> Path:
     """A copy of the index ``folder`` whose file ``name`` now holds ``data``."""
-    copy = folder.with_name(f"{folder.name}-{name}-{data[:8].hex()}")
+    copy = folder.with_name(f"{folder.name}-{name}-{hashlib.sha256(data).hexdigest()[:12]}")
     shutil.copytree(folder, copy)
     (copy / name).write_bytes(data)
     return copy
@@ -160,15 +161,19 @@ def test_a_damaged_index_folder_is_one_line_naming_the_file(tmp_path, photo_dir,
     made = ["index", str(photo_dir / "sub"), "--index", str(folder), "--model", str(tf2_model)]
     assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
     catalogue = (folder / "catalog.sqlite").read_bytes()
+    pages = catalogue[:4096] + bytes(255 - b for b in catalogue[4096:])  # the schema whole, tables not
+    sqlite, manifest = "catalog.sqlite is damaged", "manifest.json is damaged"
     damaged = [
-        (_damaged(folder, "catalog.sqlite", catalogue[: len(catalogue) // 2]), "sqlite: database disk"),
-        (_damaged(folder, "catalog.sqlite", b"not a database" * 100), "sqlite: file is not a database"),
-        (_damaged(folder, "manifest.json", b'{"garb'), "manifest.json is damaged (Unterminated string"),
-        (_damaged(folder, "manifest.json", b"[]"), "manifest.json is damaged (not the manifest of an index)"),
-        (_damaged(folder, "manifest.json", b"{}"), "manifest.json is damaged (not the manifest of an index)"),
+        (_damaged(folder, "catalog.sqlite", catalogue[: len(catalogue) // 2]), f"{sqlite} (database disk"),
+        (_damaged(folder, "catalog.sqlite", pages), f"{sqlite} (database disk image is malformed)"),
+        (_damaged(folder, "catalog.sqlite", b"not a database" * 100), f"{sqlite} (file is not a database"),
+        (_damaged(folder, "manifest.json", b'{"garb'), f"{manifest} (Unterminated string"),
+        (_damaged(folder, "manifest.json", b"[]"), f"{manifest} (not the manifest of an index)"),
+        (_damaged(folder, "manifest.json", b"{}"), f"{manifest} (not the manifest of an index)"),
     ]
+    search = ["search", str(photo_dir / "photo0.jpg")]
     for copy, message in damaged:
-        for command in (["info"], ["dupes"], ["index", str(photo_dir / "sub")]):
+        for command in (["info"], ["dupes"], search, ["index", str(photo_dir)]):
             res = runner.invoke(app, [*command, "--index", str(copy)])
             assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (command, copy, res.output)
             assert message in res.stderr and "restore it from a backup" in res.stderr, res.stderr

@@ -136,6 +136,11 @@ def make_engine(url: str | URL) -> Engine:
     def _out_of_room(context) -> None:
         if (reason := out_of_room(context.original_exception)) is not None:
             raise StoreError(f"cannot write the catalogue {where}: {reason}") from context.original_exception
+        if damaged(context.original_exception):  # when opened, or at any page read later
+            raise StoreError(
+                f"the catalogue {where} is damaged ({context.original_exception}): restore it from a "
+                "backup, or index again into a new --index folder"
+            ) from context.original_exception
 
     if engine.dialect.name == "sqlite":
 
@@ -149,6 +154,12 @@ def make_engine(url: str | URL) -> Engine:
             cur.close()
 
     return engine
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether a database error says the SQLite file itself is damaged (truncated,
+    overwritten, not a database): no retry or other setting helps."""
+    return getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def out_of_room(exc: BaseException) -> str | None:

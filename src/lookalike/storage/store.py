@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from lookalike import units
 from lookalike.errors import (
@@ -94,11 +94,9 @@ class Store:
                 self.catalogue_lock = CatalogueLock(self.engine, self.location.remembered)
             self.catalogue = Catalogue(self.engine, before_write=self._check_lock)
             self._open(local, model, labels, sync, descriptor)
-        except DatabaseError as exc:  # unreachable, refused, or (SQLite) a damaged file
+        except OperationalError as exc:  # unreachable or refused (a damaged file: schema.damaged)
             self._release()
             hint = " (a password goes in PGPASSWORD or ~/.pgpass)" if self.location.shared else ""
-            if not isinstance(exc, OperationalError) and not self.location.shared:
-                hint = ": the file is damaged; restore it from a backup, or index again into a new --index"
             reason = " ".join(str(exc.orig).split())  # libpq's message spans lines
             raise CatalogueUnavailable(f"cannot use catalogue {self.location.name}: {reason}{hint}") from exc
         except BaseException:

@@ -193,3 +193,21 @@ def test_a_catalogue_url_lookalike_cannot_use_is_one_line(tmp_path, db, message)
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert message in res.stderr and "secret" not in res.output
     assert not (tmp_path / "ix").exists()
+
+
+def test_a_database_driver_that_cannot_load_is_one_line(tmp_path, monkeypatch):
+    """psycopg installed without libpq raises ImportError (not ModuleNotFoundError)."""
+    import sys
+
+    class NoLibpq:
+        def find_spec(self, name, path=None, target=None):
+            if name == "psycopg" or name.startswith("psycopg."):
+                raise ImportError("no pq wrapper available: libpq library not found")
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [NoLibpq(), *sys.meta_path])
+    for name in [m for m in sys.modules if m == "psycopg" or m.startswith("psycopg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    res = runner.invoke(app, ["info", "--index", str(tmp_path / "ix"), "--db", "postgresql://u@127.0.0.1/db"])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert "no database driver for postgresql+psycopg (no pq wrapper available" in res.stderr

@@ -125,9 +125,9 @@ def make_engine(url: str | URL) -> Engine:
         args = {k: v for k, v in PG_KEEPALIVES.items() if k not in url.query}
     try:
         engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite", connect_args=args)
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # not installed, or installed without what it needs (psycopg: libpq)
         raise CatalogueUnavailable(
-            f"no database driver for {url.drivername} ({exc.name}); for PostgreSQL: "
+            f"no database driver for {url.drivername} ({exc.name or exc}); for PostgreSQL: "
             "pip install 'lookalike[postgres]'"
         ) from None
     where = url.render_as_string(hide_password=True)

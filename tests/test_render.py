@@ -122,7 +122,25 @@ def test_models_show_whole_names_and_drop_handles_that_do_not_fit():
 
 def test_units_never_round_a_nonzero_amount_to_zero():
     assert [units.megapixels(*wh) for wh in ((500, 375), (3000, 2000), (14000, 12800), (100, 100))] == [
-        "0.188 MP", "6 MP", "179 MP", "0.01 MP"
+        "0.188 MP",
+        "6 MP",
+        "179 MP",
+        "0.01 MP",
     ]
-    sizes = [512, 1600, 3 * 2**20 // 2, 150 * 2**30, 2**43]
-    assert [units.memory(n) for n in sizes] == ["512 bytes", "1.56 KiB", "1.5 MiB", "150 GiB", "8 TiB"]
+    assert [units.megapixels(1, 1), units.megapixels(20, 20)] == ["1 pixel", "400 pixels"]  # not "1e-06 MP"
+    sizes = [512, 1600, 3 * 2**20 // 2, 150 * 2**30, 2**43, 100.4 * 2**20]
+    assert [units.memory(n) for n in sizes] == [
+        "512 bytes",
+        "1.56 KiB",
+        "1.5 MiB",
+        "150 GiB",
+        "8 TiB",
+        "100 MiB",
+    ]
+    # "need at least": rounded up, so that the amount shown is enough for --max-memory
+    assert [units.memory(n, at_least=True) for n in (1600, 1.2345 * 2**30, 100.4 * 2**20, 2**43)] == [
+        "1.57 KiB",
+        "1.24 GiB",
+        "101 MiB",
+        "8 TiB",
+    ]

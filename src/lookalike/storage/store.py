@@ -373,7 +373,7 @@ class Store:
         if not fits(spec, n, self.dim, settings.max_memory):
             raise IndexSettingsError(
                 f"{n} vectors of {self.dim} dimensions need at least "
-                f"{units.memory(spec.memory(n, self.dim))} even as {spec}; raise --max-memory"
+                f"{units.memory(spec.memory(n, self.dim), at_least=True)} even as {spec}; raise --max-memory"
             )
         self.manifest.vector_index = settings
         self._save_manifest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import resource
 import shutil
 import signal
@@ -162,14 +163,11 @@ def test_a_damaged_index_folder_is_one_line_naming_the_file(tmp_path, photo_dir,
     assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
     catalogue = (folder / "catalog.sqlite").read_bytes()
     pages = catalogue[:4096] + bytes(255 - b for b in catalogue[4096:])  # the schema whole, tables not
-    sqlite, manifest = "catalog.sqlite is damaged", "manifest.json is damaged"
+    sqlite = "catalog.sqlite is damaged"
     damaged = [
         (_damaged(folder, "catalog.sqlite", catalogue[: len(catalogue) // 2]), f"{sqlite} (database disk"),
         (_damaged(folder, "catalog.sqlite", pages), f"{sqlite} (database disk image is malformed)"),
         (_damaged(folder, "catalog.sqlite", b"not a database" * 100), f"{sqlite} (file is not a database"),
-        (_damaged(folder, "manifest.json", b'{"garb'), f"{manifest} (Unterminated string"),
-        (_damaged(folder, "manifest.json", b"[]"), f"{manifest} (not the manifest of an index)"),
-        (_damaged(folder, "manifest.json", b"{}"), f"{manifest} (not the manifest of an index)"),
     ]
     search = ["search", str(photo_dir / "photo0.jpg")]
     for copy, message in damaged:
@@ -178,6 +176,33 @@ def test_a_damaged_index_folder_is_one_line_naming_the_file(tmp_path, photo_dir,
             assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (command, copy, res.output)
             assert message in res.stderr and "restore it from a backup" in res.stderr, res.stderr
     assert runner.invoke(app, ["verify", "--index", str(folder)]).exit_code == 0  # the original is fine
+
+
+def test_a_damaged_manifest_is_read_from_the_catalogue_and_written_anew(
+    tmp_path, photo_dir, tf2_model, caplog
+):
+    """The catalogue keeps a copy of manifest.json (the one used): a damaged file is said,
+    the copy used and the file written anew by the next `index`; without a catalogue
+    beside it (a shared one it named), it is an error line."""
+    folder = tmp_path / "ix"
+    made = ["index", str(photo_dir / "sub"), "--index", str(folder), "--model", str(tf2_model)]
+    assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
+    good = (folder / "manifest.json").read_text()
+    for data, reason in ((b'{"garb', "(Unterminated string"), (b"[]", "(not the manifest of an index)")):
+        copy = _damaged(folder, "manifest.json", data)
+        caplog.clear()
+        res = runner.invoke(app, ["info", "--json", "--index", str(copy)])
+        assert res.exit_code == 0 and json.loads(res.stdout)["files"] == 4, res.output
+        assert f"manifest.json is damaged {reason}" in caplog.text
+        assert "using the copy in its catalogue" in caplog.text
+        assert runner.invoke(app, ["index", str(photo_dir / "sub"), "--index", str(copy)]).exit_code == 0
+        assert (copy / "manifest.json").read_text() == good.replace(str(folder), str(copy))
+        lone = tmp_path / f"lone-{len(data)}"
+        lone.mkdir()
+        (lone / "manifest.json").write_bytes(data)
+        res = runner.invoke(app, ["info", "--index", str(lone)])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+        assert f"manifest.json is damaged {reason}" in res.stderr and "restore it from a backup" in res.stderr
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,14 @@ def preprocessing(model: ModelInfo, descriptor: str = DEFAULT_DESCRIPTOR) -> dic
     }
 
 
+class DamagedManifest(StoreError):
+    """The folder's manifest.json cannot be read (the catalogue may hold a copy)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is damaged ({reason}); restore it from a backup")
+        self.path, self.reason = path, reason
+
+
 def read_local(directory: Path) -> Manifest | None:
     """The folder's ``manifest.json``, or None when there is none."""
     path = directory / MANIFEST
@@ -202,4 +210,4 @@ def read_local(directory: Path) -> Manifest | None:
         return Manifest.from_json(path.read_text(encoding="utf-8"))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not JSON, or not a manifest's
         reason = str(exc) if isinstance(exc, ValueError) else "not the manifest of an index"
-        raise StoreError(f"{path} is damaged ({reason}); restore it from a backup") from None
+        raise DamagedManifest(path, reason) from None

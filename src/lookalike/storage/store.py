@@ -17,6 +17,7 @@ the index-type policy (:mod:`.vectors`), searching (:mod:`.lookup`), verify/repa
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -41,9 +42,9 @@ from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
 from lookalike.storage.catalogue import Catalogue, Change, is_under
-from lookalike.storage.location import default_index_dir, frozen, locate, read_only_media
+from lookalike.storage.location import DATABASE, default_index_dir, frozen, locate, read_only_media
 from lookalike.storage.locks import CatalogueLock, FileLock, lock_folder
-from lookalike.storage.manifest import MANIFEST, IndexSettings, Manifest, read_local
+from lookalike.storage.manifest import MANIFEST, DamagedManifest, IndexSettings, Manifest, read_local
 from lookalike.storage.migrations import migrate
 from lookalike.storage.schema import make_engine
 from lookalike.storage.vectors import (
@@ -58,6 +59,9 @@ from lookalike.storage.vectors import (
 
 if TYPE_CHECKING:
     from lookalike.search.metric import Whitening
+
+log = logging.getLogger(__name__)
+_DAMAGED_SEEN: set[Path] = set()  # damaged manifest.json files already warned of
 
 
 class Store:
@@ -82,8 +86,18 @@ class Store:
         self.writable = writable
         self._folder_lock: FileLock | None = None
         self.catalogue_lock: CatalogueLock | None = None
-        local = read_local(self.directory)
-        self.location = locate(self.directory, db, local, creating=writable and model is not None)
+        try:
+            local, damaged = read_local(self.directory), None
+        except DamagedManifest as exc:  # its catalogue's copy is the one used: a writer rewrites it
+            if db is None and not (self.directory / DATABASE).is_file():
+                raise  # which catalogue it names is lost with it: only --db can say
+            local, damaged = None, exc
+            if exc.path not in _DAMAGED_SEEN:  # said once, not at each of a command's opens
+                _DAMAGED_SEEN.add(exc.path)
+                log.warning("%s is damaged (%s); using the copy in its catalogue (the next "
+                            "`lookalike index` writes it anew)", exc.path, exc.reason)  # fmt: skip
+        creating = writable and model is not None
+        self.location = locate(self.directory, db, local, creating=creating or damaged is not None)
         if writable:
             if read_only_media(self.directory):
                 raise ReadOnlyIndex.on_media(self.directory)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from lookalike import Index, IndexOptions
 from lookalike.cli import app
 from lookalike.cli_io import EXIT_INTERRUPTED
+from lookalike.storage import Store
 from tests.conftest import make_photo
 
 runner = CliRunner()
@@ -97,6 +98,14 @@ def test_moving_into_a_folder_of_indexed_photos_is_refused(library, tmp_path):
     photos, index = library
     before = _tree(photos)
     (tmp_path / "link").symlink_to(photos / "sub")
+    walked = f"it is inside {photos}, which `lookalike index` walks"  # refused before duplicates are sought
+    for target, why in ((photos / "sub", walked), (tmp_path / "link", walked), (photos / "aside", walked)):
+        res = runner.invoke(
+            app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(target)]
+        )
+        assert res.exit_code == 1 and why in res.output.replace("\n", ""), res.output
+    with Store(index, writable=True) as store:  # as an index made before roots were recorded
+        store.catalogue.delete_meta("roots")
     for target, why in (
         (photos / "sub", "it holds indexed photos"),
         (tmp_path / "link", "it holds indexed photos"),

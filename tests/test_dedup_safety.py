@@ -265,3 +265,20 @@ def test_move_to_a_new_folder_inside_an_indexed_folder_is_refused(tmp_path, tf2_
     _dupes(ix, "--move-to", str(tmp_path / "aside"))
     assert len(list((tmp_path / "aside").rglob("*.jpg"))) == 3
     assert _contents(lib, tmp_path / "aside") == before
+
+
+def test_a_move_to_inside_the_index_or_a_walked_folder_is_refused_before_duplicates_are_sought(
+    tmp_path, tf2_model, monkeypatch
+):
+    lib, ix = tmp_path / "lib", tmp_path / "ix"
+    _photos(lib / "2023", 2)
+    Index(ix).add([lib], model=str(tf2_model), options=OPTS)
+
+    def sought(*_args, **_kwargs):
+        raise AssertionError("duplicates were sought before the target was checked")
+
+    monkeypatch.setattr(Index, "duplicates", sought)
+    walked = "`lookalike index` walks"
+    for target, says in ((ix / "moved", "inside the index folder"), (lib / "dupes", walked)):
+        res = runner.invoke(app, ["dupes", "--index", str(ix), "--move-to", str(target)])
+        assert res.exit_code == 1 and says in res.stderr, res.output

@@ -181,16 +181,8 @@ def apply(
         raise InvalidArgument(f"action must be one of {', '.join(ACTIONS)}")
     if action == "move" and move_to is None:
         raise InvalidArgument("move needs a destination folder")
-    if action == "move" and home is not None and _within(move_to, home):
-        raise InvalidArgument(
-            f"cannot move duplicates into {os.path.abspath(move_to)}: it is inside the index folder "
-            f"{home}, and deleting an index would delete them; choose a folder outside it"
-        )
-    if action == "move" and (why := _move_target_problem(move_to, known, roots)) is not None:
-        raise InvalidArgument(
-            f"cannot move duplicates into {os.path.abspath(move_to)}: {why}, so the copies moved "
-            "there would be indexed and found again; choose a folder outside the indexed ones"
-        )
+    if action == "move" and (why := move_refusal(move_to, home, roots, known)) is not None:
+        raise InvalidArgument(why)
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
@@ -241,6 +233,25 @@ def _within(path: Path, folder: Path) -> bool:
     """``path`` is ``folder`` or below it, as spelled or resolved."""
     spelled = (os.path.abspath(path), os.path.realpath(path))
     return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))
+
+
+def move_refusal(
+    move_to: Path, home: Path | None, roots: Sequence[str], known: Iterable[str] = ()
+) -> str | None:
+    """Why duplicates must not be moved into ``move_to``, as said to the user, or None: it
+    is inside the index folder ``home``, or holds indexed photos (``known``) or lies among
+    them or in a folder ``index`` walks (``roots``)."""
+    if home is not None and _within(move_to, home):
+        return (
+            f"cannot move duplicates into {os.path.abspath(move_to)}: it is inside the index folder "
+            f"{home}, and deleting an index would delete them; choose a folder outside it"
+        )
+    if (why := _move_target_problem(move_to, known, roots)) is not None:
+        return (
+            f"cannot move duplicates into {os.path.abspath(move_to)}: {why}, so the copies moved "
+            "there would be indexed and found again; choose a folder outside the indexed ones"
+        )
+    return None
 
 
 def _move_target_problem(move_to: Path, known: Iterable[str], roots: Sequence[str] = ()) -> str | None:

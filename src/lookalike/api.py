@@ -472,6 +472,12 @@ class Index:
                     store.remove_paths(gone)
         return report
 
+    def check_move_target(self, move_to: Path) -> None:
+        """Refuse early a ``--move-to`` inside the index folder or a folder ``index`` walks."""
+        with self._reading(sync=False) as store:
+            if (why := actions.move_refusal(move_to, store.directory, store.roots())) is not None:
+                raise InvalidArgument(why)
+
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Remember that two indexed files are not duplicates; later runs respect it. Refused
         for one file named twice, and for two files of the same bytes (always duplicates)."""

@@ -82,6 +82,8 @@ def dupes(
         if given is not None:  # before any work, and before anything moves or a journal is written
             check(given)
     idx = open_index(index, db=db)
+    if move_to is not None:
+        idx.check_move_target(move_to)
     if ignore is not None:
         idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)

@@ -236,3 +236,35 @@ def test_a_database_driver_that_cannot_load_is_one_line(tmp_path, monkeypatch):
     res = runner.invoke(app, ["info", "--index", str(tmp_path / "ix"), "--db", "postgresql://u@127.0.0.1/db"])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert "no database driver for postgresql+psycopg (no pq wrapper available" in res.stderr
+
+
+def test_a_damaged_manifest_without_a_copy_to_read_is_refused_and_nothing_is_made(
+    tmp_path, photo_dir, tf2_model
+):
+    """The catalogue's copy is used only where there is one, in the folder's own catalogue:
+    no new manifest is made over an old catalogue, no other --db is taken for this index,
+    and an empty catalog.sqlite is left as it is."""
+    import sqlite3
+
+    folder = tmp_path / "ix"
+    made = ["index", str(photo_dir / "sub"), "--index", str(folder), "--model", str(tf2_model)]
+    assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
+    old = _damaged(folder, "manifest.json", b'{"garb')
+    with sqlite3.connect(old / "catalog.sqlite") as con:  # a catalogue made before it kept a copy
+        con.execute("DELETE FROM meta WHERE key = 'manifest'")
+    other = _damaged(folder, "manifest.json", b"[]")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "catalog.sqlite").touch()
+    (empty / "manifest.json").write_bytes(b"{")
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    for copy, extra in ((old, []), (other, ["--db", f"sqlite:///{elsewhere}"]), (empty, [])):
+        for command in (["info"], ["index", str(photo_dir / "sub"), "--model", str(tf2_model)]):
+            res = runner.invoke(app, [*command, "--index", str(copy), *extra])
+            assert res.exit_code == 1 and "manifest.json is damaged" in res.stderr, (copy, res.output)
+            assert "using the copy" not in res.stderr
+    with sqlite3.connect(old / "catalog.sqlite") as con:
+        assert not con.execute("SELECT 1 FROM meta WHERE key = 'manifest'").fetchall()  # none made
+    assert (old / "manifest.json").read_bytes() == b'{"garb' and not elsewhere.exists()
+    assert (empty / "catalog.sqlite").stat().st_size == 0
+

@@ -43,13 +43,16 @@ class Location:
         return self.remembered or redacted(self.url)
 
 
-def locate(directory: Path, db: str | None, local: Manifest | None, creating: bool) -> Location:
+def locate(
+    directory: Path, db: str | None, local: Manifest | None, creating: bool, own_kept: bool = False
+) -> Location:
     """The catalogue of ``directory``: ``db`` if given, else what the folder's manifest
     ``local`` remembers, else its own SQLite file. Refuses a folder that keeps its
     catalogue elsewhere than ``db`` and, unless ``creating``, a catalogue that does not
-    exist (no empty file is made)."""
+    exist (no empty file is made). ``own_kept``: the folder's manifest is damaged, its own
+    SQLite file holds the index."""
     own = database_url(f"sqlite:///{directory / DATABASE}")
-    has_manifest = local is not None
+    has_manifest = local is not None or own_kept
     before = local.database if local else None
     before = before and redacted(before)  # older versions kept ?password=
     url = absolute(database_url(db or before or own))

@@ -87,17 +87,14 @@ class Store:
         self._folder_lock: FileLock | None = None
         self.catalogue_lock: CatalogueLock | None = None
         try:
-            local, damaged = read_local(self.directory), None
+            local, self._damaged = read_local(self.directory), None
         except DamagedManifest as exc:  # its catalogue's copy is the one used: a writer rewrites it
-            if db is None and not (self.directory / DATABASE).is_file():
-                raise  # which catalogue it names is lost with it: only --db can say
-            local, damaged = None, exc
-            if exc.path not in _DAMAGED_SEEN:  # said once, not at each of a command's opens
-                _DAMAGED_SEEN.add(exc.path)
-                log.warning("%s is damaged (%s); using the copy in its catalogue (the next "
-                            "`lookalike index` writes it anew)", exc.path, exc.reason)  # fmt: skip
+            own = self.directory / DATABASE
+            if db is not None or not own.is_file() or own.stat().st_size == 0:
+                raise  # a catalogue it named elsewhere, or none: only the file could say
+            local, self._damaged = None, exc
         creating = writable and model is not None
-        self.location = locate(self.directory, db, local, creating=creating or damaged is not None)
+        self.location = locate(self.directory, db, local, creating, own_kept=self._damaged is not None)
         if writable:
             if read_only_media(self.directory):
                 raise ReadOnlyIndex.on_media(self.directory)
@@ -138,6 +135,13 @@ class Store:
             raise absent
         migrate(self.engine, self.location.name)
         stored = self.catalogue.meta("manifest")
+        if (damaged := self._damaged) is not None:
+            if not stored:
+                raise damaged  # no copy to read (a catalogue older than copies): not made anew
+            if damaged.path not in _DAMAGED_SEEN:  # said once, not at each of a command's opens
+                _DAMAGED_SEEN.add(damaged.path)
+                log.warning("%s is damaged (%s); using the copy in its catalogue (the next "
+                            "`lookalike index` writes it anew)", damaged.path, damaged.reason)  # fmt: skip
         manifest = Manifest.from_json(stored) if stored else local  # the catalogue's copy wins
         if manifest is None:
             if not (self.writable and model is not None):

@@ -268,3 +268,23 @@ def test_a_damaged_manifest_without_a_copy_to_read_is_refused_and_nothing_is_mad
     assert (old / "manifest.json").read_bytes() == b'{"garb' and not elsewhere.exists()
     assert (empty / "catalog.sqlite").stat().st_size == 0
 
+
+def test_a_database_error_at_open_is_one_line_not_called_damage(monkeypatch, tmp_path, photo_dir, tf2_model):
+    """PostgreSQL 15 refuses CREATE in schema public to roles that do not own the database:
+    a ProgrammingError at open, an error line (31f38ff made it a traceback), not 'damaged'."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from lookalike.storage import store as store_module
+
+    folder = tmp_path / "ix"
+    made = ["index", str(photo_dir / "sub"), "--index", str(folder), "--model", str(tf2_model)]
+    assert runner.invoke(app, [*made, "--workers", "0"]).exit_code == 0
+
+    def refused(engine, name):
+        raise ProgrammingError("CREATE TABLE meta", {}, Exception("permission denied for schema public"))
+
+    monkeypatch.setattr(store_module, "migrate", refused)
+    res = runner.invoke(app, ["info", "--index", str(folder)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert "cannot use catalogue" in res.stderr and "permission denied for schema public" in res.stderr
+    assert "damaged" not in res.stderr

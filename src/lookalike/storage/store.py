@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from lookalike import units
 from lookalike.errors import (
@@ -105,9 +105,10 @@ class Store:
                 self.catalogue_lock = CatalogueLock(self.engine, self.location.remembered)
             self.catalogue = Catalogue(self.engine, before_write=self._check_lock)
             self._open(local, model, labels, sync, descriptor)
-        except OperationalError as exc:  # unreachable or refused (a damaged file: schema.damaged)
+        except DatabaseError as exc:  # unreachable, refused, no rights (a damaged file: schema.damaged)
             self._release()
-            hint = " (a password goes in PGPASSWORD or ~/.pgpass)" if self.location.shared else ""
+            shared = self.location.shared and isinstance(exc, OperationalError)
+            hint = " (a password goes in PGPASSWORD or ~/.pgpass)" if shared else ""
             reason = " ".join(str(exc.orig).split())  # libpq's message spans lines
             raise CatalogueUnavailable(f"cannot use catalogue {self.location.name}: {reason}{hint}") from exc
         except BaseException:

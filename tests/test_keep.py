@@ -388,3 +388,26 @@ def test_a_huge_non_jpeg_is_not_decoded_for_its_bands(tmp_path, recwarn):
     assert padding._luma(str(tmp_path / "huge.png")) is None
     assert padding._luma(str(tmp_path / "huge.jpg")).shape == (219, 256)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@needs_shared(IMAGENET)
+def test_an_original_between_two_crops_is_kept(tmp_path):
+    """With two crops, one matching the original's shape once its flat side band is taken
+    off, the original was measured by that crop's smaller picture and the other crop,
+    larger than that, was kept (e9b7250). A picture outranked by another member's is no
+    frame's: the original keeps its own size."""
+    from lookalike.search import padding
+    from lookalike.search.keep import FileFacts, KeepRules
+    from lookalike.storage.catalogue import FileRow
+
+    original = IMAGENET / "n01773157_black_and_gold_garden_spider.JPEG"
+    im = Image.open(original).convert("RGB")
+    w, h = im.size
+    im.crop((0, 0, w - int(w * 0.12), h)).save(tmp_path / "crop_right.png")
+    im.crop((0, 0, w, h - int(h * 0.05))).save(tmp_path / "crop_bottom.jpg", quality=92)
+    paths = (original, tmp_path / "crop_right.png", tmp_path / "crop_bottom.jpg")
+    files = [FileRow(n, str(p), p.stat().st_size, 0, None, *Image.open(p).size, Image.open(p).format, None)
+             for n, p in enumerate(paths)]  # fmt: skip
+    pictures = padding.picture_sizes(files)
+    rules = KeepRules(facts={i: FileFacts(picture=size) for i, size in pictures.items()})
+    assert min(files, key=rules.rank).path == str(original), (pictures, rules.reason(files[2], files[0]))

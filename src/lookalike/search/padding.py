@@ -59,6 +59,10 @@ def picture_sizes(members: Sequence[FileRow]) -> dict[int, tuple[int, int]]:
         if size is None:
             break  # the largest picture is a's own: the rule is decided
         out[a.id] = size
+    for a in [m for m in sized if m.id in out]:  # a member between a picture and its frame, not
+        picture = out[a.id][0] * out[a.id][1]  # framed itself, outranks the picture: the frame
+        if any(m.id not in out and picture < m.width * m.height < a.width * a.height for m in sized):
+            del out[a.id]  # was matched to another, smaller crop: a keeps its own size
     return out
 
 

@@ -236,6 +236,9 @@ def test_dupes_refuses_what_it_cannot_do_as_asked_and_touches_nothing(tmp_path, 
     refused("--ignore", a, a, status=1, says="are one file")
     refused("--ignore", a, str(photos / "a" / ".." / "a" / originals[0].name), status=1, says="are one file")
     refused("--ignore", a, b, status=1, says="have the same bytes")
+    other = str(photos / "a" / originals[1].name)  # a pair it could mark: not with an action or a report
+    refused("--ignore", a, other, "--trash", status=2, says="--ignore marks two files and stops")
+    refused("--ignore", a, other, "--json", status=2, says="run --json on its own")
     assert not Index(ix).ignored_pairs()
     assert "3 duplicates" in _dupes(ix).output  # all three groups still found
 

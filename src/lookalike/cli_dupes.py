@@ -73,6 +73,9 @@ def dupes(
     if len(chosen) > 1:
         raise typer.BadParameter(f"choose one of {', '.join(ACTION_OPTION.values())}")
     reports = [o for o, on in (("--json", as_json), ("--csv", as_csv), ("--html", html_dir)) if on]
+    if ignore is not None and (chosen or reports):  # --ignore marks a pair, then stops
+        given = ACTION_OPTION[chosen[0]] if chosen else reports[0]
+        raise typer.BadParameter(f"--ignore marks two files and stops; run {given} on its own")
     if chosen and reports:  # an action prints what it did, not the groups: a report would be dropped
         raise typer.BadParameter(
             f"{reports[0]} reports the groups; run it first, then act with {ACTION_OPTION[chosen[0]]}"

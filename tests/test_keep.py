@@ -353,8 +353,7 @@ def test_a_crop_that_cuts_flat_bands_off_a_photo_never_outranks_it(tmp_path, nam
     caption, a plain background) holds the same picture in a smaller frame: the original is
     kept, even against a lossless crop (was: the crop, 'higher quality', once the bands
     were found)."""
-    import numpy as np
-
+    from lookalike.captions import row_flatness
     from lookalike.search import padding
     from lookalike.search.keep import FileFacts, KeepRules
     from lookalike.storage.catalogue import FileRow
@@ -363,8 +362,7 @@ def test_a_crop_that_cuts_flat_bands_off_a_photo_never_outranks_it(tmp_path, nam
     im = Image.open(original).convert("RGB")
     w, h = im.size
     luma = padding._luma(str(original))
-    tone = np.median(luma, axis=1)
-    share = (np.abs(luma - tone[:, None]) <= padding.SPREAD).mean(axis=1)
+    tone, share = row_flatness(luma)
     top, bottom = padding._band(tone, share), padding._band(tone[::-1], share[::-1])
     assert top or bottom
     crop = tmp_path / f"{name}_crop.png"

@@ -51,13 +51,18 @@ def bars(luma: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b, _ in _bars(luma)]
 
 
+def row_flatness(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's tone (median) and the share of its pixels within :data:`SPREAD` of it."""
+    tone = np.median(luma, axis=1)
+    return tone, (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1)
+
+
 def _bars(luma: np.ndarray) -> list[tuple[int, int, float]]:
     """:func:`bars`, each with its tone."""
     rows = len(luma)
     if rows < 8 or luma.shape[1] < 8:
         return []
-    tone = np.median(luma, axis=1)
-    share = (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1)
+    tone, share = row_flatness(luma)
     flat = share >= SHARE
     bands: list[tuple[int, int]] = []
     start = None

@@ -25,19 +25,19 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from lookalike.captions import MARGIN_SHARE as ACROSS  # a row flat across, as a caption bar's margin
+from lookalike.captions import SAME_TONE, SHARE, STANDS_OUT, row_flatness  # flat as a caption bar
 from lookalike.search.keep import camera_metadata
+from lookalike.search.provenance import MAX_COMPARE_MEGAPIXELS as MAX_MEGAPIXELS  # non-JPEGs decode whole
 from lookalike.storage.catalogue import FileRow
 
 GRID = 256  # the long side of the luma grid bands are looked for on
-SPREAD, SHARE, ACROSS = 10.0, 0.5, 0.9  # levels; rows with this share within them; a row flat across
 FLAT_ROWS = 0.5  # the share of a band's rows flat across (a caption's text aside): a bar ~0.97; the
 # plain sky or wall a crop cuts off a photo 0.04-0.19 (ImageNet photos: arch, steel drum, sewing machine)
-SAME_TONE, STANDS_OUT = 8.0, 12.0  # a band's rows keep one tone; the picture's edge differs this much
 SHAPE = 0.02  # aspect ratios this far apart (relative) are another shape
 TOLERANCE = 0.02  # of the side: bands found vs the difference of shape
 MATCH = 16.0  # mean level gap (on a 64x64 grid) between what is left and the other member's picture
 COMPARE = 64
-MAX_MEGAPIXELS = 40.0  # larger non-JPEG files are not decoded (as provenance.MAX_COMPARE_MEGAPIXELS)
 
 
 def picture_sizes(members: Sequence[FileRow]) -> dict[int, tuple[int, int]]:
@@ -116,8 +116,7 @@ def _inner(luma: np.ndarray, rows_per_col: float) -> tuple[int, int] | None:
     want = rows_per_col * cols
     if rows - want < max(2, TOLERANCE * rows):
         return None
-    tone = np.median(luma, axis=1)
-    share = (np.abs(luma - tone[:, None]) <= SPREAD).mean(axis=1)
+    tone, share = row_flatness(luma)
     top = _band(tone, share)
     bottom = _band(tone[::-1], share[::-1])
     if abs(rows - top - bottom - want) > max(2, TOLERANCE * rows):

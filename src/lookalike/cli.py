@@ -133,11 +133,15 @@ def index(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Index images below PATHS (again: only new and changed files are read)."""
-    from lookalike.descriptors import DESCRIPTORS
+    from lookalike.descriptors import get_descriptor
+    from lookalike.errors import InvalidArgument
     from lookalike.indexer import IndexOptions
 
-    if descriptor is not None and descriptor not in DESCRIPTORS:
-        raise typer.BadParameter(f"unknown descriptor {descriptor!r}; choose from {', '.join(DESCRIPTORS)}")
+    if descriptor is not None:
+        try:
+            get_descriptor(descriptor)
+        except InvalidArgument as exc:  # a usage error, as click's own bad values
+            raise typer.BadParameter(str(exc)) from None
     idx = open_index(index, runtime, db)
     opts = IndexOptions(
         include=include or (),

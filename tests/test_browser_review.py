@@ -16,7 +16,7 @@ from lookalike import Index, IndexOptions
 from lookalike.report import write_html
 from lookalike.server import ServerConfig
 from tests.conftest import SHARED_MODELS, SHARED_PHOTOS, needs_shared
-from tests.live import live_app
+from tests.live import Hostile, live_app, serve_bytes
 from tests.test_browser import ARGS, CHROMIUM
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -120,6 +120,7 @@ def test_review_walk_on_real_photos(real_library, trash):
         png_id = png_id.get_attribute("data-id")
         page.keyboard.press("2")
         page.wait_for_function(f"document.querySelector('.group.current').dataset.keep === {png_id!r}")
+        page.wait_for_timeout(1100)  # actions wait a moment after the groups appear (no hurry here)
         assert "the rules would keep this one" in _section(page, "ukbench00120.png").inner_text()
         _section(page, "ukbench00120.png").locator("[data-act=trash]").click()
         _wait_status(page, "1 group trashed (1 file)")
@@ -244,3 +245,39 @@ def test_review_page_asks_for_the_token_only_when_needed(tmp_path, photo_dir, tf
         assert page.locator("#token").is_visible()
         page.wait_for_function("document.getElementById('summary').textContent.includes('9 images')")
         browser.close()
+
+
+def test_review_page_ignores_keys_and_clicks_aimed_by_another_page(tmp_path, photo_dir, tf2_model, trash):
+    """Another site's page opens /dupes and asks for a key press or a double click whose
+    second half lands on "Trash duplicates": nothing is done on a page another site opened,
+    nor in the moment after a page's groups appear; then the user's own key acts."""
+    copy = photo_dir / "sub" / "exact_copy.jpg"
+    shutil.copy2(photo_dir / "photo0.jpg", copy)
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0), calibrate=False)
+    with live_app(ServerConfig(index=index)) as base, playwright.sync_playwright() as p:
+        lure = f'<button id="go" onclick="location.href=\'{base}/dupes\'">Press t four times</button>'
+        with Hostile(serve_bytes(lure.encode(), "text/html")) as other:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.goto(other.url + "/")  # another port of this host: another origin, same site
+            page.click("#go")
+            page.wait_for_selector("#groups .group", timeout=60_000)
+            assert "Another site opened this page" in page.locator("#elsewhere").inner_text()
+            page.wait_for_timeout(1200)
+            page.keyboard.press("t")
+            page.click("#groups .group button[data-act=trash]")
+            _wait_status(page, "Nothing done: another site opened this page")
+            assert copy.exists() and (photo_dir / "photo0.jpg").exists()
+
+            page.goto(base + "/dupes")  # typed or a bookmark
+            page.wait_for_selector("#groups .group", timeout=60_000)
+            assert page.locator("#elsewhere").is_hidden()
+            page.click("#groups .group button[data-act=trash]")  # at once: not done
+            _wait_status(page, "Nothing done: the page came to the front a moment ago")
+            assert copy.exists() and (photo_dir / "photo0.jpg").exists()
+            page.wait_for_timeout(1200)
+            page.keyboard.press("t")
+            _wait_status(page, "trashed")
+            browser.close()
+    assert (photo_dir / "photo0.jpg").exists() != copy.exists()  # one of the two went to the trash

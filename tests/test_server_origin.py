@@ -126,3 +126,24 @@ def _an_id_with(base: str, headers: dict) -> int:
     upload = {"image": ("q.jpg", jpeg_bytes(0))}
     r = httpx.post(f"{base}/search", files=upload, data={"k": "1"}, headers=headers)
     return r.json()["results"][0]["id"]
+
+
+def test_review_page_opened_by_another_site_is_marked_and_no_page_keeps_a_handle(index):
+    """Another site's page can open /dupes (a navigation is never refused) and aim the
+    user's next key or click at it: the page is then marked, and its script keeps its
+    actions off (tests/test_browser_review.py). No page that opens ours keeps a handle."""
+    with live_app(ServerConfig(index=index)) as base:
+        port = base.rsplit(":", 1)[1]
+        navigate = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+        marked = '<body data-opened="elsewhere">'
+        sites = (("cross-site", True), ("same-site", True), ("same-origin", False), ("none", False))
+        for site, expect in sites:
+            r = httpx.get(f"{base}/dupes", headers={**navigate, "Sec-Fetch-Site": site})
+            assert r.status_code == 200 and (marked in r.text) is expect, site
+            assert r.headers["cross-origin-opener-policy"] == "same-origin"
+        # browsers without Fetch Metadata: the Referer tells
+        assert marked in httpx.get(f"{base}/dupes", headers={"Referer": "http://evil.example/x"}).text
+        own = {"Referer": f"http://127.0.0.1:{port}/"}
+        assert marked not in httpx.get(f"{base}/dupes", headers=own).text
+        assert marked not in httpx.get(f"{base}/dupes").text  # typed, a bookmark, a script
+        assert httpx.get(f"{base}/stats").headers["cross-origin-opener-policy"] == "same-origin"

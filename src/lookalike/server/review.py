@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -51,6 +52,17 @@ async def _json_body(request: Request) -> dict:
     return await read_json(request)
 
 
+def opened_elsewhere(request: Request) -> bool:
+    """Whether a page was navigated to from another site's page (Fetch Metadata; the
+    Referer for browsers without it): such a page is shown with its actions off, since
+    the other page can aim the user's next key or click at it."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("cross-site", "same-site")
+    referer = request.headers.get("referer")
+    return referer is not None and urlsplit(referer).netloc.lower() != request.headers.get("host", "").lower()
+
+
 def router(svc: Service) -> APIRouter:
     """The review's routes (and the pages' static files) over ``svc``'s Index."""
     api = APIRouter()
@@ -58,8 +70,11 @@ def router(svc: Service) -> APIRouter:
     svc.review = review
 
     @api.get("/dupes", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return web_file("dupes.html")
+    def page(request: Request) -> str:
+        html = web_file("dupes.html")
+        if opened_elsewhere(request):
+            html = html.replace("<body>", '<body data-opened="elsewhere">', 1)
+        return html
 
     @api.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:

@@ -92,6 +92,7 @@ async function load(page, at) {
     $("groups").innerHTML = data.html ||
       '<p class="panel">No duplicate groups with this setting. Try “edited” or “similar”.</p>';
     sections().forEach(decorate);
+    unsettle();  // what is under the pointer changed
     showSummary(data);
     const first = (data.page - 1) * SIZE + 1;
     say(data.total ? `Showing groups ${first}–${first + sections().length - 1} of ${data.total}.` : "");
@@ -154,8 +155,31 @@ function describeOutcome(data) {
   return data.message + (data.undo ? (touch.matches ? " (tap Undo to undo)" : " (u to undo)") : "");
 }
 
+// Another site's page can open this one and aim the user's next key or click at it (a
+// double click whose second half lands on "Trash"). So actions are off on a page opened
+// from another site (the server marks it), and for a moment after the page or its groups
+// come to the front.
+const SETTLE_MS = 1000;
+let settledAt = performance.now() + SETTLE_MS;
+const unsettle = () => { settledAt = performance.now() + SETTLE_MS; };
+window.addEventListener("focus", unsettle);
+window.addEventListener("pageshow", unsettle);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) unsettle(); });
+const openedElsewhere = document.body.dataset.opened === "elsewhere";
+if (openedElsewhere) {
+  const url = location.origin + location.pathname;
+  $("elsewhere").textContent = `Another site opened this page, so its actions are off. To act on duplicates, open ${url} from the address bar or a bookmark.`;
+  $("elsewhere").hidden = false;
+}
+
+function refused() {
+  if (openedElsewhere) { say("Nothing done: another site opened this page (see above).", true); return true; }
+  if (performance.now() < settledAt) { say("Nothing done: the page came to the front a moment ago. Press again.", true); return true; }
+  return false;
+}
+
 async function submit(decisions) {
-  if (state.busy) return;
+  if (state.busy || refused()) return;
   const moving = decisions.some((d) => d.action === "move");
   const moveTo = $("move-to").value.trim();
   if (moving && !moveTo) { say("Enter the folder to move duplicates to first.", true); $("move-to").focus(); return; }
@@ -210,7 +234,7 @@ async function refreshSummary() {
 }
 
 async function undo() {
-  if (state.busy) return;
+  if (state.busy || refused()) return;
   state.busy = true;
   try {
     const data = await api("/dupes/undo", {});

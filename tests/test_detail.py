@@ -383,6 +383,17 @@ def test_views_are_what_pillow_makes_of_the_grid(shape):
     assert np.abs(views - _views_as_pillow_makes_them(cells.astype(np.float64))).max() < 1e-3
 
 
+def test_every_grid_shape_has_its_views():
+    """A long strip whose turned-back picture solves to a hair wider than its canvas (13 x 64
+    cells at 8 degrees: a 1280 x 260 banner) crashed `dupes` and search with Pillow's "box
+    offset can't be negative" (found on GIMP's manual's screenshots)."""
+    rng = np.random.default_rng(0)
+    for shape in [(rows, 64) for rows in range(1, 65)] + [(64, cols) for cols in range(1, 65)]:
+        cells = rng.integers(40, 200, shape, dtype=np.uint8)
+        views = detail._views(bytes(shape) + cells.tobytes())
+        assert views.shape[0] == 2 + len(detail.ZOOMS) + len(detail.ANGLES)
+
+
 def test_a_floor_spares_the_detail_of_pairs_that_cannot_reach_it_and_changes_no_decision(scene, monkeypatch):
     pictures = [scene, _captioned(scene), _walker(scene, 100, 300), _ball(500, 200), _scene(3), _scene(11)]
     colours = [_sig(p) for p in pictures]

@@ -147,6 +147,8 @@ def _turned_back(cells: np.ndarray, angle: float) -> np.ndarray | None:
         return None
     at, weights = _rotation(rows, cols, -angle)
     back = (cells.ravel()[at] * weights).sum(axis=0).reshape(rows, cols)
+    # a long strip (13 x 64 cells at 8 degrees) solves to a hair wider than its canvas
+    width, height = min(width, cols), min(height, rows)
     left, top = (cols - width) / 2, (rows - height) / 2
     return _project(back, _compared(rows, top, top + height), _compared(cols, left, left + width))
 

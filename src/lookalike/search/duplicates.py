@@ -13,9 +13,7 @@ and C together unless A~C (through the keeper) holds too.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -24,10 +22,10 @@ import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
-from lookalike.search import geometric, metric, padding, schemes
+from lookalike.search import geometric, metric, schemes
 from lookalike.search.calibration import Calibration
-from lookalike.search.keep import NO_FACTS, KeepRules
-from lookalike.search.provenance import group_facts
+from lookalike.search.facts import component_facts
+from lookalike.search.keep import KeepRules
 from lookalike.search.relations import COPY, RECOLOURED, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.manifest import Manifest
@@ -330,7 +328,8 @@ def find_duplicates(
         zip(members_ids.tolist(), order[np.searchsorted(ids[order], members_ids)].tolist(), strict=True)
     )
     components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
-    rules = replace(rules, facts={**rules.facts, **_facts(components, vectors, position)})
+    found = component_facts(components, lambda m: vectors[position[m.id]])
+    rules = replace(rules, facts={**rules.facts, **found})
     scores = _Scores(vectors, position, pixels, verified)
     groups: list[Group] = []
     for comp in components:
@@ -460,40 +459,6 @@ class _Scores:
         for (a, b), gap in self.verified.items():
             out.setdefault(a, []).append((b, gap))
         return out
-
-
-FACT_THREADS = 2  # components whose files are read at once (each may decode a few large members)
-
-
-def _facts(components: list[list[FileRow]], vectors: np.ndarray, position: dict[int, int]) -> dict:
-    """What the files say (see provenance) of the members that the rules before them
-    (resolution) cannot tell from another member of their component; first, of members
-    whose shape differs from another's, the size of their picture without bands added
-    around it (see padding)."""
-
-    def vector(row: FileRow) -> np.ndarray:
-        return vectors[position[row.id]]
-
-    pictures: dict[int, tuple[int, int]] = {}
-
-    def area(m: FileRow) -> int:
-        w, h = pictures.get(m.id) or (m.width or 0, m.height or 0)
-        return w * h
-
-    def tied(members: list[FileRow]) -> list[FileRow]:
-        pixels = Counter(map(area, members))
-        return [m for m in members if pixels[area(m)] > 1]
-
-    facts: dict = {}
-    with ThreadPoolExecutor(FACT_THREADS) as pool:  # decoding lets go of the GIL
-        for found in pool.map(padding.picture_sizes, components):
-            pictures.update(found)
-        alike = [t for t in map(tied, components) if len(t) > 1]
-        for found in pool.map(lambda members: group_facts(members, vector), alike):
-            facts.update(found)
-    for file_id, size in pictures.items():
-        facts[file_id] = replace(facts.get(file_id, NO_FACTS), picture=size)
-    return facts
 
 
 @dataclass(frozen=True)

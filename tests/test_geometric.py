@@ -143,13 +143,13 @@ def test_a_picture_is_read_once_while_pairs_still_need_it(tmp_path, monkeypatch)
     paths = [_save(_scene(10 + n, (300, 200)), tmp_path / f"{n}.jpg") for n in range(5)]
     a, b, c, d, e = paths
     reads: list[str] = []
-    real = geometric._read
+    real = geometric.read
 
     def counted(path: str):
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(geometric, "_read", counted)
+    monkeypatch.setattr(geometric, "read", counted)
     monkeypatch.setattr(geometric, "CACHE", 3)
     monkeypatch.setattr(geometric, "THREADS", 1)
     geometric.verified_gaps([(a, b), (c, d), (d, e), (a, e)])

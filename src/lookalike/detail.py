@@ -61,7 +61,8 @@ def grid(image: Image.Image) -> bytes:
     return bytes((rows, cols)) + small.tobytes()
 
 
-def _unpack(data: bytes) -> np.ndarray | None:
+def unpack(data: bytes) -> np.ndarray | None:
+    """A grid's cells ([rows, cols] float64, 0-255), or None for one that cannot be read."""
     rows, cols = data[0], data[1]
     if rows * cols != len(data) - 2 or not rows or not cols:
         return None
@@ -183,7 +184,7 @@ def _views(data: bytes) -> np.ndarray | None:
     """A grid's views, compared at (FINE / POOL)^2 cells: [VIEWS, s, s] read only (None for a
     grid that cannot be read). In order: the picture, its centre (each of :data:`ZOOMS`),
     the picture inside letterbox bars, then turned back by each of :data:`ANGLES`."""
-    cells = _unpack(data)
+    cells = unpack(data)
     if cells is None:
         return None
     (rows, cols), inside = cells.shape, _content(cells)

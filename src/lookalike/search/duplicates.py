@@ -22,7 +22,7 @@ import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument
 from lookalike.fsutil import identity
-from lookalike.search import geometric, metric, schemes
+from lookalike.search import fine, geometric, metric, schemes
 from lookalike.search.calibration import Calibration
 from lookalike.search.facts import component_facts
 from lookalike.search.keep import KeepRules
@@ -330,7 +330,8 @@ def find_duplicates(
     components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
     found = component_facts(components, lambda m: vectors[position[m.id]])
     rules = replace(rules, facts={**rules.facts, **found})
-    scores = _Scores(vectors, position, pixels, verified)
+    cap = presets_for(store.manifest.model.source, cal)[0]["edited"].threshold - 1e-4
+    scores = _Scores(vectors, position, pixels, verified, fine.Looker(), cap)
     groups: list[Group] = []
     for comp in components:
         members = sorted(comp, key=rules.rank)
@@ -402,12 +403,16 @@ class _Scores:
     too (another shot of the scene is no duplicate, see search.metric); pixels that match
     lift a score (by up to metric.matched_lift(), so above search's and even above 1).
     ``verified``: the gaps of pairs (ids, smaller first) measured on their aligned files
-    (see :func:`_verified`), which count where they score higher."""
+    (see :func:`_verified`), which count where they score higher. Pairs of one frame whose
+    files ``looker`` finds to differ in one place (other words in a screenshot: see
+    :mod:`lookalike.search.fine`) score at most ``cap`` (under the ``edited`` preset)."""
 
     vectors: np.ndarray
     position: dict[int, int]
     pixels: bool
     verified: dict[tuple[int, int], float] = field(default_factory=dict)
+    looker: fine.Looker | None = None
+    cap: float = np.inf
 
     def to(
         self, members: Sequence[FileRow], one: FileRow, credit: bool = True, verified: bool = True
@@ -418,14 +423,35 @@ class _Scores:
             return np.zeros(0, np.float32)
         cosine = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
         if not self.pixels:
-            return cosine
+            return self.capped(cosine, members, one)
         colours = [one.colour] * len(members), [m.colour for m in members]
         out = metric.with_pixels(cosine, metric.pixel_gaps(*colours, local=True, credit=credit))
         for n, m in enumerate(members if credit and verified else ()):
             gap = self.verified.get((min(m.id, one.id), max(m.id, one.id)))
             if gap is not None:
                 out[n] = max(out[n], metric.with_pixels(cosine[n], gap))
-        return out
+        return self.capped(out, members, one)
+
+    def unlooked(self, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
+        """Scores as :meth:`to` gives them without reading files (to tell colour schemes apart)."""
+        return replace(self, looker=None).to(members, one)
+
+    def capped(self, scores: np.ndarray, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
+        """``scores`` of ``members`` against ``one``, those over ``cap`` whose files differ
+        from ``one``'s in one place held at ``cap`` (files are read only for these)."""
+        asked = [
+            n
+            for n, m in enumerate(members)
+            if scores[n] > self.cap
+            and m.id != one.id
+            and (m.content_hash is None or m.content_hash != one.content_hash)
+            and fine.same_shape((m.width, m.height), (one.width, one.height))
+            and (self._flat(m) or self._flat(one))
+        ]
+        if self.looker is not None and asked:
+            differs = self.looker.differ([(one.path, members[n].path) for n in asked])
+            scores[[n for n, d in zip(asked, differs, strict=True) if d]] = self.cap
+        return scores
 
     def among(self, members: Sequence[FileRow]) -> np.ndarray:
         """Scores between every two ``members``."""
@@ -451,6 +477,15 @@ class _Scores:
             max(self.to([one], other, verified=False)[0], self.to([other], one, verified=False)[0])
             < threshold
         )
+
+    def _flat(self, row: FileRow) -> bool:
+        if row.id not in self._flat_rows:
+            self._flat_rows[row.id] = fine.flat(row.colour)
+        return self._flat_rows[row.id]
+
+    @cached_property
+    def _flat_rows(self) -> dict[int, bool]:
+        return {}
 
     @cached_property
     def _verified_with(self) -> dict[int, list[tuple[int, float]]]:
@@ -501,6 +536,7 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
                 unmeasured = np.maximum(np.asarray(rows), rows[centre]) >= metric.DETAIL_AMONG
                 near = np.flatnonzero(unmeasured & (sims_to >= threshold - metric.matched_lift()))
                 sims_to[near] = scores.to([left[i] for i in near], left[centre])
+            sims_to = scores.capped(sims_to, left, left[centre])
         else:  # a huge component: the best-ranked member stands for it
             sims_to = scores.to(left, left[0])
             centre = 0
@@ -510,7 +546,7 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             if j != centre and (exact or sims_to[j] >= threshold):
                 star.append(m)
         if not judge.include_recoloured:
-            star = schemes.one_scheme(star, members, scores.to)
+            star = schemes.one_scheme(star, members, scores.unlooked)
         group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge, threshold)
         taken = {group.keep.id, *(d.row.id for d in group.duplicates)} if group.duplicates else set()
         if group.duplicates:

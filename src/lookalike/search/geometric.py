@@ -87,7 +87,7 @@ class _Pictures:
             if path in self._kept:
                 self._kept.move_to_end(path)
                 return self._kept[path]
-        picture = _read(path)
+        picture = read(path)
         with self._lock:
             if self._left[path] > 0:  # (not released meanwhile by a thread that read it too)
                 if len(self._kept) >= CACHE:
@@ -103,7 +103,8 @@ class _Pictures:
                 self._kept.pop(path, None)
 
 
-def _read(path: str) -> _Picture | None:
+def read(path: str) -> _Picture | None:
+    """A file's picture at :data:`SIDE` px (None: unreadable or too small to compare)."""
     try:
         rgb = np.ascontiguousarray(np.asarray(screen_view(path, SIDE), np.uint8))
     except ImageError:  # screen_view says so for whatever cannot be read (an OSError too)
@@ -247,6 +248,13 @@ def _bars(luma: np.ndarray, other: np.ndarray) -> np.ndarray:
         if not (MIN_BAR_ROWS <= thickness <= BAR_ROWS and beyond and (lighter or darker)):
             closed[start:end] = False  # a bar stands out of both sides: not a gradient or horizon
     return closed
+
+
+def bar_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The rows of two luma pictures of one frame ([h, w]) that are a caption bar laid over
+    the other in either (see :func:`_bars`; every 2nd column read), with their edge rows."""
+    lx, ly = x[:, ::2], y[:, ::2]
+    return _widened(_bars(lx, ly) | _bars(ly, lx))
 
 
 def _widened(rows: np.ndarray) -> np.ndarray:

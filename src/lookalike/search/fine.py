@@ -1,0 +1,133 @@
+"""A finer look at `dupes` pairs whose stored grids match: do their files differ in one place?
+
+The pixel gap (:mod:`lookalike.search.metric`) compares 64-px luma grids. Two screenshots of
+one app with other words in a dialog, a form filled in otherwise, a diagram with one label
+changed: at that scale their text is a grey smudge, the grids match, and the features
+(made for objects, not words) agree too. `dupes` called them copies, and `--trash` would
+have trashed all but one of a folder of screenshots.
+
+So each near pair of pictures of one shape is read at :data:`geometric.SIDE` px (the larger
+reduced to the smaller's size), the second's brightness and contrast fitted to the first's
+(as a mirror image too), caption bars laid over one left out; then the mean luma difference
+of every window of about a glyph's size. A copy made by re-encoding, resizing, mirroring,
+graying or captioning differs a little everywhere and at most ~38 levels in its worst window
+(bench/lookalikes.py's library: 915 copies that share their frame with their original); a
+picture with other words in it differs by more where the words are (47-157 in GIMP's manual's
+screenshots), while matching elsewhere. Pairs that do not share their frame (a crop, a turn:
+mean difference over :data:`ALIGNED`) get no verdict: their grids are compared as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from lookalike import colour, detail
+from lookalike.search import geometric
+
+SAME_SHAPE = 0.02  # aspect ratios this close (relative): one frame
+ALIGNED = 2.0  # mean luma difference (0-255) of pictures that match as they are, edit undone
+WINDOW = 64  # a window is the longer side / WINDOW px (6 px at 384: a glyph of a dialog's text)
+DIFFERS = 40.0  # worst window's mean difference past which the pictures differ in one place, ...
+LOCAL_SHARE, NOISE = 0.8, 8.0  # ... if it is also this share of the window's own spread + NOISE
+BORDER = 0.02  # share of the shorter side at the edges left out (resampling at the frame)
+FLAT_CELLS = 0.2  # share of a grid's cells within a level of their neighbours: a flat picture
+
+
+def flat(signature: bytes | None) -> bool:
+    """Whether a picture is at least :data:`FLAT_CELLS` flat cells in its stored 64-px luma
+    grid (see :mod:`lookalike.colour`): a screen, a document, a drawing, where a word can
+    change while the rest stays. Photos seldom are (1 in 6 of ImageNet's), and pairs of
+    them are not read: another shot differs in more than a word."""
+    grid = colour.detail_grid(signature)
+    cells = detail.unpack(grid) if grid else None
+    if cells is None or min(cells.shape) < 2:
+        return False
+    across, down = np.abs(np.diff(cells, axis=1))[:-1], np.abs(np.diff(cells, axis=0))[:, :-1]
+    return float(((across <= 1) & (down <= 1)).mean()) >= FLAT_CELLS
+
+
+def same_shape(a: tuple[int | None, int | None], b: tuple[int | None, int | None]) -> bool:
+    """Whether two (width, height) frames have one aspect ratio (unknown sizes: no)."""
+    (wa, ha), (wb, hb) = a, b
+    if not (wa and ha and wb and hb):
+        return False
+    return abs(wa / ha - wb / hb) <= SAME_SHAPE * (wa / ha)
+
+
+def worst_window(a: np.ndarray, b: np.ndarray) -> float | None:
+    """The mean luma difference (0-255) of the worst window of two pictures' luma ([h, w]
+    float32) of one frame, among windows where it also passes :data:`LOCAL_SHARE` of their
+    own variation there (resampling a copy moves edges a little: a difference in proportion
+    to them; other words differ as much as the words themselves vary); 0 if there is none.
+    As they are or mirrored (the lower of the ways that match: a symmetric icon matches its
+    mirror image as it is, but for its details); None when neither way matches as it is
+    (:data:`ALIGNED`): another frame, a crop, a turn."""
+    if a.size > b.size:
+        a = cv2.resize(a, b.shape[::-1], interpolation=cv2.INTER_AREA)
+    elif b.size > a.size:
+        b = cv2.resize(b, a.shape[::-1], interpolation=cv2.INTER_AREA)
+    worst = None
+    for other in (b, np.ascontiguousarray(b[:, ::-1])):
+        if worst is not None and worst < DIFFERS:
+            break  # as they are, they match everywhere: no need to look at the mirror image
+        spread = float(other.var())
+        gain = float(((other - other.mean()) * (a - a.mean())).mean()) / spread if spread > 0 else 1.0
+        fitted = a.mean() + gain * (other - other.mean())  # brightness and contrast as a's
+        gap = np.abs(a - fitted)
+        gap[geometric.bar_rows(a, other)] = 0.0  # caption bars laid over one
+        if float(gap.mean()) <= ALIGNED:
+            side = max(3, round(max(gap.shape) / WINDOW))
+            inner = np.s_[(edge := max(1, round(BORDER * min(gap.shape)))) : -edge, edge:-edge]
+            windows = cv2.blur(gap, (side, side))
+            varies = np.maximum(_local_spread(a, side), _local_spread(fitted, side)) + NOISE
+            beyond = np.where(windows >= LOCAL_SHARE * varies, windows, 0.0)[inner]
+            way = float(beyond.max()) if beyond.size else 0.0
+            worst = way if worst is None else min(worst, way)
+    return worst
+
+
+def _local_spread(x: np.ndarray, side: int) -> np.ndarray:
+    """The luma standard deviation of each ``side`` x ``side`` window of ``x``."""
+    mean = cv2.blur(x, (side, side))
+    return np.sqrt(np.maximum(cv2.blur(x * x, (side, side)) - mean * mean, 0.0))
+
+
+class Looker:
+    """Looks at pairs of files as `dupes` asks (:meth:`differ`): each pair once, each file
+    read once while it is among the last :data:`PICTURES` read (luma at
+    :data:`geometric.SIDE` px, ~110 KB each), two pairs at once."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[str, str], bool] = {}
+        self._read = lru_cache(maxsize=PICTURES)(_luma)
+
+    def differ(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each pair of files (of one frame: see :func:`same_shape`) differs in one
+        place (:data:`DIFFERS`) although the pictures match as they are: no copies of each
+        other. A file that cannot be read says nothing (False)."""
+        keys = [(a, b) if a <= b else (b, a) for a, b in pairs]
+        todo = [pair for pair in dict.fromkeys(keys) if pair not in self._verdicts]
+        if todo:
+            with ThreadPoolExecutor(geometric.THREADS) as pool:
+                self._verdicts.update(zip(todo, pool.map(self._differs, todo), strict=True))
+        return [self._verdicts[key] for key in keys]
+
+    def _differs(self, pair: tuple[str, str]) -> bool:
+        a, b = self._read(pair[0]), self._read(pair[1])  # (two threads may read one file: the same)
+        if a is None or b is None:
+            return False
+        worst = worst_window(a, b)
+        return worst is not None and worst >= DIFFERS
+
+
+PICTURES = 512
+
+
+def _luma(path: str) -> np.ndarray | None:
+    picture = geometric.read(path)
+    return None if picture is None else picture.gray.astype(np.float32)

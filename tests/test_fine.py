@@ -1,0 +1,141 @@
+"""Screenshots with other words in them are no copies (lookalike.search.fine): their 64-px
+grids match and so do their features; `dupes` reads their files to tell them apart."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from typer.testing import CliRunner
+
+from lookalike import Index
+from lookalike.cli import app
+from lookalike.images import ImageFile, read_image_file
+from lookalike.models.runtimes import ModelInfo
+from lookalike.search import fine
+from lookalike.search.relations import COPY, SIMILAR
+from lookalike.storage import Store
+
+LINES = ["Brightness: 70%", "Resolution: 1920 x 1080", "Night light: off", "Scale: 100%", "Orientation: wide"]
+
+
+def _dialog(title: str = "Display", lines: list[str] = LINES) -> Image.Image:
+    """A settings window: a dark title bar, a side menu, a title and five lines of text."""
+    font, big = ImageFont.load_default(18), ImageFont.load_default(28)
+    im = Image.new("RGB", (1280, 800), (245, 246, 248))
+    d = ImageDraw.Draw(im)
+    d.rectangle([0, 0, 1280, 48], fill=(40, 44, 52))
+    d.text((16, 12), "Settings - Example App", font=font, fill="white")
+    d.rectangle([0, 48, 240, 800], fill=(225, 228, 232))
+    for i, entry in enumerate(["General", "Display", "Sound", "Network", "Privacy"]):
+        d.text((20, 70 + 40 * i), entry, font=font, fill=(30, 30, 30))
+    d.text((280, 70), title, font=big, fill=(20, 20, 20))
+    for i, line in enumerate(lines):
+        d.text((280, 130 + 34 * i), line, font=font, fill=(50, 50, 50))
+    d.rounded_rectangle([1080, 720, 1250, 770], 8, fill=(30, 110, 230))
+    d.text((1130, 733), "Apply", font=font, fill="white")
+    return im
+
+
+def _other_line() -> Image.Image:
+    return _dialog(lines=[*LINES[:2], "Night light: on, from 21:00 to 07:00", *LINES[3:]])
+
+
+def _other_page() -> Image.Image:
+    return _dialog("Sound", ["Output: speakers", "Volume: 55%", "Input: mic", "Alerts: on", "Mono: off"])
+
+
+def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _captioned(im: Image.Image) -> Image.Image:
+    out = im.copy()
+    d = ImageDraw.Draw(out)
+    for top in (0.05, 0.48, 0.91):
+        y = int(top * im.height)
+        d.rectangle([0, y, im.width, y + int(0.04 * im.height)], fill="white")
+        d.text((20, y + 4), "my caption", font=ImageFont.load_default(20), fill="black")
+    return out
+
+
+def _luma(im: Image.Image, side: int = 384) -> np.ndarray:
+    small = im.convert("L")
+    small.thumbnail((side, side), Image.Resampling.BOX)
+    return np.asarray(small, np.float32)
+
+
+def _worst(a: Image.Image, b: Image.Image) -> float | None:
+    return fine.worst_window(_luma(a), _luma(b))
+
+
+def test_other_words_differ_in_one_place_copies_do_not():
+    shot = _dialog()
+    for edit in (
+        _jpeg(shot, 50),
+        _jpeg(shot, 15),
+        shot.resize((640, 400), Image.Resampling.LANCZOS),
+        shot.resize((200, 125), Image.Resampling.LANCZOS),  # a thumbnail: too small to read, a copy
+        ImageOps.mirror(shot),
+        ImageOps.grayscale(shot).convert("RGB"),
+        ImageOps.autocontrast(shot, cutoff=2),
+        _captioned(shot),
+    ):
+        worst = _worst(shot, edit)
+        assert worst is None or worst < fine.DIFFERS  # None: no verdict (their frames differ), a copy
+    assert _worst(shot, _other_line()) >= fine.DIFFERS
+    assert _worst(shot, _other_page()) >= fine.DIFFERS
+    assert _worst(_jpeg(shot, 70), _jpeg(_other_page(), 70)) >= fine.DIFFERS
+    crop = shot.crop((64, 40, 1216, 760)).resize((1280, 800))  # another frame: no verdict
+    assert _worst(shot, crop) is None
+    assert fine.same_shape((1280, 800), (640, 400)) and not fine.same_shape((1280, 800), (1280, 720))
+    assert not fine.same_shape((1280, 800), (None, None))
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    """An index of a settings window, its JPEG copy, the window with one line changed and
+    another page of it, all scoring as copies by their vectors (a test model's)."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    pictures = {
+        "display.png": _dialog(),
+        "display-copy.jpg": _dialog(),
+        "display-night.png": _other_line(),
+        "sound.png": _other_page(),
+    }
+    files, vectors = [], []
+    base = np.zeros(8, np.float32)
+    base[0] = 1.0
+    for n, (name, im) in enumerate(pictures.items()):
+        im.save(folder / name, quality=80)
+        read = read_image_file(str(folder / name), (32, 32))
+        files.append(ImageFile(read.path, read.size, read.mtime_ns, read.content_hash, image=read.image))
+        v = base.copy()
+        v[1] = 0.01 * n  # cosines 0.9995 and up: copies by their vectors
+        vectors.append(v / np.linalg.norm(v))
+    info = ModelInfo("m", "id", (32, 32), 8, (0.0, 1.0), False, "tf")
+    with Store(tmp_path / "ix", model=info, writable=True) as s:
+        s.add(files, np.stack(vectors))
+    return folder, tmp_path / "ix"
+
+
+def test_dupes_does_not_call_other_screenshots_copies(screenshots):
+    folder, index = screenshots
+    groups = Index(index).duplicates(0.90)
+    assert [(g.keep.path, [(d.row.path, d.relation) for d in g.duplicates]) for g in groups] == [
+        (str(folder / "display.png"), [(str(folder / "display-copy.jpg"), COPY)])
+    ]
+    for preset in ("copies", "edited"):
+        res = CliRunner().invoke(app, ["dupes", "--preset", preset, "--json", "--index", str(index)])
+        (doc,) = json.loads(res.stdout)["groups"]
+        assert [d["path"] for d in doc["duplicates"]] == [str(folder / "display-copy.jpg")], preset
+    res = CliRunner().invoke(app, ["dupes", "--preset", "similar", "--json", "--index", str(index)])
+    (doc,) = json.loads(res.stdout)["groups"]
+    relations = {d["path"].rsplit("/", 1)[1]: d["relation"] for d in doc["duplicates"]}
+    assert relations == {"display-copy.jpg": COPY, "display-night.png": SIMILAR, "sound.png": SIMILAR}

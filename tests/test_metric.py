@@ -232,3 +232,27 @@ def test_dupes_against_a_learned_index_scores_as_its_search_does(tmp_path, tf2_m
     reverse = ["dupes", "--against", str(tmp_path / "inbox_ix"), "--min-probability", "0.5"]
     res = CliRunner().invoke(app, [*reverse, "--index", str(archive.directory)])
     assert res.exit_code == 1 and f"calibrate --index {tmp_path / 'inbox_ix'}`" in res.output, res.output
+
+
+def test_an_open_index_follows_what_another_process_learned_or_calibrated(tmp_path, tf2_model, monkeypatch):
+    """A long-lived Index (the server's) swapped its snapshot only when rows changed: after
+    `calibrate` learned a new matrix and dropped the old one, every search failed ("learned
+    whitening ... is missing", HTTP 503), and scores stayed those of the old state."""
+    index, photos = _learned_index(tmp_path, tf2_model, monkeypatch)
+    server = Index(index.directory).open()
+    query = str(photos / "p3.jpg")
+    before = server.search([query], k=3)[0]
+    make_photo(10).save(photos / "p10.jpg", quality=92)
+    index.add([photos])  # rows change (not enough to learn again): the server takes a new snapshot
+    assert server.info()["learned_on"] == 10
+    with Index(index.directory).store(writable=True) as store:  # another process: `calibrate`
+        _, raw = store.catalogue.load_vectors(sorted(store.vectors.ids().tolist()))
+        new = metric.learn([raw[: len(raw) - 2]], len(raw) - 2)  # learned on other vectors
+        store.set_learned(new, {**store.manifest.calibration, "b": store.manifest.calibration["b"] + 1}, 8)
+    after = server.search([query], k=3)[0]  # no "whitening is missing"
+    assert server.info()["learned_on"] == 8
+    assert [h.score for h in after.hits] != [h.score for h in before.hits]
+    with Index(index.directory).store(writable=True) as store:
+        store.set_calibration({**store.manifest.calibration, "b": 0.0})
+    assert server.manifest().calibration["b"] == 0.0
+    server.close()

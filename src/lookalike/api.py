@@ -81,7 +81,7 @@ class Index:
             if refresh_interval_s is not None:
                 self.refresh_interval_s = refresh_interval_s
             if self._snapshot is None:
-                self._snapshot = self.store()
+                self._snapshot = self.store().warmed()
                 self._checked = time.monotonic()
         return self
 
@@ -117,9 +117,9 @@ class Index:
         if current is None:
             return False
         self._checked = time.monotonic()
-        if current.generation() == current.vectors.generation:
+        if current.generation() == current.vectors.generation and not current.manifest_moved():
             return False
-        self._snapshot = self.store()  # the newest checkpoint + the catalogue's changes since
+        self._snapshot = self.store().warmed()  # the newest checkpoint + the catalogue's changes
         current.close()  # a reader's close only releases its connections
         return True
 

@@ -16,6 +16,7 @@ the index-type policy (:mod:`.vectors`), searching (:mod:`.lookup`), verify/repa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -158,6 +159,7 @@ class Store:
             manifest.check_descriptor(descriptor, self.directory)
         manifest.database = self.location.remembered
         self.manifest = manifest
+        self._manifest_text = stored  # as read: a reader sees when another process replaced it
         self.dim = manifest.dim
         self.catalogue.dim = manifest.dim
         if self.writable:
@@ -179,6 +181,7 @@ class Store:
         text = self.manifest.to_json()
         self._check_lock()
         self.catalogue.set_meta("manifest", text)
+        self._manifest_text = text
         if local is None or local.to_json() != text:
             atomic_write_text(self.directory / MANIFEST, text)
 
@@ -247,6 +250,19 @@ class Store:
     def generation(self) -> int:
         """The catalogue's generation (the FAISS index's is ``vectors.generation``)."""
         return self.catalogue.generation()
+
+    def warmed(self) -> Store:
+        """This store with its learned similarity read now (a long-lived reader's snapshot:
+        a later `calibrate` drops the matrix its manifest names; a missing one is said when
+        it is used)."""
+        with contextlib.suppress(StoreError):
+            self.metric  # noqa: B018 - read for its side effect
+        return self
+
+    def manifest_moved(self) -> bool:
+        """Whether the catalogue's manifest is no longer the one this store read: what was
+        learned or calibrated, the index settings, replaced without a change of rows."""
+        return self.catalogue.meta("manifest") != self._manifest_text
 
     def apply(self, change: Change) -> None:
         """Make FAISS follow a committed catalogue change (the one path by which it changes)."""

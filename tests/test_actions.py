@@ -421,3 +421,31 @@ def test_an_index_on_read_only_media_lists_duplicates_and_refuses_to_act(library
         assert "Traceback" not in res.output
     assert _tree(photos) == before and not journal.exists() and not (tmp_path / "aside").exists()
     assert not (source / "journals").exists()
+
+
+def test_one_dupes_action_or_undo_at_a_time_whatever_the_index(library, tmp_path, trash):
+    """Two indexes of one folder, acting at once, each trashed the copy the other kept (0 of
+    240 copies left), and two trashings at once lost files under one trash name. While
+    another action or undo holds this user's lock, one is refused and nothing is touched."""
+    from lookalike.models.sources import cache_dir
+    from lookalike.storage.locks import FileLock
+
+    photos, index = library
+    Index(tmp_path / "ix2").add([photos], model=str(Index(index).manifest().model.source))  # one folder
+    before = _tree(photos)
+    journal = _journal(_dupes(index, "--trash").stdout)
+    after = _tree(photos)
+    other = FileLock(cache_dir() / "actions.lock", "actions")  # another process's run, going on
+    try:
+        res = runner.invoke(
+            app, ["dupes", "--threshold", THRESHOLD, "--index", str(tmp_path / "ix2"), "--trash"]
+        )
+        assert res.exit_code == 1 and "another `lookalike dupes` action or `undo` is running" in res.output
+        res = runner.invoke(app, ["undo", journal])
+        assert res.exit_code == 1 and "another `lookalike dupes` action or `undo` is running" in res.output
+        assert _tree(photos) == after
+    finally:
+        other.release()
+    assert runner.invoke(app, ["undo", journal]).exit_code == 0
+    assert _tree(photos) == before
+

@@ -21,15 +21,18 @@ import shutil
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from lookalike.errors import InvalidArgument
 from lookalike.fsutil import identity, is_inside
+from lookalike.models.sources import cache_dir
 from lookalike.search.duplicates import EXACT, Duplicate, Group
 from lookalike.storage.catalogue import FileRow, Known, is_under
+from lookalike.storage.locks import FileLock
 
 ACTIONS = ("move", "trash", "hardlink")
 
@@ -187,7 +190,7 @@ def apply(
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
     fresh = not journal.exists() or journal.stat().st_size == 0
-    with _Journal(journal) as log:
+    with _one_at_a_time(), _Journal(journal) as log:
         for group in groups:
             kept_problem = _kept_problem(group.keep)
             going = {d.row.path for d in group.duplicates}
@@ -227,6 +230,26 @@ def apply(
     if fresh and not report.done:  # only attempts that failed: nothing for `undo --last` to take
         journal.unlink(missing_ok=True)
     return report
+
+
+ACTIONS_LOCK = "actions.lock"
+
+
+@contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    """This user's lock on `dupes` actions and undos, whatever the index: two runs at once
+    over one folder (two indexes of it) would each remove the copy the other keeps, and two
+    trashings at once can put two files under one name in the trash (a free name there is
+    not reserved), losing one."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = ("another `lookalike dupes` action or `undo` is running (or the review page's): "
+            "run this one when it has finished")  # fmt: skip
+    lock = FileLock(folder / ACTIONS_LOCK, "actions", busy)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -324,6 +347,11 @@ ALREADY_BACK = "already back in place"  # why undo skips what an earlier undo re
 def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> ActionReport:
     """Reverse a journal, newest action first. Actions that did not happen are skipped.
     ``progress`` hears (entries done, entries)."""
+    with _one_at_a_time():
+        return _undo(journal, progress)
+
+
+def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionReport:
     report = ActionReport(journal)
     try:
         text = journal.read_text(encoding="utf-8")

@@ -24,13 +24,15 @@ ADVISORY_LOCK = 0x6C6F6F6B  # "look": the PostgreSQL advisory lock of a catalogu
 class FileLock:
     """An exclusive ``flock`` on a file (created if need be), or :class:`IndexLocked`."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, busy: str | None = None) -> None:
+        """``busy``: what to say when another process holds it (else: ``what`` is being
+        written by another lookalike process)."""
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise IndexLocked(f"{what} is being written by another lookalike process") from None
+            raise IndexLocked(busy or f"{what} is being written by another lookalike process") from None
         self._fd: int | None = fd
 
     def release(self) -> None:

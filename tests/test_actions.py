@@ -449,3 +449,22 @@ def test_one_dupes_action_or_undo_at_a_time_whatever_the_index(library, tmp_path
     assert runner.invoke(app, ["undo", journal]).exit_code == 0
     assert _tree(photos) == before
 
+
+def test_a_journal_that_is_no_regular_file_is_refused_and_one_there_before_is_kept(library, tmp_path):
+    """`--journal` on an empty file that was there, or a device: deleted when the run did
+    nothing (as root, /dev/null itself); a pipe hung the run. Now only a journal the run
+    made is removed, and what is not a regular file is refused before anything is done."""
+    _, index = library
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    _dupes(index, "--hardlink")  # the exact copy is linked: the next run has nothing to do
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--hardlink", "--journal", str(notes)]
+    )
+    assert "nothing was changed" in res.stdout and notes.exists(), res.output
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--trash", "--journal", str(fifo)]
+    )
+    assert res.exit_code != 0 and "is not a regular file" in res.output, res.output

@@ -109,6 +109,8 @@ def journal_problem(journal: Path) -> str | None:
     undo could not read it back). A missing or empty file is fine."""
     if journal.is_dir():
         return f"{journal}: a folder is there; --journal takes a file name"
+    if os.path.lexists(journal) and not journal.is_file():  # a device, a pipe, a broken link
+        return f"{journal} is not a regular file; --journal takes a file name"
     try:
         with open(journal, "rb") as f:
             first = f.readline(JOURNAL_PEEK).strip()
@@ -189,7 +191,7 @@ def apply(
     if (why := journal_problem(journal)) is not None:
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
-    fresh = not journal.exists() or journal.stat().st_size == 0
+    fresh = not os.path.lexists(journal)
     with _one_at_a_time(), _Journal(journal) as log:
         for group in groups:
             kept_problem = _kept_problem(group.keep)
@@ -228,7 +230,7 @@ def apply(
                     continue
                 report.done.append(path)
     if fresh and not report.done:  # only attempts that failed: nothing for `undo --last` to take
-        journal.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)  # (a file that was there before is not this run's to delete)
     return report
 
 

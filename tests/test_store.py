@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -254,6 +258,47 @@ def test_an_index_on_read_only_media_is_searched_not_changed(read_only_mount):
     with pytest.raises(ReadOnlyIndex, match="read-only media: it can be searched, not changed"):
         Store(view, writable=True)
     assert sorted(p.name for p in view.iterdir()) == sorted(p.name for p in source.iterdir())
+
+
+def _as_a_user(argv: list[str]) -> list[str]:
+    """``argv`` run with file permissions in force: as is for a user, without root's
+    overrides for root (setpriv); skipped where that cannot be done."""
+    if os.geteuid() != 0:
+        return argv
+    if shutil.which("setpriv") is None:
+        pytest.skip("root, and no setpriv to give up overriding file permissions")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *argv]
+
+
+def test_an_index_folder_the_user_may_not_write_is_searched(tmp_path):
+    """An index shared read-only by its owner (`chmod a-w`): SQLite could not make the
+    shared-memory file a WAL reader needs, and `info`, `search` and `dupes` all failed
+    ("attempt to write a readonly database"). It is read as unchanging, as on read-only
+    media; an index with unsaved changes beside it is still refused."""
+    folder = tmp_path / "ix"
+    with Store(folder, model=_info(), writable=True) as s:
+        s.add(_files("abcd"), _vecs(4))
+    read = (
+        "from lookalike.storage import Store; s = Store(__import__('sys').argv[1]); print(s.stats()['files'])"
+    )
+    files = sorted(p.name for p in folder.iterdir())
+    folder.chmod(0o555)
+    try:
+        out = subprocess.run(
+            _as_a_user([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
+        )
+        assert out.returncode == 0 and out.stdout.strip() == "4", out.stderr
+        assert sorted(p.name for p in folder.iterdir()) == files
+        folder.chmod(0o755)
+        (folder / "catalog.sqlite-wal").write_bytes(b"\0" * 32)  # a writer's changes not in the file yet
+        folder.chmod(0o555)
+        out = subprocess.run(
+            _as_a_user([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
+        )
+        assert out.returncode != 0 and "unsaved changes beside it" in out.stderr, out.stderr
+    finally:
+        folder.chmod(0o755)
 
 
 def test_an_index_copied_mid_write_to_read_only_media_is_refused(read_only_mount):

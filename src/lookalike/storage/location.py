@@ -79,17 +79,25 @@ def read_only_media(path: Path) -> bool:
         return False
 
 
+def unwritable_folder(path: Path) -> bool:
+    """Whether this process cannot make files beside ``path``: read-only media, or a
+    folder it may not write (an index shared read-only by its owner)."""
+    return read_only_media(path) or not os.access(path.parent, os.W_OK)
+
+
 def frozen(url: URL) -> URL:
-    """A SQLite catalogue on read-only media, opened as unchanging (``immutable``): SQLite
-    cannot make there the shared-memory file that reading a WAL database needs, and
-    nothing can write there meanwhile. Refused when its write-ahead log holds changes (a
-    copy taken while it was written): reading without them would lose them."""
+    """A SQLite catalogue in a folder this process cannot write (see
+    :func:`unwritable_folder`), opened as unchanging (``immutable``): SQLite cannot make
+    there the shared-memory file that reading a WAL database needs. Refused when its
+    write-ahead log holds changes (a copy taken while it was written, or its owner writing
+    now): reading without them would lose them."""
     path = Path(url.database or "")
     log = path.with_name(path.name + "-wal")
     if log.exists() and log.stat().st_size > 0:
         raise CatalogueUnavailable(
-            f"{path} is on read-only media with unsaved changes beside it ({log.name}); "
-            "copy the index folder somewhere writable to use it"
+            f"{path} is in a folder this process cannot write (read-only media or permissions), "
+            f"with unsaved changes beside it ({log.name}); copy the index folder somewhere "
+            "writable to use it, or use it when its writer has finished"
         )
     query = {"mode": "ro", "immutable": "1", "uri": "true"}
     return url.set(database=f"file:{urllib.parse.quote(str(path))}", query=query)

@@ -43,7 +43,14 @@ from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
 from lookalike.storage.catalogue import Catalogue, Change, is_under
-from lookalike.storage.location import DATABASE, default_index_dir, frozen, locate, read_only_media
+from lookalike.storage.location import (
+    DATABASE,
+    default_index_dir,
+    frozen,
+    locate,
+    read_only_media,
+    unwritable_folder,
+)
 from lookalike.storage.locks import CatalogueLock, FileLock, lock_folder
 from lookalike.storage.manifest import MANIFEST, DamagedManifest, IndexSettings, Manifest, read_local
 from lookalike.storage.migrations import migrate
@@ -117,9 +124,10 @@ class Store:
             raise
 
     def _url(self) -> URL:
-        """The catalogue's URL as opened: a reader's SQLite file on read-only media frozen."""
+        """The catalogue's URL as opened: a reader's SQLite file in a folder it cannot write
+        (read-only media, permissions) frozen."""
         url = self.location.url
-        if self.writable or self.location.shared or not read_only_media(Path(url.database or "")):
+        if self.writable or self.location.shared or not unwritable_folder(Path(url.database or "")):
             return url
         return frozen(url)
 

@@ -468,3 +468,23 @@ def test_a_journal_that_is_no_regular_file_is_refused_and_one_there_before_is_ke
         app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--trash", "--journal", str(fifo)]
     )
     assert res.exit_code != 0 and "is not a regular file" in res.output, res.output
+
+
+def test_a_file_trashed_through_a_linked_folder_on_another_volume_is_found_again(tmp_path, monkeypatch):
+    """send2trash records a volume trash's path relative to the volume's top as it was
+    spelled: through a link in the library to another volume, "../../home/me/lib/shm/d.jpg".
+    Undo joined that to the top unnormalised and said "not found in the trash"."""
+    from lookalike import actions
+
+    top, library = tmp_path / "shm", tmp_path / "home" / "lib"
+    trash = top / ".Trash-0"
+    (trash / "info").mkdir(parents=True)
+    (trash / "files").mkdir()
+    (trash / "files" / "d.jpg").write_bytes(b"x" * 10)
+    relative = os.path.relpath(library / "shm" / "d.jpg", top)  # ../home/lib/shm/d.jpg
+    (trash / "info" / "d.jpg.trashinfo").write_text(
+        f"[Trash Info]\nPath={relative}\nDeletionDate=2026-12-04T09:29:19\n"
+    )
+    monkeypatch.setattr(actions, "_trash_dirs", lambda paths: [(trash, top)])
+    entry = {"path": str(library / "shm" / "d.jpg"), "real": str(top / "d.jpg"), "size": 10}
+    assert actions._trashed(entry) == (trash / "files" / "d.jpg", trash / "info" / "d.jpg.trashinfo")

@@ -493,8 +493,8 @@ def _trashed(entry: dict) -> tuple[Path, Path] | None:
                 line.split("=", 1) for line in info.read_text(errors="replace").splitlines() if "=" in line
             )
             original = os.fsdecode(urllib.parse.unquote_to_bytes(fields.get("Path", "")))
-            if not os.path.isabs(original):
-                original = str(base / original)  # volume trashes store paths relative to the top
+            if not os.path.isabs(original):  # volume trashes store paths relative to their top,
+                original = os.path.normpath(base / original)  # "../../home/..." through a linked folder
             stored = trash / "files" / info.name.removesuffix(".trashinfo")
             if original not in names or not os.path.isfile(stored) or os.path.islink(stored):
                 continue

@@ -488,3 +488,32 @@ def test_a_file_trashed_through_a_linked_folder_on_another_volume_is_found_again
     monkeypatch.setattr(actions, "_trash_dirs", lambda paths: [(trash, top)])
     entry = {"path": str(library / "shm" / "d.jpg"), "real": str(top / "d.jpg"), "size": 10}
     assert actions._trashed(entry) == (trash / "files" / "d.jpg", trash / "info" / "d.jpg.trashinfo")
+
+
+def test_an_action_cut_short_by_an_error_says_what_was_done_and_how_to_undo_it(
+    library, tmp_path, monkeypatch
+):
+    """A journal on a disk that filled up after the first file: the output was only
+    "error: [Errno 28] No space left on device", though files had been moved."""
+    from lookalike import actions
+
+    photos, index = library
+    before = _tree(photos)
+    write = actions._Journal.write
+    calls = []
+
+    def second_finds_the_disk_full(self, entry: dict) -> None:
+        calls.append(entry["path"])
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        write(self, entry)
+
+    monkeypatch.setattr(actions._Journal, "write", second_finds_the_disk_full)
+    res = runner.invoke(
+        app, ["dupes", "--threshold", THRESHOLD, "--index", str(index), "--move-to", str(tmp_path / "aside")]
+    )
+    assert res.exit_code == 1 and "No space left on device" in res.stderr, res.output
+    assert "move: 1 file, 0 skipped; undo with" in res.stderr
+    monkeypatch.setattr(actions._Journal, "write", write)
+    res = runner.invoke(app, ["undo", _journal(res.stderr)])
+    assert "restored 1 file" in res.stdout and _tree(photos) == before

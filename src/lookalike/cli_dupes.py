@@ -119,8 +119,11 @@ def dupes(
         try:
             with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
                 idx.act_on_duplicates(groups, chosen[0], report.journal, move_to, rules.protect, report)
-        except KeyboardInterrupt:
-            err.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)
+        except BaseException as exc:  # Ctrl-C, a full disk: what was done, and how to undo it
+            if isinstance(exc, KeyboardInterrupt) or report.done:
+                err.print(
+                    render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True
+                )
             raise
         print_skipped(report.skipped)
         out.print(render.action_summary(chosen[0], report), highlight=False, markup=False, soft_wrap=True)

@@ -517,3 +517,21 @@ def test_an_action_cut_short_by_an_error_says_what_was_done_and_how_to_undo_it(
     monkeypatch.setattr(actions._Journal, "write", write)
     res = runner.invoke(app, ["undo", _journal(res.stderr)])
     assert "restored 1 file" in res.stdout and _tree(photos) == before
+
+
+def test_a_link_in_a_protected_folder_protects_the_file_it_leads_to(tmp_path, photo_dir, tf2_model, trash):
+    """`--protect prot` with prot/link.jpg -> lib/x.jpg: the two paths are one file, and the
+    one kept was the path without links, outside the protected folder; x.jpg was trashed as
+    a copy of an older y.jpg, and the protected link was left dangling."""
+    lib, prot = tmp_path / "lib", tmp_path / "prot"
+    lib.mkdir()
+    prot.mkdir()
+    shutil.copy2(photo_dir / "photo0.jpg", lib / "y.jpg")
+    shutil.copy2(photo_dir / "photo0.jpg", lib / "x.jpg")
+    os.utime(lib / "y.jpg", (1_500_000_000, 1_500_000_000))  # older: kept by the rules
+    (prot / "link.jpg").symlink_to(lib / "x.jpg")
+    index = tmp_path / "ix"
+    Index(index).add([lib, prot], model=str(tf2_model), options=IndexOptions(workers=0))
+    res = runner.invoke(app, ["dupes", "--index", str(index), "--protect", str(prot), "--trash"])
+    assert res.exit_code == 0 and "trash: 1 file" in res.stdout, res.output
+    assert (lib / "x.jpg").exists() and (prot / "link.jpg").exists() and not (lib / "y.jpg").exists()

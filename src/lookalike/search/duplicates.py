@@ -260,10 +260,13 @@ def _components(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [sorted(c) for c in comps.values() if len(c) > 1]
 
 
-def one_path_per_file(rows: Sequence[FileRow]) -> list[FileRow]:
+def one_path_per_file(
+    rows: Sequence[FileRow], protected: Callable[[FileRow], bool] = lambda row: False
+) -> list[FileRow]:
     """``rows`` with every file once: paths that lead to the same file (a symbolic link and
     its target, a folder indexed under two spellings, hard links) are one file, never
-    duplicates of each other. The path without links in it is the one kept."""
+    duplicates of each other. The path kept is a ``protected`` one if any (a link in a
+    protected folder protects its target), else the one without links in it."""
     by_file: dict[tuple[int, int], FileRow] = {}
     out: list[FileRow] = []
     for row in rows:
@@ -272,7 +275,7 @@ def one_path_per_file(rows: Sequence[FileRow]) -> list[FileRow]:
             out.append(row)
             continue
         best = by_file.get(ident)
-        if best is None or _plainer(row.path, best.path):
+        if best is None or (protected(row), _plainer(row.path, best.path)) > (protected(best), False):
             by_file[ident] = row
     return out + list(by_file.values())
 
@@ -327,7 +330,7 @@ def find_duplicates(
     position = dict(
         zip(members_ids.tolist(), order[np.searchsorted(ids[order], members_ids)].tolist(), strict=True)
     )
-    components = [one_path_per_file([rows[i] for i in comp if i in rows]) for comp in comps]
+    components = [one_path_per_file([rows[i] for i in comp if i in rows], rules.protected) for comp in comps]
     found = component_facts(components, lambda m: vectors[position[m.id]])
     rules = replace(rules, facts={**rules.facts, **found})
     cap = presets_for(store.manifest.model.source, cal)[0]["edited"].threshold - 1e-4

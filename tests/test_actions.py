@@ -535,3 +535,23 @@ def test_a_link_in_a_protected_folder_protects_the_file_it_leads_to(tmp_path, ph
     res = runner.invoke(app, ["dupes", "--index", str(index), "--protect", str(prot), "--trash"])
     assert res.exit_code == 0 and "trash: 1 file" in res.stdout, res.output
     assert (lib / "x.jpg").exists() and (prot / "link.jpg").exists() and not (lib / "y.jpg").exists()
+
+
+def test_a_kept_link_to_a_file_the_index_does_not_hold_vouches_for_no_copy(
+    tmp_path, photo_dir, tf2_model, trash
+):
+    """`--prefer-folder lib/pref` whose link.jpg leads outside the library: the link was kept
+    and the library's only real copy, y.jpg, trashed."""
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    (lib / "pref").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy2(photo_dir / "photo0.jpg", outside / "x.jpg")
+    shutil.copy2(photo_dir / "photo0.jpg", lib / "y.jpg")
+    (lib / "pref" / "link.jpg").symlink_to(outside / "x.jpg")
+    index = tmp_path / "ix"
+    Index(index).add([lib], model=str(tf2_model), options=IndexOptions(workers=0))
+    res = runner.invoke(
+        app, ["dupes", "--index", str(index), "--prefer-folder", str(lib / "pref"), "--trash"]
+    )
+    assert res.exit_code == 1 and "which the index does not hold" in res.output, res.output
+    assert (lib / "y.jpg").exists()

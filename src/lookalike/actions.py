@@ -62,6 +62,27 @@ def _unchanged(path: str, known: Known | None) -> str | None:
     return None
 
 
+class _Held:
+    """The files the index holds (``known``: its paths), by identity, read only when a kept
+    file is a symbolic link (a folder the user prefers may hold links to files elsewhere)."""
+
+    def __init__(self, known: dict[str, Known]) -> None:
+        self._known = known
+        self._files: set[tuple[int, int] | None] | None = None
+
+    def outside(self, kept: str) -> str | None:
+        """Why the kept file cannot vouch for its copies: it is a link to a file the index
+        does not hold, so the library would keep no copy of its own; else None."""
+        if not os.path.islink(kept):
+            return None
+        if self._files is None:
+            self._files = {identity(p) for p in self._known if not os.path.islink(p)}
+        if identity(kept) in self._files:
+            return None
+        return (f"the kept file {kept} is a symbolic link to {os.path.realpath(kept)}, which the index "
+                "does not hold: the library would keep no copy of its own")  # fmt: skip
+
+
 def _kept_problem(keep: FileRow) -> str | None:
     """Why the kept file of a group cannot vouch for its copies now, or None."""
     try:
@@ -192,9 +213,10 @@ def apply(
         raise InvalidArgument(why)
     report = report if report is not None else ActionReport(journal)
     fresh = not os.path.lexists(journal)
+    held = _Held(known)
     with _one_at_a_time(), _Journal(journal) as log:
         for group in groups:
-            kept_problem = _kept_problem(group.keep)
+            kept_problem = _kept_problem(group.keep) or held.outside(group.keep.path)
             going = {d.row.path for d in group.duplicates}
             for dup in group.duplicates:
                 path = dup.row.path

@@ -269,3 +269,14 @@ def read_only_mount(tmp_path):
     yield source, mount
     if mounted:  # lazily: a connection the test left open keeps it busy until it closes
         subprocess.run(["umount", "--lazy", view], check=True)
+
+
+def as_owner(command: list[str]) -> list[str]:
+    """``command`` run with the file permissions an owner has: as root, without the
+    capabilities that override them (``setpriv``); else as it is."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to bite")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *command]

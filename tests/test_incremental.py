@@ -13,7 +13,7 @@ import pytest
 
 from lookalike import Index, IndexOptions
 from lookalike.storage import Store
-from tests.conftest import make_photo
+from tests.conftest import as_owner, make_photo
 
 OPTS = IndexOptions(workers=0)
 
@@ -146,17 +146,6 @@ def test_a_file_replaced_by_a_folder_leaves_the_index(idx, photo_dir):
         assert s.verify().ok
 
 
-def _as_owner(command: list[str]) -> list[str]:
-    """``command`` run with the file permissions an owner has: as root, without the
-    capabilities that override them (``setpriv``); else as it is."""
-    if os.geteuid() != 0:
-        return command
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: permissions cannot be made to bite")
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
-
-
 def test_files_of_a_folder_that_lost_its_execute_bit_stay_indexed(idx, photo_dir):
     """`chmod 644` on a folder: its names can be listed, their details not. What is below
     it is unknown, not gone: the rows stay, the folder is reported, and once readable
@@ -167,7 +156,7 @@ def test_files_of_a_folder_that_lost_its_execute_bit_stay_indexed(idx, photo_dir
     index = [cli, "index", str(photo_dir), "--index", str(idx.directory)]
     sub.chmod(0o644)
     try:
-        res = subprocess.run(_as_owner(index), capture_output=True, text=True, timeout=300)
+        res = subprocess.run(as_owner(index), capture_output=True, text=True, timeout=300)
     finally:
         sub.chmod(0o755)
     assert res.returncode == 0, res.stderr

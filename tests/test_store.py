@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ from lookalike.errors import CatalogueUnavailable, ReadOnlyIndex
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import Store, StoreError, VectorIndex
+from tests.conftest import as_owner
 
 DIM = 8
 
@@ -260,17 +259,6 @@ def test_an_index_on_read_only_media_is_searched_not_changed(read_only_mount):
     assert sorted(p.name for p in view.iterdir()) == sorted(p.name for p in source.iterdir())
 
 
-def _as_a_user(argv: list[str]) -> list[str]:
-    """``argv`` run with file permissions in force: as is for a user, without root's
-    overrides for root (setpriv); skipped where that cannot be done."""
-    if os.geteuid() != 0:
-        return argv
-    if shutil.which("setpriv") is None:
-        pytest.skip("root, and no setpriv to give up overriding file permissions")
-    drop = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *argv]
-
-
 def test_an_index_folder_the_user_may_not_write_is_searched(tmp_path):
     """An index shared read-only by its owner (`chmod a-w`): SQLite could not make the
     shared-memory file a WAL reader needs, and `info`, `search` and `dupes` all failed
@@ -286,7 +274,7 @@ def test_an_index_folder_the_user_may_not_write_is_searched(tmp_path):
     folder.chmod(0o555)
     try:
         out = subprocess.run(
-            _as_a_user([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
+            as_owner([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
         )
         assert out.returncode == 0 and out.stdout.strip() == "4", out.stderr
         assert sorted(p.name for p in folder.iterdir()) == files
@@ -294,7 +282,7 @@ def test_an_index_folder_the_user_may_not_write_is_searched(tmp_path):
         (folder / "catalog.sqlite-wal").write_bytes(b"\0" * 32)  # a writer's changes not in the file yet
         folder.chmod(0o555)
         out = subprocess.run(
-            _as_a_user([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
+            as_owner([sys.executable, "-c", read, str(folder)]), capture_output=True, text=True
         )
         assert out.returncode != 0 and "unsaved changes beside it" in out.stderr, out.stderr
     finally:

@@ -185,6 +185,7 @@ def test_undo_skips_what_did_not_happen(library, tmp_path):
     make_photo(5).save(photos / "smaller.jpg")  # someone put a new file at the old path
     res = runner.invoke(app, ["undo", journal])
     assert "restored 1 file, 1 skipped" in res.stdout and "taken" in res.output
+    assert res.exit_code == 1  # not all was put back: a script must not take it for done
 
 
 def test_one_action_at_a_time(library, tmp_path):

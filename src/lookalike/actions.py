@@ -366,6 +366,7 @@ def _link_temporary(entry: dict) -> str:
 
 
 ALREADY_BACK = "already back in place"  # why undo skips what an earlier undo restored
+UNREADABLE = "unreadable journal line"  # a line a crash tore: its action never began
 
 
 def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> ActionReport:
@@ -389,14 +390,14 @@ def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionR
             entry = json.loads(line)
             path = entry["path"]
         except (ValueError, KeyError, TypeError):  # a torn or edited line: skip, keep going
-            report.skipped.append((line[:80], "unreadable journal line"))
+            report.skipped.append((line[:80], UNREADABLE))
             continue
         try:
             why = _undo_one(entry)
         except OSError as exc:
             why = f"failed: {exc.strerror or exc}"
         except (KeyError, TypeError, ValueError, AttributeError):  # an edited line lacking a field
-            report.skipped.append((line[:80], "unreadable journal line"))
+            report.skipped.append((line[:80], UNREADABLE))
             continue
         if why:
             report.skipped.append((path, why))

@@ -160,7 +160,7 @@ def undo(
     """Put back what a `dupes` action moved, trashed or hardlinked, newest first.
 
     What comes back is indexed again: into the journal's own index, or --index."""
-    from lookalike.actions import ALREADY_BACK
+    from lookalike.actions import ALREADY_BACK, UNREADABLE
     from lookalike.actions import undo as undo_journal
     from lookalike.storage.manifest import MANIFEST
 
@@ -182,7 +182,8 @@ def undo(
     print_skipped(report.skipped)
     indexed = index is not None and open_index(index).exists
     out.print(render.undo_summary(report, indexed), highlight=False, markup=False, soft_wrap=True)
+    left = [path for path, why in report.skipped if why not in (ALREADY_BACK, UNREADABLE)]
+    if left:  # some could not be put back (listed above): a script must not take it for done
+        raise typer.Exit(1)
     if not report.done:
-        if any(why != ALREADY_BACK for _, why in report.skipped):
-            raise typer.Exit(1)
         raise nothing("nothing to restore: the journal's files are already back in place")

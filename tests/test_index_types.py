@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import faiss
 import numpy as np
 import pytest
@@ -219,6 +221,26 @@ def test_new_machine_without_checkpoint_builds_the_chosen_type(filled):
         s.rebuild_index()
     for checkpoint in directory.glob("vectors-*.faiss"):
         checkpoint.unlink()
+    with backend(directory) as s:
+        assert s.vectors.kind == "ivf-flat" and s.vectors.ntotal == N
+
+
+def test_a_reindex_killed_after_recording_its_settings_is_finished_by_the_next_writer(filled):
+    """Settings recorded, then the rebuild killed: the old type stayed on disk, and neither
+    an `index` run with nothing new nor `verify` saw it (results exact, but the memory
+    budget chosen did not apply). The next writer's checkpoint builds what they ask."""
+    directory, _, backend = filled
+    child = os.fork()
+    if child == 0:  # `reindex`, killed once it recorded its settings
+        try:
+            backend(directory, writable=True).set_index_settings(type="ivf-flat")
+        finally:
+            os._exit(0)  # no close, no checkpoint: as SIGKILL leaves it
+    assert os.waitpid(child, 0)[1] == 0
+    with backend(directory) as s:
+        assert s.vectors.kind == "flat"
+    with backend(directory, writable=True):  # a writer with nothing to change (`index` again)
+        pass
     with backend(directory) as s:
         assert s.vectors.kind == "ivf-flat" and s.vectors.ntotal == N
 

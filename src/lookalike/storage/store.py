@@ -338,11 +338,15 @@ class Store:
             lock.release()
 
     def checkpoint(self) -> None:
-        """Write the FAISS index if it changed since the last checkpoint (rebuilt first
-        if the collection has outgrown its index type, see :meth:`maintain_index`)."""
+        """Write the FAISS index if it changed since the last checkpoint. First it is
+        rebuilt (and written) if the collection has outgrown its index type, or the settings
+        ask for another one (a `reindex` killed after recording them): see
+        :meth:`maintain_index`."""
         self.require_writable()
-        if self._dirty and self._vectors is not None:
-            self.maintain_index()
+        if self._vectors is None:
+            return
+        self.maintain_index()
+        if self._dirty:
             self.vectors.save(self.directory, self.vectors.generation, self.catalogue_id)
             self._dirty = False
 

@@ -296,3 +296,25 @@ def test_an_index_copied_mid_write_to_read_only_media_is_refused(read_only_mount
     (source / "catalog.sqlite-wal").write_bytes(b"\0" * 32)  # changes not yet in the file
     with pytest.raises(CatalogueUnavailable, match="unsaved changes beside it"):
         Store(mount())
+
+
+def test_the_error_that_ended_a_write_is_the_one_told_not_the_checkpoint_after_it(tmp_path, monkeypatch):
+    """A disk that fills up: the catalogue's write fails first, then closing tries a
+    checkpoint, which fails on the full disk too and replaced the first error ("cannot
+    write the vector checkpoint" instead of "the disk is full", which says what was
+    committed)."""
+    from lookalike.storage import vectors as vectors_mod
+
+    def full(*args, **kwargs):
+        raise StoreError("cannot write the vector checkpoint: No space left on device")
+
+    with (
+        pytest.raises(StoreError, match="the disk is full"),
+        Store(tmp_path / "ix", model=_info(), writable=True) as s,
+    ):
+        s.add(_files("ab"), _vecs(2))
+        monkeypatch.setattr(vectors_mod.VectorIndex, "save", full)
+        raise StoreError("the disk is full: 2 images committed")
+    monkeypatch.undo()
+    with Store(tmp_path / "ix") as s:
+        assert s.stats()["files"] == 2

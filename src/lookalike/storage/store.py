@@ -225,8 +225,14 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, trace) -> None:
+        if error is None:
+            self.close()
+            return
+        try:  # the error that ended the block is the one to tell (the disk filled up: the
+            self.close()  # checkpoint fails on it too, and would hide what was committed)
+        except Exception as also:
+            log.warning("while closing %s after an error: %s", self.directory, also)
 
     def require_writable(self) -> None:
         if not self.writable:

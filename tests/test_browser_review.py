@@ -279,5 +279,11 @@ def test_review_page_ignores_keys_and_clicks_aimed_by_another_page(tmp_path, pho
             page.wait_for_timeout(1200)
             page.keyboard.press("t")
             _wait_status(page, "trashed")
+            page.keyboard.press("u")  # the user's own undo reloads the groups: no wait after it
+            _wait_status(page, "file put back")
+            assert copy.exists() and (photo_dir / "photo0.jpg").exists()
+            page.wait_for_timeout(300)
+            page.keyboard.press("t")
+            _wait_status(page, "trashed")
             browser.close()
     assert (photo_dir / "photo0.jpg").exists() != copy.exists()  # one of the two went to the trash

@@ -3,7 +3,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const SIZE = 20;
-const state = { page: 1, pages: 1, current: 0, plans: new Map(), busy: false };
+const state = { page: 1, pages: 1, current: 0, plans: new Map(), busy: false, shown: false };
 const token = $("token");
 token.value = localStorage.getItem("lookalike-token") || "";
 if (token.value) $("token-field").hidden = false;
@@ -92,7 +92,7 @@ async function load(page, at) {
     $("groups").innerHTML = data.html ||
       '<p class="panel">No duplicate groups with this setting. Try “edited” or “similar”.</p>';
     sections().forEach(decorate);
-    unsettle();  // what is under the pointer changed
+    if (!state.shown) { unsettle(); state.shown = true; }  // the groups first appear (not a page turned)
     showSummary(data);
     const first = (data.page - 1) * SIZE + 1;
     say(data.total ? `Showing groups ${first}–${first + sections().length - 1} of ${data.total}.` : "");
@@ -157,8 +157,8 @@ function describeOutcome(data) {
 
 // Another site's page can open this one and aim the user's next key or click at it (a
 // double click whose second half lands on "Trash"). So actions are off on a page opened
-// from another site (the server marks it), and for a moment after the page or its groups
-// come to the front.
+// from another site (the server marks it), and for a moment after the page comes to the
+// front or its groups first appear (not after the user's own undo or page turn).
 const SETTLE_MS = 1000;
 let settledAt = performance.now() + SETTLE_MS;
 const unsettle = () => { settledAt = performance.now() + SETTLE_MS; };

@@ -65,13 +65,23 @@ def worst_window(a: np.ndarray, b: np.ndarray) -> float | None:
     float32) of one frame, among windows where it also passes :data:`LOCAL_SHARE` of their
     own variation there (resampling a copy moves edges a little: a difference in proportion
     to them; other words differ as much as the words themselves vary); 0 if there is none.
-    As they are or mirrored (the lower of the ways that match: a symmetric icon matches its
-    mirror image as it is, but for its details); None when neither way matches as it is
-    (:data:`ALIGNED`): another frame, a crop, a turn."""
-    if a.size > b.size:
-        a = cv2.resize(a, b.shape[::-1], interpolation=cv2.INTER_AREA)
-    elif b.size > a.size:
-        b = cv2.resize(b, a.shape[::-1], interpolation=cv2.INTER_AREA)
+    Each picture's brightness and contrast is fitted to the other's, and the lower of the
+    two is taken; None unless both ways match as they are (:data:`ALIGNED`): another frame,
+    a crop, a turn, or a mark laid over one (a watermark over a dialog matches one way only).
+    The same whichever picture comes first."""
+    if a.shape != b.shape:  # the larger brought to the smaller (or to a's shape, if as large)
+        if a.size > b.size:
+            a = cv2.resize(a, b.shape[::-1], interpolation=cv2.INTER_AREA)
+        else:
+            b = cv2.resize(b, a.shape[::-1], interpolation=cv2.INTER_AREA)
+    one, other = _one_way(a, b), _one_way(b, a)
+    return None if one is None or other is None else min(one, other)
+
+
+def _one_way(a: np.ndarray, b: np.ndarray) -> float | None:
+    """:func:`worst_window` with ``b``'s brightness and contrast fitted to ``a``'s, as it is
+    or mirrored (the lower of the ways that match: a symmetric icon matches its mirror
+    image as it is, but for its details)."""
     worst = None
     for other in (b, np.ascontiguousarray(b[:, ::-1])):
         if worst is not None and worst < DIFFERS:

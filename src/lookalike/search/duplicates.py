@@ -538,16 +538,20 @@ def _star_groups(members, scores: _Scores, threshold, rules, ignored, judge: _Ju
             if scores.pixels:  # the matrix measured the detail between its first members only
                 unmeasured = np.maximum(np.asarray(rows), rows[centre]) >= metric.DETAIL_AMONG
                 near = np.flatnonzero(unmeasured & (sims_to >= threshold - metric.matched_lift()))
-                sims_to[near] = scores.to([left[i] for i in near], left[centre])
-            sims_to = scores.capped(sims_to, left, left[centre])
+                sims_to[near] = scores.unlooked([left[i] for i in near], left[centre])
         else:  # a huge component: the best-ranked member stands for it
-            sims_to = scores.to(left, left[0])
+            sims_to = scores.unlooked(left, left[0])
             centre = 0
+        looked = scores.capped(sims_to.copy(), left, left[centre])
         star = [left[centre]]
         for j, m in enumerate(left):
             exact = m.content_hash is not None and m.content_hash == left[centre].content_hash
-            if j != centre and (exact or sims_to[j] >= threshold):
+            if j != centre and (exact or looked[j] >= threshold):
                 star.append(m)
+        apart = [m for j, m in enumerate(left) if j != centre and sims_to[j] >= threshold > looked[j]]
+        if apart:  # set apart from the centre by their files (a captioned centre, a mirror copy):
+            back = scores.to(apart, min(star, key=rules.rank))  # copies of the one kept, still?
+            star += [m for m, s in zip(apart, back, strict=True) if s >= threshold]
         if not judge.include_recoloured:
             star = schemes.one_scheme(star, members, scores.unlooked)
         group = _group(sorted(star, key=rules.rank), left[centre], scores, rules, ignored, judge, threshold)

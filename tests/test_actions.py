@@ -441,9 +441,10 @@ def test_one_dupes_action_or_undo_at_a_time_whatever_the_index(library, tmp_path
         res = runner.invoke(
             app, ["dupes", "--threshold", THRESHOLD, "--index", str(tmp_path / "ix2"), "--trash"]
         )
-        assert res.exit_code == 1 and "another `lookalike dupes` action or `undo` is running" in res.output
+        busy = "another `lookalike dupes` action, `undo` or review page action is running"
+        assert res.exit_code == 1 and busy in res.output
         res = runner.invoke(app, ["undo", journal])
-        assert res.exit_code == 1 and "another `lookalike dupes` action or `undo` is running" in res.output
+        assert res.exit_code == 1 and busy in res.output
         assert _tree(photos) == after
     finally:
         other.release()

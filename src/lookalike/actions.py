@@ -267,7 +267,7 @@ def _one_at_a_time() -> Iterator[None]:
     not reserved), losing one."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    busy = ("another `lookalike dupes` action or `undo` is running (or the review page's): "
+    busy = ("another `lookalike dupes` action, `undo` or review page action is running: "
             "run this one when it has finished")  # fmt: skip
     lock = FileLock(folder / ACTIONS_LOCK, "actions", busy)
     try:

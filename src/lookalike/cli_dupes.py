@@ -117,7 +117,8 @@ def dupes(
             raise nothing(f"no duplicates ({label}): nothing to {chosen[0]}")
         report = ActionReport(journal or idx.new_journal())
         try:
-            with steps(err, f"{chosen[0]}: {sum(len(g.duplicates) for g in groups)} duplicates"):
+            going = render.count(sum(len(g.duplicates) for g in groups), "duplicate")
+            with steps(err, f"{chosen[0]}: {going}"):
                 idx.act_on_duplicates(groups, chosen[0], report.journal, move_to, rules.protect, report)
         except BaseException as exc:  # Ctrl-C, a full disk: what was done, and how to undo it
             if isinstance(exc, KeyboardInterrupt) or report.done:

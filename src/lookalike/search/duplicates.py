@@ -418,7 +418,12 @@ class _Scores:
     cap: float = np.inf
 
     def to(
-        self, members: Sequence[FileRow], one: FileRow, credit: bool = True, verified: bool = True
+        self,
+        members: Sequence[FileRow],
+        one: FileRow,
+        credit: bool = True,
+        verified: bool = True,
+        looked: bool = True,
     ) -> np.ndarray:
         """Scores of ``members`` against ``one`` (not lifted where pixels match, if not
         ``credit``; from the stored grids only, if not ``verified``)."""
@@ -426,22 +431,24 @@ class _Scores:
             return np.zeros(0, np.float32)
         cosine = self.vectors[[self.position[m.id] for m in members]] @ self.vectors[self.position[one.id]]
         if not self.pixels:
-            return self.capped(cosine, members, one)
+            return self.capped(cosine, members, one) if looked else cosine
         colours = [one.colour] * len(members), [m.colour for m in members]
         out = metric.with_pixels(cosine, metric.pixel_gaps(*colours, local=True, credit=credit))
         for n, m in enumerate(members if credit and verified else ()):
             gap = self.verified.get((min(m.id, one.id), max(m.id, one.id)))
             if gap is not None:
                 out[n] = max(out[n], metric.with_pixels(cosine[n], gap))
-        return self.capped(out, members, one)
+        return self.capped(out, members, one) if looked else out
 
     def unlooked(self, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
         """Scores as :meth:`to` gives them without reading files (to tell colour schemes apart)."""
-        return replace(self, looker=None).to(members, one)
+        return self.to(members, one, looked=False)
 
     def capped(self, scores: np.ndarray, members: Sequence[FileRow], one: FileRow) -> np.ndarray:
         """``scores`` of ``members`` against ``one``, those over ``cap`` whose files differ
         from ``one``'s in one place held at ``cap`` (files are read only for these)."""
+        if self.looker is None:
+            return scores
         asked = [
             n
             for n, m in enumerate(members)
@@ -449,9 +456,9 @@ class _Scores:
             and m.id != one.id
             and (m.content_hash is None or m.content_hash != one.content_hash)
             and fine.same_shape((m.width, m.height), (one.width, one.height))
-            and (self._flat(m) or self._flat(one))
+            and (fine.flat(m.colour) or fine.flat(one.colour))
         ]
-        if self.looker is not None and asked:
+        if asked:
             differs = self.looker.differ([(one.path, members[n].path) for n in asked])
             scores[[n for n, d in zip(asked, differs, strict=True) if d]] = self.cap
         return scores
@@ -480,15 +487,6 @@ class _Scores:
             max(self.to([one], other, verified=False)[0], self.to([other], one, verified=False)[0])
             < threshold
         )
-
-    def _flat(self, row: FileRow) -> bool:
-        if row.id not in self._flat_rows:
-            self._flat_rows[row.id] = fine.flat(row.colour)
-        return self._flat_rows[row.id]
-
-    @cached_property
-    def _flat_rows(self) -> dict[int, bool]:
-        return {}
 
     @cached_property
     def _verified_with(self) -> dict[int, list[tuple[int, float]]]:

@@ -39,6 +39,7 @@ FLAT_CELLS = 0.2  # share of a grid's cells within a level of their neighbours: 
 PICTURES = 512  # files' luma kept at once (uint8 at 384 px: ~110 KB each)
 
 
+@lru_cache(maxsize=4096)  # a group's members are asked about again and again (~3 KB each)
 def flat(signature: bytes | None) -> bool:
     """Whether a picture is at least :data:`FLAT_CELLS` flat cells in its stored 64-px luma
     grid (see :mod:`lookalike.colour`): a screen, a document, a drawing, where a word can

@@ -6,15 +6,16 @@ changed: at that scale their text is a grey smudge, the grids match, and the fea
 (made for objects, not words) agree too. `dupes` called them copies, and `--trash` would
 have trashed all but one of a folder of screenshots.
 
-So each near pair of pictures of one shape is read at :data:`geometric.SIDE` px (the larger
-reduced to the smaller's size), the second's brightness and contrast fitted to the first's
-(as a mirror image too), caption bars laid over one left out; then the mean luma difference
-of every window of about a glyph's size. A copy made by re-encoding, resizing, mirroring,
-graying or captioning differs a little everywhere and at most ~38 levels in its worst window
-(bench/lookalikes.py's library: 915 copies that share their frame with their original); a
-picture with other words in it differs by more where the words are (47-157 in GIMP's manual's
-screenshots), while matching elsewhere. Pairs that do not share their frame (a crop, a turn:
-mean difference over :data:`ALIGNED`) get no verdict: their grids are compared as before.
+So each near pair of pictures of one shape, either of them flat, is read at
+:data:`geometric.SIDE` px (the larger reduced to the smaller's size), each one's brightness
+and contrast fitted to the other's (as a mirror image too), caption bars laid over one left
+out; then the mean luma difference of every window of about a glyph's size. A copy made
+by re-encoding, resizing, mirroring, graying or captioning differs a little everywhere and
+at most ~38 levels in its worst window (bench/lookalikes.py's library: 915 copies that share
+their frame with their original); a picture with other words in it differs by more where
+the words are (45-155 in GIMP's manual's screenshots), while matching elsewhere. Pairs that
+do not match as they are both ways (a crop, a turn, a mark laid over one: mean difference
+over :data:`ALIGNED`) get no verdict: their grids are compared as before.
 """
 
 from __future__ import annotations

@@ -9,14 +9,12 @@ generation (see :meth:`Index.refresh`).
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -24,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike import actions, descriptors
+from lookalike import actions
 from lookalike.actions import ActionReport
 from lookalike.descriptors import get_descriptor
 from lookalike.errors import IncompatibleIndex, InvalidArgument, NotIndexed, StoreError
-from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError, decode
+from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
 from lookalike.models import DEFAULT_MODEL, Embedder, load_model
 from lookalike.models.labels import index_labels
 from lookalike.models.sources import ModelError, is_url
+from lookalike.queries import QuerySource, embed_queries
 from lookalike.search import Filters, QueryResult, calibration, search_vectors
 from lookalike.search.against import find_in_other
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates
@@ -41,7 +40,6 @@ from lookalike.search.neighbours import QueryTraits, scores_among
 from lookalike.storage import FileRow, Manifest, Store, VerifyReport, default_index_dir
 from lookalike.storage.manifest import MANIFEST
 
-QuerySource = str | os.PathLike | bytes
 log = logging.getLogger(__name__)
 
 
@@ -281,52 +279,8 @@ class Index:
         ``traits``, if given, receives each decodable query's bytes hash and colour, and with
         ``second_looks`` its second looks: the vector of the query with its caption bars filled,
         if it has any, and with its flat backdrop in the other tone, if it has one."""
-        embedder = self.model()
-        size, name = embedder.info.input_size, self._descriptor.name
-
-        def read(q: QuerySource) -> tuple[np.ndarray, QueryTraits] | ImageError:
-            try:
-                data = q if isinstance(q, bytes) else Path(q).read_bytes()
-                looks = second_looks and traits is not None
-                image = decode(data, size, max_megapixels, name, second_looks=looks)
-                digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
-                seen = QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop, image.inside)
-                return image.pixels, seen
-            except OSError as exc:
-                return ImageError(f"cannot read: {exc.strerror or exc}")
-            except ImageError as exc:
-                return exc
-
-        if len(queries) > 1:  # Pillow lets go of the GIL: decoded on every core
-            with ThreadPoolExecutor(min(len(queries), os.cpu_count() or 1)) as pool:
-                read_all = list(pool.map(read, queries))
-        else:
-            read_all = [read(q) for q in queries]
-        pixels, problems, mine = [], [], []
-        for got in read_all:
-            problems.append(got if isinstance(got, ImageError) else None)
-            if not isinstance(got, ImageError):
-                pixels.append(got[0])
-                mine.append(got[1])
-        captioned = [n for n, t in enumerate(mine) if t.uncaptioned is not None]
-        backed = [n for n, t in enumerate(mine) if t.backdrop is not None]
-        framed = [n for n, t in enumerate(mine) if t.inside is not None]
-        # in the same batch: each query carrying caption bars once more, bars filled; each on a
-        # flat backdrop once more, the backdrop in the other tone; each with flat margins once
-        # more, what lies inside them
-        more = [mine[n].uncaptioned for n in captioned] + [mine[n].backdrop[0] for n in backed]
-        more += [mine[n].inside[0] for n in framed]
-        vectors = descriptors.embed(embedder, self._descriptor, pixels + more).vectors
-        looked = iter(vectors[len(pixels) :])
-        for n in captioned:
-            mine[n] = replace(mine[n], uncaptioned=next(looked))
-        for n in backed:
-            mine[n] = replace(mine[n], backdrop=(next(looked), mine[n].backdrop[1]))
-        for n in framed:
-            mine[n] = replace(mine[n], inside=(next(looked), mine[n].inside[1]))
-        if traits is not None:
-            traits.extend(mine)
-        return vectors[: len(pixels)], problems
+        embedder = self.model()  # (sets the index's descriptor, from its manifest)
+        return embed_queries(embedder, self._descriptor, queries, max_megapixels, traits, second_looks)
 
     def search(
         self,

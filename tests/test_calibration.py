@@ -19,8 +19,8 @@ from lookalike.cli import app
 from lookalike.images import decode
 from lookalike.search import calibration, edits, neighbours
 from lookalike.search.calibration import Calibration, fit_logistic
-from lookalike.search.duplicates import PRESETS, presets_for
 from lookalike.search.edits import EDITS, SHOTS, edited_copies
+from lookalike.search.presets import PRESETS, presets_for
 from lookalike.storage.store import Store
 from tests.conftest import make_photo
 

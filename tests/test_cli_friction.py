@@ -172,7 +172,7 @@ def test_the_default_model_offline_says_what_to_do(tmp_path):
 def test_help_names_the_default_model_presets_with_thresholds_and_every_descriptor(columns):
     from lookalike.descriptors import DESCRIPTORS
     from lookalike.models.known import DEFAULT_MODEL
-    from lookalike.search.duplicates import PRESETS
+    from lookalike.search.presets import PRESETS
 
     width = {"COLUMNS": columns}
     index_help = run("index", "--help", env=width).stdout

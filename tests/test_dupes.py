@@ -16,6 +16,7 @@ from lookalike.cli import app
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.search import duplicates as dup
+from lookalike.search import presets
 from lookalike.search.duplicates import KeepRules, find_duplicates
 from lookalike.storage import Store
 
@@ -192,7 +193,7 @@ def test_html_report(tmp_path, photo_dir, tf2_model):
     res = runner.invoke(app, ["dupes", "--html", str(out), "--index", str(index)])
     assert res.exit_code == 0 and "report written" in res.output
     page = (out / "index.html").read_text()
-    assert page.count("<li class=\"member") == 2 and "copy &lt;0&gt;.jpg" in page and "exact" in page
+    assert page.count('<li class="member') == 2 and "copy &lt;0&gt;.jpg" in page and "exact" in page
     thumbs = list((out / "thumbs").iterdir())
     assert len(thumbs) == 2 and all(f'src="thumbs/{t.name}"' in page for t in thumbs)
     assert "http" not in page  # nothing outside the folder
@@ -238,8 +239,8 @@ def test_presets_note_for_unmeasured_models(tmp_path):
     assert "presets were measured for MobileNet V1" in res.output  # the test model is not V1
     res = runner.invoke(app, ["dupes", "--threshold", "0.9", "--index", str(index)])
     assert "presets were measured" not in res.output
-    assert dup.presets_for("mobilenet_v1_050_160")[1] == "measured"
-    assert dup.presets_for("mobilenet_v3_small_100_224")[1] == "unmeasured"
+    assert presets.presets_for("mobilenet_v1_050_160")[1] == "measured"
+    assert presets.presets_for("mobilenet_v3_small_100_224")[1] == "unmeasured"
 
 
 def test_resolve_threshold():
@@ -247,31 +248,35 @@ def test_resolve_threshold():
     from lookalike.search.calibration import Calibration
 
     v3 = "mobilenet_v3_small_100_224"
-    assert dup.resolve_threshold("copies", model_source="mobilenet_v1_050_160") == (
+    assert presets.resolve_threshold("copies", model_source="mobilenet_v1_050_160") == (
         0.90, "preset copies (0.9)", None)  # fmt: skip
-    cutoff, label, note = dup.resolve_threshold("edited", model_source=v3)
+    cutoff, label, note = presets.resolve_threshold("edited", model_source=v3)
     assert (cutoff, label) == (0.85, "preset edited (0.85)") and "measured for MobileNet V1" in note
-    assert dup.resolve_threshold("similar", threshold=0.8, model_source=v3) == (0.8, "threshold 0.8", None)
+    assert presets.resolve_threshold("similar", threshold=0.8, model_source=v3) == (
+        0.8,
+        "threshold 0.8",
+        None,
+    )
     cal = Calibration(a=30.0, b=-24.0, positives=10, negatives=10, photos=5)  # P = 0.5 at cosine 0.8
-    cutoff, label, note = dup.resolve_threshold("copies", model_source=v3, calibration=cal)
+    cutoff, label, note = presets.resolve_threshold("copies", model_source=v3, calibration=cal)
     assert cal.probability(cutoff) == pytest.approx(0.999, abs=1e-3) and note is None
     assert label == f"preset copies ({cutoff:g})"
-    cutoff, label, note = dup.resolve_threshold(min_probability=0.5, model_source=v3, calibration=cal)
+    cutoff, label, note = presets.resolve_threshold(min_probability=0.5, model_source=v3, calibration=cal)
     assert cutoff == pytest.approx(0.8) and label == "P(same photo) >= 0.5 (cosine 0.8)" and note is None
     with pytest.raises(CalibrationError, match="no score calibration yet"):
-        dup.resolve_threshold(min_probability=0.5, model_source=v3)
+        presets.resolve_threshold(min_probability=0.5, model_source=v3)
     flat = Calibration(a=10.0, b=-8.0, positives=10, negatives=10, photos=5)  # P = 0.99 at cosine 1.26
     with pytest.raises(CalibrationError, match=r"never reaches 0.99 \(it would take cosine 1.260"):
-        dup.resolve_threshold(min_probability=0.99, model_source=v3, calibration=flat)
+        presets.resolve_threshold(min_probability=0.99, model_source=v3, calibration=flat)
     from lookalike import render
 
     assert "0.99 never (cosine 1.26 > 1)" in render.calibration_summary(flat)
     with pytest.raises(InvalidArgument, match="preset must be one of exact, copies, edited, similar"):
-        dup.resolve_threshold("nope")
+        presets.resolve_threshold("nope")
     with pytest.raises(InvalidArgument, match="not both"):
-        dup.resolve_threshold(threshold=0.9, min_probability=0.9, calibration=cal)
+        presets.resolve_threshold(threshold=0.9, min_probability=0.9, calibration=cal)
     with pytest.raises(InvalidArgument, match="strictly between 0 and 1"):
-        dup.resolve_threshold(min_probability=1.0, calibration=cal)
+        presets.resolve_threshold(min_probability=1.0, calibration=cal)
 
 
 def test_keeping_another_copy_in_the_review_leaves_a_member_close_only_to_the_old_one(tmp_path):

@@ -65,7 +65,8 @@ def dupes(
     from lookalike.cli_io import check_journal, check_move_target, check_report_folder
     from lookalike.errors import InvalidArgument
     from lookalike.search.calibration import Calibration
-    from lookalike.search.duplicates import KeepRules, resolve_threshold
+    from lookalike.search.duplicates import KeepRules
+    from lookalike.search.presets import resolve_threshold
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json, --csv")

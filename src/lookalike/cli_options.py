@@ -129,7 +129,7 @@ def _descriptor_help() -> str:
 
 
 def _preset_help() -> str:
-    from lookalike.search.duplicates import PRESETS
+    from lookalike.search.presets import PRESETS
 
     def cutoff(p) -> str:
         return "" if p.threshold > 1 else f" (cosine >= {p.threshold:g})"

@@ -25,8 +25,9 @@ import numpy as np
 
 from lookalike.errors import GroupNotFound, InvalidArgument, ReviewOutdated
 from lookalike.search.calibration import Calibration
-from lookalike.search.duplicates import EXACT, NEAR, PRESETS, Duplicate, Group, cutoffs_of, resolve_threshold
+from lookalike.search.duplicates import EXACT, NEAR, Duplicate, Group
 from lookalike.search.keep import camera_name
+from lookalike.search.presets import PRESETS, cutoffs_of, resolve_threshold
 from lookalike.search.provenance import header_facts
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from lookalike.errors import IncompatibleIndex
 from lookalike.fsutil import identity
-from lookalike.search.duplicates import EXACT, NEAR, QUERY_CHUNK, Duplicate, Group, cutoffs_of
+from lookalike.search.duplicates import EXACT, NEAR, QUERY_CHUNK, Duplicate, Group
 from lookalike.search.keep import KeepRules
 from lookalike.search.neighbours import RIVALS, weigh_pixels
+from lookalike.search.presets import cutoffs_of
 from lookalike.search.relations import RECOLOURED, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
@@ -37,7 +38,7 @@ def find_in_other(
 ) -> list[Group]:
     """Images of ``store`` already in ``other``: one group per file of ``other``, scored
     as ``other`` scores (``threshold`` is a score of ``other``'s: see
-    :func:`lookalike.search.duplicates.resolve_threshold` with its manifest). A file both
+    :func:`lookalike.search.presets.resolve_threshold` with its manifest). A file both
     indexes hold (the same file, reached by the same or another path) is no duplicate of
     itself; files in ``rules.protect`` are never proposed; recoloured variants are not
     copies."""

@@ -11,7 +11,7 @@ import numpy as np
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
 from lookalike.search import metric
 from lookalike.search.calibration import Calibration, among_rivals, under_the_likeliest
-from lookalike.search.duplicates import cutoffs_of
+from lookalike.search.presets import cutoffs_of
 from lookalike.search.relations import COPY, RECOLOURED, SIMILAR, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store

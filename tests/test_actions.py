@@ -249,6 +249,26 @@ def test_a_run_whose_every_action_failed_leaves_no_journal_for_undo_last(library
     assert os.stat(keep).st_ino != os.stat(copy).st_ino
 
 
+def test_undo_last_passes_by_a_journal_already_undone(library, tmp_path):
+    """Two actions, then `undo --last` twice: the second took the newest journal again
+    ("already back in place", exit 3) and the first action stayed done. A journal put back
+    in full is now passed by, and the next `undo --last` says none is left."""
+    photos, index = library
+    keep, copy = photos / "photo0.jpg", photos / "sub" / "exact_copy.jpg"
+    _dupes(index, "--hardlink")
+    assert os.stat(keep).st_ino == os.stat(copy).st_ino
+    _dupes(index, "--move-to", str(tmp_path / "aside"))
+    assert not (photos / "smaller.jpg").exists()
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and (photos / "smaller.jpg").exists(), res.output
+    assert os.stat(keep).st_ino == os.stat(copy).st_ino
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
+    assert os.stat(keep).st_ino != os.stat(copy).st_ino
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 3 and "was undone" in res.stderr, res.output
+
+
 def test_undo_last_takes_the_newest_journal_and_version_is_printed(library, tmp_path):
     photos, index = library
     before = _tree(photos)
@@ -357,7 +377,8 @@ def test_undo_of_a_hardlink_whose_kept_file_is_gone_gives_the_copy_its_own_mode_
     assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
     st = os.stat(copy)
     assert (st.st_mode, st.st_mtime_ns, st.st_size) == (own.st_mode, own.st_mtime_ns, own.st_size)
-    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    (journal,) = (index / "journals").glob("dupes-*.jsonl")
+    res = runner.invoke(app, ["undo", str(journal)])
     assert res.exit_code == 3 and "already back in place" in res.output, res.output
 
 

@@ -114,6 +114,9 @@ def test_a_second_undo_restores_nothing_and_exits_3(doubled, tmp_path):
     assert not copy.exists() or not (Path(str(copy).replace("-copy", "")).exists())
     run("undo", "--last", "--index", index)
     res = run("undo", "--last", "--index", index, code=EXIT_NOTHING)
+    assert "every journal in" in res.stderr and "was undone" in res.stderr
+    (journal,) = (index / "journals").glob("dupes-*.jsonl")
+    res = run("undo", journal, code=EXIT_NOTHING)
     assert "already back in place" in res.stderr
 
 

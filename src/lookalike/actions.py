@@ -22,7 +22,7 @@ import stat
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -367,6 +367,7 @@ def _link_temporary(entry: dict) -> str:
 
 ALREADY_BACK = "already back in place"  # why undo skips what an earlier undo restored
 UNREADABLE = "unreadable journal line"  # a line a crash tore: its action never began
+UNDONE = ".undone"  # beside a journal an undo put back in full
 
 
 def undo(journal: Path, progress: Callable[[int, int], None] | None = None) -> ActionReport:
@@ -405,7 +406,20 @@ def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionR
             report.done.append(path)
     if progress:
         progress(len(lines), len(lines))
+    if all(why in (ALREADY_BACK, UNREADABLE) for _, why in report.skipped):
+        _mark_undone(journal)
     return report
+
+
+def undone(journal: Path) -> bool:
+    """Whether an undo put back everything ``journal`` did (``undo --last`` passes it by)."""
+    return journal.with_name(journal.name + UNDONE).exists()
+
+
+def _mark_undone(journal: Path) -> None:
+    marker = journal.with_name(journal.name + UNDONE)
+    with suppress(OSError):  # (a folder we cannot write: `undo --last` finds it again, all back)
+        marker.write_text(f"{datetime.now().isoformat()}\n", encoding="utf-8")
 
 
 def _undo_one(entry: dict) -> str | None:

@@ -156,24 +156,30 @@ def undo(
         Path | None,
         typer.Argument(help="Journal written by `dupes --move-to/--trash/--hardlink`.", show_default=False),
     ] = None,
-    last: Annotated[bool, typer.Option("--last", help="The index's newest journal.")] = False,
+    last: Annotated[bool, typer.Option("--last", help="The index's newest journal not yet undone.")] = False,
     index: IndexDir = None,
 ) -> None:
     """Put back what a `dupes` action moved, trashed or hardlinked, newest first.
 
     What comes back is indexed again: into the journal's own index, or --index."""
-    from lookalike.actions import ALREADY_BACK, UNREADABLE
+    from lookalike.actions import ALREADY_BACK, UNREADABLE, undone
     from lookalike.actions import undo as undo_journal
     from lookalike.storage.manifest import MANIFEST
 
     if (journal is None) == (not last):
         raise typer.BadParameter("give a JOURNAL or --last")
     if last:
-        journals = [p for p in open_index(index).journals.glob("dupes-*.jsonl") if p.stat().st_size]
-        found = sorted(journals, key=lambda p: p.stat().st_mtime_ns)  # (older releases left empty ones)
+        folder = open_index(index).journals
+        journals = [
+            p for p in folder.glob("dupes-*.jsonl") if p.stat().st_size
+        ]  # (older releases left empty ones)
+        found = sorted((p for p in journals if not undone(p)), key=lambda p: p.stat().st_mtime_ns)
+        if journals and not found:
+            raise nothing(f"nothing to restore: every journal in {folder} was undone")
         if not found:
-            raise fail(f"no journal in {open_index(index).journals}")
+            raise fail(f"no journal in {folder}")
         journal = found[-1]
+        err.print(f"undoing {journal}", highlight=False, markup=False, soft_wrap=True)
     if not journal.is_file():
         raise fail(f"no journal at {journal}")
     home = journal.absolute().parents[1] if journal.absolute().parent.name == "journals" else None

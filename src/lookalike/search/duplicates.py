@@ -24,7 +24,7 @@ from lookalike.fsutil import identity
 from lookalike.search import fine, geometric, metric, schemes
 from lookalike.search.facts import component_facts
 from lookalike.search.keep import KeepRules
-from lookalike.search.presets import cutoffs_of, presets_for
+from lookalike.search.presets import cutoffs_of, held_score
 from lookalike.search.relations import COPY, RECOLOURED, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
@@ -213,8 +213,7 @@ def find_duplicates(
     components = [one_path_per_file([rows[i] for i in comp if i in rows], rules.protected) for comp in comps]
     found = component_facts(components, lambda m: vectors[position[m.id]])
     rules = replace(rules, facts={**rules.facts, **found})
-    cap = presets_for(store.manifest.model.source, cal)[0]["edited"].threshold - 1e-4
-    scores = _Scores(vectors, position, pixels, verified, fine.Looker(), cap)
+    scores = _Scores(vectors, position, pixels, verified, fine.Looker(), held_score(store.manifest))
     groups: list[Group] = []
     for comp in components:
         members = sorted(comp, key=rules.rank)
@@ -335,8 +334,7 @@ class _Scores:
             if scores[n] > self.cap
             and m.id != one.id
             and (m.content_hash is None or m.content_hash != one.content_hash)
-            and fine.same_shape((m.width, m.height), (one.width, one.height))
-            and (fine.flat(m.colour) or fine.flat(one.colour))
+            and fine.worth_a_look(((m.width, m.height), m.colour), ((one.width, one.height), one.colour))
         ]
         if asked:
             differs = self.looker.differ([(one.path, members[n].path) for n in asked])

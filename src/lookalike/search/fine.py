@@ -1,10 +1,11 @@
-"""A finer look at `dupes` pairs whose stored grids match: do their files differ in one place?
+"""A finer look at pairs whose stored grids match: do their files differ in one place?
 
 The pixel gap (:mod:`lookalike.search.metric`) compares 64-px luma grids. Two screenshots of
 one app with other words in a dialog, a form filled in otherwise, a diagram with one label
 changed: at that scale their text is a grey smudge, the grids match, and the features
 (made for objects, not words) agree too. `dupes` called them copies, and `--trash` would
-have trashed all but one of a folder of screenshots.
+have trashed all but one of a folder of screenshots; search called them copies at P 0.93.
+`dupes`, `dupes --against` and search ask this module about the pairs they would call copies.
 
 So each near pair of pictures of one shape, either of them flat, is read at
 :data:`geometric.SIDE` px (the larger reduced to the smaller's size), each one's brightness
@@ -20,6 +21,7 @@ over :data:`ALIGNED`) get no verdict: their grids are compared as before.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -37,6 +39,7 @@ DIFFERS = 40.0  # worst window's mean difference past which the pictures differ 
 LOCAL_SHARE, NOISE = 0.8, 8.0  # ... if it is also this share of the window's own spread + NOISE
 BORDER = 0.02  # share of the shorter side at the edges left out (resampling at the frame)
 FLAT_CELLS = 0.2  # share of a grid's cells within a level of their neighbours: a flat picture
+Size = tuple[int | None, int | None]  # (width, height), None if unknown
 PICTURES = 512  # files' luma kept at once (uint8 at 384 px: ~110 KB each)
 
 
@@ -54,12 +57,18 @@ def flat(signature: bytes | None) -> bool:
     return float(((across <= 1) & (down <= 1)).mean()) >= FLAT_CELLS
 
 
-def same_shape(a: tuple[int | None, int | None], b: tuple[int | None, int | None]) -> bool:
+def same_shape(a: Size, b: Size) -> bool:
     """Whether two (width, height) frames have one aspect ratio (unknown sizes: no)."""
     (wa, ha), (wb, hb) = a, b
     if not (wa and ha and wb and hb):
         return False
     return abs(wa / ha - wb / hb) <= SAME_SHAPE * (wa / ha)
+
+
+def worth_a_look(a: tuple[Size, bytes | None], b: tuple[Size, bytes | None]) -> bool:
+    """Whether two pictures, each a ((width, height), colour signature), are worth reading
+    from their files: of one frame, either of them flat."""
+    return same_shape(a[0], b[0]) and (flat(a[1]) or flat(b[1]))
 
 
 def worst_window(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -111,13 +120,14 @@ def _local_spread(x: np.ndarray, side: int) -> np.ndarray:
 
 
 class Looker:
-    """Looks at pairs of files as `dupes` asks (:meth:`differ`): each pair once, each file
-    read once while it is among the last :data:`PICTURES` read (luma at
-    :data:`geometric.SIDE` px, ~110 KB each), two pairs at once."""
+    """Looks at pairs of files as `dupes` asks (:meth:`differ`), or at files against a
+    query's picture (:meth:`differ_from`): each pair once, each file read once while it is
+    among the last :data:`PICTURES` read (luma at :data:`geometric.SIDE` px, ~110 KB each),
+    two pairs at once."""
 
     def __init__(self) -> None:
         self._verdicts: dict[tuple[str, str], bool] = {}
-        self._read = lru_cache(maxsize=PICTURES)(_luma)
+        self._read = lru_cache(maxsize=PICTURES)(luma)
 
     def differ(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each pair of files (of one frame: see :func:`same_shape`) differs in one
@@ -130,14 +140,27 @@ class Looker:
                 self._verdicts.update(zip(todo, pool.map(self._differs, todo), strict=True))
         return [self._verdicts[key] for key in keys]
 
+    def differ_from(self, query: np.ndarray | None, paths: Sequence[str]) -> list[bool]:
+        """As :meth:`differ`, for each file against a query's picture (:func:`luma`; None,
+        unreadable: says nothing)."""
+        if query is None:
+            return [False] * len(paths)
+        with ThreadPoolExecutor(geometric.THREADS) as pool:
+            return list(pool.map(lambda path: _differs(query, self._read(path)), paths))
+
     def _differs(self, pair: tuple[str, str]) -> bool:
-        a, b = self._read(pair[0]), self._read(pair[1])  # (two threads may read one file: the same)
-        if a is None or b is None:
-            return False
-        worst = worst_window(a.astype(np.float32), b.astype(np.float32))
-        return worst is not None and worst >= DIFFERS
+        return _differs(self._read(pair[0]), self._read(pair[1]))  # (two threads may read one file)
 
 
-def _luma(path: str) -> np.ndarray | None:
-    picture = geometric.read(path)
+def _differs(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return False
+    worst = worst_window(a.astype(np.float32), b.astype(np.float32))
+    return worst is not None and worst >= DIFFERS
+
+
+def luma(source: str | bytes) -> np.ndarray | None:
+    """A file's (a path) or an image's (its bytes) luma at :data:`geometric.SIDE` px, as the
+    fine look compares it (None: unreadable or too small)."""
+    picture = geometric.read(io.BytesIO(source) if isinstance(source, bytes) else source)
     return None if picture is None else picture.gray

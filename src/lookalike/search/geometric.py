@@ -25,6 +25,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -103,8 +104,9 @@ class _Pictures:
                 self._kept.pop(path, None)
 
 
-def read(path: str) -> _Picture | None:
-    """A file's picture at :data:`SIDE` px (None: unreadable or too small to compare)."""
+def read(path: str | BinaryIO) -> _Picture | None:
+    """A file's picture (or an open image's) at :data:`SIDE` px (None: unreadable or too
+    small to compare)."""
     try:
         rgb = np.ascontiguousarray(np.asarray(screen_view(path, SIDE), np.uint8))
     except ImageError:  # screen_view says so for whatever cannot be read (an OSError too)

@@ -79,6 +79,14 @@ def cutoffs_of(manifest: Manifest) -> tuple[tuple[float, float], Calibration | N
     return (presets["copies"].threshold, presets["similar"].threshold), cal
 
 
+def held_score(manifest: Manifest) -> float:
+    """The score a pair is held at whose files show it is no copy although it scores as one
+    (other words in a screenshot: see :mod:`lookalike.search.fine`): just under the index's
+    ``edited`` preset, so that only ``similar`` finds it, as a look-alike."""
+    cal = Calibration.from_dict(manifest.calibration)
+    return presets_for(manifest.model.source, cal)[0]["edited"].threshold - 1e-4
+
+
 UNMEASURED_NOTE = (
     "the presets were measured for MobileNet V1 models; for this index's model they are a starting "
     "point (`lookalike calibrate` fits them to it, or pass --threshold)"

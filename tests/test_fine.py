@@ -191,3 +191,32 @@ def test_a_member_set_apart_from_a_captioned_centre_is_still_grouped_with_the_on
     (group,) = Index(tmp_path / "ix").duplicates(0.90)
     assert group.keep.path == str(folder / "original.png")
     assert sorted(d.row.path for d in group.duplicates) == sorted(apart)
+
+
+def test_search_does_not_call_another_screenshot_a_copy(tmp_path, tf2_model):
+    """`dupes` held screenshots with other words at `similar`, but search labelled the
+    other settings page a `copy` (P 0.93 on a calibrated index). Search now looks at its
+    copies as `dupes` does, for a query given by path or as bytes (as the server gets it)."""
+    from lookalike import IndexOptions
+    from lookalike.search.presets import held_score
+
+    folder, queries = tmp_path / "shots", tmp_path / "queries"
+    folder.mkdir()
+    queries.mkdir()
+    _dialog().save(folder / "display.png")
+    _other_page().save(folder / "sound.png")
+    _dialog().convert("L").rotate(90, expand=True).convert("RGB").save(folder / "turned.png")  # not a copy
+    index = Index(tmp_path / "ix")
+    index.add([folder], model=str(tf2_model), options=IndexOptions(workers=0))
+    _other_line().save(queries / "night.png")
+    _dialog().save(queries / "display.jpg", quality=70)
+    held = held_score(index.manifest())
+    for query in (queries / "night.png", (queries / "night.png").read_bytes()):
+        (result,) = index.search([query], k=5)
+        relations = {h.path.rsplit("/", 1)[1]: (h.relation, h.score) for h in result.hits}
+        assert relations["display.png"] == relations["sound.png"] == (SIMILAR, held)
+        assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    (result,) = index.search([queries / "display.jpg"], k=5)
+    relations = {h.path.rsplit("/", 1)[1]: h.relation for h in result.hits}
+    assert relations["display.png"] == COPY and relations["sound.png"] == SIMILAR
+

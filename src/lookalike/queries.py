@@ -45,7 +45,11 @@ def embed_queries(
             looks = second_looks and traits is not None
             image = decode(data, size, max_megapixels, descriptor.name, second_looks=looks)
             digest = hashlib.sha256(data).hexdigest() if traits is not None else ""
-            seen = QueryTraits(digest, image.colour, image.uncaptioned, image.backdrop, image.inside)
+            source = q if isinstance(q, bytes) else os.fspath(q)
+            frame = (image.width, image.height)
+            seen = QueryTraits(
+                digest, image.colour, image.uncaptioned, image.backdrop, image.inside, frame, source
+            )
             return image.pixels, seen
         except OSError as exc:
             return ImageError(f"cannot read: {exc.strerror or exc}")

@@ -9,9 +9,9 @@ from datetime import datetime
 import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
-from lookalike.search import metric
+from lookalike.search import fine, metric
 from lookalike.search.calibration import Calibration, among_rivals, under_the_likeliest
-from lookalike.search.presets import cutoffs_of
+from lookalike.search.presets import cutoffs_of, held_score
 from lookalike.search.relations import COPY, RECOLOURED, SIMILAR, recoloured, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
@@ -74,6 +74,9 @@ class QueryTraits:
     backdrop: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
     # ... and of what lies inside its flat margins (lookalike.backdrop.inside_margins)
     inside: tuple[np.ndarray, bytes] | None = field(default=None, compare=False)
+    size: tuple[int, int] | None = None  # (width, height) of its picture
+    # where its picture can be read again (a path, or its bytes): for the fine look (search.fine)
+    source: str | bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -171,6 +174,7 @@ def search_vectors(
     rows = store.catalogue.rows(found_ids.union(*looked) - {-1})
     cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
+    held, looker = held_score(store.manifest), fine.Looker()
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         seen = traits[q].colour if traits is not None else None
@@ -186,6 +190,8 @@ def search_vectors(
                 same = traits[q].content_hash == row.content_hash
                 kind = relation(score, cutoffs, same, seen_as, row.colour)
             hits.append(Hit(row.id, row.path, score, row.width, row.height, row.labels, p, kind, score))
+        if traits is not None and _look_closer(hits, traits[q], rows, held, looker):
+            hits.sort(key=lambda h: -h.score)
         if cal is not None:
             among = _give_way(store, cal, hits, rows)
             hits.sort(key=lambda h: -h.score)  # stable: equal scores stay as weigh_pixels put them
@@ -195,6 +201,30 @@ def search_vectors(
                 read_scores(hits, cal, cutoffs[0])
         out.append([h for h in hits[:k] if _passes(h, threshold, min_probability)])
     return out
+
+
+def _look_closer(
+    hits: list[Hit], query: QueryTraits, rows: dict[int, FileRow], held: float, looker: fine.Looker
+) -> bool:
+    """Copies among ``hits`` whose files differ from the query's picture in one place (other
+    words in a screenshot: see :mod:`lookalike.search.fine`) are held at the score ``held``
+    and called ``similar``, as `dupes` holds such pairs (files are read only for hits over
+    ``held`` of the query's frame, either of them flat). Whether any was held."""
+    seen = (query.size or (None, None), query.colour)
+    asked = [
+        h
+        for h in hits
+        if h.relation == COPY
+        and h.score > held
+        and fine.worth_a_look(seen, ((h.width, h.height), rows[h.id].colour))
+    ]
+    if not asked or query.source is None:
+        return False
+    differs = looker.differ_from(fine.luma(query.source), [h.path for h in asked])
+    for h in (h for h, d in zip(asked, differs, strict=True) if d):
+        h.score = h.similarity = held
+        h.relation = SIMILAR
+    return any(differs)
 
 
 def _candidates(

@@ -220,3 +220,36 @@ def test_search_does_not_call_another_screenshot_a_copy(tmp_path, tf2_model):
     relations = {h.path.rsplit("/", 1)[1]: h.relation for h in result.hits}
     assert relations["display.png"] == COPY and relations["sound.png"] == SIMILAR
 
+
+def test_dupes_against_another_index_does_not_call_another_screenshot_a_copy(tmp_path, tf2_model):
+    """`dupes --against` found the dialog with another line in an inbox to be "already in"
+    the archive; it now looks at such pairs as `dupes` does. The JPEG copy is still found."""
+    from lookalike import IndexOptions
+
+    archive, inbox = tmp_path / "archive", tmp_path / "inbox"
+    archive.mkdir()
+    inbox.mkdir()
+    _dialog().save(archive / "display.png")
+    _other_line().save(inbox / "night.png")
+    _dialog().save(inbox / "display.jpg", quality=70)
+    for folder in (archive, inbox):
+        Index(tmp_path / f"{folder.name}_ix").add(
+            [folder], model=str(tf2_model), options=IndexOptions(workers=0)
+        )
+    args = [
+        "dupes",
+        "--against",
+        str(tmp_path / "archive_ix"),
+        "--json",
+        "--index",
+        str(tmp_path / "inbox_ix"),
+    ]
+    for preset in ("copies", "edited"):
+        res = CliRunner().invoke(app, [*args, "--preset", preset])
+        (doc,) = json.loads(res.stdout)["groups"]
+        assert doc["keep"] == str(archive / "display.png")
+        assert [(d["path"], d["relation"]) for d in doc["duplicates"]] == [(str(inbox / "display.jpg"), COPY)]
+    res = CliRunner().invoke(app, [*args, "--preset", "similar"])
+    (doc,) = json.loads(res.stdout)["groups"]
+    relations = {d["path"].rsplit("/", 1)[1]: d["relation"] for d in doc["duplicates"]}
+    assert relations == {"display.jpg": COPY, "night.png": SIMILAR}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from lookalike.errors import IncompatibleIndex
 from lookalike.fsutil import identity
+from lookalike.search import fine
 from lookalike.search.duplicates import EXACT, NEAR, QUERY_CHUNK, Duplicate, Group
 from lookalike.search.keep import KeepRules
 from lookalike.search.neighbours import RIVALS, weigh_pixels
-from lookalike.search.presets import cutoffs_of
-from lookalike.search.relations import RECOLOURED, relation
+from lookalike.search.presets import cutoffs_of, held_score
+from lookalike.search.relations import COPY, RECOLOURED, SIMILAR, relation
 from lookalike.storage.catalogue import FileRow
 from lookalike.storage.store import Store
 
@@ -48,12 +49,14 @@ def find_in_other(
     pixels = cal is not None and cal.pixels
     their_hashes = other.catalogue.vectors_by_hash()
     found: dict[int, list[tuple[FileRow, float, str, str]]] = {}
+    looker, held = fine.Looker(), held_score(other.manifest)
     all_ids = sorted(int(i) for i in store.vectors.ids())
     for start in range(0, len(all_ids), QUERY_CHUNK):
         ids, vecs = store.catalogue.load_vectors(all_ids[start : start + QUERY_CHUNK])
         mine = store.catalogue.rows(set(ids.tolist()))
         scores, nbrs = other.search(vecs, RIVALS if pixels else 1) if other.vectors.ntotal else (None, None)
         theirs = {} if nbrs is None else other.catalogue.rows({int(i) for i in nbrs.ravel() if i >= 0})
+        near: list[tuple[FileRow, FileRow, float, str]] = []  # (this file, its best hit, score, relation)
         for n, fid in enumerate(ids.tolist()):
             row = mine.get(fid)
             if row is None:
@@ -68,13 +71,34 @@ def find_in_other(
             hits = [(theirs[int(i)], float(s)) for s, i in pairs if int(i) in theirs]
             if pixels and hits:
                 hits = weigh_pixels(hits, row.colour)
-            if not hits or hits[0][1] < threshold:
-                continue
-            best, score = hits[0]
-            kind = relation(score, cutoffs, False, best.colour, row.colour)
-            if kind != RECOLOURED:
+            if hits and hits[0][1] >= threshold:
+                best, score = hits[0]
+                near.append((row, best, score, relation(score, cutoffs, False, best.colour, row.colour)))
+        for row, best, score, kind in _looked_closer(near, held, looker):
+            if kind != RECOLOURED and score >= threshold:
                 found.setdefault(best.id, []).append((row, min(score, 1.0), NEAR, kind))
     return _groups(other, found, rules)
+
+
+def _looked_closer(
+    near: list[tuple[FileRow, FileRow, float, str]], held: float, looker: fine.Looker
+) -> list[tuple[FileRow, FileRow, float, str]]:
+    """``near`` (a file, its best hit in the other index, their score and relation), with
+    copies whose files differ in one place (other words in a screenshot: see
+    :mod:`lookalike.search.fine`) held at the score ``held`` and called ``similar``, as
+    `dupes` and search hold them."""
+    asked = [
+        n
+        for n, (row, best, score, kind) in enumerate(near)
+        if kind == COPY
+        and score > held
+        and fine.worth_a_look(((row.width, row.height), row.colour), ((best.width, best.height), best.colour))
+    ]
+    differs = looker.differ([(near[n][0].path, near[n][1].path) for n in asked])
+    out = list(near)
+    for n in (n for n, d in zip(asked, differs, strict=True) if d):
+        out[n] = (near[n][0], near[n][1], held, SIMILAR)
+    return out
 
 
 def _groups(
@@ -97,4 +121,3 @@ def _groups(
             groups.append(group)
     groups.sort(key=lambda g: g.keep.path)
     return groups
-

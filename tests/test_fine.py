@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from typer.testing import CliRunner
 
 from lookalike import Index
@@ -18,6 +18,7 @@ from lookalike.models.runtimes import ModelInfo
 from lookalike.search import fine
 from lookalike.search.relations import COPY, SIMILAR
 from lookalike.storage import Store
+from tests.conftest import SHARED_PHOTOS, needs_shared
 
 LINES = ["Brightness: 70%", "Resolution: 1920 x 1080", "Night light: off", "Scale: 100%", "Orientation: wide"]
 
@@ -139,6 +140,32 @@ def test_dupes_does_not_call_other_screenshots_copies(screenshots):
     (doc,) = json.loads(res.stdout)["groups"]
     relations = {d["path"].rsplit("/", 1)[1]: d["relation"] for d in doc["duplicates"]}
     assert relations == {"display-copy.jpg": COPY, "display-night.png": SIMILAR, "sound.png": SIMILAR}
+
+
+# photos whose copy made brighter (x1.3, clipping its highlights) and flatter (contrast x0.7,
+# bench/lookalikes.py's bright_contrast edit) read as differing in one place (40-48 levels)
+CLIPPED = ["n01582220_magpie", "n01622779_great_grey_owl", "n01847000_drake", "n01968897_chambered_nautilus"]
+CLIPPED += [
+    "n02074367_dugong",
+    "n02077923_sea_lion",
+    "n02087394_Rhodesian_ridgeback",
+    "n02114367_timber_wolf",
+]
+
+
+@needs_shared(SHARED_PHOTOS / "imagenet-sample")
+def test_a_copy_whose_highlights_were_clipped_is_no_other_picture():
+    """A brightness and contrast fitted by a gain cannot clip: the copy's lost highlights
+    read as a difference in one place, and search held three such copies of the benchmark's
+    designs (and their originals) under `similar`. A rising tone curve is fitted too."""
+    for name in CLIPPED:
+        photo = Image.open(SHARED_PHOTOS / "imagenet-sample" / f"{name}.JPEG").convert("RGB")
+        boosted = ImageEnhance.Contrast(ImageEnhance.Brightness(photo).enhance(1.3)).enhance(0.7)
+        for a, b in ((photo, boosted), (boosted, photo)):
+            worst = fine.worst_window(_luma(a), _luma(b))
+            assert worst is None or worst < fine.DIFFERS, name
+    for other in (_other_line(), _other_page()):  # other words still differ
+        assert fine.worst_window(_luma(_dialog()), _luma(other)) >= fine.DIFFERS
 
 
 def test_the_verdict_does_not_depend_on_which_picture_comes_first():

@@ -9,8 +9,9 @@ have trashed all but one of a folder of screenshots; search called them copies a
 
 So each near pair of pictures of one shape, either of them flat, is read at
 :data:`geometric.SIDE` px (the larger reduced to the smaller's size), each one's brightness
-and contrast fitted to the other's (as a mirror image too), caption bars laid over one left
-out; then the mean luma difference of every window of about a glyph's size. A copy made
+and contrast fitted to the other's (as a mirror image too; or its tones, by a rising
+curve: a contrast boost that clips), caption bars laid over one left out; then the mean
+luma difference of every window of about a glyph's size. A copy made
 by re-encoding, resizing, mirroring, graying or captioning differs a little everywhere and
 at most ~38 levels in its worst window (bench/lookalikes.py's library: 915 copies that share
 their frame with their original); a picture with other words in it differs by more where
@@ -37,6 +38,7 @@ ALIGNED = 2.0  # mean luma difference (0-255) of pictures that match as they are
 WINDOW = 64  # a window is the longer side / WINDOW px (6 px at 384: a glyph of a dialog's text)
 DIFFERS = 40.0  # worst window's mean difference past which the pictures differ in one place, ...
 LOCAL_SHARE, NOISE = 0.8, 8.0  # ... if it is also this share of the window's own spread + NOISE
+TONE_BINS = 32  # bands of levels a tone curve is fitted over (8 levels each)
 BORDER = 0.02  # share of the shorter side at the edges left out (resampling at the frame)
 FLAT_CELLS = 0.2  # share of a grid's cells within a level of their neighbours: a flat picture
 Size = tuple[int | None, int | None]  # (width, height), None if unknown
@@ -90,27 +92,62 @@ def worst_window(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _one_way(a: np.ndarray, b: np.ndarray) -> float | None:
-    """:func:`worst_window` with ``b``'s brightness and contrast fitted to ``a``'s, as it is
-    or mirrored (the lower of the ways that match: a symmetric icon matches its mirror
-    image as it is, but for its details)."""
+    """:func:`worst_window` with ``b``'s tones fitted to ``a``'s, as it is or mirrored (the
+    lower of the ways that match: a symmetric icon matches its mirror image as it is, but
+    for its details). Two fits, the lower taken: brightness and contrast (a gain, which may
+    invert), and a rising tone curve (:func:`_tone_curve`: a contrast boost that clips the
+    highlights, a gamma)."""
     worst = None
     for other in (b, np.ascontiguousarray(b[:, ::-1])):
         if worst is not None and worst < DIFFERS:
             break  # as they are, they match everywhere: no need to look at the mirror image
         spread = float(other.var())
         gain = float(((other - other.mean()) * (a - a.mean())).mean()) / spread if spread > 0 else 1.0
-        fitted = a.mean() + gain * (other - other.mean())  # brightness and contrast as a's
-        gap = np.abs(a - fitted)
-        gap[geometric.bar_rows(a, other)] = 0.0  # caption bars laid over one
-        if float(gap.mean()) <= ALIGNED:
-            side = max(3, round(max(gap.shape) / WINDOW))
-            inner = np.s_[(edge := max(1, round(BORDER * min(gap.shape)))) : -edge, edge:-edge]
-            windows = cv2.blur(gap, (side, side))
-            varies = np.maximum(_local_spread(a, side), _local_spread(fitted, side)) + NOISE
-            beyond = np.where(windows >= LOCAL_SHARE * varies, windows, 0.0)[inner]
-            way = float(beyond.max()) if beyond.size else 0.0
-            worst = way if worst is None else min(worst, way)
+        bars = geometric.bar_rows(a, other)  # caption bars laid over one
+        for curved in (False, True):
+            if worst is not None and worst < DIFFERS:
+                break  # (the tone curve is fitted only where the gain leaves a difference)
+            fitted = _tone_curve(other, a) if curved else a.mean() + gain * (other - other.mean())
+            way = _worst_fitted(a, fitted, bars)
+            if way is not None:
+                worst = way if worst is None else min(worst, way)
     return worst
+
+
+def _worst_fitted(a: np.ndarray, fitted: np.ndarray, bars: np.ndarray) -> float | None:
+    """The worst window of ``a`` against a picture fitted to its tones, the rows ``bars``
+    left out; None unless they match as they are (:data:`ALIGNED`)."""
+    gap = np.abs(a - fitted)
+    gap[bars] = 0.0
+    if float(gap.mean()) > ALIGNED:
+        return None
+    side = max(3, round(max(gap.shape) / WINDOW))
+    inner = np.s_[(edge := max(1, round(BORDER * min(gap.shape)))) : -edge, edge:-edge]
+    windows = cv2.blur(gap, (side, side))
+    varies = np.maximum(_local_spread(a, side), _local_spread(fitted, side)) + NOISE
+    beyond = np.where(windows >= LOCAL_SHARE * varies, windows, 0.0)[inner]
+    return float(beyond.max()) if beyond.size else 0.0
+
+
+def _tone_curve(x: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """``x``'s levels mapped to ``to``'s by a rising curve: the mean of ``to`` over each of
+    :data:`TONE_BINS` bands of ``x``'s levels, made rising where it falls (pooled with its
+    neighbours: isotonic regression), and read between the bands' means. A global curve
+    cannot draw other words where they are: it lifts the level of a glyph everywhere."""
+    bands = np.minimum((x * (TONE_BINS / 256.0)).astype(np.int32), TONE_BINS - 1).ravel()
+    count = np.bincount(bands, minlength=TONE_BINS)
+    used = count > 0
+    levels = np.bincount(bands, weights=x.ravel(), minlength=TONE_BINS)[used] / count[used]
+    means = np.bincount(bands, weights=to.ravel(), minlength=TONE_BINS)[used] / count[used]
+    pools: list[list[float]] = []  # [mean, weight, bands]
+    for mean, weight in zip(means, count[used], strict=True):
+        pools.append([float(mean), float(weight), 1])
+        while len(pools) > 1 and pools[-2][0] > pools[-1][0]:
+            m2, w2, n2 = pools.pop()
+            m1, w1, n1 = pools[-1]
+            pools[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2]
+    curve = np.repeat([p[0] for p in pools], [p[2] for p in pools])
+    return np.interp(x, levels, curve).astype(np.float32)
 
 
 def _local_spread(x: np.ndarray, side: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -578,3 +579,42 @@ def test_a_kept_link_to_a_file_the_index_does_not_hold_vouches_for_no_copy(
     )
     assert res.exit_code == 1 and "which the index does not hold" in res.output, res.output
     assert (lib / "y.jpg").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB file system of its own (tmpfs; skipped where it cannot be mounted)."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(folder)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_move_to_another_file_system_cut_short_leaves_no_part_copy_under_the_photos_name(
+    tmp_path, photo_dir, tf2_model, small_disk
+):
+    """shutil.move copied a duplicate to another file system under its own name and
+    removed the original only once copied: a full disk (or a kill) left a partial file at
+    the destination, looking like the photo. The copy is now made under a .lookalike-part
+    name, renamed once whole, and removed when cut short; the original stays."""
+    noise = np.random.default_rng(3).integers(0, 256, (900, 900, 3), np.uint8)
+    Image.fromarray(noise).save(photo_dir / "big.png")  # ~2.4 MB: does not fit in 1 MB
+    shutil.copy2(photo_dir / "big.png", photo_dir / "big-copy.png")
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    before = _tree(photo_dir)
+    res = runner.invoke(
+        app, ["dupes", "--preset", "exact", "--index", str(index), "--move-to", str(small_disk)]
+    )
+    assert res.exit_code == 1 and "No space left on device" in res.output, res.output
+    assert _tree(photo_dir) == before
+    left = [os.path.join(d, n) for d, _, names in os.walk(small_disk) for n in names]
+    assert left == [], left

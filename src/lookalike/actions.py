@@ -338,7 +338,7 @@ def _do(entry: dict) -> None:
     path = entry["path"]
     if entry["action"] == "move":
         os.makedirs(os.path.dirname(entry["dest"]), exist_ok=True)
-        shutil.move(path, entry["dest"])
+        _move(path, entry["dest"])
     elif entry["action"] == "trash":
         from send2trash import send2trash
 
@@ -351,6 +351,30 @@ def _do(entry: dict) -> None:
         finally:
             if os.path.lexists(tmp):  # the replace failed (or found them one file already)
                 os.unlink(tmp)
+
+
+PART = ".lookalike-part"  # a copy to another file system, until it is whole
+
+
+def _move(path: str, dest: str) -> None:
+    """Move a file (or a link) to ``dest``: renamed on one file system; else copied beside
+    ``dest`` under :data:`PART`, renamed to ``dest`` once whole, and only then removed from
+    ``path``. A copy cut short (a full disk) is removed; one a kill cut short keeps the
+    :data:`PART` name, never the photo's (the original is left in place either way)."""
+    try:
+        os.rename(path, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = dest + PART
+    try:
+        shutil.copy2(path, partial, follow_symlinks=False)
+        os.replace(partial, dest)
+    finally:
+        if os.path.lexists(partial):
+            os.unlink(partial)
+    os.unlink(path)
 
 
 def _link_temporary(entry: dict) -> str:

@@ -618,3 +618,21 @@ def test_a_move_to_another_file_system_cut_short_leaves_no_part_copy_under_the_p
     assert _tree(photo_dir) == before
     left = [os.path.join(d, n) for d, _, names in os.walk(small_disk) for n in names]
     assert left == [], left
+
+
+def test_a_photo_whose_name_is_as_long_as_a_name_can_be_moves_to_another_file_system(
+    tmp_path, photo_dir, tf2_model, small_disk
+):
+    """The copy is made under a short hidden name: the photo's name plus a suffix could be
+    too long (a 250-byte name would fail with "File name too long")."""
+    long_name = "x" * 246 + ".jpg"
+    shutil.copy2(photo_dir / "photo0.jpg", photo_dir / long_name)
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    res = runner.invoke(
+        app, ["dupes", "--preset", "exact", "--index", str(index), "--move-to", str(small_disk)]
+    )
+    assert res.exit_code == 0 and "move: 1 file" in res.output, res.output
+    moved = [os.path.join(d, n) for d, _, names in os.walk(small_disk) for n in names]
+    assert [os.path.basename(m) for m in moved] == [long_name]
+    assert (photo_dir / "photo0.jpg").exists() and not (photo_dir / long_name).exists()

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -353,21 +354,22 @@ def _do(entry: dict) -> None:
                 os.unlink(tmp)
 
 
-PART = ".lookalike-part"  # a copy to another file system, until it is whole
+PART = ".lookalike-part-"  # a copy to another file system, until it is whole (+ a random tail)
 
 
 def _move(path: str, dest: str) -> None:
     """Move a file (or a link) to ``dest``: renamed on one file system; else copied beside
-    ``dest`` under :data:`PART`, renamed to ``dest`` once whole, and only then removed from
-    ``path``. A copy cut short (a full disk) is removed; one a kill cut short keeps the
-    :data:`PART` name, never the photo's (the original is left in place either way)."""
+    ``dest`` under a hidden :data:`PART` name (short: the photo's may already be as long as
+    a name can be), renamed to ``dest`` once whole, and only then removed from ``path``. A
+    copy cut short (a full disk) is removed; one a kill cut short keeps the :data:`PART`
+    name, never the photo's (the original is left in place either way)."""
     try:
         os.rename(path, dest)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    partial = dest + PART
+    partial = os.path.join(os.path.dirname(dest), PART + secrets.token_hex(6))
     try:
         shutil.copy2(path, partial, follow_symlinks=False)
         os.replace(partial, dest)

@@ -636,3 +636,23 @@ def test_a_photo_whose_name_is_as_long_as_a_name_can_be_moves_to_another_file_sy
     moved = [os.path.join(d, n) for d, _, names in os.walk(small_disk) for n in names]
     assert [os.path.basename(m) for m in moved] == [long_name]
     assert (photo_dir / "photo0.jpg").exists() and not (photo_dir / long_name).exists()
+
+
+def test_a_photo_whose_name_is_as_long_as_a_name_can_be_is_hardlinked_and_given_back(
+    tmp_path, photo_dir, tf2_model
+):
+    """The hardlink was made as NAME.lookalike-link and undone through .NAME.*.lookalike-restore:
+    a 250-byte name could not be hardlinked ("File name too long"), and one of 228-240 bytes
+    could not be given its own copy back. Both names are short and hidden now."""
+    long_name = "y" * 246 + ".jpg"
+    keep, copy = photo_dir / "photo0.jpg", photo_dir / long_name
+    shutil.copy2(keep, copy)
+    index = tmp_path / "ix"
+    Index(index).add([photo_dir], model=str(tf2_model), options=IndexOptions(workers=0))
+    res = runner.invoke(app, ["dupes", "--preset", "exact", "--index", str(index), "--hardlink"])
+    assert res.exit_code == 0 and "hardlink: 1 file" in res.output, res.output
+    assert os.stat(keep).st_ino == os.stat(copy).st_ino
+    res = runner.invoke(app, ["undo", "--last", "--index", str(index)])
+    assert res.exit_code == 0 and "restored 1 file" in res.stdout, res.output
+    assert os.stat(keep).st_ino != os.stat(copy).st_ino and copy.read_bytes() == keep.read_bytes()
+    assert not [p for p in photo_dir.iterdir() if p.name.startswith(".")]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lookalike import Index, IndexOptions
+from lookalike import Index, IndexOptions, actions
 from lookalike.cli import app
 from lookalike.fsutil import canonical, is_inside
 from lookalike.search.duplicates import find_duplicates
@@ -194,11 +194,14 @@ def test_a_hardlink_left_half_done_by_a_kill_is_finished_or_cleaned(tmp_path, tf
     (original,) = _photos(photos, 1)
     shutil.copy2(original, photos / "q-copy.jpg")
     Index(tmp_path / "ix").add([photos], model=str(tf2_model), options=OPTS)
-    os.link(original, photos / "q-copy.jpg.lookalike-link")  # a kill between link and rename
+    link = actions._link_name(str(photos / "q-copy.jpg"))
+    os.link(original, link)  # a kill between link and rename
+    os.link(original, photos / "q-copy.jpg.lookalike-link")  # ... as an older release named it
     res = _dupes(tmp_path / "ix", "--hardlink")
     assert "hardlink: 1 file" in res.stdout, res.output
     assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]
-    os.link(original, photos / "q-copy.jpg.lookalike-link")  # ... and again during a later run
+    for left in (link, photos / "q-copy.jpg.lookalike-link"):  # ... and again during a later run
+        os.link(original, left)
     res = runner.invoke(app, ["undo", _journal(res.stdout)])
     assert "restored 1 file" in res.stdout
     assert sorted(p.name for p in photos.iterdir()) == ["p0.jpg", "q-copy.jpg"]

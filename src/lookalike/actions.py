@@ -379,15 +379,31 @@ def _move(path: str, dest: str) -> None:
     os.unlink(path)
 
 
+def _link_name(path: str) -> str:
+    """The name a hardlink to the kept file is made under before it replaces the duplicate
+    at ``path``: hidden, beside it, the same for the same path (an undo finds one a kill
+    left), and short (the duplicate's own name may be as long as a name can be)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".lookalike-link-{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}")
+
+
+def _stale_links(path: str) -> tuple[str, str]:
+    """Where a kill between link and rename may have left a link: :func:`_link_name`, and
+    the name older releases used."""
+    return _link_name(path), f"{path}.lookalike-link"
+
+
 def _link_temporary(entry: dict) -> str:
     """The name a hardlink is made under before it replaces the duplicate. One left by a
     run killed between the two steps (a link to the kept file) is removed first; any
     other file of that name is not ours, and stops the action."""
-    tmp = f"{entry['path']}.lookalike-link"
+    tmp, older = _stale_links(entry["path"])
     if os.path.lexists(tmp):
         if identity(tmp) != identity(entry["keep"]) or os.path.islink(tmp):
             raise FileExistsError(errno.EEXIST, "a file not made by lookalike is in the way", tmp)
         os.unlink(tmp)
+    if os.path.isfile(older) and not os.path.islink(older) and identity(older) == identity(entry["keep"]):
+        os.unlink(older)  # (an older release's, left by a kill)
     return tmp
 
 
@@ -452,9 +468,9 @@ def _undo_one(entry: dict) -> str | None:
     path = entry["path"]
     action = entry["action"]
     if action == "hardlink":
-        stale_link = f"{path}.lookalike-link"  # a kill between link and rename left it
-        if os.path.isfile(stale_link) and identity(stale_link) == identity(entry["keep"]):
-            os.unlink(stale_link)
+        for stale_link in _stale_links(path):  # a kill between link and rename left it
+            if os.path.isfile(stale_link) and identity(stale_link) == identity(entry["keep"]):
+                os.unlink(stale_link)
         if not os.path.exists(path):
             return "missing"
         if os.stat(path).st_nlink < 2 or identity(path) != identity(entry["keep"]):
@@ -510,8 +526,8 @@ def _restore_own_copy(path: str, entry: dict) -> str | None:
     there is opened or followed), then renamed over the link. Bytes that are no longer
     those hardlinked (the kept file was edited since) are not given out as the old file:
     returns why, leaving the link as it is."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".lookalike-restore", dir=folder or ".")
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".lookalike-restore-", dir=folder or ".")  # (a short name)
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:

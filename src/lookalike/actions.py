@@ -455,13 +455,16 @@ def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionR
 
 def undone(journal: Path) -> bool:
     """Whether an undo put back everything ``journal`` did (``undo --last`` passes it by)."""
-    return journal.with_name(journal.name + UNDONE).exists()
+    return _undone_marker(journal).exists()
 
 
 def _mark_undone(journal: Path) -> None:
-    marker = journal.with_name(journal.name + UNDONE)
     with suppress(OSError):  # (a folder we cannot write: `undo --last` finds it again, all back)
-        marker.write_text(f"{datetime.now().isoformat()}\n", encoding="utf-8")
+        _undone_marker(journal).write_text(f"{datetime.now().isoformat()}\n", encoding="utf-8")
+
+
+def _undone_marker(journal: Path) -> Path:
+    return journal.with_name(journal.name + UNDONE)
 
 
 def _undo_one(entry: dict) -> str | None:

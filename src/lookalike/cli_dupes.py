@@ -170,9 +170,8 @@ def undo(
         raise typer.BadParameter("give a JOURNAL or --last")
     if last:
         folder = open_index(index).journals
-        journals = [
-            p for p in folder.glob("dupes-*.jsonl") if p.stat().st_size
-        ]  # (older releases left empty ones)
+        # (older releases left empty ones)
+        journals = [p for p in folder.glob("dupes-*.jsonl") if p.stat().st_size]
         found = sorted((p for p in journals if not undone(p)), key=lambda p: p.stat().st_mtime_ns)
         if journals and not found:
             raise nothing(f"nothing to restore: every journal in {folder} was undone")

@@ -207,7 +207,7 @@ def test_piped_output_is_never_wrapped_a_terminal_wraps_at_its_width(doubled, tm
     assert res.returncode == 0, res.stderr
     assert any(str(copy) in line for line in res.stdout.splitlines())  # one line, grep finds it
     shown = in_terminal(args, tmp_path, columns=60)
-    assert str(copy) not in shown and "1 groups, 1 duplicates" in shown  # folded at 60 columns for a person
+    assert str(copy) not in shown and "1 group, 1 duplicate;" in shown  # folded at 60 columns for a person
 
 
 def test_relative_paths(doubled, tmp_path, monkeypatch):

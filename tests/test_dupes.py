@@ -172,7 +172,7 @@ def test_reports(tmp_path):
     assert rows[0] == ["group", "role", "path", "score", "kind", "relation", "reason", "via"]
     assert [r[1:3] for r in rows[1:]] == [["keep", "/a.jpg"], ["duplicate", "/b.jpg"]]
     res = runner.invoke(app, ["dupes", "--index", str(index)])
-    assert "1 groups, 1 duplicates; preset copies" in res.stdout and "nothing was changed" in res.stdout
+    assert "1 group, 1 duplicate; preset copies" in res.stdout and "nothing was changed" in res.stdout
     res = runner.invoke(app, ["dupes", "--preset", "nope", "--index", str(index)])
     assert res.exit_code == 2
 

@@ -74,7 +74,7 @@ def test_dupes_outputs():
     assert "similar    0.8600  /c.jpg  (larger file; in the group through /b.jpg)" in text
     doc = json.loads(render.dupes_json([group], lambda p: "rel" + p))
     assert doc["groups"][0]["duplicates"][1]["via"] == "rel/b.jpg"  # as the paths are shown
-    assert "1 groups, 2 duplicates; preset copies (0.9); nothing was changed" in text
+    assert "1 group, 2 duplicates; preset copies (0.9); nothing was changed" in text
 
 
 def test_info_table_and_verify_lines():

@@ -215,3 +215,6 @@ def test_static_report_has_the_review_layout_read_only(library, tmp_path):
     assert text.count('<section class="group"') == len(groups)
     assert 'alt=""' not in text and "Group 1, image 1 (kept copy)" in text
     assert "src=\"thumbs/" in text and all((tmp_path / "report" / "thumbs").iterdir())
+    one = write_html(groups[:1], tmp_path / "one", "duplicates").read_text()
+    n = len(groups[0].duplicates)
+    assert f"1 group, {n} duplicate{'s' if n > 1 else ''}<" in one  # not "1 groups"

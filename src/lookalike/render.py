@@ -269,8 +269,8 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
             path = escape(shown(d.row.path))
             why = f"{why}; in the group through {shown(d.via)}" if d.via else why
             lines.append(f"  {d.relation:10} {d.score:.4f}  {path}  [dim]({escape(why)})[/]")
-    total = sum(len(g.duplicates) for g in groups)
-    lines.append(f"{len(groups)} groups, {total} duplicates; {escape(label)}; nothing was changed")
+    found = f"{count(len(groups), 'group')}, {count(sum(len(g.duplicates) for g in groups), 'duplicate')}"
+    lines.append(f"{found}; {escape(label)}; nothing was changed")
     return lines
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lookalike.fsutil import printable
 from lookalike.images import ImageError, thumbnail_jpeg
+from lookalike.render import count
 from lookalike.review import FACT_LABELS, GroupView, MemberView, Scoring, group_view
 from lookalike.search.duplicates import Group
 from lookalike.storage.catalogue import FileRow
@@ -135,13 +136,12 @@ def group_html(view: GroupView, thumb: Link, full: Link, interactive: bool = Fal
             '<option value="move">move duplicates</option><option value="ignore">not duplicates</option>'
             '</select></label><span class="planned" aria-live="polite"></span></div>'
         )
-    count = len(view.members)
     return (
         f'<section class="group{resolved}" id="group-{n}" data-number="{n}" data-members="{ids}" '
         f'data-keep="{keep.row.id}" data-rules-keep="{view.rules_keep}" tabindex="-1" '
         f'aria-labelledby="group-{n}-title">'
         f'<div class="group-head"><h2 id="group-{n}-title">Group {n}</h2>'
-        f"<p>{count} images · keeping <span class=\"name\">{kept}</span></p>"
+        f"<p>{len(view.members)} images · keeping <span class=\"name\">{kept}</span></p>"
         f"{status}</div><ol class=\"members\">{members}</ol>{actions}</section>"
     )
 
@@ -195,7 +195,7 @@ def write_html(
         "from it is marked ≠. Read-only: act on duplicates with <code>lookalike dupes --trash</code> "
         "or <code>--move-to</code>, or review them in <code>lookalike serve</code> at /dupes.</p>"
     )
-    summary = f"{len(groups)} groups, {total} duplicates"
+    summary = f"{count(len(groups), 'group')}, {count(total, 'duplicate')}"
     out = folder / "index.html"
     out.write_text(page(title, intro + "".join(sections), summary=summary), encoding="utf-8")
     return out

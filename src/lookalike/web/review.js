@@ -2,6 +2,7 @@
 // actions posted as JSON (lookalike.server.review), keyboard first.
 "use strict";
 const $ = (id) => document.getElementById(id);
+const count = (n, noun) => `${n.toLocaleString()} ${noun}${n === 1 ? "" : "s"}`;
 const SIZE = 20;
 const state = { page: 1, pages: 1, current: 0, plans: new Map(), busy: false, shown: false };
 const token = $("token");
@@ -75,7 +76,7 @@ function replaceSection(number, html) {
 }
 
 function showSummary(data) {
-  $("summary").textContent = `${data.total} groups · ${data.duplicates} duplicates` +
+  $("summary").textContent = `${count(data.total, "group")} · ${count(data.duplicates, "duplicate")}` +
     (data.resolved ? ` · ${data.resolved} done here` : "");
   $("page-info").textContent = `page ${data.page} of ${data.pages}`;
   $("prev-page").disabled = data.page <= 1;

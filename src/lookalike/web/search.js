@@ -1,6 +1,7 @@
 // The search page (/): search by a file (chosen, dropped or pasted), a URL, or a result.
 "use strict";
 const $ = (id) => document.getElementById(id);
+const count = (n, noun) => `${n.toLocaleString()} ${noun}${n === 1 ? "" : "s"}`;
 const token = $("token");
 token.value = localStorage.getItem("lookalike-token") || "";
 if (token.value) $("token-field").hidden = false;
@@ -35,7 +36,7 @@ async function summary() {
     }
     const s = await response.json();
     const when = s.last_indexed ? new Date(s.last_indexed).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "never";
-    $("summary").textContent = `${s.files.toLocaleString()} images · model ${baseName(s.model)} · last indexed ${when}`;
+    $("summary").textContent = `${count(s.files, "image")} · model ${baseName(s.model)} · last indexed ${when}`;
   } catch (err) {
     $("summary").textContent = "";
   }
@@ -159,7 +160,7 @@ async function run(query) {
       show(`Could not search with ${what}: ${detail}`, true);
       return;
     }
-    show(`${data.results.length} results` + (query.url ? ` for ${query.url}` : query.id ? ` for ${query.name}` : ""));
+    show(count(data.results.length, "result") + (query.url ? ` for ${query.url}` : query.id ? ` for ${query.name}` : ""));
     data.results.forEach((hit, n) => $("results").append(hitCard(hit, n + 1)));
   } catch (err) {
     if (mine === latest) show("The request failed: " + err, true);

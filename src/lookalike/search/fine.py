@@ -82,13 +82,19 @@ def worst_window(a: np.ndarray, b: np.ndarray) -> float | None:
     two is taken; None unless both ways match as they are (:data:`ALIGNED`): another frame,
     a crop, a turn, or a mark laid over one (a watermark over a dialog matches one way only).
     The same whichever picture comes first."""
-    if a.shape != b.shape:  # the larger brought to the smaller (or to a's shape, if as large)
+    a, b = _one_size(a, b)
+    one, other = _one_way(a, b), _one_way(b, a)
+    return None if one is None or other is None else min(one, other)
+
+
+def _one_size(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The larger brought to the smaller's size (or to a's, if as large)."""
+    if a.shape != b.shape:
         if a.size > b.size:
             a = cv2.resize(a, b.shape[::-1], interpolation=cv2.INTER_AREA)
         else:
             b = cv2.resize(b, a.shape[::-1], interpolation=cv2.INTER_AREA)
-    one, other = _one_way(a, b), _one_way(b, a)
-    return None if one is None or other is None else min(one, other)
+    return a, b
 
 
 def _one_way(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -190,10 +196,12 @@ class Looker:
 
 
 def _differs(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """:func:`worst_window` >= :data:`DIFFERS`; the second way is not measured when the
+    first already settles it (a copy matches one way: most pairs asked)."""
     if a is None or b is None:
         return False
-    worst = worst_window(a.astype(np.float32), b.astype(np.float32))
-    return worst is not None and worst >= DIFFERS
+    a, b = _one_size(a.astype(np.float32), b.astype(np.float32))
+    return all((way := _one_way(x, y)) is not None and way >= DIFFERS for x, y in ((a, b), (b, a)))
 
 
 def luma(source: str | bytes) -> np.ndarray | None:

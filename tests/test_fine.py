@@ -3,8 +3,10 @@ grids match and so do their features; `dupes` reads their files to tell them apa
 
 from __future__ import annotations
 
+import collections
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -246,6 +248,38 @@ def test_search_does_not_call_another_screenshot_a_copy(tmp_path, tf2_model):
     (result,) = index.search([queries / "display.jpg"], k=5)
     relations = {h.path.rsplit("/", 1)[1]: h.relation for h in result.hits}
     assert relations["display.png"] == COPY and relations["sound.png"] == SIMILAR
+
+
+def test_an_index_keeps_the_files_a_search_read_for_the_next_search(tmp_path, tf2_model, monkeypatch):
+    """The server searches once per upload. The hits' files read for a finer look are kept
+    by the long-lived Index: read once for three searches, and again once changed."""
+    from lookalike import IndexOptions
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    _dialog().save(folder / "display.png")
+    _other_page().save(folder / "sound.png")
+    index = Index(tmp_path / "ix")
+    index.add([folder], model=str(tf2_model), options=IndexOptions(workers=0))
+    buf = io.BytesIO()
+    _other_line().save(buf, "PNG")
+    reads: collections.Counter[str] = collections.Counter()
+    real = fine.luma
+
+    def counted(source):
+        if isinstance(source, str):
+            reads[os.path.basename(source)] += 1
+        return real(source)
+
+    monkeypatch.setattr(fine, "luma", counted)
+    for _ in range(3):
+        (result,) = index.search([buf.getvalue()], k=5)
+        assert {h.relation for h in result.hits} == {SIMILAR}
+    assert reads == {"display.png": 1, "sound.png": 1}
+    st = os.stat(folder / "sound.png")
+    os.utime(folder / "sound.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    index.search([buf.getvalue()], k=5)
+    assert reads == {"display.png": 1, "sound.png": 2}
 
 
 def test_dupes_against_another_index_does_not_call_another_screenshot_a_copy(tmp_path, tf2_model):

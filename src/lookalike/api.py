@@ -33,7 +33,7 @@ from lookalike.models import DEFAULT_MODEL, Embedder, load_model
 from lookalike.models.labels import index_labels
 from lookalike.models.sources import ModelError, is_url
 from lookalike.queries import QuerySource, embed_queries
-from lookalike.search import Filters, QueryResult, calibration, search_vectors
+from lookalike.search import Filters, QueryResult, calibration, fine, search_vectors
 from lookalike.search.against import find_in_other
 from lookalike.search.duplicates import Group, KeepRules, find_duplicates
 from lookalike.search.neighbours import QueryTraits, scores_among
@@ -59,6 +59,7 @@ class Index:
         self._snapshot: Store | None = None  # the read snapshot while open
         self._snapshot_lock = threading.Lock()
         self._checked = 0.0
+        self._pictures = fine.Pictures()  # files a search read for a finer look, kept for the next
         self.refresh_interval_s = 0.0
 
     def store(self, **kwargs) -> Store:
@@ -302,7 +303,10 @@ class Index:
         traits: list[QueryTraits] = []
         vectors, problems = self.query_vectors(queries, max_megapixels, traits, second_looks=True)
         with self._reading() as store:
-            hits = iter(search_vectors(store, vectors, k, filters, threshold, min_probability, traits))
+            found = search_vectors(
+                store, vectors, k, filters, threshold, min_probability, traits, self._pictures
+            )
+        hits = iter(found)
         if names is None:
             names = ["<bytes>" if isinstance(q, bytes) else os.fspath(q) for q in queries]
         return [

@@ -23,6 +23,7 @@ over :data:`ALIGNED`) get no verdict: their grids are compared as before.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -162,15 +163,35 @@ def _local_spread(x: np.ndarray, side: int) -> np.ndarray:
     return np.sqrt(np.maximum(cv2.blur(x * x, (side, side)) - mean * mean, 0.0))
 
 
+class Pictures:
+    """Files' luma as the fine look compares it (:func:`luma`), each kept while among the
+    last :data:`PICTURES` read (~110 KB each). Kept by path, size and modification time, so
+    one kept for long (an :class:`~lookalike.Index` serving searches) reads a changed file
+    again. Callable with a path; None if the file is gone or unreadable."""
+
+    def __init__(self, size: int = PICTURES) -> None:
+        self._kept = lru_cache(maxsize=size)(_luma_of)
+
+    def __call__(self, path: str) -> np.ndarray | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return self._kept(path, st.st_size, st.st_mtime_ns)
+
+
+def _luma_of(path: str, size: int, mtime_ns: int) -> np.ndarray | None:
+    return luma(path)  # (size and mtime: the cache's key only)
+
+
 class Looker:
     """Looks at pairs of files as `dupes` asks (:meth:`differ`), or at files against a
-    query's picture (:meth:`differ_from`): each pair once, each file read once while it is
-    among the last :data:`PICTURES` read (luma at :data:`geometric.SIDE` px, ~110 KB each),
-    two pairs at once."""
+    query's picture (:meth:`differ_from`): each pair once, each file read once while
+    ``pictures`` keeps it (its own :class:`Pictures` unless given one), two pairs at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, pictures: Pictures | None = None) -> None:
         self._verdicts: dict[tuple[str, str], bool] = {}
-        self._read = lru_cache(maxsize=PICTURES)(luma)
+        self._read = pictures or Pictures()
 
     def differ(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each pair of files (of one frame: see :func:`same_shape`) differs in one

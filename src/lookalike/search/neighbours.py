@@ -135,13 +135,16 @@ def search_vectors(
     threshold: float | None = None,
     min_probability: float | None = None,
     traits: Sequence[QueryTraits] | None = None,
+    pictures: fine.Pictures | None = None,
 ) -> list[list[Hit]]:
     """Top ``k`` hits per query vector, best first, among files passing the filters.
 
     ``threshold`` (cosine) and ``min_probability`` (P(same photo), calibrated indexes
     only) then drop the weaker of those hits. With the queries' ``traits``, each hit
     says its relation to the query (see :mod:`lookalike.search.relations`); a
-    recoloured variant gets the probability of another picture.
+    recoloured variant gets the probability of another picture. Files read for a finer
+    look (:mod:`lookalike.search.fine`) are kept in ``pictures`` when given (for this call
+    only otherwise).
     """
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidArgument("threshold must be between -1 and 1")
@@ -174,7 +177,7 @@ def search_vectors(
     rows = store.catalogue.rows(found_ids.union(*looked) - {-1})
     cutoffs, _ = cutoffs_of(store.manifest)
     pixels = cal is not None and cal.pixels and traits is not None
-    held, looker = held_score(store.manifest), fine.Looker()
+    held, looker = held_score(store.manifest), fine.Looker(pictures)
     out = []
     for q, (q_scores, q_ids) in enumerate(zip(scores, ids, strict=True)):
         seen = traits[q].colour if traits is not None else None

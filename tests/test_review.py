@@ -181,6 +181,9 @@ def test_review_writes_obey_the_guard(library):
         data = httpx.get(base + "/dupes/groups", headers=auth).json()
         missing = httpx.get(base + "/dupes/groups/999", headers=auth)
         assert missing.status_code == 404 and "no group 999" in missing.text  # not "has changed": 409
+        for number in (0, -1):  # were a 500: the count was never set below 1
+            below = httpx.get(base + f"/dupes/groups/{number}", headers=auth)
+            assert below.status_code == 404 and f"no group {number}: there are" in below.text
         group = next(g for g in data["groups"] if any(m["path"].endswith("q60.jpg") for m in g["members"]))
         ids = [m["id"] for m in group["members"]]
         decision = {"number": group["number"], "members": ids, "keep": ids[0], "action": "move"}

@@ -383,7 +383,8 @@ class Review:
         """Group ``number`` with ``keep`` (an id) kept (default: the rules' choice)."""
         scoring = self.scoring()
         with self._lock:
-            if not 1 <= number <= (count := len(self._current(preset).slots)):
+            count = len(self._current(preset).slots)
+            if not 1 <= number <= count:
                 raise GroupNotFound(f"no group {number}: there are {count} ({preset})")
             slot = self._slot(preset, number)
             if keep is not None and keep != slot.group.keep.id:

@@ -246,6 +246,23 @@ def test_walk_globs_hidden_and_symlink_loops(tmp_path):
     assert len(list(walk([root / "x.jpg"]))) == 1
 
 
+def test_a_folder_reached_by_a_link_and_its_own_path_is_walked_under_its_own(tmp_path):
+    """A link named before the folder it leads to (`0link` -> `a/b`), or in a root walked
+    first, took the folder's files: `search --under a/b` and `remove a/b` then found none."""
+    root, other = tmp_path / "lib", tmp_path / "other"
+    (root / "a" / "b").mkdir(parents=True)
+    other.mkdir()
+    (root / "a" / "b" / "z.jpg").write_bytes(b"1")
+    os.symlink(root / "a" / "b", root / "0link")
+    os.symlink(root / "a", other / "alias")
+    assert [e.path for e in walk([root])] == [str(root / "a" / "b" / "z.jpg")]
+    assert [e.path for e in walk([other, root])] == [str(root / "a" / "b" / "z.jpg")]
+    (tmp_path / "far").mkdir()
+    (tmp_path / "far" / "f.jpg").write_bytes(b"1")
+    os.symlink(tmp_path / "far", root / "far")  # reached only by its link: kept under it
+    assert str(root / "far" / "f.jpg") in [e.path for e in walk([root])]
+
+
 def test_python_api(indexed, photo_dir):
     idx = Index(indexed)
     (result,) = idx.search([(photo_dir / "photo6.jpg").read_bytes()], k=2)

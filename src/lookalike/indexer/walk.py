@@ -78,7 +78,8 @@ def walk(
 
     ``include``/``exclude`` are globs matched against the path relative to its root and
     against the bare name; without ``include``, every known image extension is taken.
-    Symlinked folders are followed once each: a link back up the tree is not a loop.
+    Symlinked folders are followed once each, after every folder reached without a link
+    (so a folder reached both ways keeps its own path): a link back up the tree is not a loop.
     Folders that cannot be listed (or whose files' details cannot be read) and image links
     that lead nowhere come as entries with an ``error``; what is below such a folder is
     unknown, not gone. Folders in ``skip`` (the index's own) are never entered, under any
@@ -86,15 +87,10 @@ def walk(
     """
     seen_dirs = {key for folder in skip if (key := _folder_key(folder)) is not None}
     seen_files: set[str] = set()
-    for root in roots:
-        root = os.path.abspath(os.fspath(root))
-        if os.path.isfile(root):
-            st = os.stat(root)
-            if root not in seen_files:
-                seen_files.add(root)
-                yield Entry(root, st.st_size, st.st_mtime_ns)
-            continue
-        stack = [root]
+    linked: list[tuple[str, str]] = []  # (root, a symlinked folder): walked after every real one
+
+    def tree(root: str, top: str) -> Iterator[Entry]:
+        stack = [top]
         while stack:
             folder = stack.pop()
             try:
@@ -117,7 +113,11 @@ def walk(
                 rel = os.path.relpath(e.path, root)
                 try:
                     if e.is_dir(follow_symlinks=follow_symlinks):
-                        if not _matches(rel, e.name, exclude):
+                        if _matches(rel, e.name, exclude):
+                            continue
+                        if e.is_symlink():
+                            linked.append((root, e.path))
+                        else:
                             subdirs.append(e.path)
                         continue
                     if _matches(rel, e.name, exclude):
@@ -144,3 +144,15 @@ def walk(
                     seen_files.add(e.path)
                     yield Entry(e.path, st.st_size, st.st_mtime_ns)
             stack.extend(reversed(subdirs))
+
+    for root in roots:
+        root = os.path.abspath(os.fspath(root))
+        if os.path.isfile(root):
+            st = os.stat(root)
+            if root not in seen_files:
+                seen_files.add(root)
+                yield Entry(root, st.st_size, st.st_mtime_ns)
+            continue
+        yield from tree(root, root)
+    while linked:  # a folder reached both ways is recorded under its own path, not the link's
+        yield from tree(*linked.pop(0))

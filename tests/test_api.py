@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -75,7 +76,7 @@ def test_concurrent_searches_while_the_snapshot_is_replaced(index, tmp_path):
         assert idx.search([query], k=1)[0].hits[0].path == str(more / "m11.jpg")
 
 
-def test_search_arguments_are_checked(index, photo_dir):
+def test_search_arguments_are_checked(index, photo_dir, tmp_path):
     idx = Index(index)
     query = [photo_dir / "photo0.jpg"]
     with pytest.raises(InvalidArgument, match="threshold"):
@@ -86,6 +87,9 @@ def test_search_arguments_are_checked(index, photo_dir):
         idx.search(query, min_probability=0.5)
     (result,) = idx.search(query, k=8, filters=Filters(under=[str(photo_dir / "sub")]), threshold=-1.0)
     assert len(result.hits) == 4 and all(h.probability is None for h in result.hits)
+    os.symlink(photo_dir / "sub", tmp_path / "sub-link")  # the folder named by a link of the user's
+    (linked,) = idx.search(query, k=8, filters=Filters(under=[str(tmp_path / "sub-link")]), threshold=-1.0)
+    assert [h.path for h in linked.hits] == [h.path for h in result.hits]
     bad = idx.search([b"not an image"])[0]
     assert bad.hits == [] and bad.error and bad.problem.http_status == 415
     assert bad.to_dict() == {"query": "<bytes>", "results": [], "error": bad.error}

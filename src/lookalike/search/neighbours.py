@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,7 +121,9 @@ class Filters:
         """The ids that pass, or None when nothing is filtered."""
         ids = None
         if self.under or self.since or self.until:
-            ids = store.catalogue.ids_matching(self.under, _clamp(self.since), _clamp(self.until))
+            # a folder given by a link also matches the files recorded under the folder's own path
+            under = list(dict.fromkeys(p for u in self.under for p in (u, os.path.realpath(u))))
+            ids = store.catalogue.ids_matching(under, _clamp(self.since), _clamp(self.until))
         if self.label:
             labelled = store.catalogue.ids_with_label(self.label)
             ids = labelled if ids is None else np.intersect1d(ids, labelled)

@@ -29,10 +29,10 @@ from datetime import datetime
 from pathlib import Path
 
 from lookalike.errors import InvalidArgument
-from lookalike.fsutil import identity, is_inside
+from lookalike.fsutil import identity, is_inside, is_under, within
 from lookalike.models.sources import cache_dir
 from lookalike.search.duplicates import EXACT, Duplicate, Group
-from lookalike.storage.catalogue import FileRow, Known, is_under
+from lookalike.storage.catalogue import FileRow, Known
 from lookalike.storage.locks import FileLock
 
 ACTIONS = ("move", "trash", "hardlink")
@@ -277,19 +277,13 @@ def _one_at_a_time() -> Iterator[None]:
         lock.release()
 
 
-def _within(path: Path, folder: Path) -> bool:
-    """``path`` is ``folder`` or below it, as spelled or resolved."""
-    spelled = (os.path.abspath(path), os.path.realpath(path))
-    return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))
-
-
 def move_refusal(
     move_to: Path, home: Path | None, roots: Sequence[str], known: Iterable[str] = ()
 ) -> str | None:
     """Why duplicates must not be moved into ``move_to``, as said to the user, or None: it
     is inside the index folder ``home``, or holds indexed photos (``known``) or lies among
     them or in a folder ``index`` walks (``roots``)."""
-    if home is not None and _within(move_to, home):
+    if home is not None and within(move_to, home):
         return (
             f"cannot move duplicates into {os.path.abspath(move_to)}: it is inside the index folder "
             f"{home}, and deleting an index would delete them; choose a folder outside it"
@@ -315,7 +309,7 @@ def _move_target_problem(move_to: Path, known: Iterable[str], roots: Sequence[st
             up := next((u for u in (target, *map(str, Path(target).parents)) if u in folders), None)
         ) is not None:
             return f"it is inside {up}, which holds indexed photos"
-    if (root := next((r for r in roots if _within(move_to, Path(r))), None)) is not None:
+    if (root := next((r for r in roots if within(move_to, Path(r))), None)) is not None:
         return f"it is inside {root}, which `lookalike index` walks"
     return None
 

@@ -160,3 +160,16 @@ def remove_temporaries(folder: Path, name: str) -> None:
     """Delete temporaries of ``name`` that a crashed writer left in ``folder``."""
     for stale in folder.glob(f"{TEMP_PREFIX}{name}.*"):
         stale.unlink(missing_ok=True)
+
+
+def is_under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it, as spelled (the twin of the catalogue's SQL
+    condition ``_below``)."""
+    root = root.rstrip(os.sep)
+    return path == root or path.startswith(root + os.sep)
+
+
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or below it, as spelled or with links resolved."""
+    spelled = (os.path.abspath(path), os.path.realpath(path))
+    return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))

@@ -16,12 +16,13 @@ import numpy as np
 
 from lookalike import descriptors
 from lookalike.errors import InvalidArgument
+from lookalike.fsutil import is_under
 from lookalike.images import CANNOT_READ, DEFAULT_MAX_MEGAPIXELS, ImageFile, read_image_file
 from lookalike.indexer.decode import decode_files
 from lookalike.indexer.walk import Entry, walk
 from lookalike.models.labels import top_k
 from lookalike.models.runtimes import Embedder
-from lookalike.storage.catalogue import Known, is_under
+from lookalike.storage.catalogue import Known
 from lookalike.storage.store import Store
 
 Progress = Callable[[int, int], None]  # (files done, files to do)

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lookalike.fsutil import is_inside
+from lookalike.fsutil import is_inside, is_under
 from lookalike.images import exif_text
-from lookalike.storage.catalogue import FileRow, is_under
+from lookalike.storage.catalogue import FileRow
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a camera JPEG with a multi-picture index
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "PPM", "TGA", "QOI"})

@@ -10,7 +10,7 @@
 """
 
 from lookalike.errors import StoreError
-from lookalike.storage.catalogue import FileRow, Known, is_under
+from lookalike.storage.catalogue import FileRow, Known
 from lookalike.storage.location import default_index_dir
 from lookalike.storage.manifest import Manifest
 from lookalike.storage.store import Store
@@ -26,5 +26,4 @@ __all__ = [
     "VectorIndex",
     "VerifyReport",
     "default_index_dir",
-    "is_under",
 ]

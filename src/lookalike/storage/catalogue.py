@@ -586,9 +586,3 @@ def _below(paths: Sequence[str]):
 def _taken(by_capture, by_mtime):
     """A date condition on the EXIF capture time, or on the mtime where there is none."""
     return or_(and_(File.captured_at.is_not(None), by_capture), and_(File.captured_at.is_(None), by_mtime))
-
-
-def is_under(path: str, root: str) -> bool:
-    """``path`` is ``root`` or below it (the twin of the SQL condition :func:`_below`)."""
-    root = root.rstrip(os.sep)
-    return path == root or path.startswith(root + os.sep)

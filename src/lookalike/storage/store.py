@@ -38,11 +38,11 @@ from lookalike.errors import (
     ReadOnlyIndex,
     StoreError,
 )
-from lookalike.fsutil import atomic_write_text, folder_size, remove_temporaries
+from lookalike.fsutil import atomic_write_text, folder_size, is_under, remove_temporaries
 from lookalike.images import ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.storage import lookup, verify
-from lookalike.storage.catalogue import Catalogue, Change, is_under
+from lookalike.storage.catalogue import Catalogue, Change
 from lookalike.storage.location import (
     DATABASE,
     default_index_dir,

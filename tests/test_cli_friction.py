@@ -133,6 +133,13 @@ def test_html_report_path_mixups_fail_cleanly(index, tmp_path):
     assert "--html takes a folder" in res.stderr and not (tmp_path / "report.html").exists()
 
 
+def test_a_report_inside_an_indexed_folder_is_refused(index, photo_dir):
+    """Its thumbnails would be indexed as photos by the next `index` and found as copies."""
+    res = run("dupes", "--html", photo_dir / "report", "--index", index, code=1)
+    assert f"it is inside {photo_dir}, which `lookalike index` walks" in res.stderr
+    assert not (photo_dir / "report").exists() and "Traceback" not in res.output
+
+
 def test_move_to_a_file_fails_before_anything_moves_or_a_journal_is_written(doubled, tmp_path):
     index, copy = doubled
     target = tmp_path / "not-a-folder"

@@ -26,6 +26,7 @@ from lookalike import actions
 from lookalike.actions import ActionReport
 from lookalike.descriptors import get_descriptor
 from lookalike.errors import IncompatibleIndex, InvalidArgument, NotIndexed, StoreError
+from lookalike.fsutil import within
 from lookalike.images import DEFAULT_MAX_MEGAPIXELS, ImageError
 from lookalike.indexer import IndexOptions, IndexReport, index_paths
 from lookalike.indexer.pipeline import Progress
@@ -435,6 +436,17 @@ class Index:
         with self._reading(sync=False) as store:
             if (why := actions.move_refusal(move_to, store.directory, store.roots())) is not None:
                 raise InvalidArgument(why)
+
+    def check_report_folder(self, folder: Path) -> None:
+        """Refuse a report folder (``dupes --html``) inside a folder ``index`` walks: its
+        thumbnails would be indexed as photos on the next run, and found as copies."""
+        with self._reading(sync=False) as store:
+            if (root := next((r for r in store.roots() if within(folder, r)), None)) is not None:
+                raise InvalidArgument(
+                    f"cannot write the report into {os.path.abspath(folder)}: it is inside {root}, which "
+                    "`lookalike index` walks, so its thumbnails would be indexed as photos; choose a "
+                    "folder outside the indexed ones"
+                )
 
     def ignore(self, a: str | os.PathLike, b: str | os.PathLike) -> None:
         """Remember that two indexed files are not duplicates; later runs respect it. Refused

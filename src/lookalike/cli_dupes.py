@@ -88,6 +88,8 @@ def dupes(
     idx = open_index(index, db=db)
     if move_to is not None:
         idx.check_move_target(move_to)
+    if html_dir is not None:
+        idx.check_report_folder(html_dir)
     if ignore is not None:
         idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)

@@ -7,9 +7,12 @@ import shutil
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from lookalike import Index, IndexOptions
-from lookalike.search.keep import jpeg_quality
+from lookalike.cli import app
+from lookalike.errors import InvalidArgument
+from lookalike.search.keep import KeepRules, jpeg_quality
 from lookalike.search.provenance import header_facts, lossy_webp, same_pixels
 from tests.conftest import SHARED_PHOTOS, SHARED_SAVED_MODEL, make_photo, needs_shared
 
@@ -67,6 +70,25 @@ def test_without_metadata_a_jpeg_beats_a_png_made_from_it_and_a_png_beats_a_jpeg
         },
     }
     assert (folder / "b_padded.jpg").stat().st_size > (folder / "b.png").stat().st_size
+
+
+def test_a_preferred_format_may_be_given_as_an_extension_and_an_unknown_one_is_refused(tmp_path, tf2_model):
+    """`--prefer-format jpg` was compared with Pillow's names (JPEG) and silently ignored,
+    as was `--prefer-format XYZ`."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_photo(2, (640, 480)).save(folder / "b.png")
+    Image.open(folder / "b.png").save(folder / "b_small.jpg", quality=90)
+    ix = Index(tmp_path / "ix")
+    ix.add([folder], model=str(tf2_model), options=IndexOptions(workers=0))
+    for given in ("jpg", ".JPG", "jpeg", "JPEG"):
+        (g,) = ix.duplicates(0.9, KeepRules(prefer_formats=[given]))
+        assert g.keep.path.endswith("b_small.jpg"), given
+        assert _reasons(g) == {"b.png": "the kept copy is in a preferred format (JPEG)"}
+    with pytest.raises(InvalidArgument, match="unknown image format 'XYZ'"):
+        KeepRules(prefer_formats=["XYZ"])
+    res = CliRunner().invoke(app, ["dupes", "--prefer-format", "XYZ", "--index", str(tmp_path / "ix")])
+    assert res.exit_code == 2 and "unknown image format" in res.output
 
 
 def test_a_flat_rendering_is_not_taken_for_a_re_encode_of_its_jpeg_copy(tmp_path):

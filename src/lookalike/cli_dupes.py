@@ -11,7 +11,7 @@ import typer
 
 from lookalike import render
 from lookalike.cli_io import err, fail, nothing, out, path_shower, print_skipped, steps
-from lookalike.cli_options import Db, IndexDir, Relative, open_index
+from lookalike.cli_options import Db, IndexDir, Relative, image_formats, open_index
 from lookalike.fsutil import canonical
 
 ACTION_OPTION = {"move": "--move-to", "trash": "--trash", "hardlink": "--hardlink"}
@@ -37,7 +37,10 @@ def dupes(
     prefer_folder: Annotated[
         list[Path] | None, typer.Option(exists=True, help="Keep copies from this folder.")
     ] = None,
-    prefer_format: Annotated[list[str] | None, typer.Option(help="Keep this format (e.g. PNG).")] = None,
+    prefer_format: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep this format (e.g. PNG, or an extension: jpg).", callback=image_formats),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows on stdout.")] = False,
     html_dir: Annotated[

@@ -108,6 +108,17 @@ def parse_range(value: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
+def image_formats(values: list[str] | None) -> list[str] | None:
+    """``--prefer-format`` as Pillow names its formats (``jpg``: ``JPEG``); unknown: a usage error."""
+    from lookalike.errors import InvalidArgument
+    from lookalike.images import format_named
+
+    try:
+        return None if values is None else [format_named(v) for v in values]
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 Relative = Annotated[
     bool, typer.Option("--relative", help="Show paths relative to the current folder.", show_default=False)
 ]

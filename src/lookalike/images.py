@@ -25,7 +25,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike import backdrop, captions, colour, detail, units
 from lookalike.descriptors import Descriptor, get_descriptor
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidArgument, LookalikeError
 
 DEFAULT_MAX_MEGAPIXELS = 150.0
 CANNOT_READ = "cannot read:"  # the start of the reason of a file that could not be opened
@@ -504,3 +504,17 @@ def screen_view(
 
 def is_image_name(path: str | Path) -> bool:
     return os.path.splitext(str(path))[1].lower() in SUPPORTED_EXTENSIONS
+
+
+def format_named(name: str) -> str:
+    """Pillow's name of an image format as a person gives it: a format (png, JPEG) or a
+    file extension (jpg, .tif, heic). Raises InvalidArgument for one Pillow does not know."""
+    Image.init()
+    extensions = Image.registered_extensions()
+    key = name.strip().lstrip(".").lower()
+    found = {f.lower(): f for f in extensions.values()}.get(key) or extensions.get(f".{key}")
+    if found is None:
+        raise InvalidArgument(
+            f"unknown image format {name!r}: give a format or a file extension (JPEG, jpg, PNG, tif, heic...)"
+        )
+    return found

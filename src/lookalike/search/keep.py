@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lookalike.fsutil import is_inside, is_under
-from lookalike.images import exif_text
+from lookalike.images import exif_text, format_named
 from lookalike.storage.catalogue import FileRow
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a camera JPEG with a multi-picture index
@@ -153,6 +153,9 @@ class KeepRules:
     kept_last: Sequence[str] = ()  # folders of copies lookalike made itself (the server's uploads)
     facts: Mapping[int, FileFacts] = field(default_factory=dict)  # by file id (see provenance)
 
+    def __post_init__(self) -> None:
+        self.prefer_formats = tuple(format_named(f) for f in self.prefer_formats)  # jpg: JPEG
+
     def facts_of(self, row: FileRow) -> FileFacts:
         return self.facts.get(row.id, NO_FACTS)
 
@@ -168,7 +171,7 @@ class KeepRules:
             not self.protected(row),
             any(_inside(row.path, d) for d in self.kept_last),
             not any(_inside(row.path, d) for d in self.prefer_folders),
-            _fmt(row) not in {f.upper() for f in self.prefer_formats},
+            _fmt(row) not in self.prefer_formats,
             -_area(row, facts),
             -len(camera_metadata(row, facts)),
             -(row.width or 0) * (row.height or 0),  # of a picture and a frame around it: the frame

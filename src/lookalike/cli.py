@@ -73,6 +73,23 @@ class Commands(TyperGroup):
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if not _after_ctrl_c(exc):
+                raise
+            err.print("interrupted", highlight=False)  # clean-up that Ctrl-C cut short failed too
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _after_ctrl_c(exc: BaseException | None) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C was being handled (a database session
+    closed mid-statement raises its own error from its clean-up)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 app = typer.Typer(

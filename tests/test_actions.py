@@ -315,6 +315,11 @@ def test_a_journal_named_onto_a_photo_is_refused_and_undo_of_one_is_a_clear_erro
     res = runner.invoke(app, ["undo", str(photos / "photo0.jpg")])
     assert res.exit_code == 1 and "error: " in res.output and "not a lookalike journal" in res.output
     assert (photos / "photo0.jpg").read_bytes() == data
+    text = photos.parent / "notes.jsonl"  # text, but no line of it an action: not "all back"
+    text.write_text('garbage\n{"action": "paint", "path": "/x"}\n', encoding="utf-8")
+    res = runner.invoke(app, ["undo", str(text)])
+    assert res.exit_code == 1 and "not a lookalike journal" in res.output, res.output
+    assert not text.with_name("notes.jsonl.undone").exists()
 
 
 def test_a_reused_journal_after_a_torn_line_starts_each_entry_on_its_own_line(library, tmp_path):

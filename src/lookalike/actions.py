@@ -143,10 +143,10 @@ def journal_problem(journal: Path) -> str | None:
     if not first:
         return None
     try:
-        entry = json.loads(first.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        entry = None
-    if not isinstance(entry, dict) or entry.get("action") not in ACTIONS or "path" not in entry:
+        is_journal = _an_entry(first.decode("utf-8"))
+    except UnicodeDecodeError:
+        is_journal = False
+    if not is_journal:
         return f"{journal} is a file that is not a lookalike journal: choose a new file name"
     return None
 
@@ -420,6 +420,8 @@ def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionR
     except UnicodeDecodeError:
         raise InvalidArgument(f"{journal} is not a lookalike journal (not text)") from None
     lines = [x for x in text.splitlines() if x.strip()]
+    if lines and not any(_an_entry(line) for line in lines):  # (a torn line among entries: a crash)
+        raise InvalidArgument(f"{journal} is not a lookalike journal (no line of it is an action)")
     for done, line in enumerate(reversed(lines)):
         if progress:
             progress(done, len(lines))
@@ -445,6 +447,15 @@ def _undo(journal: Path, progress: Callable[[int, int], None] | None) -> ActionR
     if all(why in (ALREADY_BACK, UNREADABLE) for _, why in report.skipped):
         _mark_undone(journal)
     return report
+
+
+def _an_entry(line: str) -> bool:
+    """Whether a journal line records an action (see :func:`journal_problem`)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("action") in ACTIONS and "path" in entry
 
 
 def undone(journal: Path) -> bool:

@@ -291,6 +291,13 @@ def test_ctrl_c_while_indexing_says_how_many_are_committed_and_how_to_resume(tmp
     assert f"{committed} unchanged" in res.stdout
 
 
+def test_undo_says_which_of_journal_and_last_is_wrong(index, tmp_path):
+    res = run("undo", "--index", index, code=2)
+    assert "give a JOURNAL, or --last for the newest one" in res.output
+    res = run("undo", tmp_path / "j.jsonl", "--last", "--index", index, code=2)
+    assert "give a JOURNAL or --last, not both" in res.output
+
+
 def test_a_clean_up_that_fails_after_ctrl_c_is_still_an_interruption(index, monkeypatch):
     """A Ctrl-C inside a database session's exit made SQLAlchemy raise an AssertionError
     from its clean-up (1 in ~100 interrupts of `dupes`): a traceback and exit 1."""

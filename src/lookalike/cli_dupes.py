@@ -171,8 +171,10 @@ def undo(
     from lookalike.actions import undo as undo_journal
     from lookalike.storage.manifest import MANIFEST
 
-    if (journal is None) == (not last):
-        raise typer.BadParameter("give a JOURNAL or --last")
+    if journal is not None and last:
+        raise typer.BadParameter("give a JOURNAL or --last, not both")
+    if journal is None and not last:
+        raise typer.BadParameter("give a JOURNAL, or --last for the newest one")
     if last:
         folder = open_index(index).journals
         # (older releases left empty ones)

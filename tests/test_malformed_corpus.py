@@ -47,7 +47,12 @@ def _counts(line: str) -> list[tuple[str, str]]:
     """("13", "errors") pairs from `indexed 12 images ...; 3 unchanged, 0 reused, 4 errors, ...`."""
     words = line.replace(";", ",").replace(",", " ").split()
     pairs = [(words[i], words[i + 1]) for i in range(len(words) - 1) if words[i].isdigit()]
-    return [(v, k) for v, k in pairs if k in ("images", "image", "unchanged", "reused", "errors", "removed")]
+    plural = {"image": "images", "error": "errors"}  # "1 image", "1 error"
+    return [
+        (v, plural.get(k, k))
+        for v, k in pairs
+        if k in ("images", "unchanged", "reused", "errors", "removed", *plural)
+    ]
 
 
 def test_corpus_of_bad_files_next_to_good_photos(tmp_path, tf2_model):

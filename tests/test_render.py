@@ -104,6 +104,8 @@ def test_counts_are_singular_for_one():
 
     one = render.index_summary(IndexReport(indexed=1, seconds=1.0), Path("/ix"))
     assert one.startswith("indexed 1 image in 1.0 s")
+    failed = render.index_summary(IndexReport(errors=1, seconds=1.0), Path("/ix"))
+    assert "0 reused, 1 error, 0 removed" in failed  # not "1 errors"
 
 
 def test_models_show_whole_names_and_drop_handles_that_do_not_fit():

@@ -203,7 +203,8 @@ def index(
         if report.errors:
             if len(paths) == 1 and paths[0].is_file():
                 raise fail(f"{where} could not be indexed")
-            raise fail(f"none of the {report.errors} image files below {where} could be indexed")
+            errors = render.count(report.errors, "error")
+            raise fail(f"none of the image files below {where} could be indexed ({errors})")
         raise nothing(f"no image files found below {where}")
 
 

@@ -91,7 +91,7 @@ def index_summary(report: IndexReport, directory: Path) -> str:
     return (
         f"indexed {count(report.indexed, 'image')} in {report.seconds:.1f} s "
         f"({report.images_per_second:.1f} images/s); {report.unchanged} unchanged, {report.reused} reused, "
-        f"{report.errors} errors, {report.removed} removed; index: {directory}"
+        f"{count(report.errors, 'error')}, {report.removed} removed; index: {directory}"
     )
 
 

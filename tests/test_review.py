@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from lookalike import Index, IndexOptions
-from lookalike.errors import ReviewOutdated
+from lookalike.errors import InvalidArgument, ReviewOutdated
 from lookalike.images import DecodedImage, ImageFile
 from lookalike.models.runtimes import ModelInfo
 from lookalike.report import write_html
@@ -106,6 +106,9 @@ def test_a_group_changed_since_the_page_is_refused(library):
     wrong = Decision(view.number, frozenset({view.keep.row.id, 999}), view.keep.row.id, "trash")
     with pytest.raises(ReviewOutdated):
         review.act([wrong])
+    trash, ignore = _decision(view, view.keep.row.id, "trash"), _decision(view, view.keep.row.id, "ignore")
+    with pytest.raises(InvalidArgument, match=f"group {view.number} is given more than once"):
+        review.act([trash, ignore])  # was done as "2 groups", the second decision on what the first left
     review.act([_decision(view, view.keep.row.id, "ignore")])
     with pytest.raises(ReviewOutdated, match="already"):
         review.act([_decision(view, view.keep.row.id, "ignore")])

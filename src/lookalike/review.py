@@ -407,6 +407,9 @@ class Review:
         groups marked not duplicates become ignored pairs."""
         if not decisions:
             raise InvalidArgument("no decisions to apply")
+        numbers = [d.number for d in decisions]
+        if twice := sorted({n for n in numbers if numbers.count(n) > 1}):
+            raise InvalidArgument(f"one decision per group: group {twice[0]} is given more than once")
         if any(d.action == "move" for d in decisions):
             if not move_to or not os.path.isabs(os.fspath(move_to)):
                 raise InvalidArgument("moving duplicates needs an absolute destination folder")

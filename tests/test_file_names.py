@@ -57,3 +57,28 @@ def test_indexing_next_to_a_non_utf8_name_indexes_everything(tmp_path, tf2_model
     assert hits.hits[0].path == os.fsdecode(odd) and os.path.exists(hits.hits[0].path)
     os.unlink(odd)
     assert idx.add([photos], options=IndexOptions(workers=0)).removed == 1  # gone files are noticed
+
+
+def test_odd_names_print_on_one_line_of_the_table_with_their_control_characters_shown(tmp_path, tf2_model):
+    """A newline in a name broke a table line (grep found half of it), an escape coloured the
+    terminal or was dropped (`[31mred.jpg`), and non-UTF-8 bytes could not print."""
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = {"new\nline.jpg": "new\\nline.jpg", "red\x1b[31m.jpg": "red\\x1b[31m.jpg", LATIN1: "caf\\xe9.jpg"}
+    for name in names:
+        make_photo(5).save(os.path.join(os.fsencode(photos), os.fsencode(name)), "JPEG")
+    index = tmp_path / "index"
+    Index(index).add([photos], model=str(tf2_model), options=IndexOptions(workers=0))
+    query = os.path.join(photos, LATIN1)
+    runner = CliRunner()
+    for args in (["search", query, "-k", "3"], ["dupes", "--preset", "exact"]):
+        res = runner.invoke(app, [*args, "--index", str(index)])
+        assert res.exit_code == 0, res.output
+        for shown in names.values():
+            lines = [x for x in res.stdout.splitlines()[args[0] == "search" :] if shown in x]  # (a title)
+            assert len(lines) == 1, res.stdout
+            assert str(photos) in lines[0] and "\x1b" not in lines[0]

@@ -107,11 +107,13 @@ def folder_size(folder: str | os.PathLike) -> int:
 
 
 def printable(path: str) -> str:
-    """A path as a person reads it: bytes that are not UTF-8 (surrogate-escaped by
-    Python) shown as ``\\xNN`` instead of failing to print."""
-    if path.isascii():
+    """A path as a person reads it, on one line: bytes that are not UTF-8 (surrogate-escaped
+    by Python) shown as ``\\xNN`` instead of failing to print, and control characters (a
+    newline, an escape that would colour a terminal) as Python writes them: ``\\n``, ``\\x1b``."""
+    if path.isprintable():
         return path
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def identity(path: str | os.PathLike) -> tuple[int, int] | None:

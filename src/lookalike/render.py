@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lookalike import units
+from lookalike.fsutil import printable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -129,14 +130,14 @@ def search_table(result: QueryResult, shown: Callable[[str], str] = str) -> Grou
         alone = f"{shown_score(h.alone):.4f}"
         extra = [alone] if lowered else []
         extra += ([p] if calibrated else []) + ([h.relation or ""] if related else [])
-        row = [str(rank), f"{shown_score(h.score):.4f}", *extra, escape(shown(h.path))]
+        row = [str(rank), f"{shown_score(h.score):.4f}", *extra, escape(printable(shown(h.path)))]
         if h.labels:
             row.append(escape("; ".join(n for n, _ in h.labels[:3])))  # ImageNet names hold commas
         table.add_row(*row)
     if not result.hits:
         table.add_row("", "", "(no results)")
     # the query on a line of its own: a table's title wraps at the table's width, even piped
-    return Group(Text(result.query, style="table.title"), table)
+    return Group(Text(printable(result.query), style="table.title"), table)
 
 
 def search_json(result: QueryResult, shown: Callable[[str], str] = str) -> dict:
@@ -264,10 +265,10 @@ def dupes_lines(groups: Sequence[Group], label: str, shown: Callable[[str], str]
     the kept one wins), a summary; paths as ``shown``."""
     lines = []
     for g in groups:
-        lines.append(f"[bold]keep[/] {escape(shown(g.keep.path))}")
+        lines.append(f"[bold]keep[/] {escape(printable(shown(g.keep.path)))}")
         for d, why in zip(g.duplicates, g.reasons, strict=True):
-            path = escape(shown(d.row.path))
-            why = f"{why}; in the group through {shown(d.via)}" if d.via else why
+            path = escape(printable(shown(d.row.path)))
+            why = f"{why}; in the group through {printable(shown(d.via))}" if d.via else why
             lines.append(f"  {d.relation:10} {d.score:.4f}  {path}  [dim]({escape(why)})[/]")
     found = f"{count(len(groups), 'group')}, {count(sum(len(g.duplicates) for g in groups), 'duplicate')}"
     lines.append(f"{found}; {escape(label)}; nothing was changed")

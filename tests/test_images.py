@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -117,6 +119,16 @@ def test_megapixel_cap():
     small = _save(Image.new("RGB", (500, 375)), "PNG")
     with pytest.raises(ImageError, match=r"500x375 = 0\.188 MP exceeds the 0\.01 MP limit"):  # not "0 MP"
         decode(small, SIZE, max_megapixels=0.01)
+
+
+def test_a_picture_past_pillows_own_limit_is_refused_as_ours_are():
+    """Past twice Pillow's limit, Pillow refuses at open and its own text was shown ("exceeds
+    limit of 178956970 pixels, could be decompression bomb DOS attack")."""
+    png = _save(Image.new("L", (1, 1)), "PNG")
+    ihdr = b"IHDR" + struct.pack(">II", 20000, 20000) + png[24:29]  # 400 MP, as a header says
+    huge = png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+    with pytest.raises(ImageError, match=r"^too large: 400 MP exceeds the 150 MP limit \(decompression-bomb"):
+        decode(huge, SIZE, max_megapixels=150)
 
 
 def test_read_image_file_records_identity_and_errors(tmp_path):

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,6 +79,25 @@ class ImageTooLarge(ImageError):
     """An image over the megapixel limit (the decompression-bomb guard)."""
 
     http_status = 413
+
+
+def too_large(width: int, height: int, max_megapixels: float) -> str:
+    """Why a picture of ``width`` x ``height`` is refused under ``max_megapixels``."""
+    return (
+        f"too large: {width}x{height} = {units.megapixels(width, height)} exceeds the "
+        f"{max_megapixels:g} MP limit (decompression-bomb guard)"
+    )
+
+
+def bomb_refused(exc: Exception, max_megapixels: float) -> str:
+    """Pillow's own refusal (a picture past twice its limit, before its size is known to us)
+    said as :func:`too_large` says ours."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found is None:
+        return f"too large: {exc}"
+    pixels = int(found.group(1))
+    limit = f"the {max_megapixels:g} MP limit (decompression-bomb guard)"
+    return f"too large: {pixels / 1e6:.0f} MP exceeds {limit}"
 
 
 @dataclass
@@ -151,7 +171,7 @@ def decode(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"too large: {exc}") from exc
+        raise ImageTooLarge(bomb_refused(exc, max_megapixels)) from exc
     except UnidentifiedImageError as exc:
         empty = isinstance(source, bytes) and not source
         raise ImageError("empty file" if empty else "not a recognised image format") from exc
@@ -196,10 +216,7 @@ def _decode_open(
 ) -> DecodedImage:
     megapixels = im.width * im.height / 1e6
     if megapixels > max_megapixels:
-        raise ImageTooLarge(
-            f"too large: {im.width}x{im.height} = {units.megapixels(im.width, im.height)} exceeds the "
-            f"{max_megapixels:g} MP limit (decompression-bomb guard)"
-        )
+        raise ImageTooLarge(too_large(im.width, im.height, max_megapixels))
     fmt = im.format or "unknown"
     exif = im.getexif()
     orientation = exif.get(ExifTags.Base.Orientation, 1)
@@ -446,14 +463,11 @@ def _refuse_unread(f, size: int, max_megapixels: float) -> str | None:
             warnings.simplefilter("ignore")
             width, height = Image.open(f).size
     except Image.DecompressionBombError as exc:
-        return f"too large: {exc}"
+        return bomb_refused(exc, max_megapixels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         return "not a recognised image format"
     if width * height > max_megapixels * 1e6:
-        return (
-            f"too large: {width}x{height} = {units.megapixels(width, height)} exceeds the "
-            f"{max_megapixels:g} MP limit (decompression-bomb guard)"
-        )
+        return too_large(width, height, max_megapixels)
     if size > BYTES_PER_PIXEL_MAX * width * height + READ_FREELY:
         return f"implausible: {size:,} bytes for a {width}x{height} image (not read)"
     return None
@@ -493,7 +507,7 @@ def screen_view(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"too large: {exc}") from exc
+        raise ImageTooLarge(bomb_refused(exc, max_megapixels)) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not a recognised image format") from exc
     except OSError as exc:

@@ -18,7 +18,7 @@ from fastapi import HTTPException, Request
 from PIL import Image
 
 from lookalike import units
-from lookalike.images import ImageTooLarge
+from lookalike.images import ImageTooLarge, bomb_refused, too_large
 from lookalike.search import Filters
 from lookalike.server.config import ServerConfig
 
@@ -174,14 +174,11 @@ def check_pixels(data: bytes, cfg: ServerConfig, side: int) -> None:
                         im.draft("RGB", (side, side))
                     decoded = im.size[0] * im.size[1]
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"too large: {exc}") from None
+        raise ImageTooLarge(bomb_refused(exc, cfg.max_megapixels)) from None
     except Exception:  # not an image, or a broken one: decode() reports it
         return
     if width * height > cfg.max_megapixels * 1e6:
-        raise ImageTooLarge(
-            f"too large: {width}x{height} = {units.megapixels(width, height)} exceeds the "
-            f"{cfg.max_megapixels:g} MP limit (decompression-bomb guard)"
-        )
+        raise ImageTooLarge(too_large(width, height, cfg.max_megapixels))
     if decoded > cfg.max_decode_megapixels * 1e6:
         raise ImageTooLarge(
             f"too large to decode: {width}x{height} = {units.megapixels(width, height)} exceeds the "

@@ -195,6 +195,14 @@ def test_other_model_is_refused(indexed, photo_dir, tf1_feature_module):
     assert res.exit_code == 1 and "cannot be compared" in res.output
 
 
+def test_another_model_that_cannot_be_fetched_says_to_leave_model_out(indexed, photo_dir):
+    """Offline, it said only that the download failed, not that the index has its own model."""
+    url = "http://127.0.0.1:9/another-model.tar.gz"  # nothing listens there
+    res = run("index", photo_dir, "--model", url, "--index", indexed, ok=False)
+    said = " ".join(res.stderr.split())
+    assert res.exit_code == 1 and url in said and "leave --model out" in said, said
+
+
 def test_another_input_size_for_an_index_is_refused_not_ignored(indexed, photo_dir, tf2_model):
     for model in ((), ("--model", tf2_model)):  # the index's own model, named or not
         res = run("index", photo_dir, *model, "--input-size", "128", "--index", indexed, ok=False)

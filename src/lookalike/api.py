@@ -230,8 +230,7 @@ class Index:
         elif self.exists and model is None and input_size is None and input_range is None:
             embedder = self.model()
         else:  # an index's own model at another size or range is refused by the store, not ignored
-            model = model or (self.manifest().model.source if self.exists else DEFAULT_MODEL)
-            embedder = load_model(model, input_size=input_size, input_range=input_range, runtime=self.runtime)
+            embedder = self._load_to_add(model, input_size, input_range)
         opts = options or IndexOptions()
         if labels is not None and not embedder.info.has_labels:
             raise InvalidArgument(
@@ -258,6 +257,19 @@ class Index:
                 embed = _counted(self.embed_with_colours, calibration_progress, total)
                 report.calibration = calibration.auto_calibrate(store, embed)
             return report
+
+    def _load_to_add(self, model: str | None, size: int | None, scale: tuple | None) -> Embedder:
+        """``model`` (default: the index's own, else the catalogue default) to index with. One
+        that cannot be loaded (offline, say) and is not the index's own is said to be so."""
+        own = self.manifest().model.source if self.exists else None
+        model = model or own or DEFAULT_MODEL
+        try:
+            return load_model(model, input_size=size, input_range=scale, runtime=self.runtime)
+        except ModelError as exc:
+            if own is None or model == own:
+                raise
+            hint = f"index {self.directory} was made with {own}: leave --model out"
+            raise ModelError(f"{exc}. The {hint}") from None
 
     def embed(self, queries: Sequence[QuerySource], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
         """Vectors for query images: (vectors of the decodable ones, per-query error or None)."""

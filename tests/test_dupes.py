@@ -147,6 +147,12 @@ def test_ignored_pairs_persist(tmp_path):
     assert _groups(index) == []
     res = runner.invoke(app, ["dupes", "--ignore", "/a.jpg", "/nope.jpg", "--index", str(index)])
     assert res.exit_code == 1 and "not in the index" in res.output
+    res = runner.invoke(app, ["dupes", "--unignore", "/b.jpg", "/a.jpg", "--index", str(index)])
+    assert res.exit_code == 0 and "forgotten" in res.stdout and len(_groups(index)) == 1
+    res = runner.invoke(app, ["dupes", "--unignore", "/b.jpg", "/a.jpg", "--index", str(index)])
+    assert res.exit_code == 3 and "were not marked" in res.output  # nothing to forget
+    res = runner.invoke(app, ["dupes", "--ignore", "/a.jpg", "/b.jpg", "--unignore", "/a.jpg", "/b.jpg"])
+    assert res.exit_code == 2 and "choose one of --ignore, --unignore" in res.output
 
 
 def test_large_collections_use_an_ivf_index(tmp_path, monkeypatch):

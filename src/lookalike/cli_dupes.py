@@ -53,6 +53,9 @@ def dupes(
     ignore: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Mark two files as not duplicates, then stop.")
     ] = None,
+    unignore: Annotated[
+        tuple[Path, Path] | None, typer.Option(help="Forget an --ignore of two files, then stop.")
+    ] = None,
     move_to: Annotated[Path | None, typer.Option(help="Move duplicates into this folder.")] = None,
     trash: Annotated[bool, typer.Option("--trash", help="Send duplicates to the trash.")] = False,
     hardlink: Annotated[
@@ -77,9 +80,12 @@ def dupes(
     if len(chosen) > 1:
         raise typer.BadParameter(f"choose one of {', '.join(ACTION_OPTION.values())}")
     reports = [o for o, on in (("--json", as_json), ("--csv", as_csv), ("--html", html_dir)) if on]
-    if ignore is not None and (chosen or reports):  # --ignore marks a pair, then stops
+    marks = [o for o, pair in (("--ignore", ignore), ("--unignore", unignore)) if pair is not None]
+    if len(marks) > 1:
+        raise typer.BadParameter("choose one of --ignore, --unignore")
+    if marks and (chosen or reports):  # --ignore marks a pair, then stops
         given = ACTION_OPTION[chosen[0]] if chosen else reports[0]
-        raise typer.BadParameter(f"--ignore marks two files and stops; run {given} on its own")
+        raise typer.BadParameter(f"{marks[0]} marks two files and stops; run {given} on its own")
     if chosen and reports:  # an action prints what it did, not the groups: a report would be dropped
         raise typer.BadParameter(
             f"{reports[0]} reports the groups; run it first, then act with {ACTION_OPTION[chosen[0]]}"
@@ -96,6 +102,13 @@ def dupes(
     if ignore is not None:
         idx.ignore(*ignore)
         out.print("remembered: these two are not duplicates", highlight=False)
+        return
+    if unignore is not None:
+        marked = len(idx.ignored_pairs())
+        idx.unignore(*unignore)
+        if len(idx.ignored_pairs()) == marked:
+            raise nothing("these two were not marked as not duplicates: nothing to forget")
+        out.print("forgotten: these two may be found as duplicates again", highlight=False)
         return
     scored = open_index(against) if against else idx  # --against: the scores are the other index's
     manifest = scored.manifest()

@@ -258,6 +258,8 @@ def test_resolve_threshold():
         0.90, "preset copies (0.9)", None)  # fmt: skip
     cutoff, label, note = presets.resolve_threshold("edited", model_source=v3)
     assert (cutoff, label) == (0.85, "preset edited (0.85)") and "measured for MobileNet V1" in note
+    exact = presets.resolve_threshold("exact", model_source="mobilenet_v1_050_160")[1]
+    assert exact == "preset exact (identical bytes only)"  # not "(1.01)": no cosine reaches it
     assert presets.resolve_threshold("similar", threshold=0.8, model_source=v3) == (
         0.8,
         "threshold 0.8",

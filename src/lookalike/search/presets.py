@@ -133,4 +133,5 @@ def resolve_threshold(
         return cutoff, f"P(same photo) >= {min_probability:g} (cosine {cutoff:g})", None
     presets, basis = presets_for(model_source, calibration)
     cutoff = presets[preset].threshold
-    return cutoff, f"preset {preset} ({cutoff:g})", UNMEASURED_NOTE if basis == "unmeasured" else None
+    said = presets[preset].meaning if preset == "exact" else f"{cutoff:g}"  # (1.01: no score reaches it)
+    return cutoff, f"preset {preset} ({said})", UNMEASURED_NOTE if basis == "unmeasured" else None

@@ -74,6 +74,7 @@ def test_move_to_and_undo(library, tmp_path):
     assert res.exit_code == 0 and "restored 2 files" in res.stdout
     assert _tree(photos) == before
     assert "indexed again" in res.stdout
+    assert list(aside.iterdir()) == []  # the folders the move made to mirror the paths are gone
     assert "2 duplicates" in _dupes(index).stdout  # indexed again: found again without an index run
 
 

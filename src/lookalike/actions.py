@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lookalike.errors import InvalidArgument
-from lookalike.fsutil import identity, is_inside, is_under, within
+from lookalike.fsutil import identity, is_inside, is_under, remove_empty_folders, within
 from lookalike.models.sources import cache_dir
 from lookalike.search.duplicates import EXACT, Duplicate, Group
 from lookalike.storage.catalogue import FileRow, Known
@@ -509,6 +509,8 @@ def _undo_one(entry: dict) -> str | None:
             return f"{entry['dest']} is not the file moved there"
         os.makedirs(os.path.dirname(path), exist_ok=True)
         shutil.move(entry["dest"], path)
+        if entry["dest"].endswith(mirrored := path.lstrip(os.sep)):  # the folders the move made
+            remove_empty_folders(entry["dest"], entry["dest"][: -len(mirrored)])
         return None
     found = _trashed(entry)
     if found is None:

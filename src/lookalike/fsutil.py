@@ -175,3 +175,17 @@ def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """``path`` is ``folder`` or below it, as spelled or with links resolved."""
     spelled = (os.path.abspath(path), os.path.realpath(path))
     return any(is_under(p, f) for p in spelled for f in (os.path.abspath(folder), os.path.realpath(folder)))
+
+
+def remove_empty_folders(path: str, top: str) -> None:
+    """Remove the folders holding ``path`` that are empty, up to ``top`` (kept), as long as
+    each one is empty: what a move into ``top`` made to mirror the path, once moved back."""
+    folder, top = os.path.dirname(path), top.rstrip(os.sep)
+    if not top:  # the file system's root: not a folder moved into
+        return
+    while is_under(folder, top) and folder != top:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (other moved files, the user's own), or gone
+            return
+        folder = os.path.dirname(folder)

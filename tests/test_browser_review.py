@@ -169,6 +169,29 @@ def test_review_walk_on_real_photos(real_library, trash):
     assert idx.file_at(camera / "ukbench00120.jpg") is None
 
 
+@needs_shared(TFLITE, UKBENCH, PARROT)
+def test_after_an_undo_the_current_group_is_one_on_screen(real_library, trash):
+    """An undo reloads the groups and kept the page's scroll, but made the first group the
+    current one: on a phone, the next `t` trashed a group scrolled out of sight."""
+    _, index = real_library
+    seen = "(s) => { const r = s.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; }"
+    with live_app(ServerConfig(index=index)) as base, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport=PHONE)
+        page.goto(base + "/dupes")
+        page.wait_for_selector("#groups .group", timeout=60_000)
+        page.wait_for_timeout(1100)  # (keys act once the page has settled)
+        last = page.locator("#groups .group").last.locator(".member .name").first.inner_text()
+        _go_to(page, last)
+        page.keyboard.press("t")
+        _wait_status(page, "1 group trashed")
+        page.keyboard.press("u")
+        _wait_status(page, "put back")
+        assert not page.locator("#groups .group").first.evaluate(seen)  # scrolled down still
+        assert page.locator("#groups .group.current").evaluate(seen)
+        browser.close()
+
+
 def _axe(page) -> list[dict]:
     """axe-core's serious and critical violations on the page."""
     page.add_script_tag(path=str(AXE))

@@ -98,10 +98,20 @@ async function load(page, at) {
     const first = (data.page - 1) * SIZE + 1;
     say(data.total ? `Showing groups ${first}–${first + sections().length - 1} of ${data.total}.` : "");
     const list = sections();
-    if (list.length) setCurrent(at === "last" ? list.length - 1 : 0, false);
+    // the current group is one on screen: after an undo or a reload the page keeps its scroll,
+    // and a key must not act on a group the user cannot see
+    if (list.length && at === "first") list[0].scrollIntoView({ block: "start", behavior: "instant" });
+    if (list.length) setCurrent(at === "last" ? list.length - 1 : at === "first" ? 0 : onScreen(list), false);
   } catch (err) {
     say(err.message, true);
   }
+}
+
+function onScreen(list) {
+  const shown = list.findIndex((s) => { const r = s.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; });
+  if (shown >= 0) return shown;
+  list[0].scrollIntoView({ block: "start", behavior: "instant" });  // scrolled past them all: the first
+  return 0;
 }
 
 function setCurrent(i, focus = true) {
@@ -330,8 +340,8 @@ $("groups").addEventListener("change", (e) => {
 $("apply").addEventListener("click", () => submit(Array.from(state.plans.values())));
 $("undo").addEventListener("click", undo);
 $("preset").addEventListener("change", () => { state.plans.clear(); updateApply(); load(1); });
-$("prev-page").addEventListener("click", () => load(state.page - 1));
-$("next-page").addEventListener("click", () => load(state.page + 1));
+$("prev-page").addEventListener("click", () => load(state.page - 1, "first"));
+$("next-page").addEventListener("click", () => load(state.page + 1, "first"));
 $("options").addEventListener("submit", (e) => e.preventDefault());
 $("move-to").value = localStorage.getItem("lookalike-move-to") || "";
 $("move-to").addEventListener("change", () => localStorage.setItem("lookalike-move-to", $("move-to").value.trim()));

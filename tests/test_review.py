@@ -134,8 +134,8 @@ def test_moving_needs_an_absolute_folder(library, tmp_path):
     photos, index = library
     review = Review(Index(index))
     view = _group_of(review, "photo2_q60.jpg")
-    for bad in (None, "relative/dir", str(photos / "photo4.jpg")):
-        with pytest.raises(Exception, match=r"absolute destination|is a file"):
+    for bad in (None, "relative/dir", str(photos / "photo4.jpg"), "/tmp/a\x00b", "/tmp/\ud800"):
+        with pytest.raises(InvalidArgument, match=r"absolute destination|is a file|NUL|surrogate"):
             review.act([_decision(view, view.keep.row.id, "move")], bad)
     assert (photos / "photo2_q60.jpg").exists()
 

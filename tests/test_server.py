@@ -295,6 +295,10 @@ def test_search_filters_over_http(served):
     assert r.status_code == 409 and "no score calibration" in r.json()["detail"]  # typed CalibrationError
     r = c.post("/search", json={"url": "http://127.0.0.1:9/x", "under": ["/a", 3]})
     assert r.status_code == 422
+    for odd in ("/tmp/a\\u0000b", "/tmp/\\ud800"):  # were a 500: ValueError, UnicodeEncodeError
+        body = '{"url": "http://127.0.0.1:9/x", "under": "' + odd + '"}'  # (JSON escapes, as sent)
+        r = c.post("/search", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "under '/tmp/" in r.json()["detail"], r.text
 
 
 def test_writes_wait_for_another_writer_then_give_up(served):

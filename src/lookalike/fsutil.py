@@ -189,3 +189,15 @@ def remove_empty_folders(path: str, top: str) -> None:
         except OSError:  # not empty (other moved files, the user's own), or gone
             return
         folder = os.path.dirname(folder)
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` can name no file here (a NUL byte; a character the file system's
+    encoding cannot spell, such as a lone surrogate from JSON), else None."""
+    if "\0" in path:
+        return "it holds a NUL byte"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        return "it holds a character no file name can (a lone surrogate)"
+    return None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from lookalike.errors import GroupNotFound, InvalidArgument, ReviewOutdated
+from lookalike.fsutil import path_problem
 from lookalike.search.calibration import Calibration
 from lookalike.search.duplicates import EXACT, NEAR, Duplicate, Group
 from lookalike.search.keep import camera_name
@@ -413,6 +414,8 @@ class Review:
         if any(d.action == "move" for d in decisions):
             if not move_to or not os.path.isabs(os.fspath(move_to)):
                 raise InvalidArgument("moving duplicates needs an absolute destination folder")
+            if why := path_problem(os.fspath(move_to)):
+                raise InvalidArgument(f"moving duplicates to {os.fspath(move_to)!r}: {why}")
             if os.path.exists(move_to) and not os.path.isdir(move_to):
                 raise InvalidArgument(f"{move_to} is a file, not a folder")
         with self._lock:

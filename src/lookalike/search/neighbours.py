@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 
 from lookalike.errors import CalibrationError, InvalidArgument, LookalikeError
+from lookalike.fsutil import path_problem
 from lookalike.search import fine, metric
 from lookalike.search.calibration import Calibration, among_rivals, under_the_likeliest
 from lookalike.search.presets import cutoffs_of, held_score
@@ -116,6 +117,11 @@ class Filters:
     under: Sequence[str] = ()
     since: datetime | None = None  # capture time (EXIF), else file mtime
     until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for folder in self.under:
+            if why := path_problem(folder):
+                raise InvalidArgument(f"under {folder!r}: {why}")
 
     def allowed(self, store: Store) -> np.ndarray | None:
         """The ids that pass, or None when nothing is filtered."""

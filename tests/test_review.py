@@ -130,6 +130,17 @@ def test_a_rename_indexed_since_the_page_is_seen(library):
     assert "1 group not duplicates" in review.act([_decision(view, view.keep.row.id, "ignore")]).message
 
 
+def test_an_action_that_skipped_every_file_says_nothing_was_done(library, tmp_path):
+    """It said "1 group trashed; 2 skipped" with nothing trashed."""
+    photos, index = library
+    review = Review(Index(index))
+    view = _group_of(review, "photo2_q60.jpg")
+    os.rename(view.keep.row.path, tmp_path / "away")  # the kept copy is gone: nothing may go
+    outcome = review.act([_decision(view, view.keep.row.id, "trash")])
+    assert outcome.done == 0 and outcome.message.startswith("nothing trashed in 1 group; 1 skipped: ")
+    assert (photos / "photo2_q60.jpg").exists()
+
+
 def test_moving_needs_an_absolute_folder(library, tmp_path):
     photos, index = library
     review = Review(Index(index))

@@ -487,8 +487,11 @@ class Review:
         parts = []
         for action in ACTIONS:
             n = sum(d.action == action for d in decisions)
-            if n:
-                parts.append(f"{n} group{'s' if n > 1 else ''} {DONE[action]}")
+            groups = f"{n} group{'s' if n > 1 else ''}"
+            if n and action != "ignore" and not outcome.done:  # every file skipped
+                parts.append(f"nothing {DONE[action]} in {groups}")
+            elif n:
+                parts.append(f"{groups} {DONE[action]}")
         text = "; ".join(parts)
         if outcome.done:
             text += f" ({outcome.done} file{'s' if outcome.done > 1 else ''})"

@@ -170,9 +170,10 @@ def test_review_walk_on_real_photos(real_library, trash):
 
 
 @needs_shared(TFLITE, UKBENCH, PARROT)
-def test_after_an_undo_the_current_group_is_one_on_screen(real_library, trash):
+def test_keys_act_on_a_group_on_screen_and_once_when_held(real_library, trash):
     """An undo reloads the groups and kept the page's scroll, but made the first group the
-    current one: on a phone, the next `t` trashed a group scrolled out of sight."""
+    current one: on a phone, the next `t` trashed a group scrolled out of sight. And a held
+    `t` repeats: each repeat trashed the next group."""
     _, index = real_library
     seen = "(s) => { const r = s.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; }"
     with live_app(ServerConfig(index=index)) as base, playwright.sync_playwright() as p:
@@ -189,6 +190,13 @@ def test_after_an_undo_the_current_group_is_one_on_screen(real_library, trash):
         _wait_status(page, "put back")
         assert not page.locator("#groups .group").first.evaluate(seen)  # scrolled down still
         assert page.locator("#groups .group.current").evaluate(seen)
+        page.keyboard.down("t")  # held down: the key repeats; the first press acts, the rest do not
+        _wait_status(page, "1 group trashed")
+        for _ in range(3):
+            page.keyboard.down("t")  # (repeat: true)
+        page.keyboard.up("t")
+        page.wait_for_timeout(1000)
+        assert len(list(trash.joinpath("files").iterdir())) == 1
         browser.close()
 
 

@@ -355,11 +355,13 @@ dialog.addEventListener("keydown", (e) => {  // zoom keys in the comparison
   if (!e.ctrlKey && !e.metaKey && zoomKeys[e.key]) { setZoom(zoomKeys[e.key]); e.preventDefault(); }
 });
 
+const ACTING_KEYS = new Set(["t", "m", "i", "r", "u"]);
 document.addEventListener("keydown", (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey || dialog.open || !shortcuts.checked) return;
   if (e.target.closest("input, select, textarea")) return;
   const section = current();
   const key = e.key;
+  if (e.repeat && ACTING_KEYS.has(key)) { e.preventDefault(); return; }  // a held key acts once
   let handled = true;
   if (key === "j" || key === "ArrowRight") move(1);
   else if (key === "k" || key === "ArrowLeft") move(-1);

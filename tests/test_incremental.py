@@ -61,6 +61,18 @@ def test_moved_and_renamed_files_keep_id_and_vector(idx, photo_dir):
         assert s.verify().ok
 
 
+def test_rows_made_through_a_link_to_a_folder_go_once_the_walk_finds_its_own_path(idx, photo_dir):
+    """Before the walk followed links last, a link named before its folder took the
+    folder's files: an index made then holds them under the link's path. Now found under
+    the folder's own path, those rows are dropped, not kept beside the new ones."""
+    os.symlink(photo_dir / "sub", photo_dir / "0link")
+    idx.add([photo_dir / "0link"], options=OPTS)  # rows under the link's path, as then
+    linked = sorted(p for p in _rows(idx) if "/0link/" in p)
+    assert len(linked) == 4
+    report = idx.add([photo_dir], options=OPTS)
+    assert report.removed == 4 and not any("/0link/" in p for p in _rows(idx)) and len(_rows(idx)) == 8
+
+
 def test_copy_gets_a_new_row_with_the_same_vector(idx, photo_dir):
     shutil.copy(photo_dir / "photo2.jpg", photo_dir / "dup.jpg")
     report = idx.add([photo_dir], options=OPTS)

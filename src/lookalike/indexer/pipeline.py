@@ -220,7 +220,8 @@ def index_paths(
     known = store.catalogue.known(under=roots)  # folder roots, and files given directly
     seen = {e.path for e in entries}
     unlisted = [e.path for e in entries if e.error]  # what is below them is unknown, not gone
-    gone = {p for p in known if p not in seen and not any(is_under(p, u) for u in unlisted) and _gone(p)}
+    unknown = [p for p in known if p not in seen and not any(is_under(p, u) for u in unlisted)]
+    gone = {p for p in unknown if _gone(p, seen)}
     report.offline = _offline(roots, gone)
     gone -= {p for p in gone if any(is_under(p, root) for root, _ in report.offline)}
     changed = [e for e in entries if not _unchanged(known.get(e.path), e)]
@@ -275,19 +276,23 @@ def _empty(folder: str) -> bool:
         return False
 
 
-def _gone(path: str) -> bool:
+def _gone(path: str, seen: set[str]) -> bool:
     """Whether a catalogue row's path, not found by the walk, names no file now: nothing
     is there (or a folder on its way is now a file), or a folder is (a file replaced by a
     folder; a folder recorded as unreadable, listed now). A path whose details cannot be
     read (permission denied) is unknown, not gone; a file still there but not taken by
-    the walk (``--exclude``, hidden) stays."""
+    the walk (``--exclude``, hidden) stays, unless the walk found it under its own path
+    (``seen``): a row an older walk made through a symbolic link to its folder."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:  # permission denied, a link loop...: unknown
         return False
-    return stat.S_ISDIR(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        return True
+    real = os.path.realpath(path)
+    return real != path and real in seen
 
 
 @contextmanager

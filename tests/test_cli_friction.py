@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -312,6 +313,16 @@ def test_a_clean_up_that_fails_after_ctrl_c_is_still_an_interruption(index, monk
     monkeypatch.setattr(Index, "duplicates", cut_short)
     res = run("dupes", "--index", index, code=EXIT_INTERRUPTED)
     assert "interrupted" in res.output and "AssertionError" not in res.output
+    def says_what_it_kept(*args, **kwargs):  # as `index` does: its own line, then exit 130
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            print("interrupted: 0 images committed")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    monkeypatch.setattr(Index, "duplicates", says_what_it_kept)
+    res = run("dupes", "--index", index, code=EXIT_INTERRUPTED)
+    assert res.output.count("interrupted") == 1, res.output  # not a second "interrupted"
     monkeypatch.setattr(Index, "duplicates", lambda *a, **k: 1 / 0)  # a bug, not Ctrl-C: its traceback
     assert isinstance(runner.invoke(app, ["dupes", "--index", str(index)]).exception, ZeroDivisionError)
 

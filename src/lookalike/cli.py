@@ -74,7 +74,8 @@ class Commands(TyperGroup):
             err.print("interrupted", highlight=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
-            if not _after_ctrl_c(exc):
+            chosen = isinstance(exc, typer.Exit | click.exceptions.Exit | click.exceptions.Abort)
+            if chosen or not _after_ctrl_c(exc):  # (an exit a command chose on Ctrl-C: index's own)
                 raise
             err.print("interrupted", highlight=False)  # clean-up that Ctrl-C cut short failed too
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -90,6 +90,8 @@ def test_search_arguments_are_checked(index, photo_dir, tmp_path):
     os.symlink(photo_dir / "sub", tmp_path / "sub-link")  # the folder named by a link of the user's
     (linked,) = idx.search(query, k=8, filters=Filters(under=[str(tmp_path / "sub-link")]), threshold=-1.0)
     assert [h.path for h in linked.hits] == [h.path for h in result.hits]
+    (as_path,) = idx.search(query, k=8, filters=Filters(under=[photo_dir / "sub"]), threshold=-1.0)
+    assert [h.path for h in as_path.hits] == [h.path for h in result.hits]  # a Path, as before
     bad = idx.search([b"not an image"])[0]
     assert bad.hits == [] and bad.error and bad.problem.http_status == 415
     assert bad.to_dict() == {"query": "<bytes>", "results": [], "error": bad.error}

@@ -120,7 +120,7 @@ class Filters:
 
     def __post_init__(self) -> None:
         for folder in self.under:
-            if why := path_problem(folder):
+            if why := path_problem(os.fspath(folder)):  # (a Path is welcome)
                 raise InvalidArgument(f"under {folder!r}: {why}")
 
     def allowed(self, store: Store) -> np.ndarray | None:

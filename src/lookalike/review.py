@@ -25,6 +25,7 @@ import numpy as np
 
 from lookalike.errors import GroupNotFound, InvalidArgument, ReviewOutdated
 from lookalike.fsutil import path_problem
+from lookalike.render import count
 from lookalike.search.calibration import Calibration
 from lookalike.search.duplicates import EXACT, NEAR, Duplicate, Group
 from lookalike.search.keep import camera_name
@@ -384,9 +385,9 @@ class Review:
         """Group ``number`` with ``keep`` (an id) kept (default: the rules' choice)."""
         scoring = self.scoring()
         with self._lock:
-            count = len(self._current(preset).slots)
-            if not 1 <= number <= count:
-                raise GroupNotFound(f"no group {number}: there are {count} ({preset})")
+            total = len(self._current(preset).slots)
+            if not 1 <= number <= total:
+                raise GroupNotFound(f"no group {number}: there are {total} ({preset})")
             slot = self._slot(preset, number)
             if keep is not None and keep != slot.group.keep.id:
                 self._sims([slot])
@@ -487,14 +488,14 @@ class Review:
         parts = []
         for action in ACTIONS:
             n = sum(d.action == action for d in decisions)
-            groups = f"{n} group{'s' if n > 1 else ''}"
+            groups = count(n, "group")
             if n and action != "ignore" and not outcome.done:  # every file skipped
                 parts.append(f"nothing {DONE[action]} in {groups}")
             elif n:
                 parts.append(f"{groups} {DONE[action]}")
         text = "; ".join(parts)
         if outcome.done:
-            text += f" ({outcome.done} file{'s' if outcome.done > 1 else ''})"
+            text += f" ({count(outcome.done, 'file')})"
         if outcome.skipped:
             text += f"; {len(outcome.skipped)} skipped: {outcome.skipped[0][1]}"
         return text
